@@ -1,0 +1,1 @@
+"""MeshHook real-time metrics."""

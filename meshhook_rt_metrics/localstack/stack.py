@@ -1,0 +1,133 @@
+"""The local stack in one state directory: embedded PostgreSQL plus the background services.
+
+``up`` is idempotent: it creates what is missing, starts what is stopped and reuses existing data.
+Services are detached processes with pid files, so ``down`` and ``status`` work from any shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshhook_rt_metrics.db import migrator
+from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
+from meshhook_rt_metrics.localstack.postgres import LocalPostgres
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A background process of the stack: its name and command line."""
+
+    name: str
+    argv: list[str]
+
+
+class LocalStack:
+    def __init__(self, state_dir: Path, db_port: int = 54322, *, fast: bool = False) -> None:
+        self.state_dir = state_dir.resolve()
+        self.postgres = LocalPostgres(self.state_dir, db_port, fast=fast)
+        self.run_dir = self.state_dir / "run"
+        self.log_dir = self.state_dir / "logs"
+
+    # -- database -------------------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url()
+
+    def start_database(self, progress: Progress = lambda _: None) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.postgres.init():
+            progress(f"created PostgreSQL cluster in {self.postgres.data_dir}")
+        self.postgres.start()
+        progress(f"PostgreSQL listening on 127.0.0.1:{self.postgres.port}")
+        extensions = bootstrap_database(self.postgres)
+        progress("Supabase look-alike bootstrap applied" + (f" (extensions: {', '.join(extensions)})" if extensions else ""))
+        applied = migrator.migrate(self.database_url, progress=lambda m: progress(f"applying migration {m.path.name}"))
+        progress(f"{len(applied)} migration(s) applied, schema up to date")
+
+    # -- services -------------------------------------------------------------------------------
+    def services(self) -> list[Service]:
+        """The background processes ``up --detach`` starts (later components add theirs here)."""
+        cli = [sys.executable, "-m", "meshhook_rt_metrics.cli"]
+        return [Service("maintain", [*cli, "maintain", "--loop", "--db-url", self.database_url])]
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def service_pid(self, name: str) -> int | None:
+        path = self._pid_file(name)
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start_services(self, progress: Progress = lambda _: None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for service in self.services():
+            if self.service_pid(service.name):
+                progress(f"{service.name}: already running")
+                continue
+            with open(self.log_dir / f"{service.name}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    service.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            self._pid_file(service.name).write_text(f"{proc.pid}\n")
+            progress(f"{service.name}: started (pid {proc.pid}, log {self.log_dir / (service.name + '.log')})")
+
+    def stop_services(self, progress: Progress = lambda _: None, timeout: float = 10.0) -> None:
+        for service in reversed(self.services()):
+            pid = self.service_pid(service.name)
+            if pid is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.service_pid(service.name):
+                time.sleep(0.1)
+            if self.service_pid(service.name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            self._pid_file(service.name).unlink(missing_ok=True)
+            progress(f"{service.name}: stopped")
+
+    # -- whole stack ----------------------------------------------------------------------------
+    def up(self, progress: Progress = lambda _: None, *, services: bool = True) -> None:
+        self.start_database(progress)
+        if services:
+            self.start_services(progress)
+
+    def down(self, progress: Progress = lambda _: None) -> None:
+        self.stop_services(progress)
+        if self.postgres.initialised:
+            self.postgres.stop()
+            progress("PostgreSQL stopped")
+
+    def env(self) -> dict[str, str]:
+        """Connection settings for tools and tests, as printed by ``status -o env``."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "MESHHOOK_METRICS_DATABASE_URL": self.database_url,
+            "MESHHOOK_METRICS_STATE_DIR": str(self.state_dir),
+        }
+
+    def status(self) -> dict[str, str]:
+        state = {"postgres": "running" if self.postgres.running() else "stopped"}
+        for service in self.services():
+            pid = self.service_pid(service.name)
+            state[service.name] = f"running (pid {pid})" if pid else "stopped"
+        return state
