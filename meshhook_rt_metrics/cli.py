@@ -146,5 +146,25 @@ def maintain(
     typer.echo(json.dumps({**report, "messages_published": sent}, indent=2, default=str))
 
 
+@app.command()
+def demo(
+    state_dir: StateDir = None,
+    db_url: Annotated[str | None, typer.Option("--db-url", help="Database (default: the local stack's).")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", help="Stop after this long (default: Ctrl-C).")] = None,
+) -> None:
+    """Simulated MeshHook traffic through ingest, with a live view of the per-minute aggregates."""
+    from meshhook_rt_metrics import demo as demo_module
+
+    url = db_url or _stack(state_dir).database_url
+    _say("sending a batch a second for the demo project; Ctrl-C stops the demo (the stack keeps running)")
+    try:
+        sent = demo_module.run(url, seconds)
+    except KeyboardInterrupt:
+        return
+    except psycopg.Error as exc:
+        raise _fail(str(exc)) from exc
+    _say(f"demo sent {sent} batches")
+
+
 if __name__ == "__main__":
     app()

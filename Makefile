@@ -1,0 +1,48 @@
+# meshhook-rt-metrics — the two commands that matter: `make up` (local stack + live demo) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STATE_DIR ?= .meshhook
+SUPABASE := tools/node_modules/.bin/supabase
+
+.PHONY: up down test lint format bench install system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SUPABASE): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(SUPABASE) ## Python deps in .venv, pinned Supabase CLI in tools/
+
+system-deps: ## Debian packages the stack and tests need (run as root)
+	./scripts/install-system-deps.sh
+
+up: install ## Local stack (PostgreSQL + Supabase look-alike + migrations + services) and a live demo
+	$(VENV)/bin/meshhook-metrics up --detach --state-dir $(STATE_DIR)
+	$(VENV)/bin/meshhook-metrics demo --state-dir $(STATE_DIR)
+
+down: ## Stop the local stack (data kept in $(STATE_DIR))
+	$(VENV)/bin/meshhook-metrics down --state-dir $(STATE_DIR)
+
+lint: install ## ruff + mypy
+	$(VENV)/bin/ruff check meshhook_rt_metrics tests benchmarks
+	$(VENV)/bin/ruff format --check meshhook_rt_metrics tests benchmarks
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format meshhook_rt_metrics tests benchmarks
+	$(VENV)/bin/ruff check --fix meshhook_rt_metrics tests benchmarks
+
+test: lint ## Everything: lint, Python tests (real PostgreSQL), pgTAP, Supabase CLI migration + lint checks
+	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON in benchmarks/results/
+	$(PY) -m benchmarks.ingest
+
+clean:
+	rm -rf $(VENV) tools/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages for the local stack and the tests: PostgreSQL 15 with pg_cron, pgTAP (+ pg_prove),
+# plpgsql_check (for `supabase db lint`), Node.js/npm for the pinned Supabase CLI.
+set -euo pipefail
+packages=(
+  postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap postgresql-15-plpgsql-check
+  libtap-parser-sourcehandler-pgtap-perl python3-venv
+)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+command -v npm >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "system packages: all present"
+fi
