@@ -8,6 +8,8 @@ a fresh database cloned from it (cheap: a file copy).
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +25,13 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    """A running cluster with a migrated template database; destroyed at the end of the session."""
-    state_dir: Path = tmp_path_factory.mktemp("stack")
+def cluster() -> Iterator[LocalPostgres]:
+    """A running cluster with a migrated template database; destroyed at the end of the session.
+
+    Not under pytest's tmp dir: pytest resets that to mode 0700 at every session start, which would lock
+    the server's OS user (``postgres`` when tests run as root) out of a concurrently running cluster.
+    """
+    state_dir = Path(tempfile.mkdtemp(prefix="meshhook-test-"))
     pg = LocalPostgres(state_dir, port=0, fast=True)
     pg.init()
     pg.start()
@@ -37,6 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]
         yield pg
     finally:
         pg.destroy()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _fresh(cluster: LocalPostgres) -> TestDatabase:

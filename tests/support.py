@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from meshhook_rt_metrics.db.session import as_caller, claims_for_user
+
+_batch_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -13,3 +25,82 @@ class TestDatabase:
     name: str
     url: str
     admin_url: str
+
+
+def new_project() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def counter(name: str, value: float, labels: Mapping[str, str] | None = None, *, ts: float | None = None,
+            count: int = 1) -> dict[str, Any]:
+    return {"name": name, "kind": "counter", "labels": dict(labels or {}), "ts": ts or time.time(),
+            "count": count, "sum": value}
+
+
+def gauge(name: str, value: float, labels: Mapping[str, str] | None = None, *, ts: float | None = None) -> dict[str, Any]:
+    return {"name": name, "kind": "gauge", "labels": dict(labels or {}), "ts": ts or time.time(), "count": 1,
+            "sum": value, "min": value, "max": value, "last": value}
+
+
+def histogram(name: str, values: Iterable[float], labels: Mapping[str, str] | None = None, *,
+              ts: float | None = None) -> dict[str, Any]:
+    from meshhook_rt_metrics.client.sketch import Sketch
+
+    observed = list(values)
+    sketch = Sketch()
+    for value in observed:
+        sketch.add(value)
+    return {"name": name, "kind": "histogram", "labels": dict(labels or {}), "ts": ts or time.time(),
+            "count": len(observed), "sum": sum(observed), "min": min(observed), "max": max(observed),
+            "sketch": sketch.to_wire()}
+
+
+def batch(project: uuid.UUID, points: list[dict[str, Any]], *, source: str = "test-source",
+          batch_id: str | None = None) -> dict[str, Any]:
+    return {"project_id": str(project), "source": source, "batch_id": batch_id or f"b{next(_batch_ids)}",
+            "points": points}
+
+
+def ingest(conn: psycopg.Connection[Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    row = conn.execute("select metrics.ingest(%s::jsonb)", (json.dumps(payload),)).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def add_member(conn: psycopg.Connection[Any], project: uuid.UUID, user: uuid.UUID, role: str = "viewer") -> None:
+    """Membership through the default store (as a trusted connection)."""
+    conn.execute("insert into metrics.projects (id) values (%s) on conflict do nothing", (project,))
+    conn.execute(
+        "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)"
+        " on conflict (project_id, user_id) do update set role = excluded.role",
+        (project, user, role),
+    )
+
+
+def user_claims(user: uuid.UUID) -> dict[str, Any]:
+    return claims_for_user(str(user))
+
+
+def can_read_topic(conn: psycopg.Connection[Any], claims: Mapping[str, Any], topic: str) -> bool:
+    """Supabase Realtime's join check: probe rows inserted as admin, selected as the user, rolled back."""
+    try:
+        with conn.transaction():
+            conn.execute("select set_config('realtime.topic', %s, true)", (topic,))
+            conn.execute(
+                "insert into realtime.messages (topic, extension, private, payload, event)"
+                " values (%s, 'broadcast', true, '{}', 'probe'), (%s, 'presence', true, '{}', 'probe')",
+                (topic, topic),
+            )
+            with as_caller(conn, claims):
+                row = conn.execute(
+                    "select count(*) from realtime.messages where topic = %s and extension = 'broadcast'", (topic,)
+                ).fetchone()
+            raise _Rollback(bool(row and row[0]))
+    except _Rollback as outcome:
+        return outcome.visible
+
+
+class _Rollback(Exception):
+    def __init__(self, visible: bool) -> None:
+        super().__init__("rollback probe")
+        self.visible = visible

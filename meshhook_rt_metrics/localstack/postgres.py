@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SUPERUSER = "supabase_admin"
 """Superuser name, as on Supabase; the migrations' owner ``postgres`` is deliberately not a superuser."""
@@ -189,7 +190,7 @@ class LocalPostgres:
         result = subprocess.run(
             [self.binaries.path("pg_ctl"), "status", "-D", str(self.data_dir)],
             capture_output=True,
-            user=self._run_as,
+            **self._identity(),
         )
         return result.returncode == 0
 
@@ -244,8 +245,15 @@ class LocalPostgres:
             if not mode & 0o001:
                 parent.chmod(mode | 0o001)
 
+    def _identity(self) -> dict[str, Any]:
+        """subprocess arguments that run a program as the server's OS user, its own group and no others."""
+        if self._run_as is None:
+            return {}
+        entry = pwd.getpwnam(self._run_as)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
     def _run(self, args: Sequence[str]) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, user=self._run_as, cwd="/")
+        result = subprocess.run(args, capture_output=True, text=True, cwd="/", **self._identity())
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip()
             raise PostgresError(f"{Path(args[0]).name} failed: {detail}")

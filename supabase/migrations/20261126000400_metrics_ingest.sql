@@ -271,7 +271,8 @@ begin
 
     select coalesce(pr.series_quota, v_cfg.default_series_quota) into v_quota
     from metrics.projects pr where pr.id = v_project;
-    select count(*) into v_existing from metrics.series s where s.project_id = v_project;
+    select count(*) into v_existing from metrics.series s
+    where s.project_id = v_project and not s.labels ? '__overflow__';
 
     with wanted as (
       select p.name, p.labels, min(p.idx) as first_idx
@@ -286,7 +287,8 @@ begin
     )
     update pg_temp.ingest_points p set series_id = c.id
     from created c where p.series_id is null and c.name = p.name and c.labels = p.labels;
-    v_created := (select count(*) from metrics.series s where s.project_id = v_project) - v_existing;
+    v_created := (select count(*) from metrics.series s
+      where s.project_id = v_project and not s.labels ? '__overflow__') - v_existing;
 
     if exists (select from pg_temp.ingest_points where series_id is null) then
       insert into metrics.series (project_id, name, labels)

@@ -21,6 +21,21 @@ $$;
 comment on function metrics.topic_project_id(text) is
   'The project of a "metrics:<uuid>" topic, null for any other topic (used by the realtime.messages policy).';
 
+create function metrics.realtime_rows_inserted()
+returns bigint
+language sql volatile set search_path = ''
+as $$
+  select coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(t.relid)), 0)::bigint
+  from (
+    select 'realtime.messages'::regclass::oid as relid
+    union all
+    select i.inhrelid from pg_catalog.pg_inherits i where i.inhparent = 'realtime.messages'::regclass
+  ) as t
+$$;
+comment on function metrics.realtime_rows_inserted() is
+  'Rows this transaction inserted into realtime.messages (all partitions): realtime.send turns errors into '
+  'warnings, so publishing compares this before and after to know a message was really stored.';
+
 create function metrics.publish_project(p_project_id uuid)
 returns integer
 language plpgsql volatile security definer set search_path = ''
@@ -35,6 +50,7 @@ declare
   v_bytes integer := 0;
   v_size integer;
   v_seq bigint;
+  v_stored_before bigint;
   i integer;
 begin
   select * into strict v_cfg from metrics.config;
@@ -53,55 +69,65 @@ begin
     return 0;
   end if;
 
-  for v_item in
-    with dirty as (
-      delete from metrics.publish_queue q where q.project_id = p_project_id returning q.series_id, q.bucket
-    )
-    select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-      'series_id', s.id, 'name', s.name, 'labels', s.labels, 'kind', f.kind,
-      'minute', r.bucket, 'count', r.count, 'sum', r.sum, 'min', r.min, 'max', r.max, 'last', r.last,
-      'p50', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.5, r.min, r.max) end,
-      'p90', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.9, r.min, r.max) end,
-      'p99', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.99, r.min, r.max) end
-    ))
-    from dirty d
-    join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket = d.bucket
-    join metrics.series s on s.id = d.series_id
-    join metrics.families f on f.project_id = s.project_id and f.name = s.name
-    order by s.name, s.id, r.bucket
-  loop
-    v_size := pg_catalog.octet_length(v_item::text) + 2;
-    if v_bytes + v_size > v_cfg.publish_max_bytes - 200 and pg_catalog.jsonb_array_length(v_part) > 0 then
+  -- a failed send must not lose the queued changes: the block rolls back the dequeue and the rate-limit stamp
+  begin
+    for v_item in
+      with dirty as (
+        delete from metrics.publish_queue q where q.project_id = p_project_id returning q.series_id, q.bucket
+      )
+      select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'series_id', s.id, 'name', s.name, 'labels', s.labels, 'kind', f.kind,
+        'minute', r.bucket, 'count', r.count, 'sum', r.sum, 'min', r.min, 'max', r.max, 'last', r.last,
+        'p50', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.5, r.min, r.max) end,
+        'p90', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.9, r.min, r.max) end,
+        'p99', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.99, r.min, r.max) end
+      ))
+      from dirty d
+      join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket = d.bucket
+      join metrics.series s on s.id = d.series_id
+      join metrics.families f on f.project_id = s.project_id and f.name = s.name
+      order by s.name, s.id, r.bucket
+    loop
+      v_size := pg_catalog.octet_length(v_item::text) + 2;
+      if v_bytes + v_size > v_cfg.publish_max_bytes - 200 and pg_catalog.jsonb_array_length(v_part) > 0 then
+        v_parts := v_parts || v_part;
+        v_part := '[]'::jsonb;
+        v_bytes := 0;
+      end if;
+      v_part := v_part || pg_catalog.jsonb_build_array(v_item);
+      v_bytes := v_bytes + v_size;
+    end loop;
+    if pg_catalog.jsonb_array_length(v_part) > 0 then
       v_parts := v_parts || v_part;
-      v_part := '[]'::jsonb;
-      v_bytes := 0;
     end if;
-    v_part := v_part || pg_catalog.jsonb_build_array(v_item);
-    v_bytes := v_bytes + v_size;
-  end loop;
-  if pg_catalog.jsonb_array_length(v_part) > 0 then
-    v_parts := v_parts || v_part;
-  end if;
-  if pg_catalog.cardinality(v_parts) = 0 then
+    if pg_catalog.cardinality(v_parts) = 0 then
+      return 0;
+    end if;
+    v_stored_before := metrics.realtime_rows_inserted();
+
+    update metrics.publish_state ps
+    set last_sent_at = pg_catalog.clock_timestamp(), messages_sent = ps.messages_sent + 1
+    where ps.project_id = p_project_id
+    returning ps.messages_sent into v_seq;
+
+    for i in 1 .. pg_catalog.cardinality(v_parts) loop
+      perform realtime.send(
+        pg_catalog.jsonb_build_object(
+          'project_id', p_project_id, 'seq', v_seq, 'part', i, 'parts', pg_catalog.cardinality(v_parts),
+          'series', v_parts[i]
+        ),
+        'rollup',
+        metrics.topic(p_project_id),
+        true
+      );
+    end loop;
+    if metrics.realtime_rows_inserted() - v_stored_before <> pg_catalog.cardinality(v_parts) then
+      raise exception 'realtime.send did not store the message (see the preceding ErrorSendingBroadcastMessage warning)';
+    end if;
+  exception when others then
+    raise warning 'metrics: live update of project % not published, changes stay queued: %', p_project_id, sqlerrm;
     return 0;
-  end if;
-
-  update metrics.publish_state ps
-  set last_sent_at = pg_catalog.clock_timestamp(), messages_sent = ps.messages_sent + 1
-  where ps.project_id = p_project_id
-  returning ps.messages_sent into v_seq;
-
-  for i in 1 .. pg_catalog.cardinality(v_parts) loop
-    perform realtime.send(
-      pg_catalog.jsonb_build_object(
-        'project_id', p_project_id, 'seq', v_seq, 'part', i, 'parts', pg_catalog.cardinality(v_parts),
-        'series', v_parts[i]
-      ),
-      'rollup',
-      metrics.topic(p_project_id),
-      true
-    );
-  end loop;
+  end;
   return pg_catalog.cardinality(v_parts);
 end
 $$;
@@ -189,4 +215,5 @@ comment on policy metrics_members_receive_live_updates on realtime.messages is
   'only the database publishes there.';
 
 grant execute on function metrics.topic(uuid), metrics.topic_project_id(text) to anon, authenticated, service_role;
-grant execute on function metrics.publish_project(uuid), metrics.publish_pending() to service_role;
+grant execute on function metrics.publish_project(uuid), metrics.publish_pending(), metrics.realtime_rows_inserted()
+  to service_role;

@@ -16,6 +16,15 @@ $$;
 comment on function metrics.series_matches(jsonb, jsonb) is
   'Prometheus label-matcher semantics (=, !=, =~, !~; regexes fully anchored; a missing label is "").';
 
+create function metrics.hours_complete_until()
+returns timestamptz
+language sql stable security definer set search_path = ''
+as $$
+  select pg_catalog.date_trunc('hour', ms.hour_watermark) from metrics.maintenance_state ms
+$$;
+comment on function metrics.hours_complete_until() is
+  'Hourly rollups are complete for every hour before this instant (the last maintenance run''s hour).';
+
 create function metrics.query(
   p_project_id uuid,
   p_metric text,
@@ -97,7 +106,8 @@ begin
       v_step := pg_catalog.make_interval(hours => pg_catalog.ceil(extract(epoch from v_step) / 3600)::integer);
     end if;
   end if;
-  v_hourly := (extract(epoch from v_step)::bigint % 3600 = 0 and v_step >= interval '1 hour')
+  -- hours when the step is whole hours and those hours are complete, or when minutes are gone already
+  v_hourly := (extract(epoch from v_step)::bigint % 3600 = 0 and p_to <= metrics.hours_complete_until())
     or p_from < now() - v_minute_retention;
 
   return query
@@ -147,5 +157,5 @@ comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, i
   'labels (empty array: all into one). Minute rollups, or hour rollups for hour steps and old ranges. '
   'Runs as the caller, so row-level security applies.';
 
-grant execute on function metrics.series_matches(jsonb, jsonb),
+grant execute on function metrics.series_matches(jsonb, jsonb), metrics.hours_complete_until(),
   metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) to authenticated, service_role;

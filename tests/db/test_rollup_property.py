@@ -1,0 +1,118 @@
+"""Property: whatever the order and resends, minute rollups equal a recomputation from what was sent."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
+
+METRICS = {"jobs_total": "counter", "queue_depth": "gauge", "step_seconds": "histogram"}
+LABEL_SETS = [{}, {"node_type": "http_call"}, {"node_type": "transform", "outcome": "ok"}]
+
+_URL: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remember_url(db: TestDatabase) -> None:
+    """hypothesis tests cannot take function fixtures; they read the module's database URL from here."""
+    _URL["url"] = db.url
+
+
+point_spec = st.tuples(
+    st.sampled_from(sorted(METRICS)),
+    st.integers(0, len(LABEL_SETS) - 1),
+    st.integers(0, 179),  # seconds before now: spans up to four minutes
+    st.lists(st.floats(min_value=-50, max_value=5000, allow_nan=False), min_size=1, max_size=20),
+)
+batch_spec = st.lists(point_spec, min_size=1, max_size=6)
+source_spec = st.lists(batch_spec, min_size=1, max_size=4)
+
+
+def _point(metric: str, labels: dict[str, str], ts: float, values: list[float]) -> dict[str, Any]:
+    kind = METRICS[metric]
+    if kind == "counter":
+        return counter(metric, sum(abs(v) for v in values), labels, ts=ts, count=len(values))
+    if kind == "gauge":
+        p = gauge(metric, values[-1], labels, ts=ts)
+        p.update(count=len(values), sum=sum(values), min=min(values), max=max(values))
+        return p
+    return histogram(metric, values, labels, ts=ts)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(sources=st.lists(source_spec, min_size=1, max_size=3), seed=st.integers(0, 2**32 - 1))
+def test_rollups_equal_recomputation_whatever_the_order_and_resends(sources: list[list[list[Any]]], seed: int) -> None:
+    rng = random.Random(seed)
+    project = uuid.uuid4()
+    now = math.floor(time.time())
+    sends: list[dict[str, Any]] = []
+    expected: dict[tuple[str, str, int], dict[str, Any]] = defaultdict(
+        lambda: {"count": 0, "sum": 0.0, "min": math.inf, "max": -math.inf, "last": None, "values": []}
+    )
+    for s, batches in enumerate(sources):
+        for b, points in enumerate(batches):
+            wire_points = []
+            for metric, label_idx, ago, values in points:
+                ts = now - ago + rng.random() * 0.9
+                labels = LABEL_SETS[label_idx]
+                point = _point(metric, labels, ts, values)
+                wire_points.append(point)
+                key = (metric, str(sorted(labels.items())), int(ts // 60))
+                agg = expected[key]
+                agg["count"] += point["count"]
+                agg["sum"] += point["sum"]
+                if "min" in point:
+                    agg["min"] = min(agg["min"], point["min"])
+                    agg["max"] = max(agg["max"], point["max"])
+                if point.get("last") is not None and (agg["last"] is None or (ts, point["last"]) > agg["last"]):
+                    agg["last"] = (ts, point["last"])
+                agg["values"] += values
+            sends.append(batch(project, wire_points, source=f"worker-{s}", batch_id=str(b)))
+    sends += rng.sample(sends, k=len(sends) // 2)  # resends, e.g. replayed from a spool
+    rng.shuffle(sends)
+
+    with psycopg.connect(_URL["url"], autocommit=True) as conn:
+        statuses = [ingest(conn, payload)["status"] for payload in sends]
+        assert statuses.count("accepted") == sum(len(b) for b in sources)
+        rows = conn.execute(
+            "select s.name, s.labels, extract(epoch from r.bucket)::bigint / 60, r.count, r.sum, r.min, r.max, r.last,"
+            " metrics.sketch_quantile(r.sketch, 0.5, r.min, r.max), metrics.sketch_quantile(r.sketch, 0.99, r.min, r.max),"
+            " r.sketch = (select metrics.sketch_union(p.sketch) from metrics.points p"
+            "             where p.series_id = r.series_id and date_trunc('minute', p.ts) = r.bucket),"
+            " (r.count, r.sum) = (select sum(p.count), sum(p.sum) from metrics.points p"
+            "             where p.series_id = r.series_id and date_trunc('minute', p.ts) = r.bucket)"
+            " from metrics.rollup_1m r join metrics.series s on s.id = r.series_id where r.project_id = %s",
+            (project,),
+        ).fetchall()
+
+    assert len(rows) == len(expected)
+    for name, labels, minute, count, total, lo, hi, last, p50, p99, sketch_ok, raw_ok in rows:
+        want = expected[(name, str(sorted(labels.items())), minute)]
+        assert raw_ok, "rollup equals the sum of its raw points"
+        assert count == want["count"]
+        assert total == pytest.approx(want["sum"], rel=1e-9, abs=1e-9)
+        kind = METRICS[name]
+        if kind == "counter":
+            continue
+        assert (lo, hi) == (want["min"], want["max"])
+        if kind == "gauge":
+            assert last == want["last"][1]
+            continue
+        assert sketch_ok, "rollup sketch equals the merge of its points' sketches"
+        ordered = sorted(want["values"])
+        for q, got in ((0.5, p50), (0.99, p99)):
+            exact = ordered[math.floor(q * (len(ordered) - 1))]
+            if abs(exact) >= 1e-9:
+                assert got == pytest.approx(exact, rel=0.01)
+            else:
+                assert abs(got) <= 1e-9 * 1.02
