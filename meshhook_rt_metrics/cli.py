@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
-from enum import Enum
+import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import psycopg
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from meshhook_rt_metrics.db import maintenance, migrator
@@ -19,23 +22,37 @@ from meshhook_rt_metrics.localstack.postgres import PostgresError
 from meshhook_rt_metrics.localstack.stack import LocalStack
 from meshhook_rt_metrics.settings import StackSettings
 
-app = typer.Typer(help="MeshHook real-time metrics: local stack, migrations, maintenance.", no_args_is_help=True)
+app = typer.Typer(
+    help="MeshHook real-time metrics: local stack, migrations, maintenance.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 StateDir = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Local stack state directory [env: MESHHOOK_METRICS_STATE_DIR; default .meshhook]"),
+    typer.Option(
+        "--state-dir", help="Local stack state directory [env: MESHHOOK_METRICS_STATE_DIR; default .meshhook]"
+    ),
 ]
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     pretty = "pretty"
     env = "env"
     json = "json"
 
 
+def _settings() -> StackSettings:
+    try:
+        return StackSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MESHHOOK_METRICS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise _fail(f"invalid settings: {problems}") from exc
+
+
 def _stack(state_dir: Path | None) -> LocalStack:
-    settings = StackSettings()
+    settings = _settings()
     return LocalStack(state_dir or settings.state_dir, settings.db_port)
 
 
@@ -51,14 +68,18 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def up(
     state_dir: StateDir = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Start in the background and return.")
+    ] = False,
 ) -> None:
     """Start the local stack (PostgreSQL with the Supabase look-alike and migrations, background services)."""
     stack = _stack(state_dir)
     try:
         if detach:
             stack.up(_say)
-            _say(f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings")
+            _say(
+                f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings"
+            )
             return
         stack.up(_say, services=False)
     except (PostgresError, migrator.MigrationError) as exc:
@@ -66,7 +87,7 @@ def up(
     _say("running in the foreground; Ctrl-C stops the stack")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    settings = StackSettings()
+    settings = _settings()
     try:
         maintenance.run_loop(stack.database_url, settings.publish_every, settings.maintain_every, stop)
     except KeyboardInterrupt:
@@ -88,7 +109,9 @@ def down(state_dir: StateDir = None) -> None:
 @app.command()
 def status(
     state_dir: StateDir = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="pretty, env or json")] = OutputFormat.pretty,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="pretty, env or json")
+    ] = OutputFormat.pretty,
 ) -> None:
     """Show whether the stack runs and how to connect to it."""
     stack = _stack(state_dir)
@@ -111,7 +134,9 @@ def status(
 
 @app.command()
 def migrate(
-    db_url: Annotated[str, typer.Option("--db-url", envvar="DATABASE_URL", help="Target database (migration owner).")],
+    db_url: Annotated[
+        str, typer.Option("--db-url", envvar="DATABASE_URL", help="Target database (migration owner).")
+    ],
 ) -> None:
     """Apply pending migrations, recorded in the Supabase CLI's history table."""
     try:
@@ -124,18 +149,18 @@ def migrate(
 @app.command()
 def maintain(
     db_url: Annotated[str, typer.Option("--db-url", envvar="DATABASE_URL", help="Database to maintain.")],
-    loop: Annotated[bool, typer.Option("--loop", help="Keep running: publish sweeps and periodic maintenance.")] = False,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Keep running: publish sweeps and periodic maintenance.")
+    ] = False,
 ) -> None:
     """Run maintenance (rollups, retention, partitions) once, or keep running where pg_cron cannot."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if loop:
-        settings = StackSettings()
+        settings = _settings()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             maintenance.run_loop(db_url, settings.publish_every, settings.maintain_every, stop)
-        except KeyboardInterrupt:
-            pass
         return
     try:
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -147,10 +172,47 @@ def maintain(
 
 
 @app.command()
+def serve(
+    state_dir: StateDir = None,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Login DSN [env: MESHHOOK_METRICS_DATABASE_URL]")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address [env: MESHHOOK_METRICS_API_HOST]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen port [env: MESHHOOK_METRICS_API_PORT]")
+    ] = None,
+) -> None:
+    """Run the HTTP service: /api/metrics, /metrics (Prometheus), /healthz, /openapi.json."""
+    from meshhook_rt_metrics.api.server import serve as run_server
+    from meshhook_rt_metrics.api.settings import ApiSettings
+
+    overrides: dict[str, object] = {}
+    if db_url:
+        overrides["database_url"] = db_url
+    if host:
+        overrides["api_host"] = host
+    if port is not None:
+        overrides["api_port"] = port
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    try:
+        settings = ApiSettings(**overrides)  # type: ignore[arg-type]
+        run_server(settings)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
 def demo(
     state_dir: StateDir = None,
-    db_url: Annotated[str | None, typer.Option("--db-url", help="Database (default: the local stack's).")] = None,
-    seconds: Annotated[float | None, typer.Option("--seconds", help="Stop after this long (default: Ctrl-C).")] = None,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Database (default: the local stack's).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", help="Stop after this long (default: Ctrl-C).")
+    ] = None,
 ) -> None:
     """Simulated MeshHook traffic through ingest, with a live view of the per-minute aggregates."""
     from meshhook_rt_metrics import demo as demo_module
@@ -164,6 +226,96 @@ def demo(
     except psycopg.Error as exc:
         raise _fail(str(exc)) from exc
     _say(f"demo sent {sent} batches")
+
+
+class MemberRole(StrEnum):
+    viewer = "viewer"
+    editor = "editor"
+    admin = "admin"
+
+
+@app.command()
+def token(
+    project_id: Annotated[uuid.UUID, typer.Option("--project-id", help="Project the user belongs to.")],
+    user_id: Annotated[uuid.UUID, typer.Option("--user-id", help="The user (the token's 'sub').")],
+    state_dir: StateDir = None,
+    role: Annotated[
+        MemberRole, typer.Option("--role", help="Membership role written by --grant.")
+    ] = MemberRole.viewer,
+    grant: Annotated[
+        bool, typer.Option("--grant", help="Add or update the user's membership of the project.")
+    ] = False,
+    expires_in: Annotated[int, typer.Option("--expires-in", min=1, help="Token lifetime in seconds.")] = 3600,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Database for --grant [default: the stack's].")
+    ] = None,
+) -> None:
+    """Print a user access token signed with the stack's JWT secret (as Supabase Auth would issue it)."""
+    from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
+
+    stack = _stack(state_dir)
+    if grant:
+        try:
+            with psycopg.connect(db_url or stack.database_url) as conn, conn.transaction():
+                conn.execute(
+                    "delete from metrics.project_members where project_id = %s and user_id = %s",
+                    (project_id, user_id),
+                )
+                conn.execute(
+                    "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)",
+                    (project_id, user_id, role.value),
+                )
+        except (psycopg.Error, PostgresError) as exc:
+            raise _fail(f"could not grant the membership: {exc}") from exc
+    typer.echo(keys_for_state_dir(stack.state_dir).user_token(user_id, expires_in=expires_in))
+
+
+@app.command()
+def gateway(
+    state_dir: StateDir = None,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Database (as postgres) [default: the stack's].")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen port [default: the stack's, 54321].")
+    ] = None,
+    functions_dir: Annotated[Path, typer.Option("--functions-dir", help="Edge functions.")] = Path(
+        "supabase/functions"
+    ),
+    deno: Annotated[
+        str | None, typer.Option("--deno", envvar="MESHHOOK_METRICS_DENO", help="Deno binary.")
+    ] = None,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Close silent sockets after seconds.")
+    ] = 60.0,
+    replay_grace: Annotated[
+        float,
+        typer.Option(
+            "--replay-grace", help="Seconds after start in which rejoining channels get missed messages."
+        ),
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run the Supabase-compatible gateway (Data API RPC, Realtime, edge functions) in the foreground."""
+    from meshhook_rt_metrics.localstack.gateway.app import serve
+    from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig
+    from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stack = _stack(state_dir)
+    config = GatewayConfig(
+        db_url=db_url or stack.database_url,
+        keys=keys_for_state_dir(stack.state_dir),
+        host=host,
+        port=port or stack.gateway_port,
+        functions_dir=functions_dir.resolve(),
+        deno=deno,
+        deno_dir=stack.state_dir / "gateway" / "deno",
+        idle_timeout=idle_timeout,
+        replay_grace=replay_grace,
+    )
+    serve(config, log_level.lower())
 
 
 if __name__ == "__main__":

@@ -36,23 +36,50 @@ class TrafficSimulator:
         points: list[dict[str, Any]] = []
         for outcome, rate in (("accepted", 40), ("rejected", 3)):
             n = self.rng.randint(rate // 2, rate)
-            points.append(self._counter("meshhook_webhook_requests_total", {"outcome": outcome, "signature": "verified"}, n, now))
+            points.append(
+                self._counter(
+                    "meshhook_webhook_requests_total", {"outcome": outcome, "signature": "verified"}, n, now
+                )
+            )
         for node_type, median in (("http_call", 0.120), ("transform", 0.004)):
             values = [self.rng.lognormvariate(0, 0.6) * median for _ in range(self.rng.randint(20, 60))]
-            points.append(self._histogram("meshhook_workflow_step_duration_seconds", {"node_type": node_type}, values, now))
+            points.append(
+                self._histogram(
+                    "meshhook_workflow_step_duration_seconds", {"node_type": node_type}, values, now
+                )
+            )
         self.queue_depth = max(0.0, self.queue_depth + self.rng.uniform(-3, 3))
         points.append(
             {
-                "name": "meshhook_queue_messages", "kind": "gauge", "labels": {"queue": "jobs", "state": "ready"},
-                "ts": now, "count": 1, "sum": self.queue_depth, "min": self.queue_depth, "max": self.queue_depth,
-                "last": self.queue_depth, "help": "Messages waiting in a queue",
+                "name": "meshhook_queue_messages",
+                "kind": "gauge",
+                "labels": {"queue": "jobs", "state": "ready"},
+                "ts": now,
+                "count": 1,
+                "sum": self.queue_depth,
+                "min": self.queue_depth,
+                "max": self.queue_depth,
+                "last": self.queue_depth,
+                "help": "Messages waiting in a queue",
             }
         )
-        return {"project_id": str(DEMO_PROJECT), "source": source, "batch_id": f"{batch_no}", "points": points}
+        return {
+            "project_id": str(DEMO_PROJECT),
+            "source": source,
+            "batch_id": f"{batch_no}",
+            "points": points,
+        }
 
     @staticmethod
     def _counter(name: str, labels: dict[str, str], n: int, ts: float) -> dict[str, Any]:
-        return {"name": name, "kind": "counter", "labels": labels, "ts": ts, "count": max(n, 1), "sum": float(n)}
+        return {
+            "name": name,
+            "kind": "counter",
+            "labels": labels,
+            "ts": ts,
+            "count": max(n, 1),
+            "sum": float(n),
+        }
 
     @staticmethod
     def _histogram(name: str, labels: dict[str, str], values: list[float], ts: float) -> dict[str, Any]:
@@ -60,8 +87,16 @@ class TrafficSimulator:
         for value in values:
             sketch.add(value)
         return {
-            "name": name, "kind": "histogram", "labels": labels, "ts": ts, "count": len(values), "sum": sum(values),
-            "min": min(values), "max": max(values), "sketch": sketch.to_wire(), "unit": "seconds",
+            "name": name,
+            "kind": "histogram",
+            "labels": labels,
+            "ts": ts,
+            "count": len(values),
+            "sum": sum(values),
+            "min": min(values),
+            "max": max(values),
+            "sketch": sketch.to_wire(),
+            "unit": "seconds",
         }
 
 
@@ -89,7 +124,9 @@ def _render(conn: psycopg.Connection[Any]) -> Table:
             if key in seen or value is None:
                 continue
             seen.add(key)
-            table.add_row(metric, ", ".join(f"{k}={v}" for k, v in sorted(labels.items())), agg, f"{value:,.4g} {unit}")
+            table.add_row(
+                metric, ", ".join(f"{k}={v}" for k, v in sorted(labels.items())), agg, f"{value:,.4g} {unit}"
+            )
     return table
 
 
@@ -107,7 +144,10 @@ def run(database_url: str, seconds: float | None = None, console: Console | None
     source = f"demo-{uuid.uuid4().hex[:8]}"
     sent = 0
     deadline = None if seconds is None else time.monotonic() + seconds
-    with psycopg.connect(database_url, autocommit=True) as conn, Live(console=console, refresh_per_second=2) as live:
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        Live(console=console, refresh_per_second=2) as live,
+    ):
         for batch in batches(source):
             conn.execute("select metrics.ingest(%s::jsonb)", (json.dumps(batch),))
             sent += 1

@@ -13,8 +13,15 @@ class StackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MESHHOOK_METRICS_", extra="ignore")
 
-    state_dir: Path = Field(default=Path(".meshhook"), description="Directory holding the local stack's state.")
-    db_port: int = Field(default=54322, ge=1, le=65535, description="Preferred port of the embedded PostgreSQL.")
+    state_dir: Path = Field(
+        default=Path(".meshhook"), description="Directory holding the local stack's state."
+    )
+    db_port: int = Field(
+        default=54322,
+        ge=0,
+        le=65535,
+        description="Preferred port of the embedded PostgreSQL (0: any free port).",
+    )
     publish_every: float = Field(
         default=0.5, gt=0, le=60, description="Seconds between sweeps that publish pending live updates."
     )

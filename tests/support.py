@@ -31,34 +31,75 @@ def new_project() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def counter(name: str, value: float, labels: Mapping[str, str] | None = None, *, ts: float | None = None,
-            count: int = 1) -> dict[str, Any]:
-    return {"name": name, "kind": "counter", "labels": dict(labels or {}), "ts": ts or time.time(),
-            "count": count, "sum": value}
+def counter(
+    name: str,
+    value: float,
+    labels: Mapping[str, str] | None = None,
+    *,
+    ts: float | None = None,
+    count: int = 1,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "counter",
+        "labels": dict(labels or {}),
+        "ts": ts or time.time(),
+        "count": count,
+        "sum": value,
+    }
 
 
-def gauge(name: str, value: float, labels: Mapping[str, str] | None = None, *, ts: float | None = None) -> dict[str, Any]:
-    return {"name": name, "kind": "gauge", "labels": dict(labels or {}), "ts": ts or time.time(), "count": 1,
-            "sum": value, "min": value, "max": value, "last": value}
+def gauge(
+    name: str, value: float, labels: Mapping[str, str] | None = None, *, ts: float | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "gauge",
+        "labels": dict(labels or {}),
+        "ts": ts or time.time(),
+        "count": 1,
+        "sum": value,
+        "min": value,
+        "max": value,
+        "last": value,
+    }
 
 
-def histogram(name: str, values: Iterable[float], labels: Mapping[str, str] | None = None, *,
-              ts: float | None = None) -> dict[str, Any]:
+def histogram(
+    name: str, values: Iterable[float], labels: Mapping[str, str] | None = None, *, ts: float | None = None
+) -> dict[str, Any]:
     from meshhook_rt_metrics.client.sketch import Sketch
 
     observed = list(values)
     sketch = Sketch()
     for value in observed:
         sketch.add(value)
-    return {"name": name, "kind": "histogram", "labels": dict(labels or {}), "ts": ts or time.time(),
-            "count": len(observed), "sum": sum(observed), "min": min(observed), "max": max(observed),
-            "sketch": sketch.to_wire()}
+    return {
+        "name": name,
+        "kind": "histogram",
+        "labels": dict(labels or {}),
+        "ts": ts or time.time(),
+        "count": len(observed),
+        "sum": sum(observed),
+        "min": min(observed),
+        "max": max(observed),
+        "sketch": sketch.to_wire(),
+    }
 
 
-def batch(project: uuid.UUID, points: list[dict[str, Any]], *, source: str = "test-source",
-          batch_id: str | None = None) -> dict[str, Any]:
-    return {"project_id": str(project), "source": source, "batch_id": batch_id or f"b{next(_batch_ids)}",
-            "points": points}
+def batch(
+    project: uuid.UUID,
+    points: list[dict[str, Any]],
+    *,
+    source: str = "test-source",
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "project_id": str(project),
+        "source": source,
+        "batch_id": batch_id or f"b{next(_batch_ids)}",
+        "points": points,
+    }
 
 
 def ingest(conn: psycopg.Connection[Any], payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,7 +108,9 @@ def ingest(conn: psycopg.Connection[Any], payload: Mapping[str, Any]) -> dict[st
     return dict(row[0])
 
 
-def add_member(conn: psycopg.Connection[Any], project: uuid.UUID, user: uuid.UUID, role: str = "viewer") -> None:
+def add_member(
+    conn: psycopg.Connection[Any], project: uuid.UUID, user: uuid.UUID, role: str = "viewer"
+) -> None:
     """Membership through the default store (as a trusted connection)."""
     conn.execute("insert into metrics.projects (id) values (%s) on conflict do nothing", (project,))
     conn.execute(
@@ -93,14 +136,15 @@ def can_read_topic(conn: psycopg.Connection[Any], claims: Mapping[str, Any], top
             )
             with as_caller(conn, claims):
                 row = conn.execute(
-                    "select count(*) from realtime.messages where topic = %s and extension = 'broadcast'", (topic,)
+                    "select count(*) from realtime.messages where topic = %s and extension = 'broadcast'",
+                    (topic,),
                 ).fetchone()
-            raise _Rollback(bool(row and row[0]))
-    except _Rollback as outcome:
+            raise _RollbackProbeError(bool(row and row[0]))
+    except _RollbackProbeError as outcome:
         return outcome.visible
 
 
-class _Rollback(Exception):
+class _RollbackProbeError(Exception):
     def __init__(self, visible: bool) -> None:
         super().__init__("rollback probe")
         self.visible = visible

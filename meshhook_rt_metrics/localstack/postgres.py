@@ -42,12 +42,16 @@ class Binaries:
 
     @property
     def libdir(self) -> Path:
-        out = subprocess.run([self.path("pg_config"), "--pkglibdir"], capture_output=True, text=True)
+        out = subprocess.run(
+            [self.path("pg_config"), "--pkglibdir"], capture_output=True, text=True, check=False
+        )
         return Path(out.stdout.strip()) if out.returncode == 0 else self.bindir.parent / "lib"
 
     @property
     def sharedir(self) -> Path:
-        out = subprocess.run([self.path("pg_config"), "--sharedir"], capture_output=True, text=True)
+        out = subprocess.run(
+            [self.path("pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+        )
         return Path(out.stdout.strip()) if out.returncode == 0 else self.bindir.parent / "share"
 
     def has_extension(self, name: str) -> bool:
@@ -145,9 +149,12 @@ class LocalPostgres:
             self._run(
                 [
                     self.binaries.path("initdb"),
-                    "-D", str(self.data_dir),
-                    "-U", SUPERUSER,
-                    "--pwfile", str(pwfile),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    "--pwfile",
+                    str(pwfile),
                     "--auth-local=trust",
                     "--auth-host=scram-sha-256",
                     "--encoding=UTF8",
@@ -190,6 +197,7 @@ class LocalPostgres:
         result = subprocess.run(
             [self.binaries.path("pg_ctl"), "status", "-D", str(self.data_dir)],
             capture_output=True,
+            check=False,
             **self._identity(),
         )
         return result.returncode == 0
@@ -199,9 +207,17 @@ class LocalPostgres:
             return
         self._run(
             [
-                self.binaries.path("pg_ctl"), "start", "-w", "-t", str(int(timeout)),
-                "-D", str(self.data_dir), "-l", str(self.log_file),
-                "-o", f"-p {self.port}",
+                self.binaries.path("pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port}",
             ]
         )
         self.wait_ready(timeout)
@@ -212,11 +228,14 @@ class LocalPostgres:
             ready = subprocess.run(
                 [self.binaries.path("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                 capture_output=True,
+                check=False,
             )
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
-        raise PostgresError(f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_file}")
+        raise PostgresError(
+            f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_file}"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
@@ -253,7 +272,9 @@ class LocalPostgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _run(self, args: Sequence[str]) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, cwd="/", **self._identity())
+        result = subprocess.run(
+            args, capture_output=True, text=True, cwd="/", check=False, **self._identity()
+        )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip()
             raise PostgresError(f"{Path(args[0]).name} failed: {detail}")

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from meshhook_rt_metrics.db import migrator
 from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
-from meshhook_rt_metrics.localstack.postgres import LocalPostgres
+from meshhook_rt_metrics.localstack.gateway.config import DEFAULT_PORT as GATEWAY_PORT
+from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
+from meshhook_rt_metrics.localstack.postgres import LocalPostgres, free_port
 
 Progress = Callable[[str], None]
 
@@ -50,15 +52,84 @@ class LocalStack:
         self.postgres.start()
         progress(f"PostgreSQL listening on 127.0.0.1:{self.postgres.port}")
         extensions = bootstrap_database(self.postgres)
-        progress("Supabase look-alike bootstrap applied" + (f" (extensions: {', '.join(extensions)})" if extensions else ""))
-        applied = migrator.migrate(self.database_url, progress=lambda m: progress(f"applying migration {m.path.name}"))
+        progress(
+            "Supabase look-alike bootstrap applied"
+            + (f" (extensions: {', '.join(extensions)})" if extensions else "")
+        )
+        applied = migrator.migrate(
+            self.database_url, progress=lambda m: progress(f"applying migration {m.path.name}")
+        )
         progress(f"{len(applied)} migration(s) applied, schema up to date")
 
     # -- services -------------------------------------------------------------------------------
     def services(self) -> list[Service]:
         """The background processes ``up --detach`` starts (later components add theirs here)."""
         cli = [sys.executable, "-m", "meshhook_rt_metrics.cli"]
-        return [Service("maintain", [*cli, "maintain", "--loop", "--db-url", self.database_url])]
+        return [
+            Service("maintain", [*cli, "maintain", "--loop", "--db-url", self.database_url]),
+            Service(
+                "gateway",
+                [
+                    *cli,
+                    "gateway",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--db-url",
+                    self.database_url,
+                    "--port",
+                    str(self.gateway_port),
+                ],
+            ),
+            Service(
+                "api",
+                [
+                    *cli,
+                    "serve",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--db-url",
+                    self.database_url,
+                    "--port",
+                    str(self.api_port),
+                ],
+            ),
+        ]
+
+    # -- HTTP service (meshhook_rt_metrics.api) ---------------------------------------------------
+    @property
+    def api_port(self) -> int:
+        """The metrics API's port, chosen once per state dir (54330 when free): a stable METRICS_API_URL."""
+        from meshhook_rt_metrics.api.settings import DEFAULT_PORT as API_PORT
+
+        path = self.state_dir / "api" / "port"
+        if path.exists():
+            return int(path.read_text().strip())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port(API_PORT)
+        path.write_text(f"{port}\n")
+        return port
+
+    # -- gateway --------------------------------------------------------------------------------
+    @property
+    def gateway_port(self) -> int:
+        """The gateway's port, chosen once per state dir (54321 when free) so that SUPABASE_URL is stable."""
+        path = self.state_dir / "gateway" / "port"
+        if path.exists():
+            return int(path.read_text().strip())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port(GATEWAY_PORT)
+        path.write_text(f"{port}\n")
+        return port
+
+    def gateway_env(self) -> dict[str, str]:
+        """What a Supabase client needs: URL and keys (the JWT secret for tools that mint tokens)."""
+        keys = keys_for_state_dir(self.state_dir)
+        return {
+            "SUPABASE_URL": f"http://127.0.0.1:{self.gateway_port}",
+            "SUPABASE_ANON_KEY": keys.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": keys.service_role_key,
+            "SUPABASE_JWT_SECRET": keys.secret,
+        }
 
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
@@ -68,9 +139,7 @@ class LocalStack:
         if not path.exists():
             return None
         pid = int(path.read_text().strip())
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             path.unlink(missing_ok=True)
             return None
         return pid
@@ -87,7 +156,9 @@ class LocalStack:
                     service.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
                 )
             self._pid_file(service.name).write_text(f"{proc.pid}\n")
-            progress(f"{service.name}: started (pid {proc.pid}, log {self.log_dir / (service.name + '.log')})")
+            progress(
+                f"{service.name}: started (pid {proc.pid}, log {self.log_dir / (service.name + '.log')})"
+            )
 
     def stop_services(self, progress: Progress = lambda _: None, timeout: float = 10.0) -> None:
         for service in reversed(self.services()):
@@ -123,6 +194,8 @@ class LocalStack:
             "DATABASE_URL": self.database_url,
             "MESHHOOK_METRICS_DATABASE_URL": self.database_url,
             "MESHHOOK_METRICS_STATE_DIR": str(self.state_dir),
+            **self.gateway_env(),
+            "METRICS_API_URL": f"http://127.0.0.1:{self.api_port}",
         }
 
     def status(self) -> dict[str, str]:
@@ -131,3 +204,18 @@ class LocalStack:
             pid = self.service_pid(service.name)
             state[service.name] = f"running (pid {pid})" if pid else "stopped"
         return state
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie: a detached service outlives the CLI that started it, so nobody reaps it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

@@ -20,15 +20,21 @@ def conn(fresh_db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
 
 
 def partitions(conn: psycopg.Connection[Any]) -> set[str]:
-    return {r[0] for r in conn.execute(
-        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-        " where i.inhparent = 'metrics.points'::regclass")}
+    return {
+        r[0]
+        for r in conn.execute(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'metrics.points'::regclass"
+        )
+    }
 
 
 def test_partitions_are_created_ahead(conn: psycopg.Connection[Any]) -> None:
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["partitions_created"] == 4
-    today = conn.execute("select to_char(current_date, 'YYYYMMDD'), to_char(current_date + 2, 'YYYYMMDD')").fetchone()
+    today = conn.execute(
+        "select to_char(current_date, 'YYYYMMDD'), to_char(current_date + 2, 'YYYYMMDD')"
+    ).fetchone()
     assert today is not None and {f"points_{today[0]}", f"points_{today[1]}"} <= partitions(conn)
     again = conn.execute("select metrics.maintain()").fetchone()
     assert again is not None and again[0]["partitions_created"] == 0
@@ -40,8 +46,11 @@ def test_hourly_rollups_equal_their_minutes(conn: psycopg.Connection[Any]) -> No
     points = []
     for minute in range(0, 60, 7):
         ts = base + minute * 60 + 1
-        points += [counter("req_total", minute, {"a": "b"}, ts=ts), gauge("depth", float(minute), ts=ts),
-                   histogram("lat_seconds", [0.001 * (minute + 1), 0.5], ts=ts)]
+        points += [
+            counter("req_total", minute, {"a": "b"}, ts=ts),
+            gauge("depth", float(minute), ts=ts),
+            histogram("lat_seconds", [0.001 * (minute + 1), 0.5], ts=ts),
+        ]
     ingest(conn, batch(project, points))
     conn.execute("select metrics.maintain()")
     rows = conn.execute(
@@ -53,14 +62,25 @@ def test_hourly_rollups_equal_their_minutes(conn: psycopg.Connection[Any]) -> No
     minutes = list(range(0, 60, 7))
     assert rows == [
         ("depth", 9, float(sum(minutes)), 0.0, 56.0, 56.0, None),
-        ("lat_seconds", 18, pytest.approx(sum(0.001 * (m + 1) for m in minutes) + 4.5), 0.001, 0.5, None, True),
+        (
+            "lat_seconds",
+            18,
+            pytest.approx(sum(0.001 * (m + 1) for m in minutes) + 4.5),
+            0.001,
+            0.5,
+            None,
+            True,
+        ),
         ("req_total", 9, float(sum(minutes)), None, None, None, None),
     ]
     # late data for that hour is folded in by the next run
     ingest(conn, batch(project, [counter("req_total", 1000, {"a": "b"}, ts=base + 30)]))
     conn.execute("select metrics.maintain()")
-    total = conn.execute("select h.sum from metrics.rollup_1h h join metrics.series s on s.id = h.series_id"
-                         " where s.project_id = %s and s.name = 'req_total'", (project,)).fetchone()
+    total = conn.execute(
+        "select h.sum from metrics.rollup_1h h join metrics.series s on s.id = h.series_id"
+        " where s.project_id = %s and s.name = 'req_total'",
+        (project,),
+    ).fetchone()
     assert total == (float(sum(minutes)) + 1000,)
 
 
@@ -69,11 +89,18 @@ def test_retention_per_project_and_defaults(conn: psycopg.Connection[Any]) -> No
     old = time.time() - 5 * 3600
     for project in (keep, trim):
         ingest(conn, batch(project, [counter("req_total", 1, ts=old), counter("req_total", 1)]))
-    conn.execute("update metrics.projects set minute_retention = '1 hour', raw_retention = '1 hour' where id = %s", (trim,))
+    conn.execute(
+        "update metrics.projects set minute_retention = '1 hour', raw_retention = '1 hour' where id = %s",
+        (trim,),
+    )
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["minutes_deleted"] == 1 and report[0]["points_deleted"] == 1
-    counts = dict(conn.execute(
-        "select project_id, count(*) from metrics.rollup_1m where project_id in (%s, %s) group by 1", (keep, trim)).fetchall())
+    counts = dict(
+        conn.execute(
+            "select project_id, count(*) from metrics.rollup_1m where project_id in (%s, %s) group by 1",
+            (keep, trim),
+        ).fetchall()
+    )
     assert counts == {keep: 2, trim: 1}
 
 
@@ -83,7 +110,9 @@ def test_old_partitions_and_batch_ids_are_dropped(conn: psycopg.Connection[Any])
     assert old is not None and old[0] in partitions(conn)
     project = uuid.uuid4()
     ingest(conn, batch(project, [counter("req_total", 1)], batch_id="ancient"))
-    conn.execute("update metrics.batches set received_at = now() - interval '3 days' where batch_id = 'ancient'")
+    conn.execute(
+        "update metrics.batches set received_at = now() - interval '3 days' where batch_id = 'ancient'"
+    )
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["partitions_dropped"] == 1 and report[0]["batches_forgotten"] == 1
     assert old[0] not in partitions(conn)

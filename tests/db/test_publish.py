@@ -35,7 +35,9 @@ def set_interval(conn: psycopg.Connection[Any], project: uuid.UUID, interval: st
     )
 
 
-def test_many_ingest_statements_within_one_interval_make_at_most_one_message(conn: psycopg.Connection[Any]) -> None:
+def test_many_ingest_statements_within_one_interval_make_at_most_one_message(
+    conn: psycopg.Connection[Any],
+) -> None:
     project, other = uuid.uuid4(), uuid.uuid4()
     set_interval(conn, project, "1 hour")
     set_interval(conn, other, "1 hour")
@@ -49,7 +51,10 @@ def test_many_ingest_statements_within_one_interval_make_at_most_one_message(con
     assert [s["labels"] for s in first["series"]] == [{"n": "0"}], "the first statement published at once"
 
     # once the interval has passed, one sweep sends everything queued since, in one message
-    conn.execute("update metrics.publish_state set last_sent_at = now() - interval '2 hours' where project_id = %s", (project,))
+    conn.execute(
+        "update metrics.publish_state set last_sent_at = now() - interval '2 hours' where project_id = %s",
+        (project,),
+    )
     assert conn.execute("select metrics.publish_pending()").fetchone() == (1,)
     second = messages(conn, project)[1]
     assert second["seq"] == 2 and second["parts"] == 1
@@ -57,19 +62,44 @@ def test_many_ingest_statements_within_one_interval_make_at_most_one_message(con
     totals = {s["labels"]["n"]: (s["count"], s["sum"]) for s in second["series"]}
     assert totals == {str(n): (4, 4.0) for n in range(5)}, "aggregates are the minute's totals, not deltas"
     assert len(messages(conn, other)) == 1, "another project's rate limit is its own"
-    assert conn.execute("select count(*) from metrics.publish_queue where project_id = %s", (project,)).fetchone() == (0,)
+    assert conn.execute(
+        "select count(*) from metrics.publish_queue where project_id = %s", (project,)
+    ).fetchone() == (0,)
 
 
-def test_message_carries_series_identity_aggregates_and_percentiles_only(conn: psycopg.Connection[Any]) -> None:
+def test_message_carries_series_identity_aggregates_and_percentiles_only(
+    conn: psycopg.Connection[Any],
+) -> None:
     project = uuid.uuid4()
-    ingest(conn, batch(project, [histogram("step_seconds", [0.1, 0.2, 0.3, 0.4], {"node_type": "http_call"}),
-                                 counter("hits_total", 2, {"outcome": "ok"})]))
+    ingest(
+        conn,
+        batch(
+            project,
+            [
+                histogram("step_seconds", [0.1, 0.2, 0.3, 0.4], {"node_type": "http_call"}),
+                counter("hits_total", 2, {"outcome": "ok"}),
+            ],
+        ),
+    )
     (message,) = messages(conn, project)
     assert set(message) == {"id", "project_id", "seq", "part", "parts", "series"}
     assert message["project_id"] == str(project)
     by_name = {s["name"]: s for s in message["series"]}
     hist = by_name["step_seconds"]
-    assert set(hist) == {"series_id", "name", "labels", "kind", "minute", "count", "sum", "min", "max", "p50", "p90", "p99"}
+    assert set(hist) == {
+        "series_id",
+        "name",
+        "labels",
+        "kind",
+        "minute",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "p50",
+        "p90",
+        "p99",
+    }
     assert hist["p50"] == pytest.approx(0.2, rel=0.01)
     assert hist["p99"] == pytest.approx(0.3, rel=0.01), "rank q*(n-1), as DDSketch"
     assert set(by_name["hits_total"]) == {"series_id", "name", "labels", "kind", "minute", "count", "sum"}
@@ -81,14 +111,29 @@ def test_large_updates_are_split_under_the_size_bound(conn: psycopg.Connection[A
     try:
         set_interval(conn, project, "1 hour")
         ingest(conn, batch(project, [counter("warmup_total", 1)]))
-        ingest(conn, batch(project, [counter("hits_total", 1, {"path": f"/api/hooks/{i:04d}", "pad": "x" * 50})
-                                     for i in range(400)]))
-        conn.execute("update metrics.publish_state set last_sent_at = '-infinity' where project_id = %s", (project,))
+        ingest(
+            conn,
+            batch(
+                project,
+                [
+                    counter("hits_total", 1, {"path": f"/api/hooks/{i:04d}", "pad": "x" * 50})
+                    for i in range(400)
+                ],
+            ),
+        )
+        conn.execute(
+            "update metrics.publish_state set last_sent_at = '-infinity' where project_id = %s", (project,)
+        )
         sent = conn.execute("select metrics.publish_pending()").fetchone()
         assert sent is not None and sent[0] > 1
         parts = messages(conn, project)[1:]
-        sizes = [len(row[0]) for row in conn.execute(
-            "select payload::text from realtime.messages where topic = %s and (payload->>'seq')::int = 2", (f"metrics:{project}",))]
+        sizes = [
+            len(row[0])
+            for row in conn.execute(
+                "select payload::text from realtime.messages where topic = %s and (payload->>'seq')::int = 2",
+                (f"metrics:{project}",),
+            )
+        ]
     finally:
         conn.execute("update metrics.config set publish_max_bytes = default")
     assert len(parts) == sent[0] and all(p["parts"] == sent[0] and p["seq"] == 2 for p in parts)
@@ -97,24 +142,36 @@ def test_large_updates_are_split_under_the_size_bound(conn: psycopg.Connection[A
     assert sum(len(p["series"]) for p in parts) == 400, "every changed series is in exactly one part"
 
 
-def test_publish_failure_is_not_silent_when_realtime_cannot_store(conn: psycopg.Connection[Any], fresh_db: TestDatabase) -> None:
+def test_publish_failure_is_not_silent_when_realtime_cannot_store(
+    conn: psycopg.Connection[Any], fresh_db: TestDatabase
+) -> None:
     """realtime.send turns errors into warnings; the queue must not be lost with the message."""
     project = uuid.uuid4()
     with psycopg.connect(fresh_db.admin_url, autocommit=True) as admin:
-        partitions = [r[0] for r in admin.execute(
-            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-            " where i.inhparent = 'realtime.messages'::regclass")]
+        partitions = [
+            r[0]
+            for r in admin.execute(
+                "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+                " where i.inhparent = 'realtime.messages'::regclass"
+            )
+        ]
         for name in partitions:
             admin.execute(f"alter table realtime.messages detach partition realtime.{name}")
         try:
             ingest(conn, batch(project, [counter("hits_total", 1)]))
             assert messages(conn, project) == []
-            queued = conn.execute("select count(*) from metrics.publish_queue where project_id = %s", (project,)).fetchone()
+            queued = conn.execute(
+                "select count(*) from metrics.publish_queue where project_id = %s", (project,)
+            ).fetchone()
         finally:
             for name in partitions:
-                admin.execute(f"alter table realtime.messages attach partition realtime.{name}"
-                              f" for values from ('{name[9:].replace('_', '-')}') to ('{name[9:].replace('_', '-')}'::date + 1)")
+                admin.execute(
+                    f"alter table realtime.messages attach partition realtime.{name}"
+                    f" for values from ('{name[9:].replace('_', '-')}') to ('{name[9:].replace('_', '-')}'::date + 1)"
+                )
     assert queued == (1,), "the change stays queued for the next publish"
-    conn.execute("update metrics.publish_state set last_sent_at = '-infinity' where project_id = %s", (project,))
+    conn.execute(
+        "update metrics.publish_state set last_sent_at = '-infinity' where project_id = %s", (project,)
+    )
     conn.execute("select metrics.publish_pending()")
     assert len(messages(conn, project)) == 1

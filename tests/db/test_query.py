@@ -15,7 +15,9 @@ from psycopg import errors
 from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
 
 PROJECT = uuid.uuid4()
-MINUTE = math.floor(time.time() / 3600) * 3600 - 3600  # the start of the previous hour: aligned for every step
+MINUTE = (
+    math.floor(time.time() / 3600) * 3600 - 3600
+)  # the start of the previous hour: aligned for every step
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +27,36 @@ def conn(db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
         for m in range(3):  # three minutes of data
             ts = MINUTE + m * 60 + 5
             points += [
-                counter("req_total", 60 * (m + 1), {"outcome": "ok", "route": "/api/hooks/[slug]"}, ts=ts, count=m + 1),
+                counter(
+                    "req_total",
+                    60 * (m + 1),
+                    {"outcome": "ok", "route": "/api/hooks/[slug]"},
+                    ts=ts,
+                    count=m + 1,
+                ),
                 counter("req_total", 6, {"outcome": "error", "route": "/api/hooks/[slug]"}, ts=ts),
                 counter("req_total", 1, {"outcome": "ok", "route": "/healthz"}, ts=ts),
                 gauge("depth", 10.0 * m, {"queue": "jobs"}, ts=ts),
-                gauge("depth", 99.0, {"queue": "jobs"}, ts=ts - 1),  # earlier in the same minute: not the last
-                histogram("step_seconds", [0.01 * (i + 1) for i in range(100)], {"node_type": "http_call"}, ts=ts),
+                gauge(
+                    "depth", 99.0, {"queue": "jobs"}, ts=ts - 1
+                ),  # earlier in the same minute: not the last
+                histogram(
+                    "step_seconds", [0.01 * (i + 1) for i in range(100)], {"node_type": "http_call"}, ts=ts
+                ),
             ]
         ingest(connection, batch(PROJECT, points))
         yield connection
 
 
-def q(conn: psycopg.Connection[Any], metric: str, agg: str, matchers: str = "[]", step: str | None = "1 minute",
-      by: list[str] | None = None, span: tuple[int, int] = (0, 180)) -> list[tuple[Any, ...]]:
+def q(
+    conn: psycopg.Connection[Any],
+    metric: str,
+    agg: str,
+    matchers: str = "[]",
+    step: str | None = "1 minute",
+    by: list[str] | None = None,
+    span: tuple[int, int] = (0, 180),
+) -> list[tuple[Any, ...]]:
     return conn.execute(
         "select labels, extract(epoch from ts)::bigint, value from metrics.query(%s, %s, to_timestamp(%s), to_timestamp(%s),"
         " %s::jsonb, %s::interval, %s, %s) order by 1::text, 2",
@@ -66,19 +85,24 @@ def test_gauge_last_min_max_avg(conn: psycopg.Connection[Any]) -> None:
     assert [v for *_, v in q(conn, "depth", "avg")] == [49.5, 54.5, 59.5]
 
 
-@pytest.mark.parametrize(("agg", "quantile"), [("p50", 0.5), ("p99", 0.99), ("quantile(0.9)", 0.9), ("p99.9", 0.999)])
+@pytest.mark.parametrize(
+    ("agg", "quantile"), [("p50", 0.5), ("p99", 0.99), ("quantile(0.9)", 0.9), ("p99.9", 0.999)]
+)
 def test_quantiles_from_merged_sketches(conn: psycopg.Connection[Any], agg: str, quantile: float) -> None:
     (row,) = q(conn, "step_seconds", agg, step="3 minutes", span=(0, 180))
     values = sorted([0.01 * (i + 1) for i in range(100)] * 3)
     assert row[2] == pytest.approx(values[math.floor(quantile * (len(values) - 1))], rel=0.01)
 
 
-@pytest.mark.parametrize(("matchers", "series"), [
-    ('[{"label": "outcome", "op": "=~", "value": "ok|error"}]', 3),
-    ('[{"label": "outcome", "op": "!~", "value": "e.*"}]', 2),
-    ('[{"label": "route", "op": "=~", "value": "/api"}]', 0),  # anchored, as in PromQL
-    ('[{"label": "missing", "op": "=", "value": ""}]', 3),  # an absent label equals ""
-])
+@pytest.mark.parametrize(
+    ("matchers", "series"),
+    [
+        ('[{"label": "outcome", "op": "=~", "value": "ok|error"}]', 3),
+        ('[{"label": "outcome", "op": "!~", "value": "e.*"}]', 2),
+        ('[{"label": "route", "op": "=~", "value": "/api"}]', 0),  # anchored, as in PromQL
+        ('[{"label": "missing", "op": "=", "value": ""}]', 3),  # an absent label equals ""
+    ],
+)
 def test_label_matchers(conn: psycopg.Connection[Any], matchers: str, series: int) -> None:
     assert len({str(labels) for labels, *_ in q(conn, "req_total", "sum", matchers)}) == series
 
@@ -98,7 +122,9 @@ def test_hour_steps_read_hourly_rollups_once_those_hours_are_complete(conn: psyc
     ok = '[{"label": "outcome", "op": "=", "value": "error"}]'
     conn.execute("update metrics.maintenance_state set hour_watermark = '-infinity'")
     assert conn.execute("select count(*) from metrics.rollup_1h").fetchone() == (0,)
-    assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour")] == [18.0], "not rolled up yet: minutes"
+    assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour")] == [18.0], (
+        "not rolled up yet: minutes"
+    )
     conn.execute("select metrics.maintain()")  # rolls the previous hour up and moves the watermark past it
     conn.execute("update metrics.rollup_1h set sum = sum * 1000")  # mark: which table answered?
     try:
@@ -110,25 +136,48 @@ def test_hour_steps_read_hourly_rollups_once_those_hours_are_complete(conn: psyc
 
 def test_old_ranges_read_hourly_rollups(conn: psycopg.Connection[Any]) -> None:
     hour = math.floor(MINUTE / 3600) * 3600
-    conn.execute("insert into metrics.rollup_1h (project_id, series_id, bucket, count, sum)"
-                 " select %s, id, to_timestamp(%s) - interval '20 days', 7, 700 from metrics.series"
-                 " where project_id = %s and name = 'req_total' and labels->>'route' = '/healthz'", (PROJECT, hour, PROJECT))
-    rows = q(conn, "req_total", "sum", '[{"label": "route", "op": "=", "value": "/healthz"}]', step=None,
-             span=(-21 * 86400, -19 * 86400))
+    conn.execute(
+        "insert into metrics.rollup_1h (project_id, series_id, bucket, count, sum)"
+        " select %s, id, to_timestamp(%s) - interval '20 days', 7, 700 from metrics.series"
+        " where project_id = %s and name = 'req_total' and labels->>'route' = '/healthz'",
+        (PROJECT, hour, PROJECT),
+    )
+    rows = q(
+        conn,
+        "req_total",
+        "sum",
+        '[{"label": "route", "op": "=", "value": "/healthz"}]',
+        step=None,
+        span=(-21 * 86400, -19 * 86400),
+    )
     assert [v for *_, v in rows] == [700.0]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"agg": "median"}, "p_agg: unknown aggregation"),
-    ({"matchers": '[{"label": "a", "op": "~~", "value": "x"}]'}, "p_matchers: unknown operator"),
-    ({"matchers": '[{"label": "a", "op": "=~", "value": "("}]'}, "p_matchers: invalid regex"),
-    ({"matchers": '[{"label": "a", "op": "=~", "value": "' + "a" * 257 + '"}]'}, "p_matchers: regex longer than 256"),
-    ({"matchers": '{"label": "a"}'}, "p_matchers: must be an array"),
-    ({"step": "10 seconds"}, "p_step: must be between"),
-    ({"span": (100, 50)}, "p_from: p_from and p_to are required"),
-])
-def test_bad_queries_get_clear_errors(conn: psycopg.Connection[Any], args: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"agg": "median"}, "p_agg: unknown aggregation"),
+        ({"matchers": '[{"label": "a", "op": "~~", "value": "x"}]'}, "p_matchers: unknown operator"),
+        ({"matchers": '[{"label": "a", "op": "=~", "value": "("}]'}, "p_matchers: invalid regex"),
+        (
+            {"matchers": '[{"label": "a", "op": "=~", "value": "' + "a" * 257 + '"}]'},
+            "p_matchers: regex longer than 256",
+        ),
+        ({"matchers": '{"label": "a"}'}, "p_matchers: must be an array"),
+        ({"step": "10 seconds"}, "p_step: must be between"),
+        ({"span": (100, 50)}, "p_from: p_from and p_to are required"),
+    ],
+)
+def test_bad_queries_get_clear_errors(
+    conn: psycopg.Connection[Any], args: dict[str, Any], message: str
+) -> None:
     with pytest.raises(errors.InvalidParameterValue) as raised:
-        q(conn, "req_total", args.get("agg", "sum"), args.get("matchers", "[]"), args.get("step", "1 minute"),
-          span=args.get("span", (0, 180)))
+        q(
+            conn,
+            "req_total",
+            args.get("agg", "sum"),
+            args.get("matchers", "[]"),
+            args.get("step", "1 minute"),
+            span=args.get("span", (0, 180)),
+        )
     assert str(raised.value.diag.message_primary).startswith(message)

@@ -49,9 +49,13 @@ def _point(metric: str, labels: dict[str, str], ts: float, values: list[float]) 
     return histogram(metric, values, labels, ts=ts)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(sources=st.lists(source_spec, min_size=1, max_size=3), seed=st.integers(0, 2**32 - 1))
-def test_rollups_equal_recomputation_whatever_the_order_and_resends(sources: list[list[list[Any]]], seed: int) -> None:
+def test_rollups_equal_recomputation_whatever_the_order_and_resends(
+    sources: list[list[list[Any]]], seed: int
+) -> None:
     rng = random.Random(seed)
     project = uuid.uuid4()
     now = math.floor(time.time())
@@ -74,7 +78,9 @@ def test_rollups_equal_recomputation_whatever_the_order_and_resends(sources: lis
                 if "min" in point:
                     agg["min"] = min(agg["min"], point["min"])
                     agg["max"] = max(agg["max"], point["max"])
-                if point.get("last") is not None and (agg["last"] is None or (ts, point["last"]) > agg["last"]):
+                if point.get("last") is not None and (
+                    agg["last"] is None or (ts, point["last"]) > agg["last"]
+                ):
                     agg["last"] = (ts, point["last"])
                 agg["values"] += values
             sends.append(batch(project, wire_points, source=f"worker-{s}", batch_id=str(b)))

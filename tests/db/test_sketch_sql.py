@@ -32,15 +32,19 @@ def test_keys_match_python_for_values_across_the_range(conn: psycopg.Connection[
     values = [10 ** rng.uniform(-9, 300) for _ in range(5000)]
     values += [pysketch.value(k) for k in range(-1000, 1000, 7)]  # bucket representatives
     values += [math.exp(k / pysketch.MULTIPLIER) for k in range(-1000, 1000, 3)]  # near bucket boundaries
-    sql_keys = conn.execute("select array_agg(metrics.sketch_key(v) order by i) from unnest(%s::float8[]) with ordinality t(v, i)",
-                            (values,)).fetchone()
+    sql_keys = conn.execute(
+        "select array_agg(metrics.sketch_key(v) order by i) from unnest(%s::float8[]) with ordinality t(v, i)",
+        (values,),
+    ).fetchone()
     assert sql_keys is not None
     assert sql_keys[0] == [pysketch.key(v) for v in values]
 
 
 def test_bucket_values_match_python(conn: psycopg.Connection[Any]) -> None:
     keys = list(range(-1036, 35488, 97))
-    row = conn.execute("select array_agg(metrics.sketch_value(k) order by k) from unnest(%s::int[]) k", (keys,)).fetchone()
+    row = conn.execute(
+        "select array_agg(metrics.sketch_value(k) order by k) from unnest(%s::int[]) k", (keys,)
+    ).fetchone()
     assert row is not None
     assert row[0] == pytest.approx([pysketch.value(k) for k in keys], rel=1e-15)
 
@@ -57,7 +61,11 @@ def test_sketch_built_in_sql_equals_the_python_wire_form(conn: psycopg.Connectio
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=1, max_size=300),
+    st.lists(
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=300,
+    ),
     st.sampled_from([0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0]),
 )
 def test_quantiles_within_one_percent_of_exact_and_equal_to_ddsketch(values: list[float], q: float) -> None:

@@ -30,21 +30,26 @@ def conn(db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
         add_member(connection, A, VIEWER_OF_A, "viewer")
         add_member(connection, B, BOB, "admin")
         for project in (A, B):
-            ingest(connection, batch(project, [counter("jobs_total", 3, {"q": "x"}),
-                                               histogram("step_seconds", [0.1, 0.2])]))
+            ingest(
+                connection,
+                batch(project, [counter("jobs_total", 3, {"q": "x"}), histogram("step_seconds", [0.1, 0.2])]),
+            )
             connection.execute("select metrics.maintain()")
         yield connection
 
 
 def tenant_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     """(table, tenant column) for every table of schema metrics that holds per-project rows."""
-    return [(r[0], r[1]) for r in conn.execute(
-        "select c.relname, a.attname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-        " join pg_attribute a on a.attrelid = c.oid"
-        " where n.nspname = 'metrics' and c.relkind in ('r', 'p') and not c.relispartition"
-        " and ((a.attname = 'project_id') or (c.relname = 'projects' and a.attname = 'id'))"
-        " order by 1"
-    ).fetchall()]
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "select c.relname, a.attname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " join pg_attribute a on a.attrelid = c.oid"
+            " where n.nspname = 'metrics' and c.relkind in ('r', 'p') and not c.relispartition"
+            " and ((a.attname = 'project_id') or (c.relname = 'projects' and a.attname = 'id'))"
+            " order by 1"
+        ).fetchall()
+    ]
 
 
 def test_every_metrics_table_has_row_level_security(conn: psycopg.Connection[Any]) -> None:
@@ -57,14 +62,25 @@ def test_every_metrics_table_has_row_level_security(conn: psycopg.Connection[Any
 
 def test_the_matrix_covers_the_tenant_tables(conn: psycopg.Connection[Any]) -> None:
     names = {t for t, _ in tenant_tables(conn)}
-    assert {"projects", "project_members", "families", "series", "points", "batches", "rollup_1m", "rollup_1h",
-            "publish_queue", "publish_state"} <= names
+    assert {
+        "projects",
+        "project_members",
+        "families",
+        "series",
+        "points",
+        "batches",
+        "rollup_1m",
+        "rollup_1h",
+        "publish_queue",
+        "publish_state",
+    } <= names
 
 
 def test_a_user_of_a_reads_nothing_of_b(conn: psycopg.Connection[Any]) -> None:
     for table, column in tenant_tables(conn):
-        query = sql.SQL("select count(*) filter (where {c} = %s), count(*) filter (where {c} = %s) from metrics.{t}").format(
-            c=sql.Identifier(column), t=sql.Identifier(table))
+        query = sql.SQL(
+            "select count(*) filter (where {c} = %s), count(*) filter (where {c} = %s) from metrics.{t}"
+        ).format(c=sql.Identifier(column), t=sql.Identifier(table))
         try:
             with as_caller(conn, claims_for_user(str(ALICE))):
                 own, other = conn.execute(query, (A, B)).fetchone() or (0, 0)
@@ -76,13 +92,22 @@ def test_a_user_of_a_reads_nothing_of_b(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_a_user_of_a_changes_nothing_of_b(conn: psycopg.Connection[Any]) -> None:
-    before = {t: conn.execute(sql.SQL("select md5(string_agg(x::text, ',' order by x::text)) from metrics.{} x").format(
-        sql.Identifier(t))).fetchone() for t, _ in tenant_tables(conn)}
+    before = {
+        t: conn.execute(
+            sql.SQL("select md5(string_agg(x::text, ',' order by x::text)) from metrics.{} x").format(
+                sql.Identifier(t)
+            )
+        ).fetchone()
+        for t, _ in tenant_tables(conn)
+    }
     for table, column in tenant_tables(conn):
         where = sql.SQL("where {} = %s").format(sql.Identifier(column))
         for statement in (
             sql.SQL("delete from metrics.{t} ").format(t=sql.Identifier(table)) + where,
-            sql.SQL("update metrics.{t} set {c} = {c} ").format(t=sql.Identifier(table), c=sql.Identifier(column)) + where,
+            sql.SQL("update metrics.{t} set {c} = {c} ").format(
+                t=sql.Identifier(table), c=sql.Identifier(column)
+            )
+            + where,
         ):
             try:
                 with as_caller(conn, claims_for_user(str(ALICE))):
@@ -90,15 +115,27 @@ def test_a_user_of_a_changes_nothing_of_b(conn: psycopg.Connection[Any]) -> None
                     assert cur.rowcount == 0, f"{table}: ALICE changed project B rows"
             except DENIED:
                 pass
-    after = {t: conn.execute(sql.SQL("select md5(string_agg(x::text, ',' order by x::text)) from metrics.{} x").format(
-        sql.Identifier(t))).fetchone() for t, _ in tenant_tables(conn)}
+    after = {
+        t: conn.execute(
+            sql.SQL("select md5(string_agg(x::text, ',' order by x::text)) from metrics.{} x").format(
+                sql.Identifier(t)
+            )
+        ).fetchone()
+        for t, _ in tenant_tables(conn)
+    }
     changed = {t for t in before if before[t] != after[t] and t not in {"publish_queue", "publish_state"}}
     assert changed == set()
 
 
 def test_a_user_of_a_cannot_join_b(conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises((errors.InsufficientPrivilege, errors.CheckViolation)), as_caller(conn, claims_for_user(str(ALICE))):
-        conn.execute("insert into metrics.project_members (project_id, user_id, role) values (%s, %s, 'admin')", (B, ALICE))
+    with (
+        pytest.raises((errors.InsufficientPrivilege, errors.CheckViolation)),
+        as_caller(conn, claims_for_user(str(ALICE))),
+    ):
+        conn.execute(
+            "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, 'admin')",
+            (B, ALICE),
+        )
 
 
 def test_a_user_of_a_cannot_ingest_into_b(conn: psycopg.Connection[Any]) -> None:
@@ -108,24 +145,38 @@ def test_a_user_of_a_cannot_ingest_into_b(conn: psycopg.Connection[Any]) -> None
 
 def test_a_user_of_a_cannot_write_raw_rows_into_b(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(errors.InsufficientPrivilege), as_caller(conn, claims_for_user(str(ALICE))):
-        conn.execute("insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum)"
-                     " values (%s, 1, now(), 's', 'b', 1, 1)", (B,))
+        conn.execute(
+            "insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum)"
+            " values (%s, 1, now(), 's', 'b', 1, 1)",
+            (B,),
+        )
 
 
 def test_query_of_b_by_a_user_of_a_is_empty(conn: psycopg.Connection[Any]) -> None:
     with as_caller(conn, claims_for_user(str(ALICE))):
-        own = conn.execute("select count(*) from metrics.query(%s, 'jobs_total', now() - interval '1 hour', now() + interval '1 minute')", (A,)).fetchone()
-        other = conn.execute("select count(*) from metrics.query(%s, 'jobs_total', now() - interval '1 hour', now() + interval '1 minute')", (B,)).fetchone()
+        own = conn.execute(
+            "select count(*) from metrics.query(%s, 'jobs_total', now() - interval '1 hour', now() + interval '1 minute')",
+            (A,),
+        ).fetchone()
+        other = conn.execute(
+            "select count(*) from metrics.query(%s, 'jobs_total', now() - interval '1 hour', now() + interval '1 minute')",
+            (B,),
+        ).fetchone()
     assert own == (1,) and other == (0,)
 
 
-@pytest.mark.parametrize(("who", "topic_of", "allowed"), [
-    pytest.param(ALICE, A, True, id="admin-own-topic"),
-    pytest.param(VIEWER_OF_A, A, True, id="viewer-own-topic"),
-    pytest.param(ALICE, B, False, id="admin-other-topic"),
-    pytest.param(STRANGER, A, False, id="non-member"),
-])
-def test_realtime_topic_authorisation(conn: psycopg.Connection[Any], who: uuid.UUID, topic_of: uuid.UUID, allowed: bool) -> None:
+@pytest.mark.parametrize(
+    ("who", "topic_of", "allowed"),
+    [
+        pytest.param(ALICE, A, True, id="admin-own-topic"),
+        pytest.param(VIEWER_OF_A, A, True, id="viewer-own-topic"),
+        pytest.param(ALICE, B, False, id="admin-other-topic"),
+        pytest.param(STRANGER, A, False, id="non-member"),
+    ],
+)
+def test_realtime_topic_authorisation(
+    conn: psycopg.Connection[Any], who: uuid.UUID, topic_of: uuid.UUID, allowed: bool
+) -> None:
     assert can_read_topic(conn, claims_for_user(str(who)), f"metrics:{topic_of}") is allowed
 
 
@@ -138,8 +189,11 @@ def test_anon_and_malformed_topics_are_refused(conn: psycopg.Connection[Any]) ->
 def test_nobody_may_send_on_a_metrics_topic(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(errors.InsufficientPrivilege), as_caller(conn, claims_for_user(str(ALICE))):
         conn.execute("select set_config('realtime.topic', %s, true)", (f"metrics:{A}",))
-        conn.execute("insert into realtime.messages (topic, extension, private, payload, event)"
-                     " values (%s, 'broadcast', true, %s, 'rollup')", (f"metrics:{A}", json.dumps({"forged": True})))
+        conn.execute(
+            "insert into realtime.messages (topic, extension, private, payload, event)"
+            " values (%s, 'broadcast', true, %s, 'rollup')",
+            (f"metrics:{A}", json.dumps({"forged": True})),
+        )
 
 
 def test_membership_is_one_function_an_installation_can_rewire(fresh_db: TestDatabase) -> None:
@@ -159,5 +213,8 @@ def test_membership_is_one_function_an_installation_can_rewire(fresh_db: TestDat
         )
         with as_caller(conn, claims_for_user(str(owner))):
             assert conn.execute("select count(*) from metrics.series").fetchone() == (1,)
-            assert ingest(conn, batch(project, [counter("jobs_total", 1)], batch_id=f"t{time.time()}"))["status"] == "accepted"
+            assert (
+                ingest(conn, batch(project, [counter("jobs_total", 1)], batch_id=f"t{time.time()}"))["status"]
+                == "accepted"
+            )
         assert can_read_topic(conn, claims_for_user(str(owner)), f"metrics:{project}")

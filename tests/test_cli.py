@@ -1,0 +1,120 @@
+"""The user's entry points, run as users run them: ``meshhook-metrics up|status|down|maintain|demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import batch, counter, ingest
+
+CLI = [sys.executable, "-m", "meshhook_rt_metrics.cli"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESHHOOK_METRICS_DB_PORT": "0", "COLUMNS": "200"}
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=180, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="meshhook-cli-"))
+    try:
+        yield path
+    finally:
+        run("down", "--state-dir", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def env_of(state_dir: Path) -> dict[str, str]:
+    out = run("status", "--state-dir", str(state_dir), "-o", "env").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_status_before_up_says_what_to_do(state_dir: Path) -> None:
+    result = run("status", "--state-dir", str(state_dir / "nowhere"), check=False)
+    assert result.returncode == 1
+    assert "run 'meshhook-metrics up' first" in result.stderr
+
+
+def test_up_detached_starts_a_migrated_database_and_the_maintainer(state_dir: Path) -> None:
+    result = run("up", "--detach", "--state-dir", str(state_dir))
+    assert "migration(s) applied" in result.stderr and "maintain: started" in result.stderr
+    env = env_of(state_dir)
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        applied = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
+        user = conn.execute(
+            "select current_user, (select rolsuper from pg_roles where rolname = current_user)"
+        ).fetchone()
+    assert applied is not None and applied[0] >= 7
+    assert user == ("postgres", False), "the stack hands out the non-superuser owner role, as Supabase does"
+    status = json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)
+    assert status["services"]["postgres"] == "running" and status["services"]["maintain"].startswith(
+        "running"
+    )
+
+
+def test_the_maintainer_publishes_trailing_updates(state_dir: Path) -> None:
+    """A burst's last changes arrive without further ingest: the background sweep sends them."""
+    project = uuid.uuid4()
+    with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            "insert into metrics.projects (id, publish_interval) values (%s, '1 second')", (project,)
+        )
+        ingest(conn, batch(project, [counter("a_total", 1)]))
+        ingest(conn, batch(project, [counter("b_total", 1)]))  # inside the interval: queued
+        topic = f"metrics:{project}"
+        for _ in range(100):
+            sent = conn.execute(
+                "select count(*) from realtime.messages where topic = %s", (topic,)
+            ).fetchone()
+            if sent and sent[0] == 2:
+                break
+            conn.execute("select pg_sleep(0.1)")
+        assert sent == (2,)
+
+
+def test_down_then_up_reuses_the_data(state_dir: Path) -> None:
+    project = uuid.uuid4()
+    with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
+        ingest(conn, batch(project, [counter("kept_total", 5)]))
+    result = run("down", "--state-dir", str(state_dir))
+    assert "PostgreSQL stopped" in result.stderr
+    assert (
+        json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)["services"]["postgres"]
+        == "stopped"
+    )
+    result = run("up", "--detach", "--state-dir", str(state_dir))
+    assert "0 migration(s) applied" in result.stderr
+    with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
+        kept = conn.execute(
+            "select sum(sum) from metrics.rollup_1m where project_id = %s", (project,)
+        ).fetchone()
+    assert kept == (5.0,)
+
+
+def test_maintain_once_prints_a_report(state_dir: Path) -> None:
+    report = json.loads(run("maintain", "--db-url", env_of(state_dir)["DATABASE_URL"]).stdout)
+    assert {"partitions_created", "hours_rolled_up", "minutes_deleted", "messages_published"} <= set(report)
+
+
+def test_demo_sends_batches_and_shows_live_aggregates(state_dir: Path) -> None:
+    result = run("demo", "--state-dir", str(state_dir), "--seconds", "1.5")
+    assert "meshhook_webhook_requests_total" in result.stdout and "demo sent" in result.stderr
+
+
+def test_migrate_against_an_unreachable_database_fails_clearly() -> None:
+    result = run("migrate", "--db-url", "postgresql://postgres:postgres@127.0.0.1:1/postgres", check=False)
+    assert result.returncode == 1 and "error:" in result.stderr
