@@ -61,9 +61,15 @@ class Binaries:
         return (self.libdir / f"{name}.so").exists()
 
 
-def find_binaries() -> Binaries:
-    """Locate ``initdb``/``pg_ctl``: newest Debian install first, then PATH, then the pgserver wheel."""
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+def find_binaries(debian_root: Path = Path("/usr/lib/postgresql")) -> Binaries:
+    """Locate ``initdb``/``pg_ctl``: ``MESHHOOK_METRICS_PG_BINDIR``, else the newest Debian install, else
+    PATH, else the ``pgserver`` wheel (``pip install 'meshhook-rt-metrics[embedded]'``)."""
+    override = os.environ.get("MESHHOOK_METRICS_PG_BINDIR")
+    if override:
+        if not (Path(override) / "pg_ctl").exists():
+            raise PostgresError(f"MESHHOOK_METRICS_PG_BINDIR={override} has no pg_ctl")
+        return Binaries(Path(override))
+    debian = sorted(debian_root.glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
     if debian:
         return Binaries(debian[-1].parent)
     on_path = shutil.which("pg_ctl")

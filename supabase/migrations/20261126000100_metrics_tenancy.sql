@@ -5,8 +5,6 @@ comment on schema metrics is
   'MeshHook real-time metrics: ingest, rollups, live publish and queries. Tables are private; '
   'RPC functions are the API (add "metrics" to the Data API''s exposed schemas).';
 
--- functions are not executable by everyone unless granted below
-alter default privileges in schema metrics revoke execute on functions from public;
 
 grant usage on schema metrics to anon, authenticated, service_role;
 
@@ -164,3 +162,7 @@ grant all on metrics.config, metrics.projects, metrics.project_members to servic
 grant execute on function metrics.role_rank(text), metrics.user_project_ids(text)
   to anon, authenticated, service_role;
 grant execute on function metrics.membership(uuid), metrics.assert_can_write(uuid) to service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

@@ -71,14 +71,13 @@ create table metrics.rollup_1m (
   sketch jsonb,
   updated_at timestamptz not null default now(),
   primary key (series_id, bucket)
-);
-create index rollup_1m_project_bucket_idx on metrics.rollup_1m (project_id, bucket);
-create index rollup_1m_updated_at_idx on metrics.rollup_1m (updated_at);
+) with (fillfactor = 70);
+create index rollup_1m_bucket_idx on metrics.rollup_1m (bucket);
 comment on table metrics.rollup_1m is
   'Per-minute aggregates merged from raw deltas by the points trigger: count, sum, min, max, last value '
-  '(by timestamp, ties to the larger value) and the merged sketch.';
-comment on index metrics.rollup_1m_project_bucket_idx is 'Project time-range scans.';
-comment on index metrics.rollup_1m_updated_at_idx is 'Finds minutes changed since the last hourly rollup.';
+  '(by timestamp, ties to the larger value) and the merged sketch. No index on an updated column and spare '
+  'page room (fillfactor 70), so the many in-minute updates stay HOT.';
+comment on index metrics.rollup_1m_bucket_idx is 'Time-range scans: hourly rollups, retention.';
 
 create table metrics.rollup_1h (
   project_id uuid not null,
@@ -94,9 +93,17 @@ create table metrics.rollup_1h (
   updated_at timestamptz not null default now(),
   primary key (series_id, bucket)
 );
-create index rollup_1h_project_bucket_idx on metrics.rollup_1h (project_id, bucket);
+create index rollup_1h_bucket_idx on metrics.rollup_1h (bucket);
 comment on table metrics.rollup_1h is 'Per-hour aggregates recomputed by metrics.maintain() from closed minutes.';
-comment on index metrics.rollup_1h_project_bucket_idx is 'Project time-range scans.';
+comment on index metrics.rollup_1h_bucket_idx is 'Time-range scans: retention.';
+
+create table metrics.late_hours (
+  series_id bigint not null,
+  hour timestamptz not null,
+  primary key (series_id, hour)
+);
+comment on table metrics.late_hours is
+  'Hours already rolled up that received late points since: the next maintenance run recomputes them.';
 
 create table metrics.publish_queue (
   project_id uuid not null,
@@ -115,7 +122,7 @@ comment on table metrics.publish_state is 'Rate limit of live messages: when eac
 
 create table metrics.maintenance_state (
   id boolean primary key default true check (id),
-  hour_watermark timestamptz not null default '-infinity',
+  hour_watermark timestamptz not null default '-infinity', -- hours before it are rolled up
   last_run_at timestamptz,
   last_report jsonb
 );
@@ -159,6 +166,7 @@ alter table metrics.rollup_1h enable row level security;
 alter table metrics.publish_queue enable row level security;
 alter table metrics.publish_state enable row level security;
 alter table metrics.maintenance_state enable row level security;
+alter table metrics.late_hours enable row level security;
 
 create policy families_members_read on metrics.families for select to authenticated
   using (project_id in (select metrics.user_project_ids('viewer')));
@@ -187,5 +195,10 @@ comment on policy batches_members_read on metrics.batches is 'Members see which 
 grant select on metrics.families, metrics.series, metrics.points, metrics.batches,
   metrics.rollup_1m, metrics.rollup_1h to authenticated;
 grant all on metrics.families, metrics.series, metrics.points, metrics.batches, metrics.rollup_1m,
-  metrics.rollup_1h, metrics.publish_queue, metrics.publish_state, metrics.maintenance_state to service_role;
+  metrics.rollup_1h, metrics.publish_queue, metrics.publish_state, metrics.maintenance_state, metrics.late_hours
+  to service_role;
 grant execute on function metrics.ensure_points_partition(date) to service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

@@ -36,22 +36,28 @@ comment on function metrics.realtime_rows_inserted() is
   'Rows this transaction inserted into realtime.messages (all partitions): realtime.send turns errors into '
   'warnings, so publishing compares this before and after to know a message was really stored.';
 
+create function metrics.json_number(p_value double precision)
+returns jsonb
+language sql immutable parallel safe set search_path = ''
+as $$
+  -- JSON has no infinity: a sum that overflowed double precision is sent as null rather than failing the message
+  select case when p_value in ('infinity', '-infinity') or p_value <> p_value then null else pg_catalog.to_jsonb(p_value) end
+$$;
+comment on function metrics.json_number(double precision) is 'A double as JSON, null where JSON has no number for it.';
+
 create function metrics.publish_project(p_project_id uuid)
 returns integer
-language plpgsql volatile security definer set search_path = ''
+language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
 declare
   v_cfg metrics.config;
   v_interval interval;
   v_last timestamptz;
-  v_item jsonb;
-  v_part jsonb := '[]'::jsonb;
-  v_parts jsonb[] := '{}';
-  v_bytes integer := 0;
-  v_size integer;
+  v_parts jsonb[];
   v_seq bigint;
   v_stored_before bigint;
-  i integer;
+  v_series_ids bigint[];
+  v_buckets timestamptz[];
 begin
   select * into strict v_cfg from metrics.config;
   select coalesce(pr.publish_interval, v_cfg.publish_interval) into v_interval
@@ -71,36 +77,52 @@ begin
 
   -- a failed send must not lose the queued changes: the block rolls back the dequeue and the rate-limit stamp
   begin
-    for v_item in
-      with dirty as (
-        delete from metrics.publish_queue q where q.project_id = p_project_id returning q.series_id, q.bucket
-      )
-      select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-        'series_id', s.id, 'name', s.name, 'labels', s.labels, 'kind', f.kind,
-        'minute', r.bucket, 'count', r.count, 'sum', r.sum, 'min', r.min, 'max', r.max, 'last', r.last,
-        'p50', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.5, r.min, r.max) end,
-        'p90', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.9, r.min, r.max) end,
-        'p99', case when f.kind = 'histogram' then metrics.sketch_quantile(r.sketch, 0.99, r.min, r.max) end
-      ))
-      from dirty d
-      join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket = d.bucket
-      join metrics.series s on s.id = d.series_id
-      join metrics.families f on f.project_id = s.project_id and f.name = s.name
-      order by s.name, s.id, r.bucket
-    loop
-      v_size := pg_catalog.octet_length(v_item::text) + 2;
-      if v_bytes + v_size > v_cfg.publish_max_bytes - 200 and pg_catalog.jsonb_array_length(v_part) > 0 then
-        v_parts := v_parts || v_part;
-        v_part := '[]'::jsonb;
-        v_bytes := 0;
-      end if;
-      v_part := v_part || pg_catalog.jsonb_build_array(v_item);
-      v_bytes := v_bytes + v_size;
-    end loop;
-    if pg_catalog.jsonb_array_length(v_part) > 0 then
-      v_parts := v_parts || v_part;
+    -- dequeue in its own statement: it waits for ingests that still hold queued rows, and the read below
+    -- then takes a fresh snapshot that includes their rollup changes
+    with dequeued as (
+      delete from metrics.publish_queue q where q.project_id = p_project_id returning q.series_id, q.bucket
+    )
+    select pg_catalog.array_agg(d.series_id), pg_catalog.array_agg(d.bucket) into v_series_ids, v_buckets
+    from dequeued d;
+    if v_series_ids is null then
+      return 0;
     end if;
-    if pg_catalog.cardinality(v_parts) = 0 then
+
+    with dirty as (
+      select * from unnest(v_series_ids, v_buckets) as u (series_id, bucket)  -- multi-array unnest: unqualified syntax
+    ),
+    items as (
+      select x.rn, x.item, pg_catalog.octet_length(x.item::text) + 1 as size
+      from (
+        select pg_catalog.row_number() over (order by s.name, s.id, r.bucket) as rn,
+          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'series_id', s.id, 'name', s.name, 'labels', s.labels, 'kind', f.kind,
+            'minute', r.bucket, 'count', r.count, 'sum', metrics.json_number(r.sum), 'min', metrics.json_number(r.min),
+            'max', metrics.json_number(r.max), 'last', metrics.json_number(r.last),
+            'p50', metrics.json_number(qs[1]), 'p90', metrics.json_number(qs[2]), 'p99', metrics.json_number(qs[3])
+          )) as item
+        from dirty d
+        join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket = d.bucket
+        join metrics.series s on s.id = d.series_id
+        join metrics.families f on f.project_id = s.project_id and f.name = s.name
+        cross join lateral (
+          select case when f.kind = 'histogram'
+            then metrics.sketch_quantiles(r.sketch, '{0.5,0.9,0.99}', r.min, r.max) end as qs
+        ) as q
+      ) as x
+    ),
+    placed as (
+      -- greedy parts: an item starts a new part once the bytes before it pass the budget, so every part
+      -- stays under publish_max_bytes (budget = limit - envelope - the largest item)
+      select i.rn, i.item,
+        ((pg_catalog.sum(i.size) over (order by i.rn) - i.size)
+          / greatest(v_cfg.publish_max_bytes - 300 - max(i.size) over (), 1))::bigint as part
+      from items i
+    )
+    select pg_catalog.array_agg(p.series order by p.part) into v_parts
+    from (select pl.part, pg_catalog.jsonb_agg(pl.item order by pl.rn) as series from placed pl group by pl.part) p;
+
+    if v_parts is null then
       return 0;
     end if;
     v_stored_before := metrics.realtime_rows_inserted();
@@ -182,8 +204,20 @@ begin
     sketch = metrics.sketch_merge(r.sketch, excluded.sketch),
     updated_at = now();
 
-  insert into metrics.publish_queue (project_id, series_id, bucket)
+  -- "do update" locks a row that is already queued, so a publisher dequeuing it waits for this commit
+  insert into metrics.publish_queue as q (project_id, series_id, bucket)
   select distinct n.project_id, n.series_id, pg_catalog.date_trunc('minute', n.ts) from new_points n
+  on conflict (project_id, series_id, bucket) do update set bucket = excluded.bucket;
+
+  -- points for hours already rolled up make those hours due again; the shared lock orders this against a
+  -- running metrics.rollup_hours(), so the watermark read is the one that run leaves behind
+  if exists (select from new_points n where n.ts < pg_catalog.date_trunc('hour', now())) then
+    perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('metrics.rollup_hours'));
+  end if;
+  insert into metrics.late_hours (series_id, hour)
+  select distinct n.series_id, pg_catalog.date_trunc('hour', n.ts)
+  from new_points n
+  where n.ts < (select ms.hour_watermark from metrics.maintenance_state ms)
   on conflict do nothing;
 
   for v_project in select distinct n.project_id from new_points n loop
@@ -194,7 +228,8 @@ end
 $$;
 comment on function metrics.on_points_inserted() is
   'Statement trigger of metrics.points: merges the inserted deltas into metrics.rollup_1m, queues the '
-  'changed minutes and publishes when the project''s rate limit allows.';
+  'changed minutes, marks already rolled-up hours that got late points, and publishes when the project''s '
+  'rate limit allows.';
 
 create trigger points_rollup
 after insert on metrics.points
@@ -208,12 +243,17 @@ create policy metrics_members_receive_live_updates on realtime.messages
   for select to authenticated
   using (
     extension = 'broadcast'
-    and metrics.topic_project_id((select realtime.topic())) in (select metrics.user_project_ids('viewer'))
+    and metrics.topic_project_id(topic) in (select metrics.user_project_ids('viewer'))
   );
 comment on policy metrics_members_receive_live_updates on realtime.messages is
-  'Members (any role) of a project may join its private topic metrics:<project_id>. No insert policy: '
-  'only the database publishes there.';
+  'Members (any role) of a project may join its private topic metrics:<project_id> (checked on each row''s '
+  'own topic, so setting realtime.topic to another topic reveals nothing). No insert policy: only the '
+  'database publishes there.';
 
 grant execute on function metrics.topic(uuid), metrics.topic_project_id(text) to anon, authenticated, service_role;
 grant execute on function metrics.publish_project(uuid), metrics.publish_pending(), metrics.realtime_rows_inserted()
   to service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

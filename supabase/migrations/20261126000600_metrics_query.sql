@@ -20,7 +20,7 @@ create function metrics.hours_complete_until()
 returns timestamptz
 language sql stable security definer set search_path = ''
 as $$
-  select pg_catalog.date_trunc('hour', ms.hour_watermark) from metrics.maintenance_state ms
+  select ms.hour_watermark from metrics.maintenance_state ms
 $$;
 comment on function metrics.hours_complete_until() is
   'Hourly rollups are complete for every hour before this instant (the last maintenance run''s hour).';
@@ -159,3 +159,7 @@ comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, i
 
 grant execute on function metrics.series_matches(jsonb, jsonb), metrics.hours_complete_until(),
   metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) to authenticated, service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

@@ -3,32 +3,33 @@
 
 create function metrics.rollup_hours()
 returns integer
-language plpgsql volatile security definer set search_path = ''
+language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
 declare
-  v_watermark timestamptz;
-  v_started timestamptz := now();
+  v_from timestamptz;
+  -- an hour counts as closed five minutes after its end, when no ingest that began inside it is still open
+  v_until timestamptz := pg_catalog.date_trunc('hour', now() - interval '5 minutes');
   v_rows integer;
 begin
-  select ms.hour_watermark into v_watermark from metrics.maintenance_state ms for update;
-  -- minutes changed since the watermark (with a margin for transactions that committed late) mark their
-  -- hours; each marked hour is recomputed whole from its closed minutes, so re-running is harmless
-  with hours as (
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('metrics.rollup_hours'));
+  select ms.hour_watermark into v_from from metrics.maintenance_state ms for update;
+  with due as (
+    -- every series of the hours closed since the last run
     select distinct r.series_id, pg_catalog.date_trunc('hour', r.bucket) as hour
     from metrics.rollup_1m r
-    where r.updated_at >= v_watermark - interval '5 minutes'
-      and r.bucket < pg_catalog.date_trunc('minute', now())
+    where r.bucket >= v_from and r.bucket < v_until
+    union
+    -- and hours rolled up before that have had late points since
+    select l.series_id, l.hour from metrics.late_hours l where l.hour < v_until
   ),
   merged as (
-    select r.project_id, r.series_id, h.hour, sum(r.count) as count, sum(r.sum) as sum, min(r.min) as min,
+    select r.project_id, r.series_id, d.hour, sum(r.count) as count, sum(r.sum) as sum, min(r.min) as min,
       max(r.max) as max,
       (pg_catalog.array_agg(r.last order by r.last_ts desc, r.last desc) filter (where r.last_ts is not null))[1] as last,
       max(r.last_ts) as last_ts, metrics.sketch_union(r.sketch) as sketch
-    from hours h
-    join metrics.rollup_1m r on r.series_id = h.series_id
-      and r.bucket >= h.hour and r.bucket < h.hour + interval '1 hour'
-      and r.bucket < pg_catalog.date_trunc('minute', now())
-    group by r.project_id, r.series_id, h.hour
+    from due d
+    join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket >= d.hour and r.bucket < d.hour + interval '1 hour'
+    group by r.project_id, r.series_id, d.hour
   )
   insert into metrics.rollup_1h as t (project_id, series_id, bucket, count, sum, min, max, last, last_ts, sketch)
   select m.project_id, m.series_id, m.hour, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch from merged m
@@ -36,16 +37,18 @@ begin
     count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, last = excluded.last,
     last_ts = excluded.last_ts, sketch = excluded.sketch, updated_at = now();
   get diagnostics v_rows = row_count;
-  update metrics.maintenance_state set hour_watermark = v_started;
+  delete from metrics.late_hours l where l.hour < v_until;
+  update metrics.maintenance_state set hour_watermark = greatest(hour_watermark, v_until);
   return v_rows;
 end
 $$;
 comment on function metrics.rollup_hours() is
-  'Recomputes the hourly rollups of every hour with minutes changed since the last run; returns hours written.';
+  'Rolls up every hour closed since the last run (and earlier hours that got late points) from its '
+  'minutes, replacing the hour; returns hours written.';
 
 create function metrics.apply_retention()
 returns jsonb
-language plpgsql volatile security definer set search_path = ''
+language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
 declare
   v_cfg metrics.config;
@@ -102,7 +105,7 @@ comment on function metrics.apply_retention() is
 
 create function metrics.maintain()
 returns jsonb
-language plpgsql volatile security definer set search_path = ''
+language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
 declare
   v_day date;
@@ -139,10 +142,12 @@ begin
   if v_version is null then
     return 'pg_cron not installed: run "meshhook-metrics maintain --loop" instead';
   end if;
-  -- dynamic SQL: the cron schema may not exist where this function is compiled or linted
-  execute 'select cron.schedule($1, $2, $3)' using 'meshhook-metrics-maintain', '* * * * *', 'select metrics.maintain()';
+  -- built at run time: the cron schema may not exist where this function is compiled or linted
+  execute pg_catalog.format('select %I.schedule($1, $2, $3)', 'cron')
+    using 'meshhook-metrics-maintain', '* * * * *', 'select metrics.maintain()';
   if pg_catalog.string_to_array(pg_catalog.split_part(v_version, '-', 1), '.')::integer[] >= array[1, 5] then
-    execute 'select cron.schedule($1, $2, $3)' using 'meshhook-metrics-publish', '1 seconds', 'select metrics.publish_pending()';
+    execute pg_catalog.format('select %I.schedule($1, $2, $3)', 'cron')
+      using 'meshhook-metrics-publish', '1 seconds', 'select metrics.publish_pending()';
     return 'scheduled maintenance every minute and publish sweeps every second with pg_cron ' || v_version;
   end if;
   return 'scheduled maintenance every minute with pg_cron ' || v_version
@@ -158,3 +163,7 @@ select metrics.schedule_maintenance();
 
 grant execute on function metrics.maintain(), metrics.rollup_hours(), metrics.apply_retention(),
   metrics.schedule_maintenance() to service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

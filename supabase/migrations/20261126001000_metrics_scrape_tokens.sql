@@ -131,50 +131,123 @@ comment on table metrics.histogram_boundaries is
   'Per-metric "le" boundaries of exported histograms (the +Inf bucket is implicit); bucket counts are '
   'derived from the merged sketch, so a change applies to all past data at the next scrape.';
 
-create function metrics.sketch_cumulative_counts(p_sketch jsonb, p_boundaries double precision[])
-returns bigint[]
-language sql immutable parallel safe set search_path = ''
+create function metrics.histogram_thresholds(p_boundaries double precision[])
+returns integer[]
+language plpgsql immutable parallel safe set search_path = ''
 as $$
-  select coalesce(pg_catalog.array_agg(w.cum order by w.x), '{}')
-  from (
-    select u.x, u.is_bound, sum(u.c) over (order by u.x, u.is_bound rows unbounded preceding) as cum
-    from (
-      select -metrics.sketch_value(t.k::integer) as x, t.c::bigint as c, false as is_bound
-      from pg_catalog.jsonb_each_text(coalesce(p_sketch -> 'n', '{}'::jsonb)) as t (k, c)
-      union all
-      select 0, (p_sketch ->> 'z')::bigint, false where coalesce((p_sketch ->> 'z')::bigint, 0) > 0
-      union all
-      select metrics.sketch_value(t.k::integer), t.c::bigint, false
-      from pg_catalog.jsonb_each_text(coalesce(p_sketch -> 'p', '{}'::jsonb)) as t (k, c)
-      union all
-      select b, 0, true from pg_catalog.unnest(p_boundaries) as b
-    ) as u
-  ) as w
-  where w.is_bound
+declare
+  v_bound double precision;
+  v_key integer;
+  v_out integer[] := '{}';
+begin
+  foreach v_bound in array p_boundaries loop
+    if v_bound > 0 then
+      -- the largest positive-store key whose representative value is <= the boundary
+      v_key := metrics.sketch_key(v_bound);
+      if metrics.sketch_value(v_key) > v_bound then
+        v_key := v_key - 1;
+      end if;
+    elsif v_bound < 0 then
+      -- the smallest negative-store key whose representative magnitude is >= -boundary
+      v_key := metrics.sketch_key(-v_bound);
+      if metrics.sketch_value(v_key) < -v_bound then
+        v_key := v_key + 1;
+      end if;
+    else
+      v_key := 0;
+    end if;
+    v_out := v_out || v_key;
+  end loop;
+  return v_out;
+end
 $$;
-comment on function metrics.sketch_cumulative_counts(jsonb, double precision[]) is
+comment on function metrics.histogram_thresholds(double precision[]) is
+  'For each bucket boundary the sketch key that separates the buckets counted under it (positive boundary: '
+  'largest key with value <= boundary; negative: smallest negative-store key with magnitude >= -boundary). '
+  'Computed once per metric so that counting a sketch compares integers only.';
+
+create function metrics.sketch_cumulative_counts(
+  p_sketch jsonb, p_boundaries double precision[], p_thresholds integer[] default null
+)
+returns bigint[]
+language plpgsql immutable parallel safe set search_path = ''
+as $$
+declare
+  v_thresholds integer[] := coalesce(p_thresholds, metrics.histogram_thresholds(p_boundaries));
+  v_pkeys integer[];
+  v_pcounts bigint[];
+  v_nkeys integer[];
+  v_ncounts bigint[];
+  v_ntotal bigint;
+  v_zero bigint := coalesce((p_sketch ->> 'z')::bigint, 0);
+  v_out bigint[] := '{}';
+  v_pos bigint := 0;
+  v_neg bigint := 0;
+  v_np integer;
+  v_nn integer;
+  i integer := 1;
+  j integer := 1;
+  b integer;
+begin
+  -- positive buckets by ascending value; negative buckets by ascending value (largest magnitude first)
+  select pg_catalog.array_agg(t.k::integer order by t.k::integer),
+    pg_catalog.array_agg(t.c::bigint order by t.k::integer)
+  into v_pkeys, v_pcounts
+  from pg_catalog.jsonb_each_text(coalesce(p_sketch -> 'p', '{}'::jsonb)) as t (k, c);
+  select pg_catalog.array_agg(t.k::integer order by t.k::integer desc),
+    pg_catalog.array_agg(t.c::bigint order by t.k::integer desc), coalesce(sum(t.c::bigint), 0)
+  into v_nkeys, v_ncounts, v_ntotal
+  from pg_catalog.jsonb_each_text(coalesce(p_sketch -> 'n', '{}'::jsonb)) as t (k, c);
+  v_np := coalesce(pg_catalog.cardinality(v_pkeys), 0);
+  v_nn := coalesce(pg_catalog.cardinality(v_nkeys), 0);
+  for b in 1 .. coalesce(pg_catalog.cardinality(p_boundaries), 0) loop
+    if p_boundaries[b] < 0 then
+      -- negative values -v(k) <= boundary: magnitudes v(k) >= -boundary, i.e. keys >= the threshold
+      while i <= v_nn and v_nkeys[i] >= v_thresholds[b] loop
+        v_neg := v_neg + v_ncounts[i];
+        i := i + 1;
+      end loop;
+      v_out := v_out || v_neg;
+    else
+      if p_boundaries[b] > 0 then
+        while j <= v_np and v_pkeys[j] <= v_thresholds[b] loop
+          v_pos := v_pos + v_pcounts[j];
+          j := j + 1;
+        end loop;
+      end if;
+      v_out := v_out || (v_ntotal + v_zero + v_pos);
+    end if;
+  end loop;
+  return v_out;
+end
+$$;
+comment on function metrics.sketch_cumulative_counts(jsonb, double precision[], integer[]) is
   'Cumulative Prometheus bucket counts of a sketch: for each boundary (ascending) the number of values '
-  'whose bucket''s representative value (the one quantiles report, within 1 %) is <= the boundary.';
+  'whose bucket''s representative value (the one quantiles report, within 1 %) is <= the boundary. '
+  'p_thresholds: metrics.histogram_thresholds(p_boundaries), computed when null.';
 
 -- exposition rows --------------------------------------------------------------------------------------
 create function metrics.exposition_labels(p_labels jsonb, p_kind text, p_project_id uuid, p_with_project boolean)
 returns jsonb
-language sql immutable parallel safe set search_path = ''
+language plpgsql immutable parallel safe set search_path = ''
 as $$
-  select coalesce(pg_catalog.jsonb_object_agg(x.k, x.v), '{}'::jsonb) || case
-      when p_with_project then pg_catalog.jsonb_build_object('project_id', p_project_id::text)
-      else '{}'::jsonb
-    end
-  from (
-    select case
-        when l.key = '__overflow__' then 'meshhook_overflow'
-        when l.key = 'le' and p_kind = 'histogram' then 'exported_le'
-        when l.key = 'project_id' and p_with_project then 'exported_project_id'
-        else l.key
-      end as k,
-      l.value as v
-    from pg_catalog.jsonb_each(p_labels) l
-  ) as x
+declare
+  v_out jsonb := p_labels;
+begin
+  if v_out ? '__overflow__' then
+    v_out := (v_out - '__overflow__') || pg_catalog.jsonb_build_object('meshhook_overflow', v_out -> '__overflow__');
+  end if;
+  if p_kind = 'histogram' and v_out ? 'le' then
+    v_out := (v_out - 'le') || pg_catalog.jsonb_build_object('exported_le', v_out -> 'le');
+  end if;
+  if p_with_project then
+    if v_out ? 'project_id' then
+      v_out := (v_out - 'project_id') || pg_catalog.jsonb_build_object('exported_project_id', v_out -> 'project_id');
+    end if;
+    v_out := v_out || pg_catalog.jsonb_build_object('project_id', p_project_id::text);
+  end if;
+  return v_out;
+end
 $$;
 comment on function metrics.exposition_labels(jsonb, text, uuid, boolean) is
   'Labels of a series as exported: the overflow marker becomes meshhook_overflow="true", a histogram''s '
@@ -193,21 +266,28 @@ returns table (
 )
 language sql stable security invoker set search_path = ''
 as $$
+  with fam as materialized (
+    -- per metric once: its boundaries and their sketch-key thresholds
+    select f.project_id, f.name, f.kind, f.unit, f.help, b.boundaries,
+      case when b.boundaries is not null then metrics.histogram_thresholds(b.boundaries) end as thresholds
+    from metrics.families f
+    left join metrics.histogram_boundaries hb on hb.project_id = f.project_id and hb.metric = f.name
+    cross join lateral (
+      select case when f.kind = 'histogram'
+        then coalesce(hb.boundaries, metrics.default_histogram_boundaries(f.unit)) end as boundaries
+    ) as b
+    where p_project_id is null or f.project_id = p_project_id
+  )
   select s.project_id, s.name, f.kind, f.unit, f.help,
     metrics.exposition_labels(s.labels, f.kind, s.project_id, p_with_project),
     case f.kind when 'counter' then t.sum when 'gauge' then t.last end,
     case when f.kind = 'histogram' then t.count end,
     case when f.kind = 'histogram' then t.sum end,
-    b.boundaries,
-    case when f.kind = 'histogram' then metrics.sketch_cumulative_counts(t.sketch, b.boundaries) end
+    f.boundaries,
+    case when f.kind = 'histogram' then metrics.sketch_cumulative_counts(t.sketch, f.boundaries, f.thresholds) end
   from metrics.series_totals t
   join metrics.series s on s.id = t.series_id
-  join metrics.families f on f.project_id = s.project_id and f.name = s.name
-  left join metrics.histogram_boundaries hb on hb.project_id = s.project_id and hb.metric = s.name
-  cross join lateral (
-    select case when f.kind = 'histogram'
-      then coalesce(hb.boundaries, metrics.default_histogram_boundaries(f.unit)) end as boundaries
-  ) as b
+  join fam f on f.project_id = s.project_id and f.name = s.name
   where (p_project_id is null or t.project_id = p_project_id)
     and t.updated_at >= now() - case when f.kind = 'gauge' then p_gauge_max_age else p_max_age end
     and (f.kind <> 'gauge' or t.last is not null)
@@ -402,7 +482,8 @@ grant all on metrics.series_totals, metrics.histogram_boundaries, metrics.scrape
 
 grant execute on function metrics.boundaries_problem(double precision[]),
   metrics.default_histogram_boundaries(text),
-  metrics.sketch_cumulative_counts(jsonb, double precision[]),
+  metrics.histogram_thresholds(double precision[]),
+  metrics.sketch_cumulative_counts(jsonb, double precision[], integer[]),
   metrics.exposition_labels(jsonb, text, uuid, boolean),
   metrics.exposition_rows(uuid, boolean, interval, interval),
   metrics.list_metrics(uuid), metrics.list_series(uuid, text, jsonb, integer),
@@ -410,3 +491,7 @@ grant execute on function metrics.boundaries_problem(double precision[]),
   metrics.revoke_scrape_token(uuid)
   to authenticated, service_role;
 grant execute on function metrics.scrape(text) to anon, authenticated, service_role;
+
+-- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
+-- revoke that): only the grants above stand
+revoke execute on all functions in schema metrics from public;

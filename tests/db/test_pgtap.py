@@ -39,6 +39,7 @@ def test_pgtap_suite_passes_with_pg_prove(fresh_db: TestDatabase) -> None:
     result = subprocess.run(
         [PG_PROVE, "--dbname", fresh_db.url, "--failures", "--nocolor", *(p.name for p in files)],
         cwd=TESTS_DIR,
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
@@ -48,7 +49,9 @@ def test_pgtap_suite_passes_with_pg_prove(fresh_db: TestDatabase) -> None:
     assert "Result: PASS" in result.stdout, output
     assert f"Files={len(files)}," in result.stdout, output
     for path in files:
-        assert re.search(rf"^{re.escape(path.name)} \.+ ok", result.stdout, re.M), f"{path.name} did not pass\n{output}"
+        assert re.search(rf"^{re.escape(path.name)} \.+ ok", result.stdout, re.M), (
+            f"{path.name} did not pass\n{output}"
+        )
     planned = sum(int(m) for p in files for m in re.findall(r"^select plan\((\d+)\);$", p.read_text(), re.M))
     assert f"Tests={planned}," in result.stdout, output
 
@@ -57,11 +60,16 @@ def test_pg_prove_fails_a_file_that_runs_fewer_tests_than_planned(db: TestDataba
     """The harness is not blind: a file that dies half way (fewer tests than planned) fails the run."""
     broken = tmp_path / "broken.sql"
     broken.write_text(
-        "begin;\nselect plan(2);\nselect ok(true, 'only one');\nselect * from finish();\nrollback;\n", encoding="utf-8"
+        "begin;\nselect plan(2);\nselect ok(true, 'only one');\nselect * from finish();\nrollback;\n",
+        encoding="utf-8",
     )
     result = subprocess.run(
         [PG_PROVE, "--dbname", db.url, "--nocolor", broken.name],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0, result.stdout
     assert "Result: FAIL" in result.stdout, result.stdout

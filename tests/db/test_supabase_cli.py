@@ -30,6 +30,7 @@ def supabase(*args: str, db_url: str) -> subprocess.CompletedProcess[str]:
     assert Path(SUPABASE).exists(), "Supabase CLI not found: run 'make install' (npm, tools/package.json)"
     return subprocess.run(
         [SUPABASE, *args, "--db-url", f"{db_url}?sslmode=disable", "--workdir", str(REPO)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
@@ -37,12 +38,17 @@ def supabase(*args: str, db_url: str) -> subprocess.CompletedProcess[str]:
 
 
 def shown(result: subprocess.CompletedProcess[str]) -> str:
-    return f"{result.args}\nexit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return (
+        f"{result.args}\nexit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
 
 
 def recorded_versions(db_url: str) -> list[str]:
     with psycopg.connect(db_url) as conn:
-        return [row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations order by 1")]
+        return [
+            row[0]
+            for row in conn.execute("select version from supabase_migrations.schema_migrations order by 1")
+        ]
 
 
 def all_versions() -> list[str]:
@@ -61,7 +67,9 @@ def bare_db(cluster: LocalPostgres) -> Iterator[TestDatabase]:
 def test_migration_owner_is_not_a_superuser(bare_db: TestDatabase) -> None:
     """The premise of this module: the CLI runs as a role without superuser powers."""
     with psycopg.connect(bare_db.url) as conn:
-        row = conn.execute("select current_user, rolsuper from pg_roles where rolname = current_user").fetchone()
+        row = conn.execute(
+            "select current_user, rolsuper from pg_roles where rolname = current_user"
+        ).fetchone()
     assert row == ("postgres", False)
 
 
@@ -75,7 +83,9 @@ def test_supabase_migration_up_applies_everything_and_our_migrator_agrees(bare_d
 
     assert migrator.migrate(bare_db.url) == []
     with psycopg.connect(bare_db.url) as conn:
-        assert conn.execute("select to_regprocedure('metrics.ingest(jsonb)') is not null").fetchone() == (True,)
+        assert conn.execute("select to_regprocedure('metrics.ingest(jsonb)') is not null").fetchone() == (
+            True,
+        )
 
 
 def test_supabase_cli_sees_our_migrator_history(bare_db: TestDatabase) -> None:
@@ -87,7 +97,9 @@ def test_supabase_cli_sees_our_migrator_history(bare_db: TestDatabase) -> None:
     assert listed.returncode == 0, shown(listed)
     rows = {
         match["local"]: match["remote"]
-        for match in re.finditer(r"^\s*`?(?P<local>\d{14})?`?\s*\|\s*`?(?P<remote>\d{14})?`?\s*\|", listed.stdout, re.M)
+        for match in re.finditer(
+            r"^\s*`?(?P<local>\d{14})?`?\s*\|\s*`?(?P<remote>\d{14})?`?\s*\|", listed.stdout, re.M
+        )
     }
     for version in all_versions():
         assert rows.get(version) == version, f"{version} not applied locally and remotely\n{shown(listed)}"
@@ -101,7 +113,9 @@ def test_supabase_cli_sees_our_migrator_history(bare_db: TestDatabase) -> None:
 def test_supabase_db_lint_is_clean(fresh_db: TestDatabase) -> None:
     """``supabase db lint --fail-on error`` (plpgsql_check) finds no error in schema metrics."""
     with psycopg.connect(fresh_db.url) as conn:
-        assert conn.execute("select count(*) from pg_extension where extname = 'plpgsql_check'").fetchone() == (1,), (
+        assert conn.execute(
+            "select count(*) from pg_extension where extname = 'plpgsql_check'"
+        ).fetchone() == (1,), (
             "plpgsql_check is not installed (Debian postgresql-15-plpgsql-check); lint cannot run"
         )
     result = supabase("db", "lint", "--schema", "metrics", "--fail-on", "error", db_url=fresh_db.url)
@@ -111,20 +125,22 @@ def test_supabase_db_lint_is_clean(fresh_db: TestDatabase) -> None:
 def test_meshhook_metrics_migrate_reports_progress_and_is_idempotent(bare_db: TestDatabase) -> None:
     """``meshhook-metrics migrate`` names each file it applies; a second run applies nothing."""
     command = [sys.executable, "-m", "meshhook_rt_metrics.cli", "migrate", "--db-url", bare_db.url]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, shown(first)
     for migration in migrator.discover():
         assert f"applying {migration.path.name}" in first.stderr, shown(first)
     assert f"{len(all_versions())} migration(s) applied" in first.stderr, shown(first)
 
-    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, shown(second)
     assert "applying" not in second.stderr, shown(second)
     assert "0 migration(s) applied" in second.stderr, shown(second)
     assert recorded_versions(bare_db.url) == all_versions()
 
 
-def test_misnamed_migration_file_is_rejected_before_anything_is_applied(bare_db: TestDatabase, tmp_path: Path) -> None:
+def test_misnamed_migration_file_is_rejected_before_anything_is_applied(
+    bare_db: TestDatabase, tmp_path: Path
+) -> None:
     """A ``.sql`` file not named ``<14 digits>_<snake_name>.sql`` is an error naming the file, not skipped."""
     (tmp_path / "20261126000100_good_one.sql").write_text("create table public.good_one (id int);\n")
     (tmp_path / "2026-11-26_Bad Name.sql").write_text("create table public.bad_one (id int);\n")

@@ -1,0 +1,84 @@
+-- Schema hygiene: row-level security and comments everywhere, safe security-definer functions, and no
+-- function callable by roles it was not granted to.
+begin;
+select plan(9);
+
+-- a raw-points partition too, as the ingest path creates them
+do $$ begin perform metrics.ensure_points_partition(current_date); end $$;
+
+select cmp_ok(
+  (select count(*)::integer from pg_catalog.pg_class c
+   where c.relnamespace = 'metrics'::regnamespace and c.relkind in ('r', 'p')),
+  '>=', 12, 'schema metrics has its tables (the checks below are not vacuous)'
+);
+
+select is(
+  array(select c.relname::text from pg_catalog.pg_class c
+        where c.relnamespace = 'metrics'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity
+        order by 1),
+  '{}'::text[], 'every table in metrics (partitions included) has row-level security enabled'
+);
+
+select is(
+  array(select c.relname::text from pg_catalog.pg_class c
+        where c.relnamespace = 'metrics'::regnamespace and c.relkind in ('r', 'p')
+          and pg_catalog.obj_description(c.oid, 'pg_class') is null
+        order by 1),
+  '{}'::text[], 'every table in metrics (partitions included) has a comment'
+);
+
+select is(
+  array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+        where p.pronamespace = 'metrics'::regnamespace and p.prokind in ('f', 'a')
+          and pg_catalog.obj_description(p.oid, 'pg_proc') is null
+        order by 1),
+  '{}'::text[], 'every function and aggregate in metrics has a comment'
+);
+
+select is(
+  array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+        where p.pronamespace = 'metrics'::regnamespace and p.prosecdef
+          and not coalesce(p.proconfig @> array['search_path=""'], false)
+        order by 1),
+  '{}'::text[], 'every security definer function in metrics pins an empty search_path'
+);
+
+select is(
+  array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+        where p.pronamespace = 'metrics'::regnamespace
+          and exists (select from pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                      where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+        order by 1),
+  '{}'::text[], 'no function in metrics is executable by PUBLIC (only by the roles granted explicitly)'
+);
+
+select is(
+  array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+        where p.pronamespace = 'metrics'::regnamespace and pg_catalog.has_function_privilege('anon', p.oid, 'execute')
+        order by 1),
+  array['metrics.role_rank(text)', 'metrics.scrape(text)', 'metrics.topic(uuid)', 'metrics.topic_project_id(text)',
+        'metrics.user_project_ids(text)'],
+  'anon may execute exactly the helpers granted to it'
+);
+
+select is(
+  array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+        where p.pronamespace = 'metrics'::regnamespace and p.prosecdef
+          and pg_catalog.has_function_privilege('authenticated', p.oid, 'execute')
+        order by 1),
+  array['metrics.hours_complete_until()', 'metrics.ingest(jsonb)', 'metrics.scrape(text)',
+        'metrics.user_project_ids(text)'],
+  'the only security definer functions signed-in users may call are the API ones meant for them'
+);
+
+select is(
+  array(select c.relname::text from pg_catalog.pg_class c
+        where c.relnamespace = 'metrics'::regnamespace and c.relkind in ('r', 'p')
+          and (pg_catalog.has_table_privilege('anon', c.oid, 'select')
+               or pg_catalog.has_table_privilege('anon', c.oid, 'insert'))
+        order by 1),
+  '{}'::text[], 'anon has no table privileges in metrics'
+);
+
+select * from finish();
+rollback;
