@@ -72,8 +72,18 @@ $$;
 comment on function metrics.sketch_merge(jsonb, jsonb) is
   'Exact merge of two sketches (bucket counts add); null is the empty sketch.';
 
+create function metrics.sketch_accumulate(p_state jsonb, p_next jsonb)
+returns jsonb
+language sql immutable strict parallel safe set search_path = ''
+as $$
+  select metrics.sketch_merge(p_state, p_next)
+$$;
+comment on function metrics.sketch_accumulate(jsonb, jsonb) is
+  'Transition function of metrics.sketch_union. Strict, so a group''s first sketch becomes the state without '
+  'a call and nulls are skipped: merging only happens where there is something to merge.';
+
 create aggregate metrics.sketch_union(jsonb) (
-  sfunc = metrics.sketch_merge,
+  sfunc = metrics.sketch_accumulate,
   stype = jsonb,
   parallel = safe
 );
@@ -175,7 +185,8 @@ comment on function metrics.sketch_quantile(jsonb, double precision, double prec
 
 grant execute on function
   metrics.sketch_key(double precision), metrics.sketch_value(integer),
-  metrics.sketch_store_merge(jsonb, jsonb), metrics.sketch_merge(jsonb, jsonb), metrics.sketch_union(jsonb),
+  metrics.sketch_store_merge(jsonb, jsonb), metrics.sketch_merge(jsonb, jsonb), metrics.sketch_accumulate(jsonb, jsonb),
+  metrics.sketch_union(jsonb),
   metrics.sketch_from_values(double precision[]), metrics.sketch_count(jsonb),
   metrics.sketch_quantile(jsonb, double precision, double precision, double precision),
   metrics.sketch_quantiles(jsonb, double precision[], double precision, double precision)

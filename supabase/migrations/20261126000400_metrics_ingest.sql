@@ -360,7 +360,34 @@ begin
       or p.min > p.max
       or (p.kind = 'histogram') <> (p.sketch is not null)
       or pg_catalog.char_length(p.unit) > 64 or pg_catalog.char_length(p.help) > 1024
-      or (p.kind = 'histogram' and metrics.sketch_problem(p.sketch, p.count) is not null)
+      or (p.kind = 'histogram' and (
+        pg_catalog.jsonb_typeof(p.sketch) <> 'object'
+        or (p.sketch - '{z,p,n}'::text[]) <> '{}'::jsonb
+        or coalesce(pg_catalog.jsonb_typeof(p.sketch -> 'p'), 'object') <> 'object'
+        or coalesce(pg_catalog.jsonb_typeof(p.sketch -> 'n'), 'object') <> 'object'
+        or (p.sketch ? 'z' and not metrics.is_count(p.sketch -> 'z', 0))))
+  ) or exists (
+    -- every histogram's buckets in one pass: canonical keys in range, positive integer counts adding up
+    select
+    from (
+      select p.idx, p.count,
+        case when metrics.is_count(p.sketch -> 'z', 0) then (p.sketch ->> 'z')::numeric else 0 end as zeros, b.key, b.value
+      from pg_catalog.unnest(v_rows) p
+      cross join lateral (
+        select * from pg_catalog.jsonb_each(coalesce(p.sketch -> 'p', '{}'::jsonb))
+        union all
+        select * from pg_catalog.jsonb_each(coalesce(p.sketch -> 'n', '{}'::jsonb))
+        union all
+        select null, null
+      ) as b (key, value)
+      where p.kind = 'histogram'
+    ) as buckets
+    group by buckets.idx, buckets.count, buckets.zeros
+    having bool_or(buckets.key is not null and not (
+        case when buckets.key ~ '^(0|-?[1-9]\d{0,4})$' then buckets.key::integer between -1036 and 35488 else false end
+        and pg_catalog.jsonb_typeof(buckets.value) = 'number' and (buckets.value #>> '{}') ~ '^[1-9]\d{0,17}(\.0+)?$'))
+      or coalesce(sum(case when (buckets.value #>> '{}') ~ '^[1-9]\d{0,17}(\.0+)?$' then (buckets.value #>> '{}')::numeric end), 0)
+        + buckets.zeros <> buckets.count
   ) or exists (
     select from (select distinct p.name from pg_catalog.unnest(v_rows) p) n
     where not (n.name ~ '^[a-zA-Z_:][a-zA-Z0-9_:]*$') or n.name like '\_\_%' or pg_catalog.char_length(n.name) > 200

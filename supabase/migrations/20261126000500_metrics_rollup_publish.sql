@@ -185,7 +185,8 @@ begin
   insert into metrics.rollup_1m as r (project_id, series_id, bucket, count, sum, min, max, last, last_ts, sketch)
   select n.project_id, n.series_id, pg_catalog.date_trunc('minute', n.ts), sum(n.count), sum(n.sum),
     min(n.min), max(n.max),
-    (pg_catalog.array_agg(n.last order by n.ts desc, n.last desc) filter (where n.last is not null))[1],
+    -- the last value: latest timestamp, ties to the larger value (array comparison, no per-group sort)
+    (max(array[extract(epoch from n.ts)::double precision, n.last]) filter (where n.last is not null))[2],
     max(n.ts) filter (where n.last is not null),
     metrics.sketch_union(n.sketch)
   from new_points n

@@ -25,7 +25,7 @@ begin
   merged as (
     select r.project_id, r.series_id, d.hour, sum(r.count) as count, sum(r.sum) as sum, min(r.min) as min,
       max(r.max) as max,
-      (pg_catalog.array_agg(r.last order by r.last_ts desc, r.last desc) filter (where r.last_ts is not null))[1] as last,
+      (max(array[extract(epoch from r.last_ts)::double precision, r.last]) filter (where r.last_ts is not null))[2] as last,
       max(r.last_ts) as last_ts, metrics.sketch_union(r.sketch) as sketch
     from due d
     join metrics.rollup_1m r on r.series_id = d.series_id and r.bucket >= d.hour and r.bucket < d.hour + interval '1 hour'
