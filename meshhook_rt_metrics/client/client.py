@@ -1,0 +1,452 @@
+"""``MetricsClient``: instruments for user code, and the background machinery that ships them.
+
+Background machinery (flush thread, sinks, spool, collectors) never raises into user code: every
+failure is logged (rate-limited), counted in the client's own metrics and retried or spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import multiprocessing.util
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from meshhook_rt_metrics.client.collectors import LoopLagMonitor, SystemCollector
+from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram
+from meshhook_rt_metrics.client.labels import Redactor
+from meshhook_rt_metrics.client.registry import Health, Registry
+from meshhook_rt_metrics.client.settings import ClientSettings
+from meshhook_rt_metrics.client.sinks import (
+    InvalidBatchError,
+    PostgresSink,
+    ServerError,
+    Sink,
+    SupabaseSink,
+)
+from meshhook_rt_metrics.client.spool import Batch, Spool
+
+log = logging.getLogger("meshhook_rt_metrics.client")
+
+_CLIENTS: weakref.WeakSet[MetricsClient] = weakref.WeakSet()
+MAX_SERVER_ERRORS = 10
+"""A spooled batch answered with an unexpected server error this many times in a row is dropped."""
+
+
+def default_source() -> str:
+    """``host:pid:random6``: unique per process, readable in dashboards."""
+    return f"{socket.gethostname()[:150]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class MetricsClient:
+    """Entry point: create instruments, flush every ``flush_interval`` seconds, close at exit.
+
+    ``MetricsClient(project_id=..., database_url=...)`` or ``supabase_url=`` + ``supabase_key=``; every
+    setting of :class:`ClientSettings` may be passed as a keyword or set as ``MESHHOOK_METRICS_*``.
+    """
+
+    def __init__(
+        self,
+        project_id: str | None = None,
+        database_url: str | None = None,
+        *,
+        supabase_url: str | None = None,
+        supabase_key: str | None = None,
+        sink: Sink | None = None,
+        redactor: Redactor | None = None,
+        settings: ClientSettings | None = None,
+        **options: Any,
+    ) -> None:
+        given = {
+            "project_id": project_id,
+            "database_url": database_url,
+            "supabase_url": supabase_url,
+            "supabase_key": supabase_key,
+            **options,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if settings is None:
+            settings = ClientSettings(**given)
+        elif given:
+            settings = ClientSettings(**{**settings.model_dump(exclude_unset=True), **given})
+        self.settings = s = settings
+        if s.project_id is None:
+            raise ValueError("project_id is required (argument or MESHHOOK_METRICS_PROJECT_ID)")
+        self.project_id = str(s.project_id)
+        self._sink = sink if sink is not None else self._make_sink()
+        self.registry = Registry(
+            strict=s.mode == "development",
+            max_label_sets=s.max_label_sets,
+            max_label_value_length=s.max_label_value_length,
+            redactor=redactor,
+        )
+        self.health = Health(self.registry)
+        self._loop_lag = self.registry.histogram(
+            "asyncio_event_loop_lag_seconds", "Event-loop timer lateness", unit="seconds"
+        )
+        self._system = (
+            SystemCollector(
+                self.registry,
+                host=s.host_metrics,
+                host_lock=s.spool_dir / self.project_id / ".host-metrics.lock",
+            )
+            if s.system_metrics
+            else None
+        )
+        self._monitors: list[LoopLagMonitor] = []
+        self._servers: list[Any] = []
+        self._flush_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._pid = os.getpid()
+        self._forked = False
+        self._start_identity()
+        with contextlib.suppress(RuntimeError):
+            self.monitor_event_loop(asyncio.get_running_loop())
+        _CLIENTS.add(self)
+        atexit.register(_close_at_exit, weakref.ref(self))
+        # multiprocessing children leave through os._exit (no atexit) after clearing its finalizers:
+        # its own after-fork hook registers the final flush with its exit finalizers instead
+        multiprocessing.util.register_after_fork(self, _register_multiprocessing_exit)
+        if s.background:
+            self._start_thread()
+
+    # -- construction helpers ---------------------------------------------------------------------
+    def _make_sink(self) -> Sink:
+        s = self.settings
+        if s.database_url is not None:
+            return PostgresSink(s.database_url.get_secret_value(), timeout=s.send_timeout)
+        if s.supabase_url and s.supabase_key is not None:
+            return SupabaseSink(s.supabase_url, s.supabase_key.get_secret_value(), timeout=s.send_timeout)
+        raise ValueError(
+            "no backend: pass database_url= (or MESHHOOK_METRICS_DATABASE_URL), or supabase_url= and "
+            "supabase_key=, or sink="
+        )
+
+    def _start_identity(self) -> None:
+        """Source, batch numbering, spool and backoff state of *this process*."""
+        s = self.settings
+        if s.source and not self._forked:
+            self.source = s.source
+        elif s.source:  # a forked child must never reuse its parent's source (batch ids would collide)
+            self.source = f"{s.source[:180]}:{os.getpid()}:{secrets.token_hex(3)}"
+        else:
+            self.source = default_source()
+        self._batch_prefix = f"{int(time.time() * 1000)}"
+        self._batch_seq = 0
+        root = s.spool_dir if s.spool_enabled else None
+        self.spool = Spool(root, self.project_id, self.source, s.spool_max_bytes)
+        self._reported_drops = (0, 0)
+        self._failures = 0
+        self._retry_at = 0.0
+        self._next_adopt = 0.0
+        self._strikes: tuple[str, int] = ("", 0)
+
+    def _start_thread(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshhook-metrics-flush", daemon=True)
+        self._thread.start()
+
+    # -- instruments ------------------------------------------------------------------------------
+    def counter(
+        self, name: str, help: str = "", labels: tuple[str, ...] | list[str] = (), unit: str | None = None
+    ) -> Counter:
+        """A monotonic counter (``inc(**labels)``, ``labels(...).inc(n)``)."""
+        return self.registry.counter(name, help, labels, unit)
+
+    def histogram(
+        self, name: str, help: str = "", labels: tuple[str, ...] | list[str] = (), unit: str | None = None
+    ) -> Histogram:
+        """A distribution (``observe(v, **labels)``, ``time(**labels)``) with the shared 1 % sketch."""
+        return self.registry.histogram(name, help, labels, unit)
+
+    def gauge(
+        self,
+        name: str,
+        help: str = "",
+        labels: tuple[str, ...] | list[str] = (),
+        unit: str | None = None,
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """A level (``set``/``inc``/``dec``), or read from ``callback`` at every flush."""
+        return self.registry.gauge(name, help, labels, unit, callback)
+
+    def up_down_counter(
+        self, name: str, help: str = "", labels: tuple[str, ...] | list[str] = (), unit: str | None = None
+    ) -> Gauge:
+        """A gauge driven by ``inc``/``dec`` (in-flight requests, queue depth)."""
+        return self.registry.gauge(name, help, labels, unit)
+
+    def monitor_event_loop(
+        self, loop: asyncio.AbstractEventLoop | None = None, interval: float = 0.25
+    ) -> None:
+        """Measure the lag of ``loop`` (default: the running one) into ``asyncio_event_loop_lag_seconds``."""
+        if not self.settings.system_metrics:
+            return
+        loop = loop or asyncio.get_running_loop()
+        try:
+            self._monitors.append(LoopLagMonitor(self._loop_lag, loop, interval))
+        except RuntimeError:  # loop closed: nothing to watch
+            log.debug("event loop closed; lag not monitored")
+
+    # -- Prometheus (optional) ------------------------------------------------------------------------
+    def prometheus_text(self) -> bytes:
+        """This worker's metrics in the Prometheus text format (cumulative since start)."""
+        from meshhook_rt_metrics.client.exposition import exposition_text
+
+        return exposition_text(self.registry)
+
+    def serve_prometheus(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` for a Prometheus scraping the workers; returns the bound port."""
+        from meshhook_rt_metrics.client.exposition import serve
+
+        server, _ = serve(self.registry, port, addr)
+        self._servers.append(server)
+        return int(server.server_port)
+
+    # -- flushing ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = self.settings.flush_interval
+        next_at = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += interval
+            if next_at < time.monotonic():  # fell behind (slow backend): do not burst
+                next_at = time.monotonic() + interval
+            try:
+                self.flush(replay_deadline=time.monotonic() + interval)
+            except Exception:
+                self.registry._warn("flush", "metrics flush failed", exc=True)
+
+    def flush(self, *, replay_deadline: float | None = None) -> bool:
+        """Collect and ship one batch now; True when nothing is left waiting in the spool.
+
+        Blocks the caller for at most about one send timeout; never raises on backend failure.
+        """
+        with self._flush_lock:
+            if os.getpid() != self._pid:
+                return False
+            started, cpu = time.perf_counter(), time.thread_time()
+            for batch in self._collect():
+                self._dispatch(batch)
+            self._replay(replay_deadline)
+            self._report(time.perf_counter() - started, time.thread_time() - cpu)
+            return self.spool.pending == 0
+
+    async def aflush(self) -> bool:
+        """``flush`` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush)
+
+    def _collect(self) -> list[Batch]:
+        if self._system is not None:
+            self._system.collect()
+        ts = time.time()
+        points = self.registry.collect(ts)
+        if not points:
+            return []
+        size = self.settings.max_points_per_batch
+        return [self._batch(points[i : i + size]) for i in range(0, len(points), size)]
+
+    def _batch(self, points: list[dict[str, Any]]) -> Batch:
+        self._batch_seq += 1
+        return {
+            "project_id": self.project_id,
+            "source": self.source,
+            "batch_id": f"{self._batch_prefix}-{self._batch_seq:010d}",
+            "points": points,
+        }
+
+    def _dispatch(self, batch: Batch) -> None:
+        """Send directly when healthy; otherwise queue behind what is spooled (order is kept)."""
+        if self.spool.pending or time.monotonic() < self._retry_at:
+            self._to_spool(batch)
+            return
+        self._send(batch, spooled_name=None)
+
+    def _send(self, batch: Batch, spooled_name: str | None) -> bool:
+        try:
+            self._sink.send(batch)
+        except InvalidBatchError as exc:
+            # resending cannot help; the batch was not stored (points counted as dropped)
+            self.health.dropped_points.inc(len(batch["points"]), reason="rejected")
+            self.registry._warn("rejected", "metrics batch rejected by the backend: %s", exc)
+            if spooled_name is not None:
+                self.spool.remove(spooled_name)
+            return True
+        except Exception as exc:
+            poisoned = isinstance(exc, ServerError) and spooled_name is not None
+            if poisoned and spooled_name is not None and self._poison_strikes(spooled_name):
+                self.health.dropped_points.inc(len(batch["points"]), reason="rejected")
+                self.registry._warn("poison", "dropping a metrics batch the backend keeps refusing: %s", exc)
+                self.spool.remove(spooled_name)
+                return True
+            self.health.batches_failed.inc()
+            self._failures += 1
+            delay = min(
+                self.settings.backoff_max, self.settings.backoff_initial * 2 ** min(self._failures - 1, 30)
+            )
+            self._retry_at = time.monotonic() + random.uniform(delay / 2, delay)  # equal jitter
+            self.registry._warn("send", "metrics backend unavailable (%s); spooling, retry with backoff", exc)
+            if spooled_name is None:
+                self._to_spool(batch)
+            return False
+        self.health.batches_sent.inc()
+        self._failures = 0
+        self._retry_at = 0.0
+        if spooled_name is not None:
+            self.spool.remove(spooled_name)
+        return True
+
+    def _poison_strikes(self, name: str) -> bool:
+        """True once the same spooled batch failed with a server-side error ``MAX_SERVER_ERRORS`` times."""
+        strikes = self._strikes[1] + 1 if self._strikes[0] == name else 1
+        self._strikes = (name, strikes)
+        return strikes >= MAX_SERVER_ERRORS
+
+    def _to_spool(self, batch: Batch) -> None:
+        try:
+            self.spool.append(batch)
+            self.health.batches_spooled.inc()
+        except Exception:
+            self.health.dropped_points.inc(len(batch["points"]), reason="spool_error")
+            self.registry._warn("spool", "could not spool a metrics batch", exc=True)
+
+    def _replay(self, deadline: float | None) -> None:
+        now = time.monotonic()
+        if self.settings.spool_enabled and now >= self._next_adopt:
+            self._next_adopt = now + 30.0
+            try:
+                if self.spool.adopt_orphans():
+                    log.info("adopted metrics batches spooled by a previous process")
+            except Exception:
+                self.registry._warn("adopt", "spool adoption failed", exc=True)
+        while self.spool.pending and time.monotonic() >= self._retry_at:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            entry = self.spool.peek()
+            if entry is None:
+                break
+            name, batch = entry
+            if not self._send(batch, spooled_name=name):
+                break
+
+    def _report(self, duration: float, cpu: float) -> None:
+        spool = self.spool
+        self.health.spool_bytes.set(spool.bytes)
+        self.health.spool_batches.set(spool.pending)
+        dropped = (spool.dropped_batches, spool.dropped_points)
+        if dropped[1] > self._reported_drops[1]:
+            self.health.dropped_points.inc(dropped[1] - self._reported_drops[1], reason="spool_cap")
+        self._reported_drops = dropped
+        self.health.flush_duration.observe(duration)
+        self.health.flush_cpu.inc(max(0.0, cpu))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the flush thread, ship what is recorded within ``timeout`` (default ``close_timeout``),
+        and leave the rest in the spool for this or a later process to replay."""
+        if self._closed or os.getpid() != self._pid:
+            return
+        self._closed = True
+        _CLIENTS.discard(self)
+        deadline = time.monotonic() + (self.settings.close_timeout if timeout is None else timeout)
+        for monitor in self._monitors:
+            monitor.stop()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                server.shutdown()
+                server.server_close()
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        worker = threading.Thread(target=self._final_flush, args=(deadline,), daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter shutdown (3.12+ refuses new threads in atexit): inline
+            self._final_flush(deadline)
+        else:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            log.warning("metrics close deadline reached; unsent batches stay in the spool")
+        else:
+            with contextlib.suppress(Exception):
+                self._sink.close()
+            self.spool.close()
+            if self._system is not None:
+                self._system.release()
+
+    def _final_flush(self, deadline: float) -> None:
+        try:
+            with self._flush_lock:
+                for batch in self._collect():
+                    self._to_spool(batch)  # durable first; replay below ships it in order
+                self._retry_at = 0.0
+                self._replay(deadline)
+        except Exception:
+            log.warning("final metrics flush failed", exc_info=True)
+
+    def __enter__(self) -> MetricsClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- fork -------------------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """The child starts clean: own source and spool, no inherited unflushed data, new thread."""
+        self._forked = True
+        self._pid = os.getpid()
+        self._flush_lock = threading.RLock()
+        self.registry.after_fork()
+        if self._system is not None:
+            self._system.after_fork()
+        self._sink.after_fork()
+        self.spool.abandon_after_fork()
+        self._monitors = []
+        self._servers = []  # the listening socket belongs to the parent's server thread
+        self._start_identity()
+        if self._closed:
+            return
+        if self.settings.background:
+            self._start_thread()
+
+    @property
+    def spool_dir(self) -> Path | None:
+        return self.spool.dir
+
+
+def _close_at_exit(ref: weakref.ref[MetricsClient]) -> None:
+    client = ref()
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            log.warning("metrics close at exit failed", exc_info=True)
+
+
+def _register_multiprocessing_exit(client: MetricsClient) -> None:
+    multiprocessing.util.Finalize(client, _close_at_exit, args=(weakref.ref(client),), exitpriority=100)
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        try:
+            client._after_fork_in_child()
+        except Exception:
+            log.warning("metrics client reset after fork failed", exc_info=True)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

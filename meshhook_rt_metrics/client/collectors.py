@@ -1,0 +1,233 @@
+"""System, process, GC and event-loop metrics, read once per flush (never on the caller's thread).
+
+Readings become ordinary instruments of the client's registry: gauges for levels, counters fed with
+the increase since the previous reading (host counters start from a baseline taken at start-up, so
+the first flush does not ship "everything since boot").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from meshhook_rt_metrics.client.instruments import Counter, Histogram
+    from meshhook_rt_metrics.client.registry import Registry
+
+log = logging.getLogger("meshhook_rt_metrics.client")
+
+
+class SystemCollector:
+    """psutil-based readings; every part is optional because containers hide some of them."""
+
+    def __init__(self, registry: Registry, *, host: bool = True, host_lock: Path | None = None) -> None:
+        r = registry
+        self._host = host
+        self._host_lock = host_lock
+        self._host_fd: int | None = None
+        self._pid = -1
+        self._proc: psutil.Process | None = None
+        self._prev: dict[str, float] = {}
+        self._failed: set[str] = set()
+        self.cpu = r.counter("process_cpu_seconds_total", "CPU time of this process", unit="seconds")
+        self.rss = r.gauge("process_resident_memory_bytes", "Resident memory", unit="bytes")
+        self.vms = r.gauge("process_virtual_memory_bytes", "Virtual memory", unit="bytes")
+        self.fds = r.gauge("process_open_fds", "Open file descriptors")
+        self.threads = r.gauge("process_threads", "OS threads of this process")
+        self.gc = r.counter("python_gc_collections_total", "Garbage collector runs", labels=("generation",))
+        self.gc_collected = r.counter(
+            "python_gc_objects_collected_total", "Objects collected by the GC", labels=("generation",)
+        )
+        if host:
+            self.host_cpu = r.gauge(
+                "system_cpu_utilization_ratio", "Host CPU busy fraction (0..1)", unit="ratio"
+            )
+            self.mem_available = r.gauge(
+                "system_memory_available_bytes", "Host memory available", unit="bytes"
+            )
+            self.disk_bytes = r.counter(
+                "system_disk_io_bytes_total", "Host disk bytes", labels=("direction",), unit="bytes"
+            )
+            self.disk_ops = r.counter(
+                "system_disk_operations_total", "Host disk operations", labels=("direction",)
+            )
+            self.net_bytes = r.counter(
+                "system_network_io_bytes_total", "Host network bytes", labels=("direction",), unit="bytes"
+            )
+            self.net_packets = r.counter(
+                "system_network_packets_total", "Host network packets", labels=("direction",)
+            )
+            self.net_errors = r.counter(
+                "system_network_errors_total", "Host network errors", labels=("direction",)
+            )
+            with contextlib.suppress(Exception):
+                psutil.cpu_percent(None)  # first call only starts the measurement window
+            self._baseline_host()
+            if host_lock is not None:
+                self._elected()
+
+    def _process(self) -> psutil.Process:
+        pid = os.getpid()
+        if self._proc is None or pid != self._pid:
+            self._proc = psutil.Process(pid)
+            self._pid = pid
+            self._prev = {k: v for k, v in self._prev.items() if k.startswith("host.")}
+            self._prev["proc.cpu"] = 0.0
+        return self._proc
+
+    def _host_readings(self) -> dict[str, tuple[Counter, str, float]]:
+        out: dict[str, tuple[Counter, str, float]] = {}
+        disk = psutil.disk_io_counters()
+        if disk is not None:
+            out["host.disk.read_bytes"] = (self.disk_bytes, "read", float(disk.read_bytes))
+            out["host.disk.write_bytes"] = (self.disk_bytes, "write", float(disk.write_bytes))
+            out["host.disk.read_ops"] = (self.disk_ops, "read", float(disk.read_count))
+            out["host.disk.write_ops"] = (self.disk_ops, "write", float(disk.write_count))
+        net = psutil.net_io_counters()
+        if net is not None:
+            out["host.net.sent_bytes"] = (self.net_bytes, "transmit", float(net.bytes_sent))
+            out["host.net.recv_bytes"] = (self.net_bytes, "receive", float(net.bytes_recv))
+            out["host.net.sent_packets"] = (self.net_packets, "transmit", float(net.packets_sent))
+            out["host.net.recv_packets"] = (self.net_packets, "receive", float(net.packets_recv))
+            out["host.net.errout"] = (self.net_errors, "transmit", float(net.errout))
+            out["host.net.errin"] = (self.net_errors, "receive", float(net.errin))
+        return out
+
+    def _baseline_host(self) -> None:
+        try:
+            for key, (_, _, v) in self._host_readings().items():
+                self._prev[key] = v
+        except Exception:
+            pass
+
+    def _delta(self, key: str, current: float) -> float | None:
+        before = self._prev.get(key)
+        self._prev[key] = current
+        if before is None or current < before:  # first reading or counter reset: no delta
+            return None
+        return current - before
+
+    def _part(self, name: str, fn: Any) -> None:
+        try:
+            fn()
+        except Exception:
+            if name not in self._failed:  # e.g. permissions in a container: say it once
+                self._failed.add(name)
+                log.info("system metrics: %s unavailable", name, exc_info=True)
+
+    def collect(self) -> None:
+        self._part("process", self._collect_process)
+        self._part("gc", self._collect_gc)
+        if self._host and self._elected():
+            self._part("host", self._collect_host)
+
+    def _elected(self) -> bool:
+        """One process per host and project reports host metrics (else N workers would count N times).
+
+        The reporter holds an ``flock`` on a shared file; when it dies the kernel frees the lock and the
+        next process to try takes over, starting from a fresh baseline.
+        """
+        if self._host_lock is None or self._host_fd is not None:
+            return True
+        try:
+            self._host_lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._host_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return True  # no shared directory: report (the best we can do)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._host_fd = fd
+        self._baseline_host()
+        with contextlib.suppress(Exception):
+            psutil.cpu_percent(None)
+        return False  # baseline taken now; deltas from the next flush on
+
+    def release(self) -> None:
+        if self._host_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._host_fd)
+            self._host_fd = None
+
+    def _collect_process(self) -> None:
+        proc = self._process()
+        with proc.oneshot():
+            times = proc.cpu_times()
+            d = self._delta("proc.cpu", times.user + times.system)
+            if d is not None:
+                self.cpu.inc(d)
+            mem = proc.memory_info()
+            self.rss.set(mem.rss)
+            self.vms.set(mem.vms)
+            with contextlib.suppress(psutil.Error, AttributeError):
+                self.fds.set(proc.num_fds())
+            self.threads.set(proc.num_threads())
+
+    def _collect_gc(self) -> None:
+        for generation, stats in enumerate(gc.get_stats()):
+            g = str(generation)
+            d = self._delta(f"gc.{g}.collections", float(stats["collections"]))
+            if d is not None:
+                self.gc.inc(int(d), generation=g)
+            d = self._delta(f"gc.{g}.collected", float(stats["collected"]))
+            if d is not None:
+                self.gc_collected.inc(int(d), generation=g)
+
+    def _collect_host(self) -> None:
+        self.host_cpu.set(psutil.cpu_percent(None) / 100.0)
+        self.mem_available.set(psutil.virtual_memory().available)
+        for key, (counter, direction, v) in self._host_readings().items():
+            d = self._delta(key, v)
+            if d is not None:
+                counter.inc(int(d), direction=direction)
+
+    def after_fork(self) -> None:
+        self._proc = None
+        if self._host_fd is not None:  # the parent keeps reporting; closing our copy keeps its lock
+            with contextlib.suppress(OSError):
+                os.close(self._host_fd)
+            self._host_fd = None
+
+
+class LoopLagMonitor:
+    """Measures event-loop lag: how late a timer scheduled every ``interval`` seconds actually fires."""
+
+    def __init__(self, histogram: Histogram, loop: asyncio.AbstractEventLoop, interval: float = 0.25) -> None:
+        self._histogram = histogram
+        self._loop = loop
+        self._interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+        self._expected = 0.0
+        self._stopped = False
+        self._pid = os.getpid()
+        loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        if self._stopped or self._loop.is_closed():
+            return
+        self._expected = self._loop.time() + self._interval
+        self._handle = self._loop.call_at(self._expected, self._tick)
+
+    def _tick(self) -> None:
+        if os.getpid() != self._pid:
+            return
+        lag = max(0.0, self._loop.time() - self._expected)
+        self._histogram.observe(lag)
+        self._schedule()
+
+    def stop(self) -> None:
+        self._stopped = True
+        handle = self._handle
+        if handle is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(handle.cancel)

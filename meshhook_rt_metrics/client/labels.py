@@ -1,0 +1,87 @@
+"""Names, label values and secret redaction: everything checked once, on the slow path of a new label set."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+MAX_LABELS = 32
+MAX_LABEL_VALUE = 1024
+OVERFLOW_VALUE = "__overflow__"
+"""Every declared label of the overflow series carries this value."""
+REDACTED = "[REDACTED]"
+
+Redactor = Callable[[str], str]
+
+
+def check_metric_name(name: str) -> None:
+    if not isinstance(name, str) or not METRIC_NAME.match(name) or name.startswith("__"):
+        raise ValueError(
+            f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]* and not start with '__'"
+        )
+
+
+def check_label_names(metric: str, names: tuple[str, ...]) -> None:
+    if len(names) > MAX_LABELS:
+        raise ValueError(f"{metric}: at most {MAX_LABELS} labels, got {len(names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{metric}: duplicate label names in {names!r}")
+    for label in names:
+        if not isinstance(label, str) or not LABEL_NAME.match(label) or label.startswith("__"):
+            raise ValueError(
+                f"{metric}: invalid label name {label!r}: must match [a-zA-Z_][a-zA-Z0-9_]* "
+                "and not start with '__'"
+            )
+
+
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # passwords in URLs: scheme://user:password@host -> keep the user, hide the password
+    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\g<head>" + REDACTED + "@"),
+    # JWTs (Supabase anon/service keys, user tokens)
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # bearer / basic / token authorisation values
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    # well-known API key shapes
+    (
+        re.compile(
+            r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bsk-[A-Za-z0-9_-]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}"
+            r"|\bxox[abposr]-[A-Za-z0-9-]{10,}|\bAKIA[0-9A-Z]{16}\b|\bsb_(?:secret|publishable)_[A-Za-z0-9_-]{8,}"
+            r"|\bAIza[0-9A-Za-z_-]{30,}"
+        ),
+        REDACTED,
+    ),
+    # key=value pairs whose key says it is secret
+    (
+        re.compile(
+            r"(?i)\b((?:api[_-]?key|apikey|secret|password|passwd|pwd|token|access[_-]?token)\s*[=:]\s*)[^\s&;,]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+    # long opaque high-entropy tokens (hex or base64url of 32+ chars mixing letters and digits)
+    # (UUIDs are identifiers, not secrets: left alone)
+    (
+        re.compile(
+            r"\b(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
+            r"(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"
+        ),
+        REDACTED,
+    ),
+)
+
+
+def default_redactor(value: str) -> str:
+    """Hide values that look like secrets (JWTs, bearer tokens, API keys, passwords in URLs).
+
+    Label values end up in dashboards, broadcasts and alert notifications: a token that slipped into a
+    label would be published far and wide, so we err on the side of redacting.
+    """
+    for pattern, replacement in _SECRET_PATTERNS:
+        value = pattern.sub(replacement, value)
+    return value
+
+
+def no_redaction(value: str) -> str:
+    """A redactor that keeps values unchanged (for tests or trusted label values)."""
+    return value

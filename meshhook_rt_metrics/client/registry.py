@@ -1,0 +1,162 @@
+"""The set of metrics of one client: registration, policies (mode, cap, redaction) and collection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram, Metric, Point
+from meshhook_rt_metrics.client.labels import Redactor, default_redactor
+
+log = logging.getLogger("meshhook_rt_metrics.client")
+
+M = TypeVar("M", bound=Metric)
+
+
+class Registry:
+    """Owns the metrics; instruments call back into it for policy decisions on their slow paths."""
+
+    def __init__(
+        self,
+        *,
+        strict: bool = False,
+        max_label_sets: int = 1000,
+        max_label_value_length: int = 128,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.strict = strict
+        self.max_label_sets = max_label_sets
+        self.max_label_value_length = max_label_value_length
+        self.redact: Redactor = redactor or default_redactor
+        self._metrics: dict[str, Metric] = {}
+        self._lock = threading.Lock()
+        # held while cells are read and retired (flush) or summed (Prometheus scrape), so a scrape never
+        # sees a retiring cell twice or not at all and cumulative counters never step back
+        self.read_lock = threading.Lock()
+        self._health: Health | None = None
+        self._warned: dict[str, float] = {}
+
+    # -- registration -----------------------------------------------------------------------------
+    def _register(self, cls: type[M], name: str, factory: Callable[[], M]) -> M:
+        with self._lock:
+            existing = self._metrics.get(name)
+            if existing is None:
+                metric = factory()
+                self._metrics[name] = metric
+                return metric
+        candidate = factory()
+        if type(existing) is not cls or existing._describe() != candidate._describe():
+            raise ValueError(
+                f"metric {name!r} is already registered as {existing.kind} with labels "
+                f"{existing.label_names!r}; a series keeps its kind and labels"
+            )
+        return existing
+
+    def counter(
+        self, name: str, help: str = "", labels: tuple[str, ...] | list[str] = (), unit: str | None = None
+    ) -> Counter:
+        return self._register(Counter, name, lambda: Counter(self, name, help, labels, unit))
+
+    def histogram(
+        self, name: str, help: str = "", labels: tuple[str, ...] | list[str] = (), unit: str | None = None
+    ) -> Histogram:
+        return self._register(Histogram, name, lambda: Histogram(self, name, help, labels, unit))
+
+    def gauge(
+        self,
+        name: str,
+        help: str = "",
+        labels: tuple[str, ...] | list[str] = (),
+        unit: str | None = None,
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        return self._register(Gauge, name, lambda: Gauge(self, name, help, labels, unit, callback))
+
+    def metrics(self) -> list[Metric]:
+        return list(self._metrics.values())
+
+    def get(self, name: str) -> Metric | None:
+        return self._metrics.get(name)
+
+    # -- collection -------------------------------------------------------------------------------
+    def collect(self, ts: float) -> list[Point]:
+        points: list[Point] = []
+        with self.read_lock:
+            for metric in self.metrics():
+                try:
+                    points.extend(metric.collect(ts))
+                except Exception:  # never let one metric break the flush of the others
+                    self._warn("collect:" + metric.name, "collecting %s failed", metric.name, exc=True)
+        return points
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self.read_lock = threading.Lock()
+        for metric in self.metrics():
+            metric.after_fork()
+
+    # -- policy callbacks from instruments --------------------------------------------------------
+    def invalid_value(self, metric: str, v: object, reason: str) -> None:
+        if self.strict:
+            raise ValueError(f"{metric}: {reason}, got {v!r}")
+        self.count_invalid(metric)
+
+    def count_invalid(self, metric: str) -> None:
+        if self._health is not None:
+            self._health.invalid_values.labels(metric).inc()
+
+    def dropped_label_set(self, metric: str) -> None:
+        if self._health is not None:
+            self._health.dropped_label_sets.labels(metric).inc()
+        self._warn(
+            "cap:" + metric,
+            "%s: more than %d label sets, routing new ones to the overflow series",
+            metric,
+            self.max_label_sets,
+        )
+
+    def callback_failed(self, metric: str) -> None:
+        if self._health is not None:
+            self._health.callback_errors.labels(metric).inc()
+        self._warn("callback:" + metric, "callback gauge %s failed", metric, exc=True)
+
+    def _warn(self, key: str, msg: str, *args: Any, exc: bool = False) -> None:
+        """Log at most once a minute per key: a broken metric must not flood the host's logs."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= 60.0:
+            self._warned[key] = now
+            log.warning(msg, *args, exc_info=exc)
+
+
+class Health:
+    """The client's own metrics: how shipping goes, what was dropped and why."""
+
+    def __init__(self, registry: Registry) -> None:
+        p = "meshhook_metrics_client_"
+        self.batches_sent = registry.counter(p + "batches_sent_total", "Batches accepted by the backend")
+        self.batches_failed = registry.counter(p + "batches_failed_total", "Send attempts that failed")
+        self.batches_spooled = registry.counter(p + "batches_spooled_total", "Batches written to the spool")
+        self.spool_bytes = registry.gauge(p + "spool_bytes", "Bytes waiting in the spool", unit="bytes")
+        self.spool_batches = registry.gauge(p + "spool_batches", "Batches waiting in the spool")
+        self.dropped_points = registry.counter(
+            p + "dropped_points_total", "Points dropped (spool cap, rejected batch)", labels=("reason",)
+        )
+        self.dropped_label_sets = registry.counter(
+            p + "dropped_label_sets_total", "Label sets beyond the cardinality cap", labels=("metric",)
+        )
+        self.invalid_values = registry.counter(
+            p + "invalid_values_total", "Invalid measurements dropped (production mode)", labels=("metric",)
+        )
+        self.callback_errors = registry.counter(
+            p + "callback_errors_total", "Callback gauges that raised", labels=("metric",)
+        )
+        self.flush_duration = registry.histogram(
+            p + "flush_duration_seconds", "Time to collect and ship one flush", unit="seconds"
+        )
+        self.flush_cpu = registry.counter(
+            p + "flush_cpu_seconds_total", "CPU time the flushes took from the host process", unit="seconds"
+        )
+        registry._health = self

@@ -1,0 +1,210 @@
+"""Where batches go: PostgreSQL directly (trusted, fastest) or the Supabase Data API (RPC).
+
+Both speak the same batch wire format and map failures onto three outcomes the client acts on:
+``InvalidBatchError`` (drop it: resending cannot help), ``NotAuthorisedError`` and ``SinkError``
+(keep it in the spool and retry with backoff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any, Protocol
+
+import httpx
+
+Batch = dict[str, Any]
+
+
+class SinkError(Exception):
+    """The backend could not take the batch now; retry later."""
+
+
+class ServerError(SinkError):
+    """The backend answered with an unexpected error for this batch (not a connection problem).
+
+    Retried like any failure, but a batch that keeps getting it is eventually dropped by the client so
+    that one poisoned batch cannot block the spool behind it.
+    """
+
+
+class NotAuthorisedError(SinkError):
+    """SQLSTATE 42501 / HTTP 401-403: credentials or project membership are wrong (retried: may be fixed)."""
+
+
+class InvalidBatchError(Exception):
+    """SQLSTATE 22023 / HTTP 400: the batch is invalid and was not stored; resending cannot help."""
+
+
+class Sink(Protocol):
+    def send(self, batch: Batch) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def after_fork(self) -> None: ...
+
+
+def encode(batch: Batch) -> str:
+    return json.dumps(batch, separators=(",", ":"), allow_nan=False)
+
+
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+
+
+def redact_url(url: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+_FORK_ORPHANS: list[Any] = []
+"""Connections inherited through fork: kept referenced so their finaliser never closes the parent's socket."""
+
+
+class PostgresSink:
+    """``select metrics.ingest(batch)`` over one psycopg 3 connection, reconnecting after failures."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._conn: Any = None
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({redact_url(self._url)!r})"
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            self._url,
+            autocommit=True,
+            connect_timeout=max(1, round(self._timeout)),
+            application_name="meshhook-metrics-client",
+            # generous: a statement cancelled every time would be retried forever
+            options=f"-c statement_timeout={int(max(30.0, 6 * self._timeout) * 1000)}",
+        )
+
+    def send(self, batch: Batch) -> dict[str, Any]:
+        import psycopg
+        from psycopg import errors
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            row = self._conn.execute("select metrics.ingest(%s::jsonb)", (encode(batch),)).fetchone()
+        except psycopg.DataError as exc:  # SQLSTATE class 22 (22023 and kin): deterministic, never retried
+            raise InvalidBatchError(str(exc).strip()) from exc
+        except errors.InsufficientPrivilege as exc:
+            self._drop()
+            raise NotAuthorisedError(str(exc).strip()) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            self._drop()
+            raise SinkError(f"{type(exc).__name__}: {redact_url(str(exc).strip())}") from exc
+        except psycopg.Error as exc:
+            self._drop()
+            raise ServerError(f"{type(exc).__name__}: {redact_url(str(exc).strip())}") from exc
+        result = row[0] if row else None
+        return result if isinstance(result, dict) else {"status": "accepted"}
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    def after_fork(self) -> None:
+        if self._conn is not None:
+            _FORK_ORPHANS.append(self._conn)  # never close: the socket is the parent's
+        self._conn = None
+
+
+class SupabaseSink:
+    """``POST {url}/rest/v1/rpc/ingest`` with ``Content-Profile: metrics`` (httpx, keep-alive)."""
+
+    def __init__(self, url: str, key: str, *, timeout: float = 5.0, access_token: str | None = None) -> None:
+        self._endpoint = url.rstrip("/") + "/rest/v1/rpc/ingest"
+        self._headers = {
+            "apikey": key,
+            "Authorization": f"Bearer {access_token or key}",
+            "Content-Profile": "metrics",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self._timeout = timeout
+        self._http: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"SupabaseSink({self._endpoint!r})"
+
+    def send(self, batch: Batch) -> dict[str, Any]:
+        body = ('{"batch":' + encode(batch) + "}").encode()
+        try:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self._timeout)
+            response = self._http.post(self._endpoint, content=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            self._drop()
+            raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code < 300:
+            try:
+                result = response.json()
+            except ValueError:
+                return {"status": "accepted"}
+            return result if isinstance(result, dict) else {"status": "accepted"}
+        code, message = _error_of(response)
+        detail = f"HTTP {response.status_code} {code or ''}: {message}".strip()
+        if code == "22023" or response.status_code == 400:
+            raise InvalidBatchError(detail)
+        if code == "42501" or response.status_code in (401, 403):
+            raise NotAuthorisedError(detail)
+        if response.status_code in (408, 425, 429, 502, 503, 504):
+            raise SinkError(detail)
+        raise ServerError(detail)
+
+    def _drop(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            with contextlib.suppress(Exception):
+                http.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    def after_fork(self) -> None:
+        if self._http is not None:
+            _FORK_ORPHANS.append(self._http)
+        self._http = None
+
+
+def _error_of(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:500]
+    if isinstance(body, dict):
+        code = body.get("code")
+        message = str(body.get("message") or body.get("msg") or body.get("error") or "")
+        return (str(code) if code is not None else None), message[:500]
+    return None, str(body)[:500]
+
+
+class MemorySink:
+    """Keeps batches in a list (tests, dry runs); can be told to fail to exercise the spool."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.fail: Exception | None = None
+
+    def send(self, batch: Batch) -> dict[str, Any]:
+        if self.fail is not None:
+            raise self.fail
+        self.batches.append(json.loads(encode(batch)))
+        return {"status": "accepted", "points": len(batch["points"]), "series_created": 0, "overflowed": 0}
+
+    def close(self) -> None:
+        pass
+
+    def after_fork(self) -> None:
+        self.batches = []

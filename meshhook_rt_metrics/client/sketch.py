@@ -1,0 +1,133 @@
+"""The shared logarithmic sketch (DDSketch-style, 1 % relative accuracy).
+
+The SQL side computes bucket keys with the very same formula and the literal ``repr(MULTIPLIER)``,
+so a key computed here and a key computed in PostgreSQL are identical: sketches from many workers and
+many minutes then merge exactly by adding bucket counts. Do not "simplify" the formulas below (for
+instance to ``log2``): a different rounding path moves values that sit on a bucket boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ALPHA = 0.01
+"""Relative accuracy: every value is represented within 1 % by its bucket."""
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+MULTIPLIER = 1 / math.log1p(2 * ALPHA / (1 - ALPHA))
+"""1 / ln(GAMMA); the SQL side embeds ``repr(MULTIPLIER)`` as a literal."""
+ZERO_THRESHOLD = 1e-9
+"""Values with ``abs(v) < ZERO_THRESHOLD`` are counted in the zero bucket ``z``."""
+
+_LOG_VALUE_FACTOR = math.log(2 / (1 + GAMMA))
+"""ln of the bucket midpoint factor, added in the exponent so the top bucket stays finite (same in SQL)."""
+_log = math.log
+_ceil = math.ceil
+
+
+def key(value: float) -> int:
+    """Bucket key of a positive value (callers route zeros and negatives themselves)."""
+    return _ceil(_log(value) * MULTIPLIER)
+
+
+def value(bucket_key: int) -> float:
+    """Representative value of a bucket: within ALPHA of every value that maps to it."""
+    return math.exp(bucket_key / MULTIPLIER + _LOG_VALUE_FACTOR)
+
+
+class Sketch:
+    """A mergeable quantile sketch: zero count plus positive and negative bucket stores."""
+
+    __slots__ = ("neg", "pos", "zero")
+
+    def __init__(self) -> None:
+        self.zero = 0
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+
+    @property
+    def count(self) -> int:
+        return self.zero + sum(self.pos.values()) + sum(self.neg.values())
+
+    def add(self, v: float, n: int = 1) -> None:
+        if v >= ZERO_THRESHOLD:
+            k = _ceil(_log(v) * MULTIPLIER)
+            self.pos[k] = self.pos.get(k, 0) + n
+        elif v <= -ZERO_THRESHOLD:
+            k = _ceil(_log(-v) * MULTIPLIER)
+            self.neg[k] = self.neg.get(k, 0) + n
+        else:
+            self.zero += n
+
+    def extend(self, values: Iterable[float]) -> None:
+        for v in values:
+            self.add(v)
+
+    def merge(self, other: Sketch) -> None:
+        """Exact merge: bucket counts add up (the reason the mapping is shared with SQL)."""
+        self.zero += other.zero
+        for k, c in other.pos.items():
+            self.pos[k] = self.pos.get(k, 0) + c
+        for k, c in other.neg.items():
+            self.neg[k] = self.neg.get(k, 0) + c
+
+    def quantile(self, q: float, lo: float | None = None, hi: float | None = None) -> float | None:
+        """Value at quantile ``q`` (rank ``q*(count-1)``), clamped into ``[lo, hi]`` when given."""
+        return quantile_of(self.zero, self.pos, self.neg, q, lo, hi)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "z": self.zero,
+            "p": {str(k): c for k, c in self.pos.items() if c},
+            "n": {str(k): c for k, c in self.neg.items() if c},
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Sketch:
+        sketch = cls()
+        sketch.zero = int(wire.get("z") or 0)
+        sketch.pos = {int(k): int(c) for k, c in (wire.get("p") or {}).items()}
+        sketch.neg = {int(k): int(c) for k, c in (wire.get("n") or {}).items()}
+        return sketch
+
+
+def quantile_of(
+    zero: int,
+    pos: Mapping[int, int],
+    neg: Mapping[int, int],
+    q: float,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float | None:
+    """Quantile over raw stores; negatives first (largest key = most negative), then zeros, then positives."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be within [0, 1], got {q!r}")
+    total = zero + sum(pos.values()) + sum(neg.values())
+    if total == 0:
+        return None
+    rank = q * (total - 1)
+    seen = 0
+    result: float | None = None
+    for k in sorted(neg, reverse=True):
+        seen += neg[k]
+        if seen > rank:
+            result = -value(k)
+            break
+    if result is None:
+        seen += zero
+        if seen > rank:
+            result = 0.0
+    if result is None:
+        for k in sorted(pos):
+            seen += pos[k]
+            if seen > rank:
+                result = value(k)
+                break
+    if result is None:  # only reachable through float rounding of rank at q == 1
+        result = value(max(pos)) if pos else (0.0 if zero else -value(min(neg)))
+    if lo is not None and result < lo:
+        result = lo
+    if hi is not None and result > hi:
+        result = hi
+    return result

@@ -1,0 +1,45 @@
+"""Shared helpers for the client tests (no fixtures here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from meshhook_rt_metrics.client import MemorySink, MetricsClient
+
+
+def memory_client(tmp_path: Path | None = None, **options: Any) -> tuple[MetricsClient, MemorySink]:
+    """A client without background thread or system metrics, shipping into a list."""
+    sink = MemorySink()
+    defaults: dict[str, Any] = {
+        "background": False,
+        "system_metrics": False,
+        "spool_enabled": tmp_path is not None,
+        "spool_dir": tmp_path or Path("/nonexistent"),
+        "backoff_initial": 0.001,
+        "backoff_max": 0.002,
+    }
+    project_id = options.pop("project_id", None) or str(uuid.uuid4())
+    defaults.update(options)
+    client = MetricsClient(project_id=project_id, sink=sink, **defaults)
+    return client, sink
+
+
+def user_points(batches: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points of the batches minus the client's own health metrics."""
+    return [p for b in batches for p in b["points"] if not p["name"].startswith("meshhook_metrics_client_")]
+
+
+def totals(batches: Iterable[dict[str, Any]], name: str) -> dict[tuple[tuple[str, str], ...], list[float]]:
+    """(labels) -> [count, sum] summed over all points of ``name``."""
+    out: dict[tuple[tuple[str, str], ...], list[float]] = defaultdict(lambda: [0, 0])
+    for b in batches:
+        for p in b["points"]:
+            if p["name"] == name:
+                key = tuple(sorted(p["labels"].items()))
+                out[key][0] += p["count"]
+                out[key][1] += p["sum"]
+    return dict(out)

@@ -1,0 +1,211 @@
+"""Both sinks: PostgresSink against the real database, SupabaseSink error mapping against a stand-in."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+
+from meshhook_rt_metrics.client import (
+    InvalidBatchError,
+    MetricsClient,
+    NotAuthorisedError,
+    PostgresSink,
+    SinkError,
+    Sketch,
+    SupabaseSink,
+)
+from tests.support import TestDatabase
+
+
+def _batch(project: str, points: list[dict[str, Any]], batch_id: str = "b1") -> dict[str, Any]:
+    return {"project_id": project, "source": "test:1:abcdef", "batch_id": batch_id, "points": points}
+
+
+def _counter_point(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "meshhook_webhook_requests_total",
+        "kind": "counter",
+        "labels": {"outcome": "accepted"},
+        "ts": time.time(),
+        "count": 3,
+        "sum": 3,
+        **extra,
+    }
+
+
+def rollup_totals(url: str, project: str, name: str) -> dict[str, Any]:
+    """count/sum/min/max summed or merged over all minutes and series of a metric."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """select coalesce(sum(r.count), 0), coalesce(sum(r.sum), 0), min(r.min), max(r.max)
+               from metrics.rollup_1m r join metrics.series s on s.id = r.series_id
+               where r.project_id = %s and s.name = %s""",
+            (project, name),
+        ).fetchone()
+        assert row is not None
+        sketches = conn.execute(
+            """select r.sketch from metrics.rollup_1m r join metrics.series s on s.id = r.series_id
+               where r.project_id = %s and s.name = %s and r.sketch is not null""",
+            (project, name),
+        ).fetchall()
+    merged = Sketch()
+    for (sk,) in sketches:
+        merged.merge(Sketch.from_wire(sk))
+    return {"count": int(row[0]), "sum": float(row[1]), "min": row[2], "max": row[3], "sketch": merged}
+
+
+def test_postgres_sink_accepts_dedupes_and_rejects(db: TestDatabase) -> None:
+    project = str(uuid.uuid4())
+    sink = PostgresSink(db.url)
+    result = sink.send(_batch(project, [_counter_point()]))
+    assert result["status"] == "accepted" and result["points"] == 1
+    assert sink.send(_batch(project, [_counter_point()]))["status"] == "duplicate"
+    with pytest.raises(InvalidBatchError, match=r"points\[0\]\.labels\.foo-bar"):
+        sink.send(_batch(project, [_counter_point(labels={"foo-bar": "x"})], batch_id="b2"))
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 3
+    sink.close()
+
+
+def test_postgres_sink_unreachable_is_a_retryable_error() -> None:
+    sink = PostgresSink("postgresql://postgres:postgres@127.0.0.1:1/postgres", timeout=1)
+    with pytest.raises(SinkError) as info:
+        sink.send(_batch(str(uuid.uuid4()), [_counter_point()]))
+    assert not isinstance(info.value, NotAuthorisedError)
+
+
+def test_client_ships_every_kind_to_the_database(db: TestDatabase, tmp_path: Path) -> None:
+    project = str(uuid.uuid4())
+    with MetricsClient(
+        project_id=project, database_url=db.url, spool_dir=tmp_path, flush_interval=0.2
+    ) as client:
+        requests = client.counter(
+            "meshhook_webhook_requests_total", "Webhook requests", labels=("outcome", "signature")
+        )
+        latency = client.histogram(
+            "meshhook_workflow_step_duration_seconds",
+            "Step duration",
+            labels=("node_type", "outcome"),
+            unit="seconds",
+        )
+        depth = client.gauge("meshhook_queue_messages", "Queue depth", labels=("queue", "state"))
+        values = [0.001 * (i % 250 + 1) for i in range(5000)] + [0.0, -0.5]
+        for i, v in enumerate(values):
+            requests.inc(outcome="accepted" if i % 3 else "rejected", signature="verified")
+            latency.observe(v, node_type="http_call", outcome="ok")
+            if i % 1000 == 0:
+                time.sleep(0.25)  # let the background thread flush a few times mid-stream
+        depth.set(12, queue="jobs", state="ready")
+        client.flush()
+        assert client.spool.pending == 0
+    got = rollup_totals(db.url, project, "meshhook_webhook_requests_total")
+    assert got["count"] == len(values) and got["sum"] == len(values)
+    hist = rollup_totals(db.url, project, "meshhook_workflow_step_duration_seconds")
+    assert hist["count"] == len(values)
+    assert math.isclose(hist["sum"], sum(values), rel_tol=1e-9)
+    assert hist["min"] == -0.5 and hist["max"] == 0.25
+    assert hist["sketch"].count == len(values)
+    exact = sorted(values)
+    p99 = hist["sketch"].quantile(0.99, hist["min"], hist["max"])
+    assert abs(p99 - exact[math.floor(0.99 * (len(exact) - 1))]) <= 0.01 * abs(p99)
+    with psycopg.connect(db.url) as conn:
+        names = {
+            r[0] for r in conn.execute("select name from metrics.series where project_id = %s", (project,))
+        }
+        rejected = conn.execute(
+            "select count(*) from metrics.batches where project_id = %s", (project,)
+        ).fetchone()
+    # system and health metrics were accepted by the database's validation too
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "meshhook_queue_messages",
+        "meshhook_metrics_client_batches_sent_total",
+    } <= names
+    assert rejected is not None and rejected[0] >= 2
+    assert got["count"] == len(values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SupabaseSink: error mapping only. The stand-in below is NOT the gateway: it replays canned Data API
+# responses so that every status/code mapping is exercised. The real-gateway test comes with the
+# local stack's gateway.
+# ---------------------------------------------------------------------------------------------------
+class _StandIn(BaseHTTPRequestHandler):
+    responses: ClassVar[dict[str, tuple[int, Any]]] = {}
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        status, payload = self.responses[body["batch"]["batch_id"]]
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_supabase_sink_request_shape_and_error_mapping(stand_in: str) -> None:
+    """Stand-in server, canned responses: checks headers/body and the mapping of each error to an outcome."""
+    _StandIn.responses = {
+        "ok": (200, {"status": "accepted", "points": 1, "series_created": 1, "overflowed": 0}),
+        "bad": (
+            400,
+            {
+                "code": "22023",
+                "message": "points[0].labels.foo-bar: invalid label name",
+                "details": None,
+                "hint": None,
+            },
+        ),
+        "anon": (401, {"code": "42501", "message": "permission denied", "details": None, "hint": None}),
+        "forbidden": (403, {"code": "42501", "message": "not a member", "details": None, "hint": None}),
+        "down": (503, {"code": "PGRST000", "message": "database unavailable"}),
+        "missing": (404, {"code": "PGRST202", "message": "function not found"}),
+    }
+    _StandIn.seen = []
+    project = str(uuid.uuid4())
+    sink = SupabaseSink(stand_in, "service-key", timeout=2)
+    assert sink.send(_batch(project, [_counter_point()], "ok"))["status"] == "accepted"
+    request = _StandIn.seen[0]
+    assert request["path"] == "/rest/v1/rpc/ingest"
+    assert request["headers"]["apikey"] == "service-key"
+    assert request["headers"]["Authorization"] == "Bearer service-key"
+    assert request["headers"]["Content-Profile"] == "metrics"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["body"]["batch"]["project_id"] == project
+    with pytest.raises(InvalidBatchError, match="foo-bar"):
+        sink.send(_batch(project, [_counter_point()], "bad"))
+    for name in ("anon", "forbidden"):
+        with pytest.raises(NotAuthorisedError):
+            sink.send(_batch(project, [_counter_point()], name))
+    for name in ("down", "missing"):
+        with pytest.raises(SinkError) as info:
+            sink.send(_batch(project, [_counter_point()], name))
+        assert not isinstance(info.value, NotAuthorisedError)
+    sink.close()
+    with pytest.raises(SinkError):
+        SupabaseSink("http://127.0.0.1:1", "k", timeout=1).send(_batch(project, [_counter_point()], "ok"))

@@ -1,0 +1,118 @@
+"""The shared sketch: constants as the SQL side embeds them, accuracy vs exact sorting and vs ddsketch."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from ddsketch import DDSketch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshhook_rt_metrics.client import sketch
+from meshhook_rt_metrics.client.sketch import ALPHA, MULTIPLIER, ZERO_THRESHOLD, Sketch, key, value
+
+QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
+
+magnitudes = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+values = st.one_of(magnitudes, magnitudes.map(lambda v: -v), st.just(0.0))
+
+
+def test_constants_are_computed_exactly_as_the_contract_says() -> None:
+    assert ALPHA == 0.01
+    assert 1 / math.log1p(2 * 0.01 / (1 - 0.01)) == MULTIPLIER
+    assert repr(MULTIPLIER) == "49.998333288886556"  # the literal the SQL migration embeds
+    assert sketch.GAMMA == (1 + 0.01) / (1 - 0.01)
+    assert ZERO_THRESHOLD == 1e-9
+
+
+def test_known_keys() -> None:
+    assert key(1.0) == 0
+    assert key(1.02) == math.ceil(math.log(1.02) * MULTIPLIER) == 1
+    assert key(0.5) == math.ceil(math.log(0.5) * MULTIPLIER)
+    assert key(1e-9) == -1036 and key(1.7976931348623157e308) <= 35488  # the range the SQL side accepts
+
+
+@given(magnitudes)
+def test_bucket_value_within_alpha(v: float) -> None:
+    assert abs(value(key(v)) - v) <= ALPHA * v * (1 + 1e-9)
+
+
+def _exact(sorted_values: list[float], q: float) -> float:
+    return sorted_values[math.floor(q * (len(sorted_values) - 1))]
+
+
+def _close(a: float, b: float, rel: float) -> bool:
+    return abs(a - b) <= rel * abs(b) + 1e-12
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(values, min_size=1, max_size=400))
+def test_quantiles_match_exact_sorting_and_ddsketch(data: list[float]) -> None:
+    ours = Sketch()
+    ours.extend(data)
+    oracle = DDSketch(relative_accuracy=ALPHA)
+    for v in data:
+        oracle.add(v)
+    exact = sorted(data)
+    assert ours.count == len(data)
+    for q in QUANTILES:
+        got = ours.quantile(q, min(data), max(data))
+        assert got is not None
+        assert _close(got, _exact(exact, q), ALPHA * (1 + 1e-9)), (q, got, _exact(exact, q))
+        theirs = oracle.get_quantile_value(q)
+        theirs = min(max(theirs, min(data)), max(data))
+        # same mapping up to log(v) vs log2(v)*ln2 rounding on a bucket boundary: within one bucket
+        assert _close(got, theirs, 2.5 * ALPHA), (q, got, theirs)
+
+
+def test_agrees_with_ddsketch_bucket_for_bucket_on_a_large_sample() -> None:
+    rng = random.Random(7)
+    data = [rng.lognormvariate(-3, 2) for _ in range(50_000)]
+    ours = Sketch()
+    ours.extend(data)
+    oracle = DDSketch(relative_accuracy=ALPHA)
+    for v in data:
+        oracle.add(v)
+    for q in QUANTILES[1:-1]:
+        assert ours.quantile(q) == oracle.get_quantile_value(q) or _close(
+            ours.quantile(q) or 0.0, oracle.get_quantile_value(q), 2.5 * ALPHA
+        )
+
+
+@given(st.lists(values, max_size=200), st.lists(values, max_size=200))
+def test_merge_is_exact(a: list[float], b: list[float]) -> None:
+    left, right, whole = Sketch(), Sketch(), Sketch()
+    left.extend(a)
+    right.extend(b)
+    whole.extend(a + b)
+    left.merge(right)
+    assert left.to_wire() == whole.to_wire()
+
+
+@given(st.lists(values, min_size=1, max_size=200))
+def test_wire_form(data: list[float]) -> None:
+    s = Sketch()
+    s.extend(data)
+    wire = s.to_wire()
+    assert set(wire) == {"z", "p", "n"}
+    assert wire["z"] + sum(wire["p"].values()) + sum(wire["n"].values()) == len(data)
+    assert all(isinstance(k, str) and int(k) == int(k, 10) for k in [*wire["p"], *wire["n"]])
+    assert all(c >= 1 for c in [*wire["p"].values(), *wire["n"].values()])
+    assert Sketch.from_wire(wire).to_wire() == wire
+
+
+def test_negative_values_walk_from_the_most_negative() -> None:
+    s = Sketch()
+    s.extend([-100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0])
+    assert _close(s.quantile(0.0) or 0, -100.0, ALPHA)
+    assert _close(s.quantile(1 / 6) or 0, -10.0, ALPHA)
+    assert s.quantile(0.5) == 0.0
+    assert _close(s.quantile(1.0) or 0, 100.0, ALPHA)
+    assert Sketch().quantile(0.5) is None
+
+
+def test_tiny_values_count_as_zero() -> None:
+    s = Sketch()
+    s.extend([1e-10, -1e-10, 0.0])
+    assert s.zero == 3 and not s.pos and not s.neg
