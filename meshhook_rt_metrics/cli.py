@@ -218,14 +218,16 @@ def demo(
     from meshhook_rt_metrics import demo as demo_module
 
     url = db_url or _stack(state_dir).database_url
-    _say("sending a batch a second for the demo project; Ctrl-C stops the demo (the stack keeps running)")
+    _say(
+        "a simulated MeshHook worker records through MetricsClient; Ctrl-C stops the demo (the stack keeps running)"
+    )
     try:
         sent = demo_module.run(url, seconds)
     except KeyboardInterrupt:
         return
     except psycopg.Error as exc:
         raise _fail(str(exc)) from exc
-    _say(f"demo sent {sent} batches")
+    _say(f"demo simulated {sent} seconds of MeshHook traffic")
 
 
 class MemberRole(StrEnum):

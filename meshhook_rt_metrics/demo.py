@@ -1,7 +1,8 @@
-"""A live demo: simulated MeshHook traffic flowing through ingest, rollups and queries.
+"""A live demo: a simulated MeshHook worker instrumented with ``MetricsClient``.
 
-Ships one batch per second for a demo project (as a worker would) and renders the per-minute
-aggregates read back through ``metrics.query`` — the same path every other reader uses.
+The worker records as a real one would (two lines of setup, then ``inc``/``observe``/``set``); the client
+aggregates in process and ships a batch a second through ``metrics.ingest``. The table shows the
+per-minute aggregates read back through ``metrics.query`` — the same path every other reader uses.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -19,85 +18,39 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from meshhook_rt_metrics.client.sketch import Sketch
+from meshhook_rt_metrics.client import MetricsClient
 
 DEMO_PROJECT = uuid.UUID("00000000-0000-4000-8000-00000000d3e0")
 
 
-@dataclass
-class TrafficSimulator:
-    """Webhook requests, workflow step latencies and queue depth, as MeshHook would report them."""
+class SimulatedWorker:
+    """Webhook requests, workflow step latencies and queue depth, as MeshHook records them."""
 
-    rng: random.Random = field(default_factory=lambda: random.Random(7))
-    queue_depth: float = 5.0
-
-    def batch(self, batch_no: int, source: str) -> dict[str, Any]:
-        now = time.time()
-        points: list[dict[str, Any]] = []
-        for outcome, rate in (("accepted", 40), ("rejected", 3)):
-            n = self.rng.randint(rate // 2, rate)
-            points.append(
-                self._counter(
-                    "meshhook_webhook_requests_total", {"outcome": outcome, "signature": "verified"}, n, now
-                )
-            )
-        for node_type, median in (("http_call", 0.120), ("transform", 0.004)):
-            values = [self.rng.lognormvariate(0, 0.6) * median for _ in range(self.rng.randint(20, 60))]
-            points.append(
-                self._histogram(
-                    "meshhook_workflow_step_duration_seconds", {"node_type": node_type}, values, now
-                )
-            )
-        self.queue_depth = max(0.0, self.queue_depth + self.rng.uniform(-3, 3))
-        points.append(
-            {
-                "name": "meshhook_queue_messages",
-                "kind": "gauge",
-                "labels": {"queue": "jobs", "state": "ready"},
-                "ts": now,
-                "count": 1,
-                "sum": self.queue_depth,
-                "min": self.queue_depth,
-                "max": self.queue_depth,
-                "last": self.queue_depth,
-                "help": "Messages waiting in a queue",
-            }
+    def __init__(self, client: MetricsClient, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.queue_depth = 5.0
+        self.requests = client.counter(
+            "meshhook_webhook_requests_total", "Webhook requests", labels=("outcome", "signature")
         )
-        return {
-            "project_id": str(DEMO_PROJECT),
-            "source": source,
-            "batch_id": f"{batch_no}",
-            "points": points,
-        }
+        self.steps = client.histogram(
+            "meshhook_workflow_step_duration_seconds",
+            "Workflow step duration",
+            labels=("node_type",),
+            unit="seconds",
+        )
+        self.queue = client.gauge(
+            "meshhook_queue_messages", "Messages waiting in a queue", labels=("queue", "state")
+        )
 
-    @staticmethod
-    def _counter(name: str, labels: dict[str, str], n: int, ts: float) -> dict[str, Any]:
-        return {
-            "name": name,
-            "kind": "counter",
-            "labels": labels,
-            "ts": ts,
-            "count": max(n, 1),
-            "sum": float(n),
-        }
-
-    @staticmethod
-    def _histogram(name: str, labels: dict[str, str], values: list[float], ts: float) -> dict[str, Any]:
-        sketch = Sketch()
-        for value in values:
-            sketch.add(value)
-        return {
-            "name": name,
-            "kind": "histogram",
-            "labels": labels,
-            "ts": ts,
-            "count": len(values),
-            "sum": sum(values),
-            "min": min(values),
-            "max": max(values),
-            "sketch": sketch.to_wire(),
-            "unit": "seconds",
-        }
+    def tick(self) -> None:
+        """About one second of traffic."""
+        for outcome, rate in (("accepted", 40), ("rejected", 3)):
+            self.requests.inc(self.rng.randint(rate // 2, rate), outcome=outcome, signature="verified")
+        for node_type, median in (("http_call", 0.120), ("transform", 0.004)):
+            for _ in range(self.rng.randint(20, 60)):
+                self.steps.observe(self.rng.lognormvariate(0, 0.6) * median, node_type=node_type)
+        self.queue_depth = max(0.0, self.queue_depth + self.rng.uniform(-3, 3))
+        self.queue.set(self.queue_depth, queue="jobs", state="ready")
 
 
 QUERIES: tuple[tuple[str, str, str], ...] = (
@@ -105,6 +58,7 @@ QUERIES: tuple[tuple[str, str, str], ...] = (
     ("meshhook_workflow_step_duration_seconds", "p50", "s"),
     ("meshhook_workflow_step_duration_seconds", "p99", "s"),
     ("meshhook_queue_messages", "last", "msgs"),
+    ("process_resident_memory_bytes", "last", "bytes"),
 )
 
 
@@ -130,29 +84,22 @@ def _render(conn: psycopg.Connection[Any]) -> Table:
     return table
 
 
-def batches(source: str) -> Iterator[dict[str, Any]]:
-    simulator = TrafficSimulator()
-    batch_no = 0
-    while True:
-        batch_no += 1
-        yield simulator.batch(batch_no, source)
-
-
 def run(database_url: str, seconds: float | None = None, console: Console | None = None) -> int:
-    """Ingest a batch a second and refresh the table; returns the number of batches sent."""
+    """Simulate traffic and refresh the table every second; returns the number of seconds simulated."""
     console = console or Console()
-    source = f"demo-{uuid.uuid4().hex[:8]}"
-    sent = 0
+    ticks = 0
     deadline = None if seconds is None else time.monotonic() + seconds
     with (
+        MetricsClient(project_id=str(DEMO_PROJECT), database_url=database_url) as client,
         psycopg.connect(database_url, autocommit=True) as conn,
         Live(console=console, refresh_per_second=2) as live,
     ):
-        for batch in batches(source):
-            conn.execute("select metrics.ingest(%s::jsonb)", (json.dumps(batch),))
-            sent += 1
-            live.update(_render(conn))
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        worker = SimulatedWorker(client)
+        while deadline is None or time.monotonic() < deadline:
+            worker.tick()
+            ticks += 1
             time.sleep(1.0)
-    return sent
+            live.update(_render(conn))
+        client.flush()
+        live.update(_render(conn))
+    return ticks

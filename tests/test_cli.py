@@ -112,7 +112,7 @@ def test_maintain_once_prints_a_report(state_dir: Path) -> None:
 
 def test_demo_sends_batches_and_shows_live_aggregates(state_dir: Path) -> None:
     result = run("demo", "--state-dir", str(state_dir), "--seconds", "1.5")
-    assert "meshhook_webhook_requests_total" in result.stdout and "demo sent" in result.stderr
+    assert "meshhook_webhook_requests_total" in result.stdout and "demo simulated" in result.stderr
 
 
 def test_migrate_against_an_unreachable_database_fails_clearly() -> None:

@@ -80,18 +80,9 @@ comment on table metrics.rollup_1m is
 comment on index metrics.rollup_1m_bucket_idx is 'Time-range scans: hourly rollups, retention.';
 
 create table metrics.rollup_1h (
-  project_id uuid not null,
-  series_id bigint not null references metrics.series (id) on delete cascade,
-  bucket timestamptz not null,
-  count bigint not null,
-  sum double precision not null,
-  min double precision,
-  max double precision,
-  last double precision,
-  last_ts timestamptz,
-  sketch jsonb,
-  updated_at timestamptz not null default now(),
-  primary key (series_id, bucket)
+  like metrics.rollup_1m including defaults including constraints,
+  primary key (series_id, bucket),
+  foreign key (series_id) references metrics.series (id) on delete cascade
 );
 create index rollup_1h_bucket_idx on metrics.rollup_1h (bucket);
 comment on table metrics.rollup_1h is 'Per-hour aggregates recomputed by metrics.maintain() from closed minutes.';
