@@ -29,9 +29,7 @@ returns jsonb
 language plpgsql immutable parallel safe set search_path = ''
 as $$
 declare
-  v_key text;
-  v_count text;
-  v_merged jsonb;
+  v_added jsonb;
 begin
   if p_a is null or p_a = '{}'::jsonb then
     return coalesce(p_b, '{}'::jsonb);
@@ -39,17 +37,15 @@ begin
   if p_b is null or p_b = '{}'::jsonb then
     return p_a;
   end if;
-  v_merged := p_a || p_b;  -- keys of one side only are already right; shared keys are added below
-  for v_key, v_count in select * from pg_catalog.jsonb_each_text(p_b) loop
-    if p_a ? v_key then
-      v_merged := pg_catalog.jsonb_set(v_merged, array[v_key], pg_catalog.to_jsonb((p_a ->> v_key)::bigint + v_count::bigint));
-    end if;
-  end loop;
-  return v_merged;
+  -- one pass over the (usually smaller) second store; || then overwrites the shared keys with their sums
+  select pg_catalog.jsonb_object_agg(b.key, (b.value #>> '{}')::bigint + coalesce((p_a ->> b.key)::bigint, 0))
+  into v_added
+  from pg_catalog.jsonb_each(p_b) as b;
+  return p_a || v_added;
 end
 $$;
 comment on function metrics.sketch_store_merge(jsonb, jsonb) is
-  'Adds two bucket stores key by key (PL/pgSQL: its plans are cached, which makes it ~15x faster than SQL here).';
+  'Adds two bucket stores key by key in one pass over the second (PL/pgSQL: cached plans; no per-key copies).';
 
 create function metrics.sketch_merge(p_a jsonb, p_b jsonb)
 returns jsonb

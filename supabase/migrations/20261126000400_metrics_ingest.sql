@@ -79,6 +79,38 @@ $$;
 comment on function metrics.sketch_problem(jsonb, bigint) is
   'Why a wire sketch is invalid for a point of the given count, or null when it is valid.';
 
+create function metrics.sketch_store_normalize(p_store jsonb)
+returns jsonb
+language sql immutable parallel safe set search_path = ''
+as $$
+  select case when pg_catalog.jsonb_typeof(p_store) <> 'object' then p_store else (
+    select coalesce(pg_catalog.jsonb_object_agg(b.key, case
+      when pg_catalog.jsonb_typeof(b.value) = 'number' and (b.value #>> '{}') ~ '^\d{1,18}\.0+$'
+        then pg_catalog.to_jsonb((b.value #>> '{}')::numeric::bigint)
+      else b.value
+    end), '{}'::jsonb)
+    from pg_catalog.jsonb_each(p_store) as b
+  ) end
+$$;
+comment on function metrics.sketch_store_normalize(jsonb) is 'One bucket store of metrics.sketch_normalize.';
+
+create function metrics.sketch_normalize(p_sketch jsonb)
+returns jsonb
+language sql immutable parallel safe set search_path = ''
+as $$
+  -- JSON does not tell 2 from 2.0; stored sketches carry plain integers so merges and quantiles can cast
+  -- them. Only integral values are rewritten: anything else is left for validation to reject.
+  select case when pg_catalog.jsonb_typeof(p_sketch) <> 'object' then p_sketch else
+    p_sketch || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+      'z', case when (p_sketch ->> 'z') ~ '^\d{1,18}\.0+$' then pg_catalog.to_jsonb((p_sketch ->> 'z')::numeric::bigint) end,
+      'p', metrics.sketch_store_normalize(p_sketch -> 'p'),
+      'n', metrics.sketch_store_normalize(p_sketch -> 'n')
+    ))
+  end
+$$;
+comment on function metrics.sketch_normalize(jsonb) is
+  'A wire sketch with integral counts written as 2.0 rewritten to 2 (other values untouched).';
+
 create function metrics.labels_problem(p_labels jsonb, p_cfg metrics.config)
 returns text
 language sql immutable parallel safe set search_path = ''
@@ -320,7 +352,8 @@ begin
   begin
     select pg_catalog.array_agg(row(
       e.idx - 1, r.name, r.kind, coalesce(nullif(r.labels, 'null'::jsonb), '{}'::jsonb),
-      pg_catalog.to_timestamp(r.ts), r.count::bigint, r.sum, r.min, r.max, r.last, nullif(r.sketch, 'null'::jsonb),
+      pg_catalog.to_timestamp(r.ts), r.count::bigint, r.sum, r.min, r.max, r.last,
+      case when r.sketch::text like '%.%' then metrics.sketch_normalize(r.sketch) else nullif(r.sketch, 'null'::jsonb) end,
       r.unit, r.help,
       coalesce(pg_catalog.jsonb_typeof(e.p) = 'object'
         and (e.p - '{name,kind,labels,ts,count,sum,min,max,last,sketch,unit,help}'::text[]) = '{}'::jsonb
@@ -490,6 +523,7 @@ comment on function metrics.ingest(jsonb) is
 
 grant execute on function metrics.ingest(jsonb), metrics.reject(text, text) to authenticated, service_role;
 grant execute on function metrics.problem(text, text), metrics.is_finite_number(jsonb), metrics.is_count(jsonb, integer),
+  metrics.sketch_store_normalize(jsonb), metrics.sketch_normalize(jsonb),
   metrics.sketch_problem(jsonb, bigint), metrics.labels_problem(jsonb, metrics.config),
   metrics.point_problem(jsonb, metrics.config, timestamptz),
   metrics.reject_first_problem(jsonb, metrics.config, timestamptz, text),

@@ -92,7 +92,7 @@ begin
       select * from unnest(v_series_ids, v_buckets) as u (series_id, bucket)  -- multi-array unnest: unqualified syntax
     ),
     items as (
-      select x.rn, x.item, pg_catalog.octet_length(x.item::text) + 1 as size
+      select x.rn, x.item, pg_catalog.octet_length(x.item::text) + 2 as size  -- + the ", " between items
       from (
         select pg_catalog.row_number() over (order by s.name, s.id, r.bucket) as rn,
           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(

@@ -347,3 +347,27 @@ class TestWhoMayIngest:
         url = db.url.replace("postgres:postgres@", "authenticator:authenticator@")
         with psycopg.connect(url, autocommit=True) as untrusted, pytest.raises(errors.InsufficientPrivilege):
             ingest(untrusted, batch(new_project(), [counter("x_total", 1)]))
+
+
+def test_integral_counts_written_with_a_fraction_are_stored_as_integers(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """JSON does not tell 2 from 2.0: both are accepted, and later merges and quantiles keep working."""
+    project = new_project()
+    point = histogram("lat_seconds", [0.5, 0.5])
+    point["count"] = 2.0
+    point["sketch"] = {"z": 0.0, "p": {k: float(v) for k, v in point["sketch"]["p"].items()}, "n": {}}
+    for _ in range(2):
+        assert ingest(conn, batch(project, [dict(point)]))["status"] == "accepted"
+    row = conn.execute(
+        "select r.sketch, metrics.sketch_quantile(r.sketch, 0.5) from metrics.rollup_1m r"
+        " join metrics.series s on s.id = r.series_id where s.project_id = %s",
+        (project,),
+    ).fetchone()
+    assert row is not None
+    assert all(isinstance(c, int) for c in row[0]["p"].values()) and row[0]["z"] == 0
+    assert row[1] == pytest.approx(0.5, rel=0.01)
+    with pytest.raises(errors.InvalidParameterValue, match=r"points\[0\].sketch: bucket keys"):
+        bad = dict(point, sketch={"p": {k: 2.5 for k in point["sketch"]["p"]}}, count=2.5)
+        bad["count"] = 2
+        ingest(conn, batch(project, [bad]))

@@ -105,9 +105,16 @@ def test_message_carries_series_identity_aggregates_and_percentiles_only(
     assert set(by_name["hits_total"]) == {"series_id", "name", "labels", "kind", "minute", "count", "sum"}
 
 
-def test_large_updates_are_split_under_the_size_bound(conn: psycopg.Connection[Any]) -> None:
+@pytest.mark.parametrize(
+    ("limit", "series", "pad"),
+    [(10000, 400, 50), (200000, 3000, 0)],
+    ids=["wide-series", "many-small-series-at-the-default-limit"],
+)
+def test_large_updates_are_split_under_the_size_bound(
+    conn: psycopg.Connection[Any], limit: int, series: int, pad: int
+) -> None:
     project = uuid.uuid4()
-    conn.execute("update metrics.config set publish_max_bytes = 10000")
+    conn.execute("update metrics.config set publish_max_bytes = %s", (limit,))
     try:
         set_interval(conn, project, "1 hour")
         ingest(conn, batch(project, [counter("warmup_total", 1)]))
@@ -116,8 +123,8 @@ def test_large_updates_are_split_under_the_size_bound(conn: psycopg.Connection[A
             batch(
                 project,
                 [
-                    counter("hits_total", 1, {"path": f"/api/hooks/{i:04d}", "pad": "x" * 50})
-                    for i in range(400)
+                    counter("hits_total", 1, {"path": f"/api/hooks/{i:04d}", "pad": "x" * pad})
+                    for i in range(series)
                 ],
             ),
         )
@@ -138,8 +145,8 @@ def test_large_updates_are_split_under_the_size_bound(conn: psycopg.Connection[A
         conn.execute("update metrics.config set publish_max_bytes = default")
     assert len(parts) == sent[0] and all(p["parts"] == sent[0] and p["seq"] == 2 for p in parts)
     assert sorted(p["part"] for p in parts) == list(range(1, sent[0] + 1))
-    assert max(sizes) <= 10000
-    assert sum(len(p["series"]) for p in parts) == 400, "every changed series is in exactly one part"
+    assert max(sizes) <= limit
+    assert sum(len(p["series"]) for p in parts) == series, "every changed series is in exactly one part"
 
 
 def test_publish_failure_is_not_silent_when_realtime_cannot_store(

@@ -102,9 +102,24 @@ def test_rollups_equal_recomputation_whatever_the_order_and_resends(
         ).fetchall()
 
     assert len(rows) == len(expected)
-    for name, labels, minute, count, total, lo, hi, last, p50, p99, sketch_ok, raw_ok in rows:  # raw: [count, sum]
+    for (
+        name,
+        labels,
+        minute,
+        count,
+        total,
+        lo,
+        hi,
+        last,
+        p50,
+        p99,
+        sketch_ok,
+        raw_ok,
+    ) in rows:  # raw: [count, sum]
         want = expected[(name, str(sorted(labels.items())), minute)]
-        assert (count, total) == (raw_ok[0], pytest.approx(raw_ok[1], rel=1e-12, abs=1e-9)), "rollup = its raw points"
+        assert (count, total) == (raw_ok[0], pytest.approx(raw_ok[1], rel=1e-12, abs=1e-9)), (
+            "rollup = its raw points"
+        )
         assert count == want["count"]
         assert total == pytest.approx(want["sum"], rel=1e-9, abs=1e-9)
         kind = METRICS[name]
