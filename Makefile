@@ -41,8 +41,10 @@ format: install
 test: lint ## Everything: lint, Python tests (real PostgreSQL), pgTAP, Supabase CLI migration + lint checks
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+BENCHMARKS ?= ingest hotpath overhead
+
 bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON in benchmarks/results/
-	$(PY) -m benchmarks.ingest
+	for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) tools/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -66,6 +66,15 @@ def test_up_detached_starts_a_migrated_database_and_the_maintainer(state_dir: Pa
     )
 
 
+def test_pg_cron_runs_maintenance_where_it_is_installed(state_dir: Path) -> None:
+    """The stack's main database has pg_cron (Debian's 1.4: minute schedules only), so the migration scheduled it."""
+    with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
+        jobs = conn.execute("select jobname, schedule, command from cron.job order by jobname").fetchall()
+        note = conn.execute("select metrics.schedule_maintenance()").fetchone()
+    assert ("meshhook-metrics-maintain", "* * * * *", "select metrics.maintain()") in jobs
+    assert note is not None and 'run "meshhook-metrics maintain --loop" for publish sweeps' in note[0]
+
+
 def test_the_maintainer_publishes_trailing_updates(state_dir: Path) -> None:
     """A burst's last changes arrive without further ingest: the background sweep sends them."""
     project = uuid.uuid4()
