@@ -17,7 +17,13 @@ $(SUPABASE): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(SUPABASE) ## Python deps in .venv, pinned Supabase CLI in tools/
+JS_TESTS := tests/localstack/js/node_modules/.package-lock.json
+
+$(JS_TESTS): tests/localstack/js/package.json tests/localstack/js/package-lock.json
+	cd tests/localstack/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(SUPABASE) $(JS_TESTS) ## Python deps in .venv; pinned Supabase CLI, supabase-js, Deno
 
 system-deps: ## Debian packages the stack and tests need (run as root)
 	./scripts/install-system-deps.sh
@@ -41,7 +47,7 @@ format: install
 test: lint ## Everything: lint, Python tests (real PostgreSQL), pgTAP, Supabase CLI migration + lint checks
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-BENCHMARKS ?= ingest hotpath overhead
+BENCHMARKS ?= ingest hotpath overhead realtime_fanout
 
 bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON in benchmarks/results/
 	for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done

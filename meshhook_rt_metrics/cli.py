@@ -75,21 +75,23 @@ def up(
     """Start the local stack (PostgreSQL with the Supabase look-alike and migrations, background services)."""
     stack = _stack(state_dir)
     try:
-        if detach:
-            stack.up(_say)
-            _say(
-                f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings"
-            )
-            return
-        stack.up(_say, services=False)
+        stack.up(_say)
     except (PostgresError, migrator.MigrationError) as exc:
         raise _fail(str(exc)) from exc
-    _say("running in the foreground; Ctrl-C stops the stack")
+    if detach:
+        _say(
+            f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings"
+        )
+        return
+    _say("running in the foreground; Ctrl-C stops the stack (logs in " + str(stack.log_dir) + ")")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    settings = _settings()
     try:
-        maintenance.run_loop(stack.database_url, settings.publish_every, settings.maintain_every, stop)
+        while not stop.wait(1.0):
+            for name, state in stack.status().items():
+                if state == "stopped":
+                    _say(f"{name} stopped unexpectedly; see {stack.log_dir}")
+                    stop.set()
     except KeyboardInterrupt:
         pass
     finally:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +129,34 @@ def test_demo_sends_batches_and_shows_live_aggregates(state_dir: Path) -> None:
 def test_migrate_against_an_unreachable_database_fails_clearly() -> None:
     result = run("migrate", "--db-url", "postgresql://postgres:postgres@127.0.0.1:1/postgres", check=False)
     assert result.returncode == 1 and "error:" in result.stderr
+
+
+def test_foreground_up_runs_every_service_until_stopped() -> None:
+    path = Path(tempfile.mkdtemp(prefix="meshhook-fg-"))
+    env = {**os.environ, "MESHHOOK_METRICS_DB_PORT": "0"}
+    proc = subprocess.Popen(
+        [*CLI, "up", "--state-dir", str(path)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        services: dict[str, str] = {}
+        for _ in range(120):
+            if (path / "pg" / "port").exists():
+                status = run("status", "--state-dir", str(path), "-o", "json", check=False)
+                if status.returncode == 0:
+                    services = json.loads(status.stdout)["services"]
+                    if services and all(state != "stopped" for state in services.values()):
+                        break
+            time.sleep(0.5)
+        assert services and all(state != "stopped" for state in services.values()), services
+        assert {"postgres", "maintain", "gateway"} <= set(services)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        assert "PostgreSQL stopped" in stderr
+        after = json.loads(run("status", "--state-dir", str(path), "-o", "json").stdout)["services"]
+        assert set(after.values()) == {"stopped"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        run("down", "--state-dir", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)

@@ -42,7 +42,9 @@ def run_loop(
     next_maintain = 0.0
     while not stop.is_set():
         try:
-            with psycopg.connect(db_url, autocommit=True, application_name="meshhook-metrics maintain") as conn:
+            with psycopg.connect(
+                db_url, autocommit=True, application_name="meshhook-metrics maintain"
+            ) as conn:
                 backoff = 0.5
                 while not stop.is_set():
                     if time.monotonic() >= next_maintain:

@@ -56,7 +56,9 @@ def discover(directory: Path | None = None) -> list[Migration]:
     for path in sorted(directory.glob("*.sql")):
         match = FILENAME.match(path.name)
         if not match:
-            raise MigrationError(f"{path.name}: migration files are named <14-digit version>_<snake_name>.sql")
+            raise MigrationError(
+                f"{path.name}: migration files are named <14-digit version>_<snake_name>.sql"
+            )
         found.append(Migration(match["version"], match["name"], path))
     return found
 

@@ -15,11 +15,19 @@ def bootstrap_sql() -> str:
     return (resources.files("meshhook_rt_metrics.localstack") / "bootstrap.sql").read_text(encoding="utf-8")
 
 
+def bootstrap_gateway_sql() -> str:
+    """Local-only objects the gateway's Realtime server needs (applied after the look-alike)."""
+    return (resources.files("meshhook_rt_metrics.localstack") / "bootstrap_gateway.sql").read_text(
+        encoding="utf-8"
+    )
+
+
 def bootstrap_database(cluster: LocalPostgres, database: str = "postgres") -> list[str]:
     """Apply the look-alike objects and the optional extensions; returns the extensions enabled."""
     enabled: list[str] = []
     with psycopg.connect(cluster.admin_url(database), autocommit=True) as conn:
         conn.execute(bootstrap_sql().encode())
+        conn.execute(bootstrap_gateway_sql().encode())
         for name in OPTIONAL_EXTENSIONS:
             if cluster.binaries.has_extension(name):
                 conn.execute(f"create extension if not exists {name} with schema extensions")

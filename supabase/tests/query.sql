@@ -80,15 +80,15 @@ select is((select count(*) from pg_temp.q('meshhook_webhook_requests_total', 'su
 -- hour resolution: whole-hour steps over complete hours read the hourly rollups (minutes deleted to prove it)
 select is(metrics.ingest(jsonb_build_object('project_id', '0a000000-0000-4000-8000-00000000000a', 'source', 'w',
     'batch_id', 'old', 'points', jsonb_build_array(
-      jsonb_build_object('name', 'meshhook_old_total', 'kind', 'counter', 'ts', extract(epoch from now() - interval '2 hours'),
+      jsonb_build_object('name', 'meshhook_old_total', 'kind', 'counter', 'ts', extract(epoch from date_trunc('hour', now()) - interval '2 hours' + interval '10 minutes'),
         'count', 4, 'sum', 4),
-      jsonb_build_object('name', 'meshhook_old_total', 'kind', 'counter', 'ts', extract(epoch from now() - interval '110 minutes'),
-        'count', 7, 'sum', 7)))) ->> 'status', 'accepted', 'setup: points two hours ago');
+      jsonb_build_object('name', 'meshhook_old_total', 'kind', 'counter', 'ts', extract(epoch from date_trunc('hour', now()) - interval '2 hours' + interval '20 minutes'),
+        'count', 7, 'sum', 7)))) ->> 'status', 'accepted', 'setup: points in the hour before last (closed)');
 select cmp_ok(metrics.rollup_hours(), '>', 0, 'setup: hourly rollups');
 delete from metrics.rollup_1m r using metrics.series s where s.id = r.series_id and s.name = 'meshhook_old_total';
 select is(
   (select sum(q.value) from metrics.query('0a000000-0000-4000-8000-00000000000a', 'meshhook_old_total',
-    date_trunc('hour', now() - interval '3 hours'), date_trunc('hour', now()), '[]', interval '1 hour', 'sum') q),
+    date_trunc('hour', now()) - interval '3 hours', date_trunc('hour', now()) - interval '1 hour', '[]', interval '1 hour', 'sum') q),
   11::double precision, 'an hour step over complete hours reads the hourly rollups');
 
 -- argument checks

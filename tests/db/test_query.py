@@ -15,9 +15,9 @@ from psycopg import errors
 from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
 
 PROJECT = uuid.uuid4()
-MINUTE = (
-    math.floor(time.time() / 3600) * 3600 - 3600
-)  # the start of the previous hour: aligned for every step
+# the start of the hour before last: aligned for every step, and closed whatever the minute of the hour
+# (the previous hour only counts as closed five minutes after it ends)
+MINUTE = math.floor(time.time() / 3600) * 3600 - 7200
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Supabase Realtime (Broadcast, private channels, Broadcast from Database) over Phoenix channels."""
