@@ -1,0 +1,543 @@
+"""The HTTP service: queries, series discovery, scrape tokens, histogram boundaries, /metrics, /healthz.
+
+Every handler verifies the bearer token, then runs its SQL in a transaction AS THE CALLER
+(``set local role`` + ``request.jwt.claims``): row-level security decides what anyone sees. The service
+has no tenant logic of its own; the SQL functions it calls are documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from meshhook_rt_metrics import __version__
+from meshhook_rt_metrics.api import exposition
+from meshhook_rt_metrics.api.auth import Caller, ScrapeToken, TokenVerifier, UnauthorizedError, credential
+from meshhook_rt_metrics.api.db import ANON_CLAIMS, Database
+from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorBody, ErrorDetail, unauthorized
+from meshhook_rt_metrics.api.models import (
+    AGGREGATION,
+    LABEL_NAME,
+    MATCHER,
+    METRIC_NAME,
+    Boundaries,
+    BoundariesList,
+    BoundariesPut,
+    Health,
+    MetricInfo,
+    QueryResponse,
+    ScrapeTokenCreate,
+    ScrapeTokenCreated,
+    ScrapeTokenInfo,
+    ScrapeTokenList,
+    SeriesInfo,
+    SeriesResponse,
+    parse_matcher,
+    parse_step,
+    utc,
+)
+from meshhook_rt_metrics.api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+_LABEL = re.compile(LABEL_NAME)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "Rejected by the data plane's rules (e.g. time range, step, aggregation)."),
+        (401, "Missing, expired or invalid token."),
+        (403, "The caller may not see or change this project."),
+        (413, "Request body too large."),
+        (414, "Query string too long."),
+        (422, "Invalid parameters; `details[].loc` names each field."),
+        (503, "Database unavailable or query timed out."),
+    )
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Not found."}}
+
+QUERY_SQL = """
+select coalesce(json_agg(json_build_object('labels', s.labels, 'points', s.points) order by s.labels),
+  '[]')::text
+from (
+  select q.labels,
+    json_agg(json_build_array(extract(epoch from q.ts)::float8,
+      case when q.value = 'NaN'::float8 or abs(q.value) = 'Infinity'::float8 then null else q.value end)
+      order by q.ts) as points
+  from metrics.query(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) q
+  group by q.labels
+) s
+"""
+
+bearer = HTTPBearer(auto_error=False, description="A Supabase JWT (user access token or service key).")
+scrape_bearer = HTTPBearer(
+    scheme_name="ScrapeToken",
+    auto_error=False,
+    description="A per-project scrape token (mhm_...), a service key or a user access token.",
+)
+
+
+def build_verifier(settings: ApiSettings) -> TokenVerifier:
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and settings.state_dir is not None:
+        from meshhook_rt_metrics.localstack.gateway.keys import load_or_create_secret
+
+        secret = load_or_create_secret(settings.state_dir.resolve())
+    if secret is None and settings.jwks_url is None:
+        raise ValueError(
+            "set MESHHOOK_METRICS_JWT_SECRET (or MESHHOOK_METRICS_JWKS_URL / a local stack state dir)"
+        )
+    return TokenVerifier(secret, jwks_url=settings.jwks_url, audience=settings.jwt_audience or None)
+
+
+def _caller(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    header = f"{creds.scheme} {creds.credentials}" if creds else None
+    try:
+        found = credential(header, request.app.state.verifier, allow_scrape_token=False)
+    except UnauthorizedError as exc:
+        raise unauthorized(str(exc)) from exc
+    assert isinstance(found, Caller)
+    return found
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+class LimitsMiddleware:
+    """413 for bodies over ``max_body`` bytes (declared or streamed), 414 for long query strings."""
+
+    def __init__(self, app: Any, max_body: int, max_query: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_query = max_query
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem: ApiError | None = None
+        if len(scope.get("query_string", b"")) > self.max_query:
+            problem = ApiError(414, "uri_too_long", f"query string longer than {self.max_query} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        problem = ApiError(
+                            413, "payload_too_large", f"body larger than {self.max_body} bytes"
+                        )
+                except ValueError:
+                    problem = ApiError(400, "invalid_request", "invalid Content-Length")
+        if problem is not None:
+            await problem.response()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise ApiError(413, "payload_too_large", f"body larger than {self.max_body} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(  # noqa: PLR0915 (the routes are closures over the app's database)
+    settings: ApiSettings | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    database: Database | None = None,
+) -> FastAPI:
+    settings = settings or ApiSettings()
+    verifier = verifier or build_verifier(settings)
+    db = database or Database(
+        settings.database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        db.open()
+        try:
+            yield
+        finally:
+            db.close()
+
+    app = FastAPI(
+        title="MeshHook metrics API",
+        version=__version__,
+        description="Queries over MeshHook's real-time metrics, Prometheus exposition and scrape tokens. "
+        "Every query runs in PostgreSQL as the caller, so row-level security decides what anyone sees.",
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.database = db
+    app.state.verifier = verifier
+    app.add_middleware(
+        LimitsMiddleware, max_body=settings.max_body_bytes, max_query=settings.max_query_string
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "apikey", "x-client-info"],
+        max_age=600,
+    )
+
+    def visible_project(conn: psycopg.Connection[Any], project_id: UUID, who: Caller) -> None:
+        row = conn.execute(
+            "select exists (select from metrics.projects where id = %s)", (project_id,)
+        ).fetchone()
+        if row and row[0]:
+            return
+        if who.role == "service_role":
+            raise ApiError(404, "not_found", f"project {project_id} has no metrics")
+        raise ApiError(
+            403, "forbidden", f"project {project_id} is not one of yours", hint="ask a project admin"
+        )
+
+    def matchers(match: list[str]) -> list[dict[str, str]]:
+        parsed, details = [], []
+        for i, text in enumerate(match):
+            try:
+                parsed.append(parse_matcher(text).model_dump())
+            except ValueError as exc:
+                details.append(ErrorDetail(loc=["query", "match", i], message=str(exc), type="value_error"))
+        if details:
+            raise ApiError(422, "validation_failed", "invalid request: query.match", details=details)
+        return parsed
+
+    # -- queries ----------------------------------------------------------------------------------
+    @app.get(
+        "/api/metrics",
+        tags=["query"],
+        response_model=None,
+        responses={200: {"model": QueryResponse, "description": "Series with their points."}, **ERRORS},
+        summary="Series of one metric over a time range, aggregated",
+    )
+    def query_metrics(
+        who: CallerDep,
+        project_id: UUID,
+        metric: Annotated[str, Query(min_length=1, max_length=200, pattern=METRIC_NAME)],
+        from_: Annotated[
+            datetime | None, Query(alias="from", description="Start (RFC 3339 or epoch s).")
+        ] = None,
+        to: Annotated[datetime | None, Query(description="End, exclusive (default: now).")] = None,
+        step: Annotated[
+            str | None, Query(pattern=r"^\d{1,9}[smhdw]?$", description="e.g. 60s, 5m, 1h")
+        ] = None,
+        agg: Annotated[
+            str,
+            Query(
+                max_length=32,
+                pattern=AGGREGATION,
+                description="rate, sum, avg, min, max, last, count, pNN (p99, p99.9) or quantile(q)",
+            ),
+        ] = "sum",
+        match: Annotated[
+            list[Annotated[str, Query(pattern=MATCHER, max_length=1200)]] | None,
+            Query(max_length=20, description='Label matchers: outcome=ok, status=~"5.."'),
+        ] = None,
+        by: Annotated[
+            list[str] | None,
+            Query(max_length=20, description="Group by these labels; `by=` merges all series."),
+        ] = None,
+    ) -> Response:
+        end = utc(to) if to else datetime.now(UTC)
+        start = utc(from_) if from_ else end - timedelta(hours=1)
+        group: list[str] | None = None
+        if by is not None:
+            group = [b for b in by if b]
+            bad = [i for i, b in enumerate(by) if b and not _LABEL.fullmatch(b)]
+            if bad:
+                details = [
+                    ErrorDetail(loc=["query", "by", i], message="invalid label name", type="value_error")
+                    for i in bad
+                ]
+                raise ApiError(422, "validation_failed", "invalid request: query.by", details=details)
+        found = matchers(match or [])
+        interval = parse_step(step) if step else None
+        with db.caller(who.claims) as conn:
+            visible_project(conn, project_id, who)
+            row = conn.execute(
+                QUERY_SQL, (project_id, metric, start, end, json.dumps(found), interval, agg, group)
+            ).fetchone()
+        series = row[0] if row else "[]"
+        head = {
+            "project_id": str(project_id),
+            "metric": metric,
+            "agg": agg,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "step": step,
+        }
+        body = json.dumps(head)[:-1] + ', "series": ' + series + "}"
+        return Response(body, media_type="application/json")
+
+    @app.get(
+        "/api/metrics/series",
+        tags=["query"],
+        response_model=SeriesResponse,
+        responses=ERRORS,
+        summary="Discover metrics, series and label values of a project",
+    )
+    def list_series(
+        who: CallerDep,
+        project_id: UUID,
+        metric: Annotated[str | None, Query(min_length=1, max_length=200, pattern=METRIC_NAME)] = None,
+        match: Annotated[
+            list[Annotated[str, Query(pattern=MATCHER, max_length=1200)]] | None, Query(max_length=20)
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> SeriesResponse:
+        found = matchers(match or [])
+        with db.caller(who.claims) as conn:
+            visible_project(conn, project_id, who)
+            families = conn.execute(
+                "select name, kind, unit, help, series, overflow_points from metrics.list_metrics(%s)"
+                " where %s::text is null or name = %s",
+                (project_id, metric, metric),
+            ).fetchall()
+            rows = conn.execute(
+                "select name, labels::text, last_seen from metrics.list_series(%s, %s, %s::jsonb, %s)",
+                (project_id, metric, json.dumps(found), limit + 1),
+            ).fetchall()
+        series = [SeriesInfo(metric=r[0], labels=json.loads(r[1]), last_seen=r[2]) for r in rows[:limit]]
+        values: dict[str, set[str]] = {}
+        for s in series:
+            for k, v in s.labels.items():
+                values.setdefault(k, set()).add(v)
+        return SeriesResponse(
+            project_id=project_id,
+            metrics=[
+                MetricInfo(name=f[0], kind=f[1], unit=f[2], help=f[3], series=f[4], overflow_points=f[5])
+                for f in families
+            ],
+            series=series,
+            labels={k: sorted(v) for k, v in sorted(values.items())},
+            truncated=len(rows) > limit,
+        )
+
+    # -- scrape tokens ----------------------------------------------------------------------------
+    token_columns = (
+        "id, project_id, name, token_prefix, created_by, created_at, expires_at, revoked_at, last_used_at"
+    )
+
+    @app.get(
+        "/api/metrics/scrape-tokens", tags=["scrape tokens"], response_model=ScrapeTokenList, responses=ERRORS
+    )
+    def list_tokens(who: CallerDep, project_id: UUID) -> ScrapeTokenList:
+        """Tokens of a project (visible to its admins; other members get an empty list)."""
+        with db.caller(who.claims) as conn:
+            visible_project(conn, project_id, who)
+            rows = conn.execute(
+                f"select {token_columns} from metrics.scrape_tokens"
+                " where project_id = %s order by created_at, id",
+                (project_id,),
+            ).fetchall()
+        names = token_columns.split(", ")
+        return ScrapeTokenList(
+            tokens=[ScrapeTokenInfo.model_validate(dict(zip(names, r, strict=True))) for r in rows]
+        )
+
+    @app.post(
+        "/api/metrics/scrape-tokens",
+        tags=["scrape tokens"],
+        status_code=201,
+        response_model=ScrapeTokenCreated,
+        responses={**ERRORS, **NOT_FOUND},
+    )
+    def create_token(who: CallerDep, body: ScrapeTokenCreate) -> ScrapeTokenCreated:
+        """Create a scrape token (project admins, service role). The token is returned only here."""
+        expires = utc(body.expires_at) if body.expires_at else None
+        with db.caller(who.claims) as conn:
+            row = conn.execute(
+                "select id, token, token_prefix, created_at, expires_at"
+                " from metrics.create_scrape_token(%s, %s, %s)",
+                (body.project_id, body.name, expires),
+            ).fetchone()
+        assert row is not None
+        return ScrapeTokenCreated(
+            id=row[0],
+            project_id=body.project_id,
+            name=body.name,
+            token=row[1],
+            token_prefix=row[2],
+            created_at=row[3],
+            expires_at=row[4],
+        )
+
+    @app.delete(
+        "/api/metrics/scrape-tokens/{token_id}",
+        tags=["scrape tokens"],
+        status_code=204,
+        response_class=Response,
+        responses={**ERRORS, **NOT_FOUND},
+    )
+    def revoke_token(who: CallerDep, token_id: UUID) -> Response:
+        """Revoke a token (admins of its project): the next scrape with it gets 401."""
+        with db.caller(who.claims) as conn:
+            row = conn.execute("select metrics.revoke_scrape_token(%s)", (token_id,)).fetchone()
+        if not (row and row[0]):
+            raise ApiError(404, "not_found", "no such token among your projects' tokens")
+        return Response(status_code=204)
+
+    # -- histogram boundaries ---------------------------------------------------------------------
+    @app.get(
+        "/api/metrics/histogram-boundaries",
+        tags=["exposition"],
+        response_model=BoundariesList,
+        responses=ERRORS,
+    )
+    def list_boundaries(who: CallerDep, project_id: UUID) -> BoundariesList:
+        """Configured `le` boundaries of a project's histograms, and the default for the others."""
+        with db.caller(who.claims) as conn:
+            visible_project(conn, project_id, who)
+            default = conn.execute("select metrics.default_histogram_boundaries()").fetchone()
+            rows = conn.execute(
+                "select metric, boundaries, updated_at from metrics.histogram_boundaries"
+                " where project_id = %s order by metric",
+                (project_id,),
+            ).fetchall()
+        return BoundariesList(
+            default=list(default[0]) if default else [],
+            metrics=[
+                Boundaries(project_id=project_id, metric=r[0], boundaries=r[1], updated_at=r[2]) for r in rows
+            ],
+        )
+
+    @app.put(
+        "/api/metrics/histogram-boundaries",
+        tags=["exposition"],
+        response_model=Boundaries,
+        responses=ERRORS,
+    )
+    def put_boundaries(who: CallerDep, body: BoundariesPut) -> Boundaries:
+        """Set a histogram's `le` boundaries (project admins); applies to all data at the next scrape."""
+        with db.caller(who.claims) as conn:
+            problem = conn.execute(
+                "select metrics.boundaries_problem(%s::float8[])", (body.boundaries,)
+            ).fetchone()
+            if problem and problem[0]:
+                raise ApiError(400, "invalid_request", f"boundaries: {problem[0]}")
+            row = conn.execute(
+                "insert into metrics.histogram_boundaries as h (project_id, metric, boundaries)"
+                " values (%s, %s, %s) on conflict (project_id, metric)"
+                " do update set boundaries = excluded.boundaries, updated_at = now()"
+                " returning h.boundaries, h.updated_at",
+                (body.project_id, body.metric, body.boundaries),
+            ).fetchone()
+        assert row is not None
+        return Boundaries(
+            project_id=body.project_id, metric=body.metric, boundaries=row[0], updated_at=row[1]
+        )
+
+    @app.delete(
+        "/api/metrics/histogram-boundaries",
+        tags=["exposition"],
+        status_code=204,
+        response_class=Response,
+        responses={**ERRORS, **NOT_FOUND},
+    )
+    def delete_boundaries(
+        who: CallerDep,
+        project_id: UUID,
+        metric: Annotated[str, Query(min_length=1, max_length=200, pattern=METRIC_NAME)],
+    ) -> Response:
+        """Reset a histogram to the default boundaries (project admins)."""
+        with db.caller(who.claims) as conn:
+            row = conn.execute(
+                "with d as (delete from metrics.histogram_boundaries where project_id = %s and metric = %s"
+                " returning 1) select count(*) from d",
+                (project_id, metric),
+            ).fetchone()
+        if not (row and row[0]):
+            raise ApiError(404, "not_found", "no configured boundaries for that metric among your projects")
+        return Response(status_code=204)
+
+    # -- exposition -------------------------------------------------------------------------------
+    @app.get(
+        "/metrics",
+        tags=["exposition"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text 0.0.4, or OpenMetrics 1.0 when Accept asks for it.",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                },
+            },
+            **ERRORS,
+        },
+        summary="Prometheus / OpenMetrics exposition",
+    )
+    def metrics_endpoint(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(scrape_bearer)],
+        project_id: Annotated[
+            UUID | None, Query(description="Only this project (JWT callers; a scrape token implies it).")
+        ] = None,
+    ) -> Response:
+        header = f"{creds.scheme} {creds.credentials}" if creds else None
+        try:
+            who = credential(header, verifier, allow_scrape_token=True)
+        except UnauthorizedError as exc:
+            raise unauthorized(str(exc)) from exc
+        sql = f"select {exposition.ROW_COLUMNS} from "
+        if isinstance(who, ScrapeToken):
+            with db.caller(ANON_CLAIMS) as conn:
+                rows = conn.execute(sql + "metrics.scrape(%s)", (who.token,)).fetchall()
+        else:
+            with db.caller(who.claims) as conn:
+                rows = conn.execute(sql + "metrics.exposition_rows(%s, true)", (project_id,)).fetchall()
+        body, content_type = exposition.render(exposition.rows_from(rows), request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
+
+    # -- health -----------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"], response_model=Health, responses={503: {"model": Health}})
+    def healthz() -> Any:
+        """Database reachable and every migration this service knows applied (no authentication)."""
+        try:
+            state = db.health()
+        except Exception as exc:
+            log.warning("health check failed: %s", exc)
+            return JSONResponse(
+                Health(
+                    status="down", database="unreachable", migrations="unknown", detail=type(exc).__name__
+                ).model_dump(),
+                status_code=503,
+            )
+        ok = state["migrations"] in ("current", "unknown")
+        health = Health(
+            status="ok" if ok else "degraded",
+            database=state["database"],
+            migrations=state["migrations"],
+            pending=state.get("pending", []),
+            detail=state.get("detail"),
+        )
+        return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,46 @@
+"""Settings of the HTTP service, read from ``MESHHOOK_METRICS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 54330
+
+
+class ApiSettings(BaseSettings):
+    """Where the service listens, how it reaches the database and how it verifies tokens.
+
+    ``database_url`` logs in as a role that may ``SET ROLE`` to ``anon``/``authenticated``/``service_role``
+    (``authenticator`` on Supabase, ``postgres`` on the local stack); every request then runs as its caller.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MESHHOOK_METRICS_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres:postgres@127.0.0.1:54322/postgres",
+        description="DSN of the service's login role (authenticator on Supabase).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Listen address of `meshhook-metrics serve`.")
+    api_port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="Listen port (0: any free port).")
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="The project's JWT secret (HS256). Local stack: read from the state dir."
+    )
+    jwks_url: str | None = Field(default=None, description="JWKS URL for asymmetric (RS256/ES256) tokens.")
+    jwt_audience: str = Field(default="authenticated", description="Required `aud` when a token carries one.")
+    state_dir: Path | None = Field(default=None, description="Local stack state dir (JWT secret source).")
+    pool_min_size: int = Field(default=1, ge=0, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=200)
+    statement_timeout_ms: int = Field(
+        default=15000, ge=100, le=600000, description="Per-request SQL time limit."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Request body limit."
+    )
+    max_query_string: int = Field(default=8192, ge=256, le=65536, description="Query string length limit.")
+    cors_origins: list[str] = Field(
+        default=["http://localhost:5173", "http://127.0.0.1:5173"],
+        description="Origins allowed by CORS (the dashboard's); JSON list in the environment.",
+    )

@@ -1,0 +1,68 @@
+"""schemathesis against the published OpenAPI spec with a valid token: no 5xx, responses match the schema."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+
+from meshhook_rt_metrics.api import ApiSettings
+from tests.api.conftest import ApiServer, Seed, World
+
+MAX_QUERY_STRING = ApiSettings.model_fields["max_query_string"].default
+
+
+@pytest.fixture(scope="module")
+def api_schema(api: ApiServer) -> Any:
+    return schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schemathesis.check
+def negative_data_rejection_or_414(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Schema-violating requests must be rejected; 414 (query string over the limit) is a rejection too."""
+    if response.status_code == 414:
+        return True
+    return negative_data_rejection(ctx, response, case)
+
+
+def _aim_at_project_a(case: Any, world: World) -> None:
+    """Valid uuids are pointed at the caller's project half of the time, so the 200 paths run too."""
+    for container in (case.query, case.body):
+        if isinstance(container, dict) and isinstance(container.get("project_id"), str):
+            try:
+                uuid.UUID(container["project_id"])
+            except ValueError:
+                continue
+            if hash(container["project_id"]) % 2 == 0:
+                container["project_id"] = str(world.project_a)
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_openapi(case: Any, world: World, seeded: Seed) -> None:
+    _aim_at_project_a(case, world)
+    headers = {"Authorization": f"Bearer {world.token(world.admin_a)}"}
+    if len(urlencode(case.query or {}, doseq=True)) > MAX_QUERY_STRING:
+        # over the service's limit: 414, or the HTTP server refuses the request line before the app sees it
+        try:
+            response = case.call(headers=headers)
+        except requests.ConnectionError:
+            return
+        assert response.status_code in (400, 414), response.status_code
+        return
+    # positive_data_acceptance is left out on purpose: some rules belong to the data plane and cannot be
+    # written as JSON Schema (from < to, ranges <= 400 days, a regex that compiles); they answer 400
+    case.call_and_validate(
+        headers=headers,
+        excluded_checks=[positive_data_acceptance, negative_data_rejection],
+        additional_checks=[negative_data_rejection_or_414],
+    )
