@@ -1,1 +1,0 @@
-"""MeshHook real-time metrics."""
