@@ -101,23 +101,21 @@ class LocalStack:
         """The metrics API's port, chosen once per state dir (54330 when free): a stable METRICS_API_URL."""
         from meshhook_rt_metrics.api.settings import DEFAULT_PORT as API_PORT
 
-        path = self.state_dir / "api" / "port"
-        if path.exists():
-            return int(path.read_text().strip())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        port = free_port(API_PORT)
-        path.write_text(f"{port}\n")
-        return port
+        return self._sticky_port("api", API_PORT)
 
     # -- gateway --------------------------------------------------------------------------------
     @property
     def gateway_port(self) -> int:
         """The gateway's port, chosen once per state dir (54321 when free) so that SUPABASE_URL is stable."""
-        path = self.state_dir / "gateway" / "port"
+        return self._sticky_port("gateway", GATEWAY_PORT)
+
+    def _sticky_port(self, service: str, preferred: int) -> int:
+        """A service's port, chosen once per state dir (``preferred`` when free) and kept across restarts."""
+        path = self.state_dir / service / "port"
         if path.exists():
             return int(path.read_text().strip())
         path.parent.mkdir(parents=True, exist_ok=True)
-        port = free_port(GATEWAY_PORT)
+        port = free_port(preferred)
         path.write_text(f"{port}\n")
         return port
 
