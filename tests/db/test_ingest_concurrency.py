@@ -1,0 +1,136 @@
+"""Concurrent ingest: parallel batches, racing resends and racing new series keep exact totals and the quota."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from tests.support import TestDatabase, batch, counter, ingest
+
+
+def _run_in_threads(url: str, jobs: list[list[dict[str, Any]]]) -> list[str]:
+    """Each job list is sent by its own connection, all starting together; returns every status."""
+    statuses: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def worker(payloads: list[dict[str, Any]]) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                start.wait()
+                for payload in payloads:
+                    status = ingest(conn, payload)["status"]
+                    with lock:
+                        statuses.append(status)
+        except BaseException as exc:  # surfaced below: a thread must not fail silently
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return statuses
+
+
+def test_racing_resends_are_applied_once_and_totals_stay_exact(db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    rng = random.Random(5)
+    batches = [
+        batch(
+            project,
+            [counter("jobs_total", float(i % 7 + 1), {"queue": f"q{i % 3}"})],
+            source=f"w{i % 4}",
+            batch_id=str(i),
+        )
+        for i in range(60)
+    ]
+    # four connections each send every batch, in their own order: each batch races three resends of itself
+    jobs = [rng.sample(batches, k=len(batches)) for _ in range(4)]
+    statuses = Counter(_run_in_threads(db.url, jobs))
+    assert statuses == {"accepted": 60, "duplicate": 180}
+    with psycopg.connect(db.url) as conn:
+        total = conn.execute(
+            "select sum(sum), sum(count) from metrics.rollup_1m where project_id = %s", (project,)
+        ).fetchone()
+        points = conn.execute(
+            "select count(*) from metrics.points where project_id = %s", (project,)
+        ).fetchone()
+    assert total == (float(sum(i % 7 + 1 for i in range(60))), 60)
+    assert points == (60,)
+
+
+def test_racing_new_series_respect_the_quota_and_lose_nothing(db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("insert into metrics.projects (id, series_quota) values (%s, 25)", (project,))
+    # four connections each create 20 distinct series at once: 80 wanted, 25 allowed
+    jobs = [
+        [
+            batch(
+                project,
+                [counter("hits_total", 1, {"path": f"/w{w}/p{i}"}) for i in range(20)],
+                source=f"w{w}",
+                batch_id="1",
+            )
+        ]
+        for w in range(4)
+    ]
+    assert _run_in_threads(db.url, jobs) == ["accepted"] * 4
+    with psycopg.connect(db.url) as conn:
+        regular = conn.execute(
+            "select count(*) from metrics.series where project_id = %s and not labels ? '__overflow__'",
+            (project,),
+        ).fetchone()
+        overflow = conn.execute(
+            "select f.overflow_points, (select count(*) from metrics.series s where s.project_id = f.project_id"
+            " and s.labels ? '__overflow__') from metrics.families f where f.project_id = %s",
+            (project,),
+        ).fetchone()
+        total = conn.execute(
+            "select sum(sum) from metrics.rollup_1m where project_id = %s", (project,)
+        ).fetchone()
+    assert regular == (25,)
+    assert overflow == (55, 1), "one overflow series holds the 55 points over the quota"
+    assert total == (80.0,), "nothing is dropped"
+
+
+def test_racing_first_batches_cannot_give_a_metric_two_kinds(db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("insert into metrics.projects (id) values (%s)", (project,))
+    counter_batch = batch(project, [counter("mixed", 1, {"a": "1"})], source="c", batch_id="1")
+    gauge_batch = batch(
+        project,
+        [{**counter("mixed", 1, {"a": "2"}), "kind": "gauge", "min": 1, "max": 1, "last": 1}],
+        source="g",
+        batch_id="1",
+    )
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def send(payload: dict[str, Any]) -> None:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            start.wait()
+            try:
+                outcomes.append(ingest(conn, payload)["status"])
+            except psycopg.errors.InvalidParameterValue as exc:
+                outcomes.append(str(exc.diag.message_primary))
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in (counter_batch, gauge_batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes)[0] == "accepted"
+    assert "points[0].kind: metric mixed is a" in sorted(outcomes)[1]
+    with psycopg.connect(db.url) as conn:
+        kinds = conn.execute("select kind from metrics.families where project_id = %s", (project,)).fetchall()
+    assert len(kinds) == 1
