@@ -262,11 +262,11 @@ def token(
         try:
             with psycopg.connect(db_url or stack.database_url) as conn, conn.transaction():
                 conn.execute(
-                    "delete from metrics.project_members where project_id = %s and user_id = %s",
-                    (project_id, user_id),
+                    "insert into metrics.projects (id) values (%s) on conflict do nothing", (project_id,)
                 )
                 conn.execute(
-                    "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)",
+                    "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)"
+                    " on conflict (project_id, user_id) do update set role = excluded.role",
                     (project_id, user_id, role.value),
                 )
         except (psycopg.Error, PostgresError) as exc:

@@ -42,7 +42,7 @@ declare
   v_cfg metrics.config;
   v_minute_retention interval;
   v_step interval := p_step;
-  v_hourly boolean;
+  v_split timestamptz;
   v_q double precision;
   v_agg text := lower(p_agg);
   v_kind text;
@@ -107,8 +107,17 @@ begin
     end if;
   end if;
   -- hours when the step is whole hours and those hours are complete, or when minutes are gone already
-  v_hourly := (extract(epoch from v_step)::bigint % 3600 = 0 and p_to <= metrics.hours_complete_until())
-    or p_from < now() - v_minute_retention;
+  -- [p_from, v_split) is read from hourly rollups, [v_split, p_to) from minutes: hours for whole-hour steps
+  -- as far as they are complete, everything from hours when the range starts beyond minute retention
+  v_split := case
+    when p_from < now() - v_minute_retention then p_to
+    when extract(epoch from v_step)::bigint % 3600 = 0
+      then greatest(p_from, least(p_to, metrics.hours_complete_until()))
+    else p_from
+  end;
+  if v_split > p_from and v_split < p_to and extract(epoch from v_split)::bigint % 3600 <> 0 then
+    v_split := p_from;  -- a split inside an hour would count that hour twice
+  end if;
 
   return query
   with chosen as (
@@ -120,18 +129,23 @@ begin
     where s.project_id = p_project_id and s.name = p_metric and metrics.series_matches(s.labels, p_matchers)
   ),
   rows as (
+    -- per series, a range scan of the rollup's primary key (series_id, bucket)
     select c.out_labels, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_ts, r.sketch
-    from chosen c join metrics.rollup_1m r on r.series_id = c.id
-    where not v_hourly and r.project_id = p_project_id and r.bucket >= p_from and r.bucket < p_to
-    union all
-    select c.out_labels, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_ts, r.sketch
-    from chosen c join metrics.rollup_1h r on r.series_id = c.id
-    where v_hourly and r.project_id = p_project_id and r.bucket >= p_from and r.bucket < p_to
+    from chosen c
+    cross join lateral (
+      select h.bucket, h.count, h.sum, h.min, h.max, h.last, h.last_ts, h.sketch
+      from metrics.rollup_1h h
+      where h.series_id = c.id and h.bucket >= p_from and h.bucket < v_split
+      union all
+      select m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
+      from metrics.rollup_1m m
+      where m.series_id = c.id and m.bucket >= v_split and m.bucket < p_to
+    ) as r
   ),
   stepped as (
     select x.out_labels, pg_catalog.date_bin(v_step, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
       sum(x.count) as count, sum(x.sum) as sum, min(x.min) as min, max(x.max) as max,
-      (pg_catalog.array_agg(x.last order by x.last_ts desc, x.last desc) filter (where x.last_ts is not null))[1] as last,
+      (max(array[extract(epoch from x.last_ts)::double precision, x.last]) filter (where x.last_ts is not null))[2] as last,
       case when v_agg = 'quantile' then metrics.sketch_union(x.sketch) end as sketch
     from rows x
     group by x.out_labels, pg_catalog.date_bin(v_step, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
@@ -154,7 +168,8 @@ $$;
 comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
   'Series of one metric over [p_from, p_to): label matchers [{"label","op","value"}], step (default: '
   '~300 points), aggregation rate|sum|avg|min|max|last|count|pNN|quantile(q); p_by merges series by those '
-  'labels (empty array: all into one). Minute rollups, or hour rollups for hour steps and old ranges. '
+  'labels (empty array: all into one). Whole-hour steps read hourly rollups for the complete hours and '
+  'minutes for the rest; ranges starting beyond minute retention read hours only. '
   'Runs as the caller, so row-level security applies.';
 
 grant execute on function metrics.series_matches(jsonb, jsonb), metrics.hours_complete_until(),

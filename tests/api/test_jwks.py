@@ -12,11 +12,10 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from meshhook_rt_metrics.api.auth import TokenVerifier, UnauthorizedError
 from tests.api.conftest import SECRET
-
-rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
 
 
 @pytest.fixture(scope="module")

@@ -181,3 +181,22 @@ def test_bad_queries_get_clear_errors(
             span=args.get("span", (0, 180)),
         )
     assert str(raised.value.diag.message_primary).startswith(message)
+
+
+def test_hour_steps_read_complete_hours_from_hourly_rollups_and_the_tail_from_minutes(
+    conn: psycopg.Connection[Any],
+) -> None:
+    now = time.time()
+    ingest(conn, batch(PROJECT, [counter("tail_total", 5, ts=MINUTE + 60), counter("tail_total", 7, ts=now)]))
+    conn.execute("select metrics.maintain()")
+    conn.execute(
+        "update metrics.rollup_1h set sum = sum * 1000 where series_id in"
+        " (select id from metrics.series where name = 'tail_total')"
+    )  # mark: which table answered?
+    rows = conn.execute(
+        "select extract(epoch from ts)::bigint, value from metrics.query(%s, 'tail_total', to_timestamp(%s),"
+        " now() + interval '1 minute', '[]', interval '1 hour', 'sum') order by 1",
+        (PROJECT, MINUTE),
+    ).fetchall()
+    assert rows[0] == (MINUTE, 5000.0), "the complete hour comes from the hourly rollup"
+    assert rows[-1][1] == 7.0, "the current hour comes from minutes"
