@@ -18,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -162,6 +163,35 @@ class LimitsMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query_parameters(request: Request) -> None:
+    """422 for query parameters the route does not declare: a typo (``stp=1m``) must not be silently ignored."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(key for key in request.query_params if key not in known)
+    if unknown:
+        details = [
+            ErrorDetail(loc=["query", key], message="unknown query parameter", type="extra_forbidden")
+            for key in unknown[:20]
+        ]
+        raise ApiError(
+            422,
+            "validation_failed",
+            "invalid request: unknown query parameter " + ", ".join(unknown[:5]),
+            details=details,
+        )
+
+
 def create_app(  # noqa: PLR0915 (the routes are closures over the app's database)
     settings: ApiSettings | None = None,
     *,
@@ -192,6 +222,7 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         "Every query runs in PostgreSQL as the caller, so row-level security decides what anyone sees.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.database = db
     app.state.verifier = verifier

@@ -162,3 +162,13 @@ def test_nul_characters_are_400_not_500(client: httpx.Client, world: World, seed
         headers=world.headers(world.admin_a),
     )
     assert response.status_code == 400, response.text
+
+
+def test_unknown_query_parameters_are_rejected_not_ignored(
+    client: httpx.Client, world: World, seeded: Seed
+) -> None:
+    """A typo such as ``stp=`` must not silently give a different answer."""
+    response = query(client, world, seeded, agg="sum", stp="1m")
+    assert response.status_code == 422
+    body = response.json()
+    assert "stp" in body["message"] and body["details"][0]["loc"] == ["query", "stp"]
