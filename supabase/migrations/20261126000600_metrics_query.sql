@@ -43,6 +43,7 @@ declare
   v_minute_retention interval;
   v_step interval := p_step;
   v_split timestamptz;
+  v_ids bigint[];
   v_q double precision;
   v_agg text := lower(p_agg);
   v_kind text;
@@ -119,50 +120,58 @@ begin
     v_split := p_from;  -- a split inside an hour would count that hour twice
   end if;
 
-  return query
-  with chosen as (
-    select s.id, s.labels,
-      case when p_by is null then s.labels
-        else coalesce((select pg_catalog.jsonb_object_agg(k, s.labels -> k) from pg_catalog.unnest(p_by) k where s.labels ? k), '{}'::jsonb)
+  -- the chosen series first (a handful or thousands), then one index scan per rollup table over all of them
+  select pg_catalog.array_agg(s.id) into v_ids
+  from metrics.series s
+  where s.project_id = p_project_id and s.name = p_metric and metrics.series_matches(s.labels, p_matchers);
+
+  -- planned per call (not a cached generic plan): a handful of series wants index scans, thousands a scan
+  return query execute $q$
+  with chosen as materialized (  -- the output labels once per series, not once per row
+    select s.id,
+      case when $2 is null then s.labels
+        else coalesce((select pg_catalog.jsonb_object_agg(k, s.labels -> k) from pg_catalog.unnest($2) k where s.labels ? k), '{}'::jsonb)
       end as out_labels
     from metrics.series s
-    where s.project_id = p_project_id and s.name = p_metric and metrics.series_matches(s.labels, p_matchers)
+    where s.id = any($1)
   ),
   rows as (
-    -- per series, a range scan of the rollup's primary key (series_id, bucket)
     select c.out_labels, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_ts, r.sketch
-    from chosen c
-    cross join lateral (
-      select h.bucket, h.count, h.sum, h.min, h.max, h.last, h.last_ts, h.sketch
+    from (
+      select h.series_id, h.bucket, h.count, h.sum, h.min, h.max, h.last, h.last_ts, h.sketch
       from metrics.rollup_1h h
-      where h.series_id = c.id and h.bucket >= p_from and h.bucket < v_split
+      where h.series_id = any($1) and h.bucket >= $3 and h.bucket < $4
       union all
-      select m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
+      select m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
       from metrics.rollup_1m m
-      where m.series_id = c.id and m.bucket >= v_split and m.bucket < p_to
+      where m.series_id = any($1) and m.bucket >= $4 and m.bucket < $5
     ) as r
+    join chosen c on c.id = r.series_id
   ),
   stepped as (
-    select x.out_labels, pg_catalog.date_bin(v_step, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
+    select x.out_labels, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
       sum(x.count) as count, sum(x.sum) as sum, min(x.min) as min, max(x.max) as max,
-      (max(array[extract(epoch from x.last_ts)::double precision, x.last]) filter (where x.last_ts is not null))[2] as last,
-      case when v_agg = 'quantile' then metrics.sketch_union(x.sketch) end as sketch
+      -- FILTER, not CASE: an aggregate under CASE still runs for every row; these only run when asked for
+      (max(array[extract(epoch from x.last_ts)::double precision, x.last])
+        filter (where $7 = 'last' and x.last_ts is not null))[2] as last,
+      metrics.sketch_union(x.sketch) filter (where $7 = 'quantile') as sketch
     from rows x
-    group by x.out_labels, pg_catalog.date_bin(v_step, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
+    group by x.out_labels, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
   )
-  select st.out_labels, st.step_ts, case v_agg
-      when 'rate' then (case when v_kind = 'counter' then st.sum else st.count::double precision end)
-        / extract(epoch from v_step)::double precision
+  select st.out_labels, st.step_ts, case $7
+      when 'rate' then (case when $8 = 'counter' then st.sum else st.count::double precision end)
+        / extract(epoch from $6)::double precision
       when 'sum' then st.sum
       when 'avg' then st.sum / nullif(st.count, 0)
       when 'min' then st.min
       when 'max' then st.max
       when 'last' then st.last
       when 'count' then st.count::double precision
-      when 'quantile' then metrics.sketch_quantile(st.sketch, v_q, st.min, st.max)
+      when 'quantile' then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
     end
   from stepped st
-  order by st.out_labels, st.step_ts;
+  order by st.out_labels, st.step_ts
+  $q$ using v_ids, p_by, p_from, v_split, p_to, v_step, v_agg, v_kind, v_q;
 end
 $$;
 comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
