@@ -68,6 +68,22 @@ $$;
 comment on function metrics.sketch_merge(jsonb, jsonb) is
   'Exact merge of two sketches (bucket counts add); null is the empty sketch.';
 
+create function metrics.later_last(
+  p_last double precision, p_last_ts timestamptz, p_next double precision, p_next_ts timestamptz
+)
+returns double precision
+language sql immutable parallel safe set search_path = ''
+as $$
+  -- the value of the later timestamp; ties go to the larger value, so the merge order never matters
+  select case
+    when p_next_ts is null then p_last
+    when p_last_ts is null or (p_next_ts, p_next) > (p_last_ts, p_last) then p_next
+    else p_last
+  end
+$$;
+comment on function metrics.later_last(double precision, timestamptz, double precision, timestamptz) is
+  'Merge rule of a "last" value: the one with the later timestamp, ties to the larger (order-independent).';
+
 create function metrics.sketch_accumulate(p_state jsonb, p_next jsonb)
 returns jsonb
 language sql immutable strict parallel safe set search_path = ''
@@ -183,6 +199,7 @@ grant execute on function
   metrics.sketch_key(double precision), metrics.sketch_value(integer),
   metrics.sketch_store_merge(jsonb, jsonb), metrics.sketch_merge(jsonb, jsonb), metrics.sketch_accumulate(jsonb, jsonb),
   metrics.sketch_union(jsonb),
+  metrics.later_last(double precision, timestamptz, double precision, timestamptz),
   metrics.sketch_from_values(double precision[]), metrics.sketch_count(jsonb),
   metrics.sketch_quantile(jsonb, double precision, double precision, double precision),
   metrics.sketch_quantiles(jsonb, double precision[], double precision, double precision)

@@ -196,11 +196,7 @@ begin
     sum = r.sum + excluded.sum,
     min = least(r.min, excluded.min),
     max = greatest(r.max, excluded.max),
-    last = case
-      when excluded.last_ts is null then r.last
-      when r.last_ts is null or (excluded.last_ts, excluded.last) > (r.last_ts, r.last) then excluded.last
-      else r.last
-    end,
+    last = metrics.later_last(r.last, r.last_ts, excluded.last, excluded.last_ts),
     last_ts = greatest(r.last_ts, excluded.last_ts),
     sketch = metrics.sketch_merge(r.sketch, excluded.sketch),
     updated_at = now();

@@ -42,11 +42,7 @@ begin
   on conflict (series_id) do update set
     count = t.count + excluded.count,
     sum = t.sum + excluded.sum,
-    last = case
-      when excluded.last_ts is null then t.last
-      when t.last_ts is null or (excluded.last_ts, excluded.last) > (t.last_ts, t.last) then excluded.last
-      else t.last
-    end,
+    last = metrics.later_last(t.last, t.last_ts, excluded.last, excluded.last_ts),
     last_ts = greatest(t.last_ts, excluded.last_ts),
     sketch = metrics.sketch_merge(t.sketch, excluded.sketch),
     updated_at = now();

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
 
 from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys
 
@@ -55,3 +58,17 @@ class GatewayConfig:
     @property
     def database_name(self) -> str:
         return str(conninfo_to_dict(self.db_url).get("dbname") or "postgres")
+
+
+def connection_pool(url: str, name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """A gateway pool: autocommit connections named ``name``, opened by the app, checked before each use."""
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=10,
+        open=False,
+        timeout=10.0,
+        kwargs={"autocommit": True, "application_name": name},
+        name=name,
+        check=AsyncConnectionPool.check_connection,  # a restarted database costs no failed request
+    )

@@ -16,12 +16,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshhook_rt_metrics.localstack.gateway.auth import AuthFailure, authenticate
-from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig
+from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig, connection_pool
 from meshhook_rt_metrics.localstack.gateway.keys import Claims
 
 log = logging.getLogger(__name__)
@@ -206,16 +206,7 @@ class DataApi:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            config.authenticator_url,
-            min_size=1,
-            max_size=10,
-            open=False,
-            timeout=10.0,
-            kwargs={"autocommit": True, "application_name": "meshhook-gateway-rest"},
-            name="gateway-rest",
-            check=AsyncConnectionPool.check_connection,  # a restarted database costs no failed request
-        )
+        self.pool = connection_pool(config.authenticator_url, "meshhook-gateway-rest")
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from meshhook_rt_metrics.localstack.gateway.auth import AuthFailure, authenticate
-from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig
+from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig, connection_pool
 from meshhook_rt_metrics.localstack.gateway.keys import TokenError
 from meshhook_rt_metrics.localstack.gateway.realtime import authz
 from meshhook_rt_metrics.localstack.gateway.realtime.feed import DatabaseFeed, slot_name_for
@@ -35,16 +34,7 @@ class RealtimeService:
         self.config = config
         self.hub = Hub(config.replay_grace)
         self.slot = config.slot_name or slot_name_for(config.database_name)
-        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            config.db_url,
-            min_size=1,
-            max_size=10,
-            open=False,
-            timeout=10.0,
-            kwargs={"autocommit": True, "application_name": "meshhook-gateway-realtime"},
-            name="gateway-realtime",
-            check=AsyncConnectionPool.check_connection,  # a restarted database costs no failed request
-        )
+        self.pool = connection_pool(config.db_url, "meshhook-gateway-realtime")
         self.feed = DatabaseFeed(config.db_url, self.slot, self.hub.from_database, config.poll_interval)
         self.runtime = Runtime(
             keys=config.keys,
