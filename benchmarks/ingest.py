@@ -6,7 +6,10 @@ concurrent connections, so the ratio does not depend on the machine:
 - ingest: ``select metrics.ingest(batch)`` per batch (validation, series look-up, ledger, raw points,
   the statement triggers: minute rollups, cumulative totals and the coalesced live publish);
 - COPY: ``COPY ... FROM STDIN`` of the same points as rows with the columns of ``metrics.points``, into a
-  plain table without index, trigger, partitioning or row-level security.
+  plain table without index, trigger, partitioning or row-level security;
+- floor: the same COPY plus, in the same transaction, an upsert of the batch into per-minute
+  count/sum/min/max rows: the least a design that merges every ingest statement into minute rollups must
+  do, without parsing, validation, sketches, totals or publish. Its ratio to COPY bounds the ingest ratio.
 
 Payloads are serialised before timing: only the database work and the wire are measured. Each batch is
 its own transaction (autocommit) for both. Goal of issue 2: >= 100,000 points/s and >= 0.5 of COPY.
@@ -56,6 +59,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_POINTS_PER_SECOND = 100_000
 GOAL_RATIO = 0.5
 COPY_TABLE = "public.bench_ingest_copy"
+FLOOR_TABLE = "public.bench_ingest_floor_points"
+FLOOR_ROLLUP = "public.bench_ingest_floor_rollup"
 SERVER_SETTINGS = (
     "server_version",
     "fsync",
@@ -348,6 +353,24 @@ def copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int]) -> int:
     return n
 
 
+def floor_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -> int:
+    """The least any design with per-statement minute rollups must do: COPY the raw rows, then merge
+    them into per-minute count/sum/min/max rows (no parsing, validation, sketches, totals or publish)."""
+    data, n, source, batch_id = job
+    with conn.transaction(), conn.cursor() as cur:
+        with cur.copy(f"copy {FLOOR_TABLE} from stdin") as copy:
+            copy.write(data)
+        cur.execute(
+            f"insert into {FLOOR_ROLLUP} as r (series_id, bucket, count, sum, min, max)"
+            " select series_id, date_trunc('minute', ts), sum(count), sum(sum), min(min), max(max)"
+            f" from {FLOOR_TABLE} where source = %s and batch_id = %s group by 1, 2 order by 1, 2"
+            " on conflict (series_id, bucket) do update set count = r.count + excluded.count,"
+            " sum = r.sum + excluded.sum, min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)",
+            (source, batch_id),
+        )
+    return n
+
+
 def server_facts(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for name in SERVER_SETTINGS:
@@ -403,6 +426,7 @@ class Outcome:
     cold_seconds: float
     ingest: Phase
     copy: Phase
+    floor: Phase
     messages: int
 
 
@@ -449,7 +473,7 @@ def build_workload(settings: Settings) -> Workload:
 
 
 def measure(url: str, settings: Settings, work: Workload) -> Outcome:
-    """Cold first batch, then the timed ingest phase, then the timed COPY phase of the same points."""
+    """Cold first batch, then the timed ingest, COPY and floor phases over the same points."""
     with psycopg.connect(url, autocommit=True) as conn:
         facts = server_facts(conn)
         say(
@@ -467,8 +491,7 @@ def measure(url: str, settings: Settings, work: Workload) -> Outcome:
                 "select id, name, labels from metrics.series where project_id = %s", (work.project,)
             )
         }
-        conn.execute(f"drop table if exists {COPY_TABLE}")
-        conn.execute(f"create table {COPY_TABLE} (like metrics.points)")
+        create_scratch_tables(conn)
     copies = [(copy_text(work.project, pts, series_ids, s, i), len(pts)) for s, i, pts in work.batches]
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -481,6 +504,12 @@ def measure(url: str, settings: Settings, work: Workload) -> Outcome:
             f"on {settings.workers} connection(s)"
         )
         copy = run_phase("copy", url, copies[1:], settings.workers, copy_job, every)
+        say(
+            "floor:  the same COPY plus a per-minute count/sum/min/max upsert in the same transaction "
+            "(what any per-statement rollup design must at least do)"
+        )
+        floors = [(data, n, s, i) for (data, n), (s, i, _) in zip(copies, work.batches, strict=True)]
+        floor = run_phase("floor", url, floors[1:], settings.workers, floor_job, every)
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
                 "select (select coalesce(sum(count), 0) from metrics.rollup_1m where project_id = %(p)s),"
@@ -490,11 +519,28 @@ def measure(url: str, settings: Settings, work: Workload) -> Outcome:
             ).fetchone()
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"drop table if exists {COPY_TABLE}")
+            drop_scratch_tables(conn)
     assert row is not None
     if int(row[0]) != int(row[1]):
         raise RuntimeError(f"rollups hold {row[0]} events, raw points {row[1]}")
-    return Outcome(facts, cold, ingest, copy, int(row[2]))
+    return Outcome(facts, cold, ingest, copy, floor, int(row[2]))
+
+
+def create_scratch_tables(conn: psycopg.Connection[Any]) -> None:
+    """The COPY target (like metrics.points, no index) and the floor phase's points and minute rollups."""
+    drop_scratch_tables(conn)
+    conn.execute(f"create table {COPY_TABLE} (like metrics.points)")
+    conn.execute(f"create table {FLOOR_TABLE} (like metrics.points)")
+    conn.execute(
+        f"create table {FLOOR_ROLLUP} (series_id bigint, bucket timestamptz, count bigint not null,"
+        " sum double precision not null, min double precision, max double precision,"
+        " primary key (series_id, bucket)) with (fillfactor = 70)"
+    )
+
+
+def drop_scratch_tables(conn: psycopg.Connection[Any]) -> None:
+    for table in (COPY_TABLE, FLOOR_TABLE, FLOOR_ROLLUP):
+        conn.execute(f"drop table if exists {table}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,10 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()[0]
 
     ratio = out.ingest.rate / out.copy.rate if out.copy.rate else math.nan
+    floor_ratio = out.floor.rate / out.copy.rate if out.copy.rate else math.nan
     say("")
     say(f"ingest  {out.ingest.rate:>12,.0f} points/s  (goal >= {GOAL_POINTS_PER_SECOND:,})")
     say(f"COPY    {out.copy.rate:>12,.0f} points/s")
     say(f"ratio   {ratio:>12.3f}  (goal >= {GOAL_RATIO})")
+    say(
+        f"floor   {out.floor.rate:>12,.0f} points/s, ratio {floor_ratio:.3f}: COPY + minute upsert only, "
+        "the ceiling of any design that rolls up per statement"
+    )
     say(f"live messages published during the run: {out.messages}; rollups verified against raw points")
     say(f"load average (1 min) before/after: {load_before:.2f}/{load_after:.2f} on {os.cpu_count()} CPUs")
 
@@ -532,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": out.ingest.summary(),
         "copy": out.copy.summary(),
         "ratio": round(ratio, 4),
+        "floor": out.floor.summary(),
+        "floor_ratio": round(floor_ratio, 4),
         "live_messages": out.messages,
         "load_average_1m": {"before": load_before, "after": load_after},
         "goals": {

@@ -207,19 +207,33 @@ as $$
 declare
   v_project uuid;
 begin
-  with cells as materialized (
-    -- every histogram bucket of the statement, summed per series, minute, store and key
-    select n.series_id, pg_catalog.date_trunc('minute', n.ts) as bucket, b.store, b.key, sum(b.cnt) as cnt
+  with minutes as materialized (
+    select n.project_id, n.series_id, pg_catalog.date_trunc('minute', n.ts) as bucket, sum(n.count) as count,
+      sum(n.sum) as sum, min(n.min) as min, max(n.max) as max,
+      -- the last value: latest timestamp, ties to the larger value (array comparison, no per-group sort)
+      (max(array[extract(epoch from n.ts)::double precision, n.last]) filter (where n.last is not null))[2] as last,
+      max(n.ts) filter (where n.last is not null) as last_ts,
+      sum((n.sketch ->> 'z')::bigint)::bigint as zeros,
+      count(n.sketch) as sketches,
+      (pg_catalog.array_agg(n.sketch) filter (where n.sketch is not null))[1] as first_sketch
     from new_points n
+    group by 1, 2, 3
+  ),
+  cells as materialized (
+    -- the buckets of minutes with more than one sketch (a worker sends one point per series per flush, so
+    -- usually none), summed per series, minute, store and key
+    select n.series_id, m.bucket, b.store, b.key, sum(b.cnt) as cnt
+    from new_points n
+    join minutes m on m.series_id = n.series_id and m.bucket = pg_catalog.date_trunc('minute', n.ts)
     cross join lateral (
       select 'p' as store, t.k as key, t.c::bigint as cnt from pg_catalog.jsonb_each_text(n.sketch -> 'p') as t (k, c)
       union all
       select 'n', t.k, t.c::bigint from pg_catalog.jsonb_each_text(n.sketch -> 'n') as t (k, c)
     ) as b
-    where n.sketch is not null
+    where n.sketch is not null and m.sketches > 1
     group by 1, 2, 3, 4
   ),
-  minute_cells as materialized (
+  merged_cells as (
     select s.series_id, s.bucket, pg_catalog.jsonb_object_agg(s.store, s.buckets) as cells
     from (
       select c.series_id, c.bucket, c.store, pg_catalog.jsonb_object_agg(c.key, c.cnt) as buckets
@@ -227,24 +241,20 @@ begin
     ) as s
     group by 1, 2
   ),
-  minutes as materialized (
-    select n.project_id, n.series_id, pg_catalog.date_trunc('minute', n.ts) as bucket, sum(n.count) as count,
-      sum(n.sum) as sum, min(n.min) as min, max(n.max) as max,
-      -- the last value: latest timestamp, ties to the larger value (array comparison, no per-group sort)
-      (max(array[extract(epoch from n.ts)::double precision, n.last]) filter (where n.last is not null))[2] as last,
-      max(n.ts) filter (where n.last is not null) as last_ts,
-      sum((n.sketch ->> 'z')::bigint)::bigint as zeros,
-      bool_or(n.sketch is not null) as has_sketch
-    from new_points n
-    group by 1, 2, 3
+  minute_rows as materialized (
+    select m.project_id, m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts,
+      case
+        when m.sketches = 1 then metrics.sketch_from_cells(m.zeros, m.first_sketch)
+        when m.sketches > 1 then metrics.sketch_from_cells(m.zeros, mc.cells)
+      end as sketch
+    from minutes m
+    left join merged_cells mc on mc.series_id = m.series_id and mc.bucket = m.bucket
   ),
   rolled as (
     -- rows in key order, so concurrent statements lock shared rollup rows in the same order
     insert into metrics.rollup_1m as r (project_id, series_id, bucket, count, sum, min, max, last, last_ts, sketch)
-    select m.project_id, m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts,
-      case when m.has_sketch then metrics.sketch_from_cells(m.zeros, mc.cells) end
-    from minutes m
-    left join minute_cells mc on mc.series_id = m.series_id and mc.bucket = m.bucket
+    select m.project_id, m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
+    from minute_rows m
     order by m.series_id, m.bucket
     on conflict (series_id, bucket) do update set
       count = r.count + excluded.count,
@@ -261,9 +271,8 @@ begin
     (max(array[extract(epoch from m.last_ts)::double precision, m.last]) filter (where m.last_ts is not null))[2],
     max(m.last_ts),
     -- most series have one minute per statement: sketch_union (strict) then takes that sketch as is
-    metrics.sketch_union(case when m.has_sketch then metrics.sketch_from_cells(m.zeros, mc.cells) end)
-  from minutes m
-  left join minute_cells mc on mc.series_id = m.series_id and mc.bucket = m.bucket
+    metrics.sketch_union(m.sketch)
+  from minute_rows m
   group by m.series_id, m.project_id
   order by m.series_id
   on conflict (series_id) do update set
