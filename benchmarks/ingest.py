@@ -9,7 +9,9 @@ concurrent connections, so the ratio does not depend on the machine:
   plain table without index, trigger, partitioning or row-level security;
 - floor: the same COPY plus, in the same transaction, an upsert of the batch into per-minute
   count/sum/min/max rows: the least a design that merges every ingest statement into minute rollups must
-  do, without parsing, validation, sketches, totals or publish. Its ratio to COPY bounds the ingest ratio.
+  do, without parsing, validation, sketches, totals or publish. Its ratio to COPY bounds the ingest ratio;
+- floor+: the floor plus one aggregate summing the batch's histogram sketch buckets per series, minute
+  and key (the least per-point sketch work, wherever a design does it).
 
 Payloads are serialised before timing: only the database work and the wire are measured. Each batch is
 its own transaction (autocommit) for both. Goal of issue 2: >= 100,000 points/s and >= 0.5 of COPY.
@@ -360,15 +362,36 @@ def floor_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -
     with conn.transaction(), conn.cursor() as cur:
         with cur.copy(f"copy {FLOOR_TABLE} from stdin") as copy:
             copy.write(data)
-        cur.execute(
-            f"insert into {FLOOR_ROLLUP} as r (series_id, bucket, count, sum, min, max)"
-            " select series_id, date_trunc('minute', ts), sum(count), sum(sum), min(min), max(max)"
-            f" from {FLOOR_TABLE} where source = %s and batch_id = %s group by 1, 2 order by 1, 2"
-            " on conflict (series_id, bucket) do update set count = r.count + excluded.count,"
-            " sum = r.sum + excluded.sum, min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)",
-            (source, batch_id),
-        )
+        cur.execute(FLOOR_UPSERT, (source, batch_id))
     return n
+
+
+def floor_sketch_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -> int:
+    """The floor plus summing the batch's histogram buckets per series, minute and key: the least work
+    any design that keeps mergeable sketches must do per point, whenever it does it."""
+    data, n, source, batch_id = job
+    with conn.transaction(), conn.cursor() as cur:
+        with cur.copy(f"copy {FLOOR_TABLE} from stdin") as copy:
+            copy.write(data)
+        cur.execute(FLOOR_UPSERT, (source, batch_id))
+        cur.execute(FLOOR_SKETCH_CELLS, (source, batch_id))
+    return n
+
+
+FLOOR_UPSERT = (
+    f"insert into {FLOOR_ROLLUP} as r (series_id, bucket, count, sum, min, max)"
+    " select series_id, date_trunc('minute', ts), sum(count), sum(sum), min(min), max(max)"
+    f" from {FLOOR_TABLE} where source = %s and batch_id = %s group by 1, 2 order by 1, 2"
+    " on conflict (series_id, bucket) do update set count = r.count + excluded.count,"
+    " sum = r.sum + excluded.sum, min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)"
+)
+FLOOR_SKETCH_CELLS = (
+    "select count(*) from (select f.series_id, date_trunc('minute', f.ts), b.store, b.key, sum(b.c::bigint)"
+    f" from {FLOOR_TABLE} f cross join lateral ("
+    "  select 'p' as store, t.key, t.value as c from jsonb_each_text(f.sketch -> 'p') t"
+    "  union all select 'n', t.key, t.value from jsonb_each_text(f.sketch -> 'n') t) b"
+    " where f.source = %s and f.batch_id = %s and f.sketch is not null group by 1, 2, 3, 4) cells"
+)
 
 
 def server_facts(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -427,6 +450,7 @@ class Outcome:
     ingest: Phase
     copy: Phase
     floor: Phase
+    floor_sketch: Phase
     messages: int
 
 
@@ -510,6 +534,9 @@ def measure(url: str, settings: Settings, work: Workload) -> Outcome:
         )
         floors = [(data, n, s, i) for (data, n), (s, i, _) in zip(copies, work.batches, strict=True)]
         floor = run_phase("floor", url, floors[1:], settings.workers, floor_job, every)
+        say("floor+: the floor plus summing the batch's histogram buckets per series, minute and key")
+        floors = [(data, n, s, f"{i}+") for data, n, s, i in floors]
+        floor_sketch = run_phase("floor+", url, floors[1:], settings.workers, floor_sketch_job, every)
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
                 "select (select coalesce(sum(count), 0) from metrics.rollup_1m where project_id = %(p)s),"
@@ -523,7 +550,7 @@ def measure(url: str, settings: Settings, work: Workload) -> Outcome:
     assert row is not None
     if int(row[0]) != int(row[1]):
         raise RuntimeError(f"rollups hold {row[0]} events, raw points {row[1]}")
-    return Outcome(facts, cold, ingest, copy, floor, int(row[2]))
+    return Outcome(facts, cold, ingest, copy, floor, floor_sketch, int(row[2]))
 
 
 def create_scratch_tables(conn: psycopg.Connection[Any]) -> None:
@@ -558,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio = out.ingest.rate / out.copy.rate if out.copy.rate else math.nan
     floor_ratio = out.floor.rate / out.copy.rate if out.copy.rate else math.nan
+    floor_sketch_ratio = out.floor_sketch.rate / out.copy.rate if out.copy.rate else math.nan
     say("")
     say(f"ingest  {out.ingest.rate:>12,.0f} points/s  (goal >= {GOAL_POINTS_PER_SECOND:,})")
     say(f"COPY    {out.copy.rate:>12,.0f} points/s")
@@ -565,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"floor   {out.floor.rate:>12,.0f} points/s, ratio {floor_ratio:.3f}: COPY + minute upsert only, "
         "the ceiling of any design that rolls up per statement"
+    )
+    say(
+        f"floor+  {out.floor_sketch.rate:>12,.0f} points/s, ratio {floor_sketch_ratio:.3f}: the floor plus summing "
+        "the sketch buckets, the ceiling of any design with mergeable sketches"
     )
     say(f"live messages published during the run: {out.messages}; rollups verified against raw points")
     say(f"load average (1 min) before/after: {load_before:.2f}/{load_after:.2f} on {os.cpu_count()} CPUs")
@@ -585,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(ratio, 4),
         "floor": out.floor.summary(),
         "floor_ratio": round(floor_ratio, 4),
+        "floor_sketch": out.floor_sketch.summary(),
+        "floor_sketch_ratio": round(floor_sketch_ratio, 4),
         "live_messages": out.messages,
         "load_average_1m": {"before": load_before, "after": load_after},
         "goals": {
