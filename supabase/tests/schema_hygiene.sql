@@ -66,8 +66,8 @@ select is(
         where p.pronamespace = 'metrics'::regnamespace and p.prosecdef
           and pg_catalog.has_function_privilege('authenticated', p.oid, 'execute')
         order by 1),
-  array['metrics.hours_complete_until()', 'metrics.ingest(jsonb)', 'metrics.scrape(text)',
-        'metrics.user_project_ids(text)'],
+  array['metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
+        'metrics.scrape(text)', 'metrics.user_project_ids(text)'],
   'the only security definer functions signed-in users may call are the API ones meant for them'
 );
 

@@ -84,6 +84,48 @@ def test_hourly_rollups_equal_their_minutes(conn: psycopg.Connection[Any]) -> No
     assert total == (float(sum(minutes)) + 1000,)
 
 
+def test_five_minute_rollups_equal_their_minutes_and_take_late_points(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    window = (int(time.time()) // 300 - 6) * 300  # a window closed for at least 25 minutes
+    points = []
+    for minute in range(5):
+        ts = window + minute * 60 + 2
+        points += [
+            counter("req_total", minute + 1, {"a": "b"}, ts=ts),
+            gauge("depth", float(minute), ts=ts),
+            histogram("lat_seconds", [0.001 * (minute + 1), 0.25], ts=ts),
+        ]
+    points.append(counter("req_total", 100, {"a": "b"}, ts=window + 300))  # the next window
+    ingest(conn, batch(project, points))
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["five_minutes_rolled_up"] >= 4
+
+    def windows() -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "select s.name, extract(epoch from f.bucket)::bigint, f.count, f.sum, f.min, f.max, f.last,"
+            "  f.sketch is not distinct from (select metrics.sketch_union(m.sketch) from metrics.rollup_1m m"
+            "   where m.series_id = f.series_id and m.bucket >= f.bucket and m.bucket < f.bucket + interval '5 minutes')"
+            " from metrics.rollup_5m f join metrics.series s on s.id = f.series_id where f.project_id = %s order by 1, 2",
+            (project,),
+        ).fetchall()
+
+    assert windows() == [
+        ("depth", window, 5, 10.0, 0.0, 4.0, 4.0, True),
+        ("lat_seconds", window, 10, pytest.approx(0.015 + 1.25), 0.001, 0.25, None, True),
+        ("req_total", window, 5, 15.0, None, None, None, True),
+        ("req_total", window + 300, 1, 100.0, None, None, None, True),
+    ]
+    # a late point for a rolled-up window marks it; the next run recomputes it from the minutes
+    ingest(conn, batch(project, [histogram("lat_seconds", [9.0], ts=window + 10)]))
+    marked = conn.execute("select count(*) from metrics.late_five_minutes").fetchone()
+    assert marked == (1,)
+    conn.execute("select metrics.maintain()")
+    assert [w for w in windows() if w[0] == "lat_seconds"] == [
+        ("lat_seconds", window, 11, pytest.approx(0.015 + 1.25 + 9.0), 0.001, 9.0, None, True)
+    ]
+    assert conn.execute("select count(*) from metrics.late_five_minutes").fetchone() == (0,)
+
+
 def test_retention_per_project_and_defaults(conn: psycopg.Connection[Any]) -> None:
     keep, trim = uuid.uuid4(), uuid.uuid4()
     old = time.time() - 5 * 3600
@@ -102,6 +144,14 @@ def test_retention_per_project_and_defaults(conn: psycopg.Connection[Any]) -> No
         ).fetchall()
     )
     assert counts == {keep: 2, trim: 1}
+    assert report[0]["five_minutes_deleted"] == 1, "5-minute rows live as long as the minutes"
+    windows = dict(
+        conn.execute(
+            "select project_id, count(*) from metrics.rollup_5m where project_id in (%s, %s) group by 1",
+            (keep, trim),
+        ).fetchall()
+    )
+    assert windows == {keep: 1}, "the old window of each project was rolled up; trim's is gone again"
 
 
 def test_old_partitions_and_batch_ids_are_dropped(conn: psycopg.Connection[Any]) -> None:

@@ -200,3 +200,38 @@ def test_hour_steps_read_complete_hours_from_hourly_rollups_and_the_tail_from_mi
     ).fetchall()
     assert rows[0] == (MINUTE, 5000.0), "the complete hour comes from the hourly rollup"
     assert rows[-1][1] == 7.0, "the current hour comes from minutes"
+
+
+def test_five_minute_steps_read_complete_windows_from_the_5_minute_tier(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Same answers from minutes and from 5-minute rows; once windows are complete, 5-minute steps read
+    them (marked here by inflating them) and 1-minute steps still read minutes."""
+    healthz = '[{"label": "route", "op": "=", "value": "/healthz"}]'
+    conn.execute("update metrics.maintenance_state set five_minute_watermark = '-infinity'")
+    conn.execute("delete from metrics.rollup_5m")
+    span = (-300, 900)
+    before = [
+        q(conn, "req_total", "sum", step="5 minutes", by=["outcome"], span=span),
+        q(conn, "step_seconds", "p90", step="15 minutes", span=span),
+        q(conn, "depth", "last", step="5 minutes", span=span),
+    ]
+    conn.execute("select metrics.maintain()")
+    assert conn.execute("select count(*) from metrics.rollup_5m").fetchone() != (0,)
+    assert [
+        q(conn, "req_total", "sum", step="5 minutes", by=["outcome"], span=span),
+        q(conn, "step_seconds", "p90", step="15 minutes", span=span),
+        q(conn, "depth", "last", step="5 minutes", span=span),
+    ] == before
+    conn.execute("update metrics.rollup_5m set sum = sum * 1000")  # mark: which table answered?
+    try:
+        inflated = q(conn, "req_total", "sum", healthz, step="5 minutes", span=(0, 300))
+        assert [v for *_, v in inflated] == [3000.0], "a whole window inside the range: the 5-minute row"
+        assert [v for *_, v in q(conn, "req_total", "sum", healthz, span=(0, 300))] == [1.0, 1.0, 1.0]
+        # a window only partly inside the range is read from its minutes
+        assert [v for *_, v in q(conn, "req_total", "sum", healthz, step="5 minutes", span=(0, 180))] == [3.0]
+        assert [v for *_, v in q(conn, "req_total", "sum", healthz, step="5 minutes", span=(120, 900))] == [
+            1.0
+        ]
+    finally:
+        conn.execute("update metrics.rollup_5m set sum = sum / 1000")

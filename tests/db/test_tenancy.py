@@ -71,6 +71,7 @@ def test_the_matrix_covers_the_tenant_tables(conn: psycopg.Connection[Any]) -> N
         "batches",
         "rollup_1m",
         "rollup_1h",
+        "rollup_5m",
         "publish_queue",
         "publish_state",
     } <= names
