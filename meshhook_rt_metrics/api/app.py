@@ -538,13 +538,14 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         except UnauthorizedError as exc:
             raise unauthorized(str(exc)) from exc
         sql = f"select {exposition.ROW_COLUMNS} from "
-        if isinstance(who, ScrapeToken):
-            with db.caller(ANON_CLAIMS) as conn:
-                rows = conn.execute(sql + "metrics.scrape(%s)", (who.token,)).fetchall()
-        else:
-            with db.caller(who.claims) as conn:
-                rows = conn.execute(sql + "metrics.exposition_rows(%s, true)", (project_id,)).fetchall()
-        body, content_type = exposition.render(exposition.rows_from(rows), request.headers.get("accept"))
+        with exposition.gc_paused():
+            if isinstance(who, ScrapeToken):
+                with db.caller(ANON_CLAIMS) as conn:
+                    rows = conn.execute(sql + "metrics.scrape(%s)", (who.token,)).fetchall()
+            else:
+                with db.caller(who.claims) as conn:
+                    rows = conn.execute(sql + "metrics.exposition_rows(%s, true)", (project_id,)).fetchall()
+            body, content_type = exposition.render(exposition.rows_from(rows), request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
 
     # -- health -----------------------------------------------------------------------------------

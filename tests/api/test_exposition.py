@@ -289,3 +289,43 @@ def test_bucket_counts_follow_the_representative_value_rule(conn: psycopg.Connec
     ).fetchone()
     assert row is not None
     assert row[0] == [sum(1 for v in values if representative(v) <= b) for b in bounds]
+
+
+def test_render_matches_prometheus_client_escaping() -> None:
+    """Rendering (one family per name, OpenMetrics written with "allow-utf-8") equals prometheus_client's own
+    encoders for legacy names; label values are escaped; a ':' in a name stays in every line."""
+    from prometheus_client.exposition import choose_encoder
+
+    from meshhook_rt_metrics.api import exposition
+
+    rows: list[exposition.Row] = [
+        ("app_depth", "gauge", "", "Depth", '{"queue": "a\\"b\\\\c\\nd"}', 3.0, None, None, None, None),
+        (
+            "app_latency_seconds",
+            "histogram",
+            "seconds",
+            "",
+            '{"route": "/x"}',
+            None,
+            3,
+            1.5,
+            [0.1, 1.0],
+            [1, 2],
+        ),
+        ("app_requests_total", "counter", "", "", '{"route": "/x"}', 5.0, None, None, None, None),
+        ("app_requests_total", "gauge", "", "", '{"route": "/y"}', 1.0, None, None, None, None),
+        ("app_requests_total", "counter", "", "", '{"route": "/z"}', 7.0, None, None, None, None),
+    ]
+    for accept in (None, "application/openmetrics-text;version=1.0.0", "application/openmetrics-text"):
+        body, content_type = exposition.render(rows, accept)
+        encoder, expected_type = choose_encoder(accept or "")
+        assert body == encoder(exposition.RowsCollector(rows)) and content_type == expected_type
+    om = exposition.render(rows, "application/openmetrics-text;version=1.0.0")[0].decode()
+    families = {f.name: f for f in parse_openmetrics(om)}  # type: ignore[no-untyped-call]
+    assert [s.labels["route"] for s in families["app_requests"].samples] == ["/x", "/z"]  # the gauge: skipped
+    assert families["app_depth"].samples[0].labels == {"queue": 'a"b\\c\nd'}
+    assert [s.value for s in families["app_latency_seconds"].samples][:3] == [1, 2, 3]
+
+    colon: list[exposition.Row] = [("app:ratio", "gauge", "", "", "{}", 0.5, None, None, None, None)]
+    om = exposition.render(colon, "application/openmetrics-text;version=1.0.0")[0].decode()
+    assert "# TYPE app:ratio gauge\napp:ratio 0.5\n" in om
