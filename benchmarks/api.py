@@ -6,7 +6,7 @@ series, against prometheus_client's ``generate_latest`` over the same number of 
     .venv/bin/python -m benchmarks.api --repeat 10 --only scrape   # GET /metrics vs generate_latest only
 
 The data are written straight into the rollup tables (1,440 minutes x 1,000 series = 1.44 M minute rows,
-plus the hourly rollups from metrics.maintain()) and into metrics.series_totals (10,000 series: 6,000
+plus the hourly and 5-minute rollups from metrics.maintain()) and into metrics.series_totals (10,000 series: 6,000
 counters, 3,000 gauges, 1,000 histograms with ~100-value sketches), so only reads are measured. The service
 runs as its own process (`meshhook-metrics serve`), the client measures whole HTTP round trips with a
 keep-alive connection. Goals of issue 5: GET /api/metrics p95 <= 100 ms, GET /metrics p95 <= 500 ms.
@@ -151,8 +151,11 @@ def populate(pg: LocalPostgres, only: str) -> tuple[uuid.UUID, uuid.UUID, str, d
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         with conn.transaction():
             psycopg.ClientCursor(conn).execute(sql, {"p": project, "u": user})
-        # the rollups were written directly, past the trigger that marks late hours: roll every hour up again
-        conn.execute("update metrics.maintenance_state set hour_watermark = '-infinity'")
+        # the rollups were written directly, past the triggers that mark late hours and 5-minute windows:
+        # roll every hour and window up again (a maintenance run may have moved the watermarks meanwhile)
+        conn.execute(
+            "update metrics.maintenance_state set hour_watermark = '-infinity', five_minute_watermark = '-infinity'"
+        )
         conn.execute("select metrics.maintain()")
         conn.execute("vacuum analyze")
         row = conn.execute(
