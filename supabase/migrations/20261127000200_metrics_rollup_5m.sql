@@ -67,6 +67,14 @@ declare
 begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('metrics.rollup_five_minutes'));
   select ms.five_minute_watermark into v_from from metrics.maintenance_state ms for update;
+  if v_from = '-infinity' then
+    -- the first run starts at the oldest minute (an existing installation has up to its minute retention)
+    select metrics.five_minute_window(min(r.bucket)) into v_from from metrics.rollup_1m r;
+    v_from := coalesce(v_from, v_until);
+  end if;
+  -- at most six hours of windows per run: a backfill takes a few runs instead of one very long one, and
+  -- queries read minutes for whatever lies past the watermark meanwhile
+  v_until := least(v_until, v_from + interval '6 hours');
   with due as (
     -- every series of the windows closed since the last run
     select distinct r.series_id, metrics.five_minute_window(r.bucket) as bucket
@@ -98,8 +106,9 @@ begin
 end
 $$;
 comment on function metrics.rollup_five_minutes() is
-  'Rolls the 5-minute windows closed since the last run (and the late ones) up from rollup_1m into '
-  'rollup_5m and moves the watermark; returns the rows written.';
+  'Rolls the 5-minute windows closed since the last run (at most six hours of them per run, from the oldest '
+  'minute on the first run) and the late ones up from rollup_1m into rollup_5m and moves the watermark; '
+  'returns the rows written.';
 
 create function metrics.on_points_mark_late_windows()
 returns trigger
