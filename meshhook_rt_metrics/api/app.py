@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -538,14 +538,21 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         except UnauthorizedError as exc:
             raise unauthorized(str(exc)) from exc
         sql = f"select {exposition.ROW_COLUMNS} from "
-        with exposition.gc_paused():
+
+        def fetch(kinds: Sequence[str]) -> list[exposition.Row]:
+            """The exposition rows of these kinds, in a transaction as the caller (anon with a scrape token)."""
             if isinstance(who, ScrapeToken):
                 with db.caller(ANON_CLAIMS) as conn:
-                    rows = conn.execute(sql + "metrics.scrape(%s)", (who.token,)).fetchall()
-            else:
-                with db.caller(who.claims) as conn:
-                    rows = conn.execute(sql + "metrics.exposition_rows(%s, true)", (project_id,)).fetchall()
-            body, content_type = exposition.render(exposition.rows_from(rows), request.headers.get("accept"))
+                    cursor = conn.execute(sql + "metrics.scrape(%s, %s)", (who.token, list(kinds)))
+                    return exposition.rows_from(cursor.fetchall())
+            with db.caller(who.claims) as conn:
+                cursor = conn.execute(
+                    sql + "metrics.exposition_rows(%s, true, p_kinds => %s)", (project_id, list(kinds))
+                )
+                return exposition.rows_from(cursor.fetchall())
+
+        with exposition.gc_paused():
+            body, content_type = exposition.render_overlapped(fetch, request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
 
     # -- health -----------------------------------------------------------------------------------

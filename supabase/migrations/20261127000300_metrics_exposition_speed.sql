@@ -34,11 +34,15 @@ comment on function metrics.histogram_rank_edges(double precision[]) is
   'negative-store keys (-(k + 100000)), zero (0) and positive-store keys (k + 100000) by value; '
   'non-decreasing, so width_bucket(rank - 0.5, edges) + 1 is the first boundary that counts a bucket.';
 
-create or replace function metrics.exposition_rows(
+-- a new last parameter, p_kinds, lets the service fetch histograms (the costly part: every sketch bucket is
+-- placed) on a second connection while it renders the counters and gauges
+drop function metrics.exposition_rows(uuid, boolean, interval, interval);
+create function metrics.exposition_rows(
   p_project_id uuid default null,
   p_with_project boolean default true,
   p_gauge_max_age interval default '15 minutes',
-  p_max_age interval default '7 days'
+  p_max_age interval default '7 days',
+  p_kinds text[] default null
 )
 returns table (
   project_id uuid, name text, kind text, unit text, help text, labels jsonb,
@@ -57,7 +61,7 @@ as $$
       select case when f.kind = 'histogram'
         then coalesce(hb.boundaries, metrics.default_histogram_boundaries(f.unit)) end as boundaries
     ) as b
-    where p_project_id is null or f.project_id = p_project_id
+    where (p_project_id is null or f.project_id = p_project_id) and (p_kinds is null or f.kind = any(p_kinds))
   ),
   exported as materialized (
     -- without the sketches: 10,000 rows with them outgrow work_mem and spill to disk
@@ -117,16 +121,53 @@ as $$
   left join cumulative c on c.series_id = e.series_id
   order by e.metric_order, e.series_id
 $$;
-comment on function metrics.exposition_rows(uuid, boolean, interval, interval) is
+comment on function metrics.exposition_rows(uuid, boolean, interval, interval, text[]) is
   'What GET /metrics exports for the caller (security invoker: row-level security applies): counters as '
   'cumulative totals (value), gauges as last value, histograms as count, sum and cumulative bucket counts '
-  '(buckets) per boundary (le); only series updated within p_max_age (gauges: p_gauge_max_age). Rows '
-  'come grouped by metric (ordered by name, then project) and by series id within a metric; bucket counts '
-  'are computed for all histograms at once (the rule of metrics.sketch_cumulative_counts).';
+  '(buckets) per boundary (le); only series updated within p_max_age (gauges: p_gauge_max_age) and, when '
+  'p_kinds is given, of those kinds. Rows come grouped by metric (ordered by name, then project) and by '
+  'series id within a metric; bucket counts are computed for all histograms at once (the rule of '
+  'metrics.sketch_cumulative_counts).';
+
+drop function metrics.scrape(text);
+create function metrics.scrape(p_token text, p_kinds text[] default null)
+returns table (
+  project_id uuid, name text, kind text, unit text, help text, labels jsonb,
+  value double precision, count bigint, sum double precision, le double precision[], buckets bigint[]
+)
+language plpgsql volatile security definer set search_path = ''
+as $$
+declare
+  v_id uuid;
+  v_project uuid;
+  v_used timestamptz;
+begin
+  select t.id, t.project_id, t.last_used_at into v_id, v_project, v_used
+  from metrics.scrape_tokens t
+  where t.token_hash = pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_token, ''), 'UTF8'))
+    and t.revoked_at is null
+    and (t.expires_at is null or t.expires_at > now());
+  if not found then
+    raise exception using
+      errcode = '28000',
+      message = 'invalid scrape token',
+      hint = 'the token is unknown, revoked or expired';
+  end if;
+  if v_used is null or v_used < now() - interval '1 minute' then
+    update metrics.scrape_tokens set last_used_at = now() where id = v_id;
+  end if;
+  return query select * from metrics.exposition_rows(v_project, false, p_kinds => p_kinds);
+end
+$$;
+comment on function metrics.scrape(text, text[]) is
+  'The exposition rows of the ONE project a valid scrape token belongs to (no project_id label), of p_kinds '
+  'when given; raises 28000 for an unknown, revoked or expired token. Security definer: callable by anon, '
+  'the token is the check.';
 
 grant execute on function metrics.histogram_rank_edges(double precision[]),
-  metrics.exposition_rows(uuid, boolean, interval, interval)
+  metrics.exposition_rows(uuid, boolean, interval, interval, text[])
   to authenticated, service_role;
+grant execute on function metrics.scrape(text, text[]) to anon, authenticated, service_role;
 
 -- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
 -- revoke that): only the grants above stand

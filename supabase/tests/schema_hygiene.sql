@@ -56,7 +56,7 @@ select is(
   array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
         where p.pronamespace = 'metrics'::regnamespace and pg_catalog.has_function_privilege('anon', p.oid, 'execute')
         order by 1),
-  array['metrics.role_rank(text)', 'metrics.scrape(text)', 'metrics.topic(uuid)', 'metrics.topic_project_id(text)',
+  array['metrics.role_rank(text)', 'metrics.scrape(text,text[])', 'metrics.topic(uuid)', 'metrics.topic_project_id(text)',
         'metrics.user_project_ids(text)'],
   'anon may execute exactly the helpers granted to it'
 );
@@ -67,7 +67,7 @@ select is(
           and pg_catalog.has_function_privilege('authenticated', p.oid, 'execute')
         order by 1),
   array['metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
-        'metrics.scrape(text)', 'metrics.user_project_ids(text)'],
+        'metrics.scrape(text,text[])', 'metrics.user_project_ids(text)'],
   'the only security definer functions signed-in users may call are the API ones meant for them'
 );
 

@@ -329,3 +329,46 @@ def test_render_matches_prometheus_client_escaping() -> None:
     colon: list[exposition.Row] = [("app:ratio", "gauge", "", "", "{}", 0.5, None, None, None, None)]
     om = exposition.render(colon, "application/openmetrics-text;version=1.0.0")[0].decode()
     assert "# TYPE app:ratio gauge\napp:ratio 0.5\n" in om
+
+
+def test_overlapped_render_equals_one_pass_and_keeps_one_terminator() -> None:
+    """Histograms fetched apart (another thread) give the same families as rendering all rows at once; a
+    histogram named like another project's counter is left out; OpenMetrics ends with one "# EOF"."""
+    import threading
+    from collections.abc import Sequence
+
+    from meshhook_rt_metrics.api import exposition
+
+    rows: list[exposition.Row] = [
+        ("app_depth", "gauge", "", "", '{"queue": "a"}', 3.0, None, None, None, None),
+        (
+            "app_latency_seconds",
+            "histogram",
+            "seconds",
+            "",
+            '{"route": "/x"}',
+            None,
+            3,
+            1.5,
+            [0.1, 1.0],
+            [1, 2],
+        ),
+        ("app_requests_total", "counter", "", "", '{"route": "/x"}', 5.0, None, None, None, None),
+        ("app_requests_total", "histogram", "", "", '{"route": "/h"}', None, 1, 1.0, [1.0], [1]),
+    ]
+    threads: dict[tuple[str, ...], str] = {}
+
+    def fetch(kinds: Sequence[str]) -> list[exposition.Row]:
+        threads[tuple(kinds)] = threading.current_thread().name
+        return [r for r in rows if r[1] in kinds]
+
+    for accept in (None, "application/openmetrics-text;version=1.0.0"):
+        body, content_type = exposition.render_overlapped(fetch, accept)
+        whole, whole_type = exposition.render(rows[:3], accept)
+        assert content_type == whole_type
+        parse = text_string_to_metric_families if accept is None else parse_openmetrics
+        assert sorted((f.name, f.type, f.samples) for f in parse(body.decode())) == sorted(
+            (f.name, f.type, f.samples) for f in parse(whole.decode())
+        )
+        assert body.count(b"# EOF") == (0 if accept is None else 1)
+    assert threads[exposition.HISTOGRAMS] != threads[exposition.COUNTERS_AND_GAUGES]
