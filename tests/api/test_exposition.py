@@ -291,6 +291,22 @@ def test_bucket_counts_follow_the_representative_value_rule(conn: psycopg.Connec
     assert row[0] == [sum(1 for v in values if representative(v) <= b) for b in bounds]
 
 
+# exposition rows shared by the rendering tests: (name, kind, unit, help, labels, value, count, sum, le, buckets)
+LATENCY_ROW = (
+    "app_latency_seconds",
+    "histogram",
+    "seconds",
+    "",
+    '{"route": "/x"}',
+    None,
+    3,
+    1.5,
+    [0.1, 1.0],
+    [1, 2],
+)
+REQUESTS_ROW = ("app_requests_total", "counter", "", "", '{"route": "/x"}', 5.0, None, None, None, None)
+
+
 def test_render_matches_prometheus_client_escaping() -> None:
     """Rendering (one family per name, OpenMetrics written with "allow-utf-8") equals prometheus_client's own
     encoders for legacy names; label values are escaped; a ':' in a name stays in every line."""
@@ -298,21 +314,10 @@ def test_render_matches_prometheus_client_escaping() -> None:
 
     from meshhook_rt_metrics.api import exposition
 
-    rows: list[exposition.Row] = [
+    rows = [
         ("app_depth", "gauge", "", "Depth", '{"queue": "a\\"b\\\\c\\nd"}', 3.0, None, None, None, None),
-        (
-            "app_latency_seconds",
-            "histogram",
-            "seconds",
-            "",
-            '{"route": "/x"}',
-            None,
-            3,
-            1.5,
-            [0.1, 1.0],
-            [1, 2],
-        ),
-        ("app_requests_total", "counter", "", "", '{"route": "/x"}', 5.0, None, None, None, None),
+        LATENCY_ROW,
+        REQUESTS_ROW,
         ("app_requests_total", "gauge", "", "", '{"route": "/y"}', 1.0, None, None, None, None),
         ("app_requests_total", "counter", "", "", '{"route": "/z"}', 7.0, None, None, None, None),
     ]
@@ -339,21 +344,10 @@ def test_overlapped_render_equals_one_pass_and_keeps_one_terminator() -> None:
 
     from meshhook_rt_metrics.api import exposition
 
-    rows: list[exposition.Row] = [
+    rows = [
         ("app_depth", "gauge", "", "", '{"queue": "a"}', 3.0, None, None, None, None),
-        (
-            "app_latency_seconds",
-            "histogram",
-            "seconds",
-            "",
-            '{"route": "/x"}',
-            None,
-            3,
-            1.5,
-            [0.1, 1.0],
-            [1, 2],
-        ),
-        ("app_requests_total", "counter", "", "", '{"route": "/x"}', 5.0, None, None, None, None),
+        LATENCY_ROW,
+        REQUESTS_ROW,
         ("app_requests_total", "histogram", "", "", '{"route": "/h"}', None, 1, 1.0, [1.0], [1]),
     ]
     threads: dict[tuple[str, ...], str] = {}
