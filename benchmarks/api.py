@@ -157,7 +157,7 @@ def populate(pg: LocalPostgres, only: str) -> tuple[uuid.UUID, uuid.UUID, str, d
             "update metrics.maintenance_state set hour_watermark = '-infinity', five_minute_watermark = '-infinity'"
         )
         conn.execute("select metrics.maintain()")
-        while not conn.execute(  # the 5-minute tier backfills six hours per run
+        while not conn.execute(  # the 5-minute tier backfills an hour per run
             "select metrics.five_minutes_complete_until()"
             " >= metrics.five_minute_window(now() - interval '5 minutes')"
         ).fetchone()[0]:  # type: ignore[index]

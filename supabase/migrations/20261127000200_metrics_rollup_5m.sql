@@ -72,9 +72,10 @@ begin
     select metrics.five_minute_window(min(r.bucket)) into v_from from metrics.rollup_1m r;
     v_from := coalesce(v_from, v_until);
   end if;
-  -- at most six hours of windows per run: a backfill takes a few runs instead of one very long one, and
-  -- queries read minutes for whatever lies past the watermark meanwhile
-  v_until := least(v_until, v_from + interval '6 hours');
+  -- at most an hour of windows per run: a backfill takes many short runs instead of one very long one that
+  -- would hold the lock (and the ingests that take it at window boundaries) for its whole length; queries
+  -- read minutes for whatever lies past the watermark meanwhile
+  v_until := least(v_until, v_from + interval '1 hour');
   with due as (
     -- every series of the windows closed since the last run
     select distinct r.series_id, metrics.five_minute_window(r.bucket) as bucket
@@ -106,7 +107,7 @@ begin
 end
 $$;
 comment on function metrics.rollup_five_minutes() is
-  'Rolls the 5-minute windows closed since the last run (at most six hours of them per run, from the oldest '
+  'Rolls the 5-minute windows closed since the last run (at most an hour of them per run, from the oldest '
   'minute on the first run) and the late ones up from rollup_1m into rollup_5m and moves the watermark; '
   'returns the rows written.';
 
