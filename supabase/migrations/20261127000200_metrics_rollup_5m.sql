@@ -65,8 +65,10 @@ declare
   v_until timestamptz := metrics.five_minute_window(now() - interval '5 minutes');
   v_rows integer;
 begin
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('metrics.rollup_five_minutes'));
+  -- lock order, everywhere: the hourly rollup's lock, the maintenance_state row, then this rollup's lock
+  -- (maintain() holds the row from rollup_hours() when it gets here; ingests take the two locks only)
   select ms.five_minute_watermark into v_from from metrics.maintenance_state ms for update;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('metrics.rollup_five_minutes'));
   if v_from = '-infinity' then
     -- the first run starts at the oldest minute (an existing installation has up to its minute retention)
     select metrics.five_minute_window(min(r.bucket)) into v_from from metrics.rollup_1m r;
@@ -116,8 +118,15 @@ returns trigger
 language plpgsql security definer set search_path = ''
 as $$
 begin
-  -- points for windows already rolled up make those windows due again; the shared lock orders this against
-  -- a running metrics.rollup_five_minutes(), so the watermark read is the one that run leaves behind
+  -- Points for periods already rolled up make those periods due again. The shared locks order this
+  -- statement against a running rollup, so the watermark read is the one that run leaves behind. This
+  -- trigger fires first (triggers fire in name order) and takes both locks before the statement locks any
+  -- row, in the order maintain() takes them (hours, then 5-minute windows): an ingest holding rollup rows
+  -- never waits for a lock that a queued rollup waits for (points_rollup asks for the hourly one again; it
+  -- already has it).
+  if exists (select from new_points n where n.ts < pg_catalog.date_trunc('hour', now())) then
+    perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('metrics.rollup_hours'));
+  end if;
   if exists (select from new_points n where n.ts < metrics.five_minute_window(now())) then
     perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('metrics.rollup_five_minutes'));
     insert into metrics.late_five_minutes (series_id, bucket)
@@ -131,14 +140,15 @@ begin
 end
 $$;
 comment on function metrics.on_points_mark_late_windows() is
-  'Statement trigger of metrics.points: marks the 5-minute windows already rolled up that received points.';
+  'Statement trigger of metrics.points, fired first: takes the rollup locks (hours, then 5-minute windows) '
+  'before any row lock, and marks the 5-minute windows already rolled up that received points.';
 
 create trigger points_late_windows
 after insert on metrics.points
 referencing new table as new_points
 for each statement execute function metrics.on_points_mark_late_windows();
 comment on trigger points_late_windows on metrics.points is
-  'Marks late 5-minute windows for the next maintenance run (see metrics.rollup_five_minutes).';
+  'Fires before points_rollup: rollup locks first, then late 5-minute windows for the next maintenance run.';
 
 -- query: the 5-minute tier inside the minute range -------------------------------------------------
 create or replace function metrics.query(

@@ -183,3 +183,45 @@ def test_overlapping_batches_in_any_order_neither_deadlock_nor_lose_anything(db:
         ).fetchone()
     assert mismatched == []
     assert events == (4 * 6 * 12 * (1 + 3),)
+
+
+def test_maintenance_rollups_and_late_ingests_take_locks_in_one_order(db: TestDatabase) -> None:
+    """maintain(), the 5-minute rollup called alone and ingests of points older than the current hour (both
+    rollup locks) run at once for a while: none of them deadlocks another."""
+    project = uuid.uuid4()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    hour_ago = (int(time.time()) // 3600 - 1) * 3600
+
+    def repeat(statement: str) -> None:
+        try:
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                while not stop.is_set():
+                    conn.execute(statement)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    def ingest_late(worker: int) -> None:
+        try:
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    points = [counter("late_total", 1, {"w": str(worker)}, ts=hour_ago + n % 3000)]
+                    ingest(conn, batch(project, points, source=f"w{worker}", batch_id=str(n)))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=repeat, args=("select metrics.maintain()",)),
+        threading.Thread(target=repeat, args=("select metrics.rollup_five_minutes()",)),
+        threading.Thread(target=repeat, args=("select metrics.rollup_hours()",)),
+        *(threading.Thread(target=ingest_late, args=(w,)) for w in range(3)),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
