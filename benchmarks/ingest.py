@@ -358,23 +358,23 @@ def copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int]) -> int:
 def floor_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -> int:
     """The least any design with per-statement minute rollups must do: COPY the raw rows, then merge
     them into per-minute count/sum/min/max rows (no parsing, validation, sketches, totals or publish)."""
-    data, n, source, batch_id = job
-    with conn.transaction(), conn.cursor() as cur:
-        with cur.copy(f"copy {FLOOR_TABLE} from stdin") as copy:
-            copy.write(data)
-        cur.execute(FLOOR_UPSERT, (source, batch_id))
-    return n
+    return _copy_then(conn, job, FLOOR_UPSERT)
 
 
 def floor_sketch_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -> int:
     """The floor plus summing the batch's histogram buckets per series, minute and key: the least work
     any design that keeps mergeable sketches must do per point, whenever it does it."""
+    return _copy_then(conn, job, FLOOR_UPSERT, FLOOR_SKETCH_CELLS)
+
+
+def _copy_then(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str], *statements: str) -> int:
+    """COPY a batch into the floor table, then run ``statements`` over it (source, batch_id), in one transaction."""
     data, n, source, batch_id = job
     with conn.transaction(), conn.cursor() as cur:
         with cur.copy(f"copy {FLOOR_TABLE} from stdin") as copy:
             copy.write(data)
-        cur.execute(FLOOR_UPSERT, (source, batch_id))
-        cur.execute(FLOOR_SKETCH_CELLS, (source, batch_id))
+        for statement in statements:
+            cur.execute(statement, (source, batch_id))
     return n
 
 
