@@ -291,6 +291,8 @@ declare
   v_agg text := lower(p_agg);
   v_kind text;
   v_label text;
+  v_groups text;
+  v_windows text;
   m jsonb;
 begin
   select * into strict v_cfg from metrics.config;
@@ -380,107 +382,84 @@ begin
   where s.project_id = p_project_id and s.name = p_metric
     and (coalesce(p_matchers, '[]'::jsonb) = '[]'::jsonb or metrics.series_matches(s.labels, p_matchers));
 
-  -- unfiltered queries that merge all series or group them by one label read the complete 5-minute windows
-  -- from the rows merged across series (one per window and label value instead of one per series)
+  -- Which series form which output label set: "grouped" (series id -> grp, a small integer per label set in
+  -- label-set order, so that rows are grouped and sorted on it rather than on jsonb) and "labelsets" (grp ->
+  -- labels), then "rows": every rollup row of the range with its grp. Unfiltered queries that merge all
+  -- series or group them by one label read the complete 5-minute windows from the rows merged across series
+  -- (one per window and label value instead of one per series and window); the others read every series.
   if coalesce(p_matchers, '[]'::jsonb) = '[]'::jsonb and coalesce(pg_catalog.cardinality(p_by), 2) <= 1
      and v_five_from < v_five_until then
     v_label := coalesce(p_by[1], '');
-    return query execute $q$
-    with keyed as materialized (  -- hours and minutes are read per series, keyed by its value of the label
-      select s.id, case when $2 = '' then null else s.labels ->> $2 end as key
+    v_groups := $q$
+    with keyed as materialized (  -- each series' value of the label ('' stands for no label: all merged)
+      select s.id, case when $14 = '' then null else s.labels ->> $14 end as key
       from metrics.series s
       where s.id = any($1)
     ),
-    rows as (
-      select k.key, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_ts, r.sketch
-      from (
-        select h.series_id, h.bucket, h.count, h.sum, h.min, h.max, h.last, h.last_ts, h.sketch
-        from metrics.rollup_1h h
-        where h.series_id = any($1) and h.bucket >= $3 and h.bucket < $4
-        union all
-        select m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
-        from metrics.rollup_1m m
-        where m.series_id = any($1) and m.bucket >= $4 and m.bucket < $10
-        union all
-        select m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
-        from metrics.rollup_1m m
-        where m.series_id = any($1) and m.bucket >= $11 and m.bucket < $5
-      ) as r
-      join keyed k on k.id = r.series_id
-      union all
-      -- the complete windows, merged per value of the label
-      select l.value, l.bucket, l.count, l.sum, l.min, l.max, l.last, l.last_ts, l.sketch
-      from metrics.rollup_5m_by_label l
-      where l.project_id = $12 and l.metric = $13 and l.label = $2 and l.bucket >= $10 and l.bucket < $11
-      union all
-      -- windows where no series carried the label: all their series are in the group without it
-      select null, l.bucket, l.count, l.sum, l.min, l.max, l.last, l.last_ts, l.sketch
-      from metrics.rollup_5m_by_label l
-      where $2 <> '' and l.project_id = $12 and l.metric = $13 and l.label = '' and l.bucket >= $10 and l.bucket < $11
-        and (  -- probed per window (an index look-up each), not hashed over all the label's rows
-          select 1 from metrics.rollup_5m_by_label o
-          where o.project_id = l.project_id and o.metric = l.metric and o.bucket = l.bucket and o.label = $2 limit 1
-        ) is null
-    ),
-    stepped as (
-      select x.key, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
-        sum(x.count) as count, sum(x.sum) as sum, min(x.min) as min, max(x.max) as max,
-        (max(array[extract(epoch from x.last_ts)::double precision, x.last])
-          filter (where $7 = 'last' and x.last_ts is not null))[2] as last,
-        metrics.sketch_union(x.sketch) filter (where $7 = 'quantile') as sketch
-      from rows x
-      group by x.key, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
-    ),
-    groups as (  -- the output labels once per group, ranked in label-set order like every other answer
+    labelsets as materialized (
       select d.key, d.out_labels, pg_catalog.dense_rank() over (order by d.out_labels) as grp
       from (
-        select k.key, case when k.key is null then '{}'::jsonb else pg_catalog.jsonb_build_object($2, k.key) end as out_labels
+        select k.key, case when k.key is null then '{}'::jsonb else pg_catalog.jsonb_build_object($14, k.key) end as out_labels
         from (select distinct kd.key from keyed kd) as k
       ) as d
-    )
-    select coalesce(g.out_labels, pg_catalog.jsonb_build_object($2, st.key)), st.step_ts, case $7
-        when 'rate' then (case when $8 = 'counter' then st.sum else st.count::double precision end)
-          / extract(epoch from $6)::double precision
-        when 'sum' then st.sum
-        when 'avg' then st.sum / nullif(st.count, 0)
-        when 'min' then st.min
-        when 'max' then st.max
-        when 'last' then st.last
-        when 'count' then st.count::double precision
-        when 'quantile' then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
-      end
-    from stepped st
-    -- every series has a group; merged rows of series gone since (not made by this product) come last
-    left join groups g on (g.key is null) = (st.key is null) and coalesce(g.key, '') = coalesce(st.key, '')
-    order by g.grp nulls last, st.key, st.step_ts
-    $q$ using v_ids, v_label, p_from, v_split, p_to, v_step, v_agg, v_kind, v_q, v_five_from, v_five_until,
-      p_project_id, p_metric;
-    return;
+    ),
+    grouped as materialized (
+      select kd.id, l.grp from keyed kd
+      join labelsets l on (l.key is null) = (kd.key is null) and coalesce(l.key, '') = coalesce(kd.key, '')
+    ),
+    $q$;
+    v_windows := $q$
+      union all
+      -- the complete windows, merged per value of the label
+      select g.grp, l.bucket, l.count, l.sum, l.min, l.max, l.last, l.last_ts, l.sketch
+      from metrics.rollup_5m_by_label l
+      join labelsets g on g.key = l.value
+      where l.project_id = $12 and l.metric = $13 and l.label = $14 and l.bucket >= $10 and l.bucket < $11
+      union all
+      -- the group without the label: its merged rows, or the all-series row of a window in which no series
+      -- had the label
+      select g.grp, l.bucket, l.count, l.sum, l.min, l.max, l.last, l.last_ts, l.sketch
+      from metrics.rollup_5m_by_label l
+      join labelsets g on g.key is null
+      where l.project_id = $12 and l.metric = $13 and l.bucket >= $10 and l.bucket < $11
+        and ((l.label = $14 and l.value is null)
+          or ($14 <> '' and l.label = '' and (  -- probed per window (an index look-up each)
+            select 1 from metrics.rollup_5m_by_label o
+            where o.project_id = l.project_id and o.metric = l.metric and o.bucket = l.bucket and o.label = $14 limit 1
+          ) is null))
+    $q$;
+  else
+    v_groups := $q$
+    with chosen as materialized (  -- the output labels once per series, not once per row
+      select s.id,
+        case when $2 is null then s.labels
+          else coalesce((select pg_catalog.jsonb_object_agg(k, s.labels -> k) from pg_catalog.unnest($2) k where s.labels ? k), '{}'::jsonb)
+        end as out_labels
+      from metrics.series s
+      where s.id = any($1)
+    ),
+    grouped as materialized (
+      select c.id, pg_catalog.dense_rank() over (order by c.out_labels) as grp, c.out_labels from chosen c
+    ),
+    labelsets as (select distinct gr.grp, gr.out_labels from grouped gr),
+    $q$;
+    v_windows := $q$
+      union all
+      select g.grp, f.bucket, f.count, f.sum, f.min, f.max, f.last, f.last_ts, f.sketch
+      from metrics.rollup_5m f
+      join grouped g on g.id = f.series_id
+      where f.series_id = any($1) and f.bucket >= $10 and f.bucket < $11
+    $q$;
   end if;
 
   -- planned per call (not a cached generic plan): a handful of series wants index scans, thousands a scan
-  return query execute $q$
-  with chosen as materialized (  -- the output labels once per series, not once per row
-    select s.id,
-      case when $2 is null then s.labels
-        else coalesce((select pg_catalog.jsonb_object_agg(k, s.labels -> k) from pg_catalog.unnest($2) k where s.labels ? k), '{}'::jsonb)
-      end as out_labels
-    from metrics.series s
-    where s.id = any($1)
-  ),
-  grouped as materialized (  -- rows are grouped on a small integer per output label set, not on jsonb
-    select c.id, pg_catalog.dense_rank() over (order by c.out_labels) as grp, c.out_labels from chosen c
-  ),
+  return query execute v_groups || $q$
   rows as (
     select g.grp, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_ts, r.sketch
     from (
       select h.series_id, h.bucket, h.count, h.sum, h.min, h.max, h.last, h.last_ts, h.sketch
       from metrics.rollup_1h h
       where h.series_id = any($1) and h.bucket >= $3 and h.bucket < $4
-      union all
-      select f.series_id, f.bucket, f.count, f.sum, f.min, f.max, f.last, f.last_ts, f.sketch
-      from metrics.rollup_5m f
-      where f.series_id = any($1) and f.bucket >= $10 and f.bucket < $11
       union all
       select m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.sketch
       from metrics.rollup_1m m
@@ -491,6 +470,7 @@ begin
       where m.series_id = any($1) and m.bucket >= $11 and m.bucket < $5
     ) as r
     join grouped g on g.id = r.series_id
+    $q$ || v_windows || $q$
   ),
   stepped as (
     select x.grp, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
@@ -514,9 +494,10 @@ begin
       when 'quantile' then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
     end
   from stepped st
-  join (select distinct gr.grp, gr.out_labels from grouped gr) as g on g.grp = st.grp
+  join labelsets g on g.grp = st.grp
   order by st.grp, st.step_ts  -- grp follows the order of the label sets: no sort on jsonb
-  $q$ using v_ids, p_by, p_from, v_split, p_to, v_step, v_agg, v_kind, v_q, v_five_from, v_five_until;
+  $q$ using v_ids, p_by, p_from, v_split, p_to, v_step, v_agg, v_kind, v_q, v_five_from, v_five_until,
+    p_project_id, p_metric, v_label;
 end
 $$;
 comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
