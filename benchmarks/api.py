@@ -6,7 +6,7 @@ series, against prometheus_client's ``generate_latest`` over the same number of 
     .venv/bin/python -m benchmarks.api --repeat 10 --only scrape   # GET /metrics vs generate_latest only
 
 The data are written straight into the rollup tables (1,440 minutes x 1,000 series = 1.44 M minute rows,
-plus the hourly and 5-minute rollups from metrics.maintain()) and into metrics.series_totals (10,000 series: 6,000
+plus the hourly, 5-minute and merged 5-minute rollups from metrics.maintain()) and into metrics.series_totals (10,000 series: 6,000
 counters, 3,000 gauges, 1,000 histograms with ~100-value sketches), so only reads are measured. The service
 runs as its own process (`meshhook-metrics serve`), the client measures whole HTTP round trips with a
 keep-alive connection. Goals of issue 5: GET /api/metrics p95 <= 100 ms, GET /metrics p95 <= 500 ms.
@@ -218,6 +218,10 @@ def query_cases(project: uuid.UUID, hours_until: datetime) -> list[tuple[str, di
         ("hourly: 1,000 series returned, sum, step 1h", {**common, **hours, "step": "1h"}),
         ("minutes: 1,000 series merged, rate, auto step (5m)", {**common, **day, "agg": "rate", "by": ""}),
         ("minutes: 1,000 series by route (50), sum, step 5m", {**common, **day, "by": "route", "step": "5m"}),
+        (
+            "minutes: 500 series (matcher) by route, sum, step 5m",
+            {**common, **day, "by": "route", "step": "5m", "match": ["instance=~worker-[0-9]"]},
+        ),
         (
             "minutes: 1 series, max, step 1m (1,440 points)",
             {**common, **day, "agg": "max", "step": "1m", "match": one},

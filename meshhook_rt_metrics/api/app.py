@@ -1,4 +1,5 @@
-"""The HTTP service: queries, series discovery, scrape tokens, histogram boundaries, /metrics, /healthz.
+"""The HTTP service: queries, series discovery, scrape tokens, histogram boundaries, /metrics, /healthz;
+the alert configuration endpoints are the router of ``alerts.py``.
 
 Every handler verifies the bearer token, then runs its SQL in a transaction AS THE CALLER
 (``set local role`` + ``request.jwt.claims``): row-level security decides what anyone sees. The service
@@ -16,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,9 +25,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from meshhook_rt_metrics import __version__
 from meshhook_rt_metrics.api import exposition
-from meshhook_rt_metrics.api.auth import Caller, ScrapeToken, TokenVerifier, UnauthorizedError, credential
+from meshhook_rt_metrics.api.alerts import router as alerts_router
+from meshhook_rt_metrics.api.auth import ScrapeToken, TokenVerifier, UnauthorizedError, credential
 from meshhook_rt_metrics.api.db import ANON_CLAIMS, Database
-from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorBody, ErrorDetail, unauthorized
+from meshhook_rt_metrics.api.deps import ERRORS, NOT_FOUND, CallerDep, visible_project
+from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorDetail, unauthorized
 from meshhook_rt_metrics.api.models import (
     AGGREGATION,
     LABEL_NAME,
@@ -54,20 +56,6 @@ from meshhook_rt_metrics.api.settings import ApiSettings
 log = logging.getLogger(__name__)
 _LABEL = re.compile(LABEL_NAME)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in (
-        (400, "Rejected by the data plane's rules (e.g. time range, step, aggregation)."),
-        (401, "Missing, expired or invalid token."),
-        (403, "The caller may not see or change this project."),
-        (413, "Request body too large."),
-        (414, "Query string too long."),
-        (422, "Invalid parameters; `details[].loc` names each field."),
-        (503, "Database unavailable or query timed out."),
-    )
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Not found."}}
-
 QUERY_SQL = """
 select coalesce(json_agg(json_build_object('labels', s.labels, 'points', s.points) order by s.labels),
   '[]')::text
@@ -81,7 +69,6 @@ from (
 ) s
 """
 
-bearer = HTTPBearer(auto_error=False, description="A Supabase JWT (user access token or service key).")
 scrape_bearer = HTTPBearer(
     scheme_name="ScrapeToken",
     auto_error=False,
@@ -100,21 +87,6 @@ def build_verifier(settings: ApiSettings) -> TokenVerifier:
             "set MESHHOOK_METRICS_JWT_SECRET (or MESHHOOK_METRICS_JWKS_URL / a local stack state dir)"
         )
     return TokenVerifier(secret, jwks_url=settings.jwks_url, audience=settings.jwt_audience or None)
-
-
-def _caller(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Caller:
-    header = f"{creds.scheme} {creds.credentials}" if creds else None
-    try:
-        found = credential(header, request.app.state.verifier, allow_scrape_token=False)
-    except UnauthorizedError as exc:
-        raise unauthorized(str(exc)) from exc
-    assert isinstance(found, Caller)
-    return found
-
-
-CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 class LimitsMiddleware:
@@ -218,7 +190,8 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
     app = FastAPI(
         title="MeshHook metrics API",
         version=__version__,
-        description="Queries over MeshHook's real-time metrics, Prometheus exposition and scrape tokens. "
+        description="Queries over MeshHook's real-time metrics, Prometheus exposition, scrape tokens and "
+        "alert configuration. "
         "Every query runs in PostgreSQL as the caller, so row-level security decides what anyone sees.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
@@ -232,22 +205,10 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["authorization", "content-type", "apikey", "x-client-info"],
         max_age=600,
     )
-
-    def visible_project(conn: psycopg.Connection[Any], project_id: UUID, who: Caller) -> None:
-        row = conn.execute(
-            "select exists (select from metrics.projects where id = %s)", (project_id,)
-        ).fetchone()
-        if row and row[0]:
-            return
-        if who.role == "service_role":
-            raise ApiError(404, "not_found", f"project {project_id} has no metrics")
-        raise ApiError(
-            403, "forbidden", f"project {project_id} is not one of yours", hint="ask a project admin"
-        )
 
     def matchers(match: list[str]) -> list[dict[str, str]]:
         parsed, details = [], []
@@ -540,20 +501,31 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         sql = f"select {exposition.ROW_COLUMNS} from "
 
         def fetch(kinds: Sequence[str]) -> list[exposition.Row]:
-            """The exposition rows of these kinds, in a transaction as the caller (anon with a scrape token)."""
+            """The exposition rows of these kinds, in a transaction as the caller (anon with a scrape token).
+
+            Fetched in binary: the numbers and the bucket arrays of 10,000 rows then cost a third less to
+            load, and that time holds the GIL the other thread's encoding needs.
+            """
             if isinstance(who, ScrapeToken):
                 with db.caller(ANON_CLAIMS) as conn:
-                    cursor = conn.execute(sql + "metrics.scrape(%s, %s)", (who.token, list(kinds)))
+                    cursor = conn.execute(
+                        sql + "metrics.scrape(%s, %s)", (who.token, list(kinds)), binary=True
+                    )
                     return exposition.rows_from(cursor.fetchall())
             with db.caller(who.claims) as conn:
                 cursor = conn.execute(
-                    sql + "metrics.exposition_rows(%s, true, p_kinds => %s)", (project_id, list(kinds))
+                    sql + "metrics.exposition_rows(%s, true, p_kinds => %s)",
+                    (project_id, list(kinds)),
+                    binary=True,
                 )
                 return exposition.rows_from(cursor.fetchall())
 
         with exposition.gc_paused():
             body, content_type = exposition.render_overlapped(fetch, request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
+
+    # -- alert configuration (rules, receivers, silences, history): meshhook_rt_metrics/api/alerts.py --------
+    app.include_router(alerts_router)
 
     # -- health -----------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], response_model=Health, responses={503: {"model": Health}})

@@ -113,17 +113,31 @@ async def handle_validation(_: Request, exc: Exception) -> JSONResponse:
     return ApiError(422, "validation_failed", f"invalid request: {where}", details=details).response()
 
 
+def _allowed_methods(routes: Sequence[Any], scope: Any) -> set[str]:
+    """Methods of every route matching the request's path, in routers included with include_router too.
+
+    FastAPI keeps an included router as one entry (``original_router`` holds its routes, whose paths
+    already carry the router's prefix).
+    """
+    methods: set[str] = set()
+    for route in routes:
+        included = getattr(getattr(route, "original_router", None), "routes", None)
+        if included is not None:
+            methods |= _allowed_methods(included, scope)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         # one path may be served by several routes (GET and POST): Allow lists all of them
-        methods: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                methods |= set(getattr(route, "methods", None) or ())
+        methods = _allowed_methods(request.app.router.routes, request.scope)
         if methods:
             headers["Allow"] = ", ".join(sorted(methods))
     return ApiError(exc.status_code, code, str(exc.detail), headers=headers).response()

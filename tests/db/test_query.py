@@ -157,11 +157,11 @@ def test_old_ranges_read_hourly_rollups(conn: psycopg.Connection[Any]) -> None:
     ("args", "message"),
     [
         ({"agg": "median"}, "p_agg: unknown aggregation"),
-        ({"matchers": '[{"label": "a", "op": "~~", "value": "x"}]'}, "p_matchers: unknown operator"),
-        ({"matchers": '[{"label": "a", "op": "=~", "value": "("}]'}, "p_matchers: invalid regex"),
+        ({"matchers": '[{"label": "a", "op": "~~", "value": "x"}]'}, "p_matchers: [0].op: unknown operator"),
+        ({"matchers": '[{"label": "a", "op": "=~", "value": "("}]'}, "p_matchers: [0].value: invalid regex"),
         (
             {"matchers": '[{"label": "a", "op": "=~", "value": "' + "a" * 257 + '"}]'},
-            "p_matchers: regex longer than 256",
+            "p_matchers: [0].value: regex longer than 256",
         ),
         ({"matchers": '{"label": "a"}'}, "p_matchers: must be an array"),
         ({"step": "10 seconds"}, "p_step: must be between"),

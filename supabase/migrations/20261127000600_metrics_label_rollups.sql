@@ -293,7 +293,6 @@ declare
   v_label text;
   v_groups text;
   v_windows text;
-  m jsonb;
 begin
   select * into strict v_cfg from metrics.config;
   if p_project_id is null then perform metrics.reject('p_project_id', 'required'); end if;
@@ -307,38 +306,19 @@ begin
   if v_step is not null and (v_step < interval '1 minute' or v_step > interval '31 days') then
     perform metrics.reject('p_step', 'must be between 1 minute and 31 days');
   end if;
-  if pg_catalog.jsonb_typeof(coalesce(p_matchers, '[]'::jsonb)) <> 'array' then
-    perform metrics.reject('p_matchers', 'must be an array of {"label", "op", "value"}');
+  -- the rules of matchers and aggregations are those of alert rules too: one function each
+  if metrics.matchers_problem(coalesce(p_matchers, '[]'::jsonb)) is not null then
+    perform metrics.reject('p_matchers', metrics.matchers_problem(p_matchers));
   end if;
-  for m in select * from pg_catalog.jsonb_array_elements(coalesce(p_matchers, '[]'::jsonb)) loop
-    if pg_catalog.jsonb_typeof(m) <> 'object' or pg_catalog.jsonb_typeof(m -> 'label') is distinct from 'string'
-       or pg_catalog.jsonb_typeof(m -> 'value') is distinct from 'string' then
-      perform metrics.reject('p_matchers', 'each matcher is {"label": string, "op": "=|!=|=~|!~", "value": string}');
-    end if;
-    if (m ->> 'op') is null or (m ->> 'op') not in ('=', '!=', '=~', '!~') then
-      perform metrics.reject('p_matchers', pg_catalog.format('unknown operator %L (use =, !=, =~, !~)', m ->> 'op'));
-    end if;
-    if (m ->> 'op') in ('=~', '!~') then
-      if pg_catalog.char_length(m ->> 'value') > v_cfg.regex_max_length then
-        perform metrics.reject('p_matchers', pg_catalog.format('regex longer than %s characters', v_cfg.regex_max_length));
-      end if;
-      begin
-        perform '' ~ (m ->> 'value');
-      exception when invalid_regular_expression then
-        perform metrics.reject('p_matchers', pg_catalog.format('invalid regex %L: %s', m ->> 'value', sqlerrm));
-      end;
-    end if;
-  end loop;
-
-  if v_agg ~ '^p\d{1,2}(\.\d+)?$' then
+  if metrics.aggregation_problem(p_agg) is not null then
+    perform metrics.reject('p_agg', metrics.aggregation_problem(p_agg));
+  end if;
+  if v_agg ~ '^p' then
     v_q := pg_catalog.substr(v_agg, 2)::double precision / 100;
     v_agg := 'quantile';
-  elsif v_agg ~ '^quantile\(0?\.\d+\)$' or v_agg ~ '^quantile\([01]\)$' then
+  elsif v_agg ~ '^quantile' then
     v_q := substring(v_agg from '\(([^)]*)\)')::double precision;
     v_agg := 'quantile';
-  elsif v_agg not in ('rate', 'sum', 'avg', 'min', 'max', 'last', 'count') then
-    perform metrics.reject('p_agg', pg_catalog.format(
-      'unknown aggregation %L (use rate, sum, avg, min, max, last, count, pNN or quantile(q))', p_agg));
   end if;
 
   select coalesce(pr.minute_retention, v_cfg.minute_retention) into v_minute_retention

@@ -1,0 +1,328 @@
+"""Request and response models of the alert configuration endpoints (/api/metrics/alerts...).
+
+Shapes and bounds are checked here (422 with field paths); the rules that also bind other writers
+(matchers that compile, aggregations metrics.query accepts, receiver targets per kind) are the SQL
+functions of migration ``20261127000500_metrics_alerting.sql``, asked before writing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
+from pydantic.config import JsonDict
+
+from meshhook_rt_metrics.api.models import AGGREGATION, LABEL_NAME, METRIC_NAME, Timestamp
+
+DURATION = r"^[0-9]{1,9}[smhd]?$"
+_DURATION = re.compile(DURATION)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DAY = 86400
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``5m``, ``1h``, ``1d`` or a bare number of seconds."""
+    found = _DURATION.match(text)
+    if not found:
+        raise ValueError("expected a duration such as 30s, 5m, 1h or 1d")
+    return int(text.rstrip("smhd")) * _UNITS.get(text[-1], 1)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact form: 300 s -> ``5m``, 90 s -> ``90s``, 0 -> ``0s``."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _window(text: str) -> str:
+    if not 60 <= duration_seconds(text) <= DAY:
+        raise ValueError("must be between 1m and 1d")
+    return text
+
+
+def _for_duration(text: str) -> str:
+    if not 0 <= duration_seconds(text) <= DAY:
+        raise ValueError("must be between 0s and 1d")
+    return text
+
+
+def _metric(name: str) -> str:
+    if name.startswith("__"):
+        raise ValueError('metric names starting with "__" are reserved')
+    return name
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat")
+    return values
+
+
+Window = Annotated[str, Field(pattern=DURATION, description="1m to 1d, e.g. 5m"), AfterValidator(_window)]
+ForDuration = Annotated[
+    str, Field(pattern=DURATION, description="0s to 1d, e.g. 2m"), AfterValidator(_for_duration)
+]
+RuleMetric = Annotated[str, Field(min_length=1, max_length=200, pattern=METRIC_NAME), AfterValidator(_metric)]
+LabelName = Annotated[str, Field(min_length=1, max_length=100, pattern=LABEL_NAME)]
+GroupBy = Annotated[
+    list[LabelName],
+    Field(max_length=20, description="Group by these labels; [] merges all series; null: each series."),
+    AfterValidator(_unique),
+]
+ReceiverIds = Annotated[
+    list[UUID],
+    Field(max_length=20, description="Receivers (of the same project) to notify."),
+    AfterValidator(_unique),
+]
+Threshold = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Description = Annotated[StrictStr, Field(max_length=2000)]
+Annotations = Annotated[
+    dict[str, Annotated[StrictStr, Field(max_length=4096)]],
+    Field(max_length=32, description="String values, keys [a-zA-Z_][a-zA-Z0-9_]*, at most 16 KiB."),
+]
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+Severity = Literal["info", "warning", "critical"]
+ReceiverKind = Literal["webhook", "slack", "alertmanager", "email"]
+Target = Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+Secret = Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+
+
+class MatcherIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: LabelName
+    op: Literal["=", "!=", "=~", "!~"]
+    value: Annotated[StrictStr, Field(max_length=1024)]
+
+
+Matchers = Annotated[
+    list[MatcherIn],
+    Field(max_length=20, description="Label matchers, all must match (regexes fully anchored)."),
+]
+
+
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("must not be null")
+    return value
+
+
+NotNull = AfterValidator(_not_null)
+
+
+def not_nullable(*nullable: str) -> Callable[[JsonDict], None]:
+    """json_schema_extra of a patch model: its fields are optional but null only where ``nullable``.
+
+    (The fields are typed ``X | None`` so that an absent field can be told from a given one; NotNull
+    rejects an explicit null with the field's path, and the published schema does not offer it.)
+    """
+
+    def strip(schema: JsonDict) -> None:
+        properties = schema.get("properties")
+        assert isinstance(properties, dict)
+        for name, prop in properties.items():
+            if name in nullable or not isinstance(prop, dict):
+                continue
+            options = prop.pop("anyOf", None)
+            if isinstance(options, list):
+                rest = [o for o in options if o != {"type": "null"}]
+                if len(rest) == 1 and isinstance(rest[0], dict):
+                    prop.update(rest[0])
+                else:
+                    prop["anyOf"] = rest
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+
+    return strip
+
+
+# -- rules ------------------------------------------------------------------------------------------------
+class RuleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: UUID
+    name: Name
+    description: Description = ""
+    metric: RuleMetric
+    matchers: Matchers = Field(default_factory=list)
+    agg: Annotated[str, Field(max_length=32, pattern=AGGREGATION)] = "sum"
+    by: GroupBy | None = None
+    window: Window = "5m"
+    op: Op
+    threshold: Threshold
+    for_duration: ForDuration = "0s"
+    severity: Severity = "warning"
+    annotations: Annotations = Field(default_factory=dict)
+    receiver_ids: ReceiverIds = Field(default_factory=list)
+    enabled: StrictBool = True
+
+
+class RulePatch(BaseModel):
+    """Only the fields present change; ``by: null`` is a value (one alert per series), others may not be null."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("by"))
+
+    name: Annotated[Name | None, NotNull] = None
+    description: Annotated[Description | None, NotNull] = None
+    metric: Annotated[RuleMetric | None, NotNull] = None
+    matchers: Annotated[Matchers | None, NotNull] = None
+    agg: Annotated[Annotated[str, Field(max_length=32, pattern=AGGREGATION)] | None, NotNull] = None
+    by: GroupBy | None = None
+    window: Annotated[Window | None, NotNull] = None
+    op: Annotated[Op | None, NotNull] = None
+    threshold: Annotated[Threshold | None, NotNull] = None
+    for_duration: Annotated[ForDuration | None, NotNull] = None
+    severity: Annotated[Severity | None, NotNull] = None
+    annotations: Annotated[Annotations | None, NotNull] = None
+    receiver_ids: Annotated[ReceiverIds | None, NotNull] = None
+    enabled: Annotated[StrictBool | None, NotNull] = None
+
+
+class Matcher(BaseModel):
+    label: str
+    op: str
+    value: str
+
+
+class Rule(BaseModel):
+    id: UUID
+    project_id: UUID
+    name: str
+    description: str
+    metric: str
+    matchers: list[Matcher]
+    agg: str
+    by: list[str] | None = Field(description="Group-by labels; null: each series is its own alert.")
+    window: str = Field(description="Evaluation window, e.g. 5m.")
+    op: str
+    threshold: float
+    for_duration: str = Field(description="How long the condition must hold before the alert fires.")
+    severity: str
+    annotations: dict[str, str]
+    receiver_ids: list[UUID]
+    enabled: bool
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleList(BaseModel):
+    rules: list[Rule]
+
+
+# -- receivers ----------------------------------------------------------------------------------------------
+class ReceiverCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: UUID
+    name: Name
+    kind: ReceiverKind
+    target: Target = Field(
+        description="http(s) URL (webhook, alertmanager), https URL (slack) or e-mail address (email)."
+    )
+    secret: Secret | None = Field(
+        default=None, description="Webhook signing key / bearer token. Write-only: never returned."
+    )
+
+
+class ReceiverPatch(BaseModel):
+    """Only the fields present change; ``secret: null`` removes the secret."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("secret"))
+
+    name: Annotated[Name | None, NotNull] = None
+    kind: Annotated[ReceiverKind | None, NotNull] = None
+    target: Annotated[Target | None, NotNull] = None
+    secret: Secret | None = None
+
+
+def mask_target(kind: str, target: str) -> str:
+    """A Slack incoming-webhook URL is a credential: only its scheme and host are shown."""
+    if kind != "slack":
+        return target
+    parts = urlsplit(target)
+    return f"{parts.scheme}://{parts.netloc}/…"
+
+
+class Receiver(BaseModel):
+    id: UUID
+    project_id: UUID
+    name: str
+    kind: str
+    target: str = Field(description="The target; Slack URLs masked as scheme://host/….")
+    has_secret: bool = Field(description="Whether a secret is set (the secret itself is never returned).")
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReceiverList(BaseModel):
+    receivers: list[Receiver]
+
+
+# -- silences ----------------------------------------------------------------------------------------------
+SILENCE_MAX = timedelta(days=90)
+
+
+class SilenceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: UUID
+    rule_id: UUID | None = Field(default=None, description="Only this rule; null: every rule of the project.")
+    matchers: Matchers = Field(default_factory=list)
+    starts_at: Timestamp | None = Field(default=None, description="Default: now.")
+    ends_at: Timestamp = Field(
+        description="After starts_at and in the future; at most 90 days after starts_at."
+    )
+    comment: Annotated[StrictStr, Field(max_length=2000)] = ""
+
+    def period(self) -> tuple[datetime, datetime]:
+        """(starts_at, ends_at) in UTC, starts_at defaulting to now."""
+        start = self.starts_at or datetime.now(UTC)
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start
+        end = self.ends_at.replace(tzinfo=UTC) if self.ends_at.tzinfo is None else self.ends_at
+        return start, end
+
+
+class Silence(BaseModel):
+    id: UUID
+    project_id: UUID
+    rule_id: UUID | None
+    matchers: list[Matcher]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    state: Literal["pending", "active", "expired"] = Field(
+        description="pending: starts later; active: in effect now; expired: ended."
+    )
+    created_by: UUID | None
+    created_at: datetime
+
+
+class SilenceList(BaseModel):
+    silences: list[Silence]
+
+
+# -- history -----------------------------------------------------------------------------------------------
+class AlertEvent(BaseModel):
+    id: int
+    project_id: UUID
+    rule_id: UUID | None = Field(description="null when the rule has been deleted since.")
+    rule_name: str
+    labels: dict[str, Any]
+    state: Literal["pending", "firing", "resolved"]
+    value: float | None
+    at: datetime
+
+
+class AlertHistory(BaseModel):
+    events: list[AlertEvent]

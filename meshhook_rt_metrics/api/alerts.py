@@ -1,0 +1,586 @@
+"""Alert configuration endpoints: rules, receivers, silences and the alert history (issue 5).
+
+Every statement runs as the caller (``Database.caller``): row-level security of the alerting tables
+(migration ``20261127000500_metrics_alerting.sql``) decides who sees and changes what. Members read rules,
+silences and history; editors and admins write rules and silences; receivers are for admins only, and their
+secret is write-only (``authenticated`` has no select grant on it). Ids the caller cannot see are 404,
+projects the caller is not a member of 403.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import APIRouter, Query, Response
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from meshhook_rt_metrics.api.alert_models import (
+    SILENCE_MAX,
+    AlertEvent,
+    AlertHistory,
+    Receiver,
+    ReceiverCreate,
+    ReceiverList,
+    ReceiverPatch,
+    Rule,
+    RuleCreate,
+    RuleList,
+    RulePatch,
+    Silence,
+    SilenceCreate,
+    SilenceList,
+    duration_seconds,
+    format_duration,
+    mask_target,
+)
+from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
+from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail
+from meshhook_rt_metrics.api.models import utc
+
+router = APIRouter(prefix="/api/metrics/alerts", tags=["alerts"])
+
+Conn = psycopg.Connection[Any]
+Loc = list[str | int]
+
+# API field <- column, where they differ
+RULE_FIELDS = {"by": "group_by", "window": "window_length"}
+FIELD_OF_COLUMN = {column: field for field, column in RULE_FIELDS.items()}
+# check constraints whose problem is not one column's
+CONSTRAINT_FIELDS = {"alert_silences_period_check": "ends_at"}
+_PROBLEM_AT = re.compile(r"^\[(\d+)\](?:\.([a-z_]+))?: (.*)$", re.DOTALL)
+_RECEIVER_AT = re.compile(r"^receiver_ids\[(\d+)\]: ")
+
+RULE_SELECT = """
+select r.id, r.project_id, r.name, r.description, r.metric, r.matchers, r.agg, r.group_by, r.window_length,
+  r.op, r.threshold, r.for_duration, r.severity, r.annotations, r.enabled, r.created_by, r.created_at,
+  r.updated_at,
+  array(select l.receiver_id from metrics.alert_rule_receivers l where l.rule_id = r.id order by l.receiver_id)
+from metrics.alert_rules r
+"""
+RECEIVER_COLUMNS = "id, project_id, name, kind, target, has_secret, created_by, created_at, updated_at"
+SILENCE_SELECT = """
+select s.id, s.project_id, s.rule_id, s.matchers, s.starts_at, s.ends_at, s.comment,
+  case when s.ends_at <= now() then 'expired' when s.starts_at > now() then 'pending' else 'active' end,
+  s.created_by, s.created_at
+from metrics.alert_silences s
+"""
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+def invalid(details: Sequence[ErrorDetail]) -> ApiError:
+    where = ", ".join(".".join(str(p) for p in d.loc) for d in details[:5])
+    return ApiError(422, "validation_failed", f"invalid request: {where}", details=details)
+
+
+def field_problem(loc: Loc, message: str) -> ApiError:
+    return invalid([ErrorDetail(loc=loc, message=message, type="value_error")])
+
+
+def check_problems(conn: Conn, probes: Sequence[tuple[Loc, str, Any]]) -> None:
+    """Ask the data plane's validity functions (``metrics.*_problem``) about values before writing them.
+
+    Each probe is (field path, SQL expression, its parameter or a tuple of them); a problem of a list element
+    (``[2].value: ...``) is reported at that element's path.
+    """
+    if not probes:
+        return
+    params: list[Any] = []
+    for _, _, value in probes:
+        params.extend(value if isinstance(value, tuple) else [value])
+    row = conn.execute("select " + ", ".join(expr for _, expr, _ in probes), params).fetchone()
+    assert row is not None
+    details = []
+    for (loc, _, _), problem in zip(probes, row, strict=True):
+        if problem is None:
+            continue
+        where, message = list(loc), str(problem)
+        found = _PROBLEM_AT.match(message)
+        if found:
+            where.append(int(found[1]))
+            if found[2]:
+                where.append(found[2])
+            message = found[3]
+        details.append(ErrorDetail(loc=where, message=message, type="value_error"))
+    if details:
+        raise invalid(details)
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Constraint violations of a write as HTTP errors with field paths (other errors: errors.py)."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise ApiError(409, "conflict", f"a {what} with that name already exists in this project") from exc
+    except psycopg.errors.CheckViolation as exc:
+        constraint = exc.diag.constraint_name or ""
+        column = CONSTRAINT_FIELDS.get(constraint) or re.sub(
+            r"^alert_[a-z]+?s_(.*)_check$", r"\1", constraint
+        )
+        field = FIELD_OF_COLUMN.get(column, column)
+        raise field_problem(["body", field], f"rejected by the database ({constraint})") from exc
+    except psycopg.errors.ForeignKeyViolation as exc:
+        message = exc.diag.message_primary or ""
+        found = _RECEIVER_AT.match(message)
+        if found:
+            raise field_problem(["body", "receiver_ids", int(found[1])], message) from exc
+        if exc.diag.constraint_name == "alert_silences_rule_fkey":
+            raise field_problem(["body", "rule_id"], "no such rule in this project") from exc
+        raise
+
+
+def not_found(what: str, ident: UUID) -> ApiError:
+    return ApiError(404, "not_found", f"no {what} {ident} among your projects")
+
+
+def denied(what: str, ident: UUID) -> ApiError:
+    return ApiError(403, "forbidden", f"not allowed to change {what} {ident}", hint="ask a project admin")
+
+
+def visible(conn: Conn, table: str, ident: UUID) -> bool:
+    row = conn.execute(
+        sql.SQL("select exists (select from metrics.{} where id = %s)").format(sql.Identifier(table)),
+        (ident,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def require_visible(conn: Conn, table: str, ident: UUID, what: str) -> None:
+    if not visible(conn, table, ident):
+        raise not_found(what, ident)
+
+
+def assignments(values: Mapping[str, Any]) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder()) for column in values
+    )
+
+
+# -- rules -------------------------------------------------------------------------------------------------
+def rule_from(row: Sequence[Any]) -> Rule:
+    return Rule(
+        id=row[0],
+        project_id=row[1],
+        name=row[2],
+        description=row[3],
+        metric=row[4],
+        matchers=row[5],
+        agg=row[6],
+        by=row[7],
+        window=format_duration(row[8]),
+        op=row[9],
+        threshold=row[10],
+        for_duration=format_duration(row[11]),
+        severity=row[12],
+        annotations=row[13],
+        enabled=row[14],
+        created_by=row[15],
+        created_at=row[16],
+        updated_at=row[17],
+        receiver_ids=list(row[18] or []),
+    )
+
+
+def fetch_rule(conn: Conn, rule_id: UUID) -> Rule:
+    row = conn.execute(RULE_SELECT + " where r.id = %s", (rule_id,)).fetchone()
+    if row is None:
+        raise not_found("alert rule", rule_id)
+    return rule_from(row)
+
+
+def rule_columns(body: RuleCreate | RulePatch, fields: set[str]) -> dict[str, Any]:
+    """Column values of the given API fields (receiver_ids are links, not a column)."""
+    values: dict[str, Any] = {}
+    for field in sorted(fields - {"receiver_ids", "project_id"}):
+        value = getattr(body, field)
+        if field == "matchers":
+            value = Jsonb([m.model_dump() for m in value])
+        elif field == "annotations":
+            value = Jsonb(value)
+        elif field in ("window", "for_duration"):
+            value = timedelta(seconds=duration_seconds(value))
+        values[RULE_FIELDS.get(field, field)] = value
+    return values
+
+
+def rule_probes(body: RuleCreate | RulePatch, fields: set[str]) -> list[tuple[Loc, str, Any]]:
+    probes: list[tuple[Loc, str, Any]] = []
+    if "matchers" in fields:
+        value = Jsonb([m.model_dump() for m in body.matchers or []])
+        probes.append((["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", value))
+    if "agg" in fields:
+        probes.append((["body", "agg"], "metrics.aggregation_problem(%s::text)", body.agg))
+    if "by" in fields and body.by is not None:
+        probes.append((["body", "by"], "metrics.label_names_problem(%s::text[])", body.by))
+    if "annotations" in fields:
+        probes.append(
+            (["body", "annotations"], "metrics.annotations_problem(%s::jsonb)", Jsonb(body.annotations))
+        )
+    return probes
+
+
+def set_receivers(conn: Conn, rule_id: UUID, receiver_ids: list[UUID]) -> None:
+    with translated("rule"):
+        conn.execute("select metrics.set_alert_rule_receivers(%s, %s::uuid[])", (rule_id, receiver_ids))
+
+
+# -- receivers ---------------------------------------------------------------------------------------------
+def receiver_from(row: Sequence[Any]) -> Receiver:
+    names = RECEIVER_COLUMNS.split(", ")
+    data = dict(zip(names, row, strict=True))
+    data["target"] = mask_target(data["kind"], data["target"])
+    return Receiver.model_validate(data)
+
+
+def target_probe(kind: str, target: str) -> list[tuple[Loc, str, Any]]:
+    return [(["body", "target"], "metrics.receiver_target_problem(%s::text, %s::text)", (kind, target))]
+
+
+# -- silences ----------------------------------------------------------------------------------------------
+def silence_from(row: Sequence[Any]) -> Silence:
+    return Silence(
+        id=row[0],
+        project_id=row[1],
+        rule_id=row[2],
+        matchers=row[3],
+        starts_at=row[4],
+        ends_at=row[5],
+        comment=row[6],
+        state=row[7],
+        created_by=row[8],
+        created_at=row[9],
+    )
+
+
+# == receivers (before /{rule_id}, which would capture the path) ==========================================
+@router.post(
+    "/receivers",
+    status_code=201,
+    response_model=Receiver,
+    responses={**ERRORS, **NOT_FOUND, **CONFLICT},
+    summary="Create a notification receiver (project admins)",
+)
+def create_receiver(who: CallerDep, db: DatabaseDep, body: ReceiverCreate) -> Receiver:
+    """The secret is stored write-only: responses carry `has_secret`, never the secret."""
+    with db.caller(who.claims) as conn:
+        visible_project(conn, body.project_id, who)
+        check_problems(conn, target_probe(body.kind, body.target))
+        with translated("receiver"):
+            row = conn.execute(
+                f"insert into metrics.alert_receivers (project_id, name, kind, target, secret)"
+                f" values (%s, %s, %s, %s, %s) returning {RECEIVER_COLUMNS}",
+                (body.project_id, body.name, body.kind, body.target, body.secret),
+            ).fetchone()
+    assert row is not None
+    return receiver_from(row)
+
+
+@router.get(
+    "/receivers",
+    response_model=ReceiverList,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Receivers of a project (admins; other members get an empty list)",
+)
+def list_receivers(who: CallerDep, db: DatabaseDep, project_id: UUID) -> ReceiverList:
+    with db.caller(who.claims) as conn:
+        visible_project(conn, project_id, who)
+        rows = conn.execute(
+            f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where project_id = %s order by name, id",
+            (project_id,),
+        ).fetchall()
+    return ReceiverList(receivers=[receiver_from(r) for r in rows])
+
+
+@router.get(
+    "/receivers/{receiver_id}",
+    response_model=Receiver,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="One receiver",
+)
+def get_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID) -> Receiver:
+    with db.caller(who.claims) as conn:
+        row = conn.execute(
+            f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where id = %s", (receiver_id,)
+        ).fetchone()
+    if row is None:
+        raise not_found("receiver", receiver_id)
+    return receiver_from(row)
+
+
+@router.patch(
+    "/receivers/{receiver_id}",
+    response_model=Receiver,
+    responses={**ERRORS, **NOT_FOUND, **CONFLICT},
+    summary="Change a receiver (only the given fields; `secret: null` removes the secret)",
+)
+def patch_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID, body: ReceiverPatch) -> Receiver:
+    fields = body.model_fields_set
+    with db.caller(who.claims) as conn:
+        current = conn.execute(
+            "select kind, target from metrics.alert_receivers where id = %s", (receiver_id,)
+        ).fetchone()
+        if current is None:
+            raise not_found("receiver", receiver_id)
+        if fields & {"kind", "target"}:
+            kind = body.kind if "kind" in fields and body.kind else current[0]
+            target = body.target if "target" in fields and body.target else current[1]
+            check_problems(conn, target_probe(kind, target))
+        values = {field: getattr(body, field) for field in sorted(fields)}
+        if values:
+            with translated("receiver"):
+                row = conn.execute(
+                    sql.SQL("update metrics.alert_receivers set {} where id = %s returning {}").format(
+                        assignments(values), sql.SQL(RECEIVER_COLUMNS)
+                    ),
+                    [*values.values(), receiver_id],
+                ).fetchone()
+            if row is None:
+                raise denied("receiver", receiver_id)
+        else:
+            row = conn.execute(
+                f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where id = %s", (receiver_id,)
+            ).fetchone()
+    assert row is not None
+    return receiver_from(row)
+
+
+@router.delete(
+    "/receivers/{receiver_id}",
+    status_code=204,
+    response_class=Response,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Delete a receiver (rules that used it stay)",
+)
+def delete_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID) -> Response:
+    with db.caller(who.claims) as conn:
+        row = conn.execute(
+            "delete from metrics.alert_receivers where id = %s returning id", (receiver_id,)
+        ).fetchone()
+    if row is None:
+        raise not_found("receiver", receiver_id)
+    return Response(status_code=204)
+
+
+# == silences =============================================================================================
+@router.post(
+    "/silences",
+    status_code=201,
+    response_model=Silence,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Silence alerts of a project (editors and admins)",
+)
+def create_silence(who: CallerDep, db: DatabaseDep, body: SilenceCreate) -> Silence:
+    start, end = body.period()
+    if end <= start:
+        raise field_problem(["body", "ends_at"], "must be after starts_at")
+    if end <= datetime.now(UTC):
+        raise field_problem(["body", "ends_at"], "must be in the future")
+    if end - start > SILENCE_MAX:
+        raise field_problem(["body", "ends_at"], "a silence lasts at most 90 days")
+    matchers = Jsonb([m.model_dump() for m in body.matchers])
+    with db.caller(who.claims) as conn:
+        visible_project(conn, body.project_id, who)
+        check_problems(conn, [(["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", matchers)])
+        with translated("silence"):
+            row = conn.execute(
+                "with s as (insert into metrics.alert_silences (project_id, rule_id, matchers, starts_at, ends_at,"
+                " comment) values (%s, %s, %s, %s, %s, %s) returning *) "
+                + SILENCE_SELECT.replace("metrics.alert_silences s", "s"),
+                (body.project_id, body.rule_id, matchers, start, end, body.comment),
+            ).fetchone()
+    assert row is not None
+    return silence_from(row)
+
+
+@router.get(
+    "/silences",
+    response_model=SilenceList,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Silences of a project, latest end first",
+)
+def list_silences(
+    who: CallerDep,
+    db: DatabaseDep,
+    project_id: UUID,
+    active: Annotated[
+        bool | None,
+        Query(description="true: not ended yet (active or pending); false: expired; absent: all."),
+    ] = None,
+) -> SilenceList:
+    with db.caller(who.claims) as conn:
+        visible_project(conn, project_id, who)
+        rows = conn.execute(
+            SILENCE_SELECT + " where s.project_id = %s and (%s::boolean is null or (s.ends_at > now()) = %s)"
+            " order by s.ends_at desc, s.id",
+            (project_id, active, active),
+        ).fetchall()
+    return SilenceList(silences=[silence_from(r) for r in rows])
+
+
+@router.get(
+    "/silences/{silence_id}", response_model=Silence, responses={**ERRORS, **NOT_FOUND}, summary="One silence"
+)
+def get_silence(who: CallerDep, db: DatabaseDep, silence_id: UUID) -> Silence:
+    with db.caller(who.claims) as conn:
+        row = conn.execute(SILENCE_SELECT + " where s.id = %s", (silence_id,)).fetchone()
+    if row is None:
+        raise not_found("silence", silence_id)
+    return silence_from(row)
+
+
+@router.delete(
+    "/silences/{silence_id}",
+    status_code=204,
+    response_class=Response,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="End a silence now (one that has not started is deleted)",
+)
+def end_silence(who: CallerDep, db: DatabaseDep, silence_id: UUID) -> Response:
+    with db.caller(who.claims) as conn:
+        row = conn.execute("select metrics.end_alert_silence(%s)", (silence_id,)).fetchone()
+    if not (row and row[0]):
+        raise not_found("silence", silence_id)
+    return Response(status_code=204)
+
+
+# == history ==============================================================================================
+@router.get(
+    "/history",
+    response_model=AlertHistory,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Alert state changes of a project, newest first",
+)
+def history(
+    who: CallerDep,
+    db: DatabaseDep,
+    project_id: UUID,
+    rule_id: Annotated[UUID | None, Query(description="Only this rule's events.")] = None,
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="Events at or after (RFC 3339).")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="Events before (RFC 3339).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AlertHistory:
+    start = utc(from_) if from_ else None
+    end = utc(to) if to else None
+    if start is not None and end is not None and start >= end:
+        raise invalid([ErrorDetail(loc=["query", "from"], message="must be before to", type="value_error")])
+    with db.caller(who.claims) as conn:
+        visible_project(conn, project_id, who)
+        rows = conn.execute(
+            "select e.id, e.project_id, e.rule_id, e.rule_name, e.labels, e.state, e.value, e.at"
+            " from metrics.alert_events e"
+            " where e.project_id = %(p)s and (%(r)s::uuid is null or e.rule_id = %(r)s)"
+            " and (%(f)s::timestamptz is null or e.at >= %(f)s) and (%(t)s::timestamptz is null or e.at < %(t)s)"
+            " order by e.at desc, e.id desc limit %(l)s",
+            {"p": project_id, "r": rule_id, "f": start, "t": end, "l": limit},
+        ).fetchall()
+    names = ("id", "project_id", "rule_id", "rule_name", "labels", "state", "value", "at")
+    return AlertHistory(events=[AlertEvent.model_validate(dict(zip(names, r, strict=True))) for r in rows])
+
+
+# == rules ===============================================================================================
+# Last, and typed ({rule_id:uuid}): otherwise /{rule_id} would also match PATCH /receivers and the like
+# (a 422 for a bad uuid instead of 405); a rule id that is not a uuid is therefore 404.
+@router.post(
+    "",
+    status_code=201,
+    response_model=Rule,
+    responses={**ERRORS, **NOT_FOUND, **CONFLICT},
+    summary="Create an alert rule (editors and admins)",
+)
+def create_rule(who: CallerDep, db: DatabaseDep, body: RuleCreate) -> Rule:
+    fields = set(RuleCreate.model_fields)
+    values = rule_columns(body, fields)
+    with db.caller(who.claims) as conn:
+        visible_project(conn, body.project_id, who)
+        check_problems(conn, rule_probes(body, fields))
+        with translated("rule"):
+            row = conn.execute(
+                sql.SQL(
+                    "insert into metrics.alert_rules (project_id, {}) values (%s, {}) returning id"
+                ).format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in values),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in values),
+                ),
+                [body.project_id, *values.values()],
+            ).fetchone()
+        assert row is not None
+        if body.receiver_ids:
+            set_receivers(conn, row[0], body.receiver_ids)
+        return fetch_rule(conn, row[0])
+
+
+@router.get(
+    "",
+    response_model=RuleList,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Alert rules of a project",
+)
+def list_rules(who: CallerDep, db: DatabaseDep, project_id: UUID) -> RuleList:
+    with db.caller(who.claims) as conn:
+        visible_project(conn, project_id, who)
+        rows = conn.execute(
+            RULE_SELECT + " where r.project_id = %s order by r.name, r.id", (project_id,)
+        ).fetchall()
+    return RuleList(rules=[rule_from(r) for r in rows])
+
+
+@router.get(
+    "/{rule_id:uuid}", response_model=Rule, responses={**ERRORS, **NOT_FOUND}, summary="One alert rule"
+)
+def get_rule(who: CallerDep, db: DatabaseDep, rule_id: UUID) -> Rule:
+    with db.caller(who.claims) as conn:
+        return fetch_rule(conn, rule_id)
+
+
+@router.patch(
+    "/{rule_id:uuid}",
+    response_model=Rule,
+    responses={**ERRORS, **NOT_FOUND, **CONFLICT},
+    summary="Change an alert rule (only the given fields; receiver_ids replaces the links)",
+)
+def patch_rule(who: CallerDep, db: DatabaseDep, rule_id: UUID, body: RulePatch) -> Rule:
+    fields = set(body.model_fields_set)
+    values = rule_columns(body, fields)
+    with db.caller(who.claims) as conn:
+        require_visible(conn, "alert_rules", rule_id, "alert rule")
+        check_problems(conn, rule_probes(body, fields))
+        if values:
+            with translated("rule"):
+                row = conn.execute(
+                    sql.SQL("update metrics.alert_rules set {} where id = %s returning id").format(
+                        assignments(values)
+                    ),
+                    [*values.values(), rule_id],
+                ).fetchone()
+            if row is None:
+                raise denied("alert rule", rule_id)
+        if "receiver_ids" in fields:
+            set_receivers(conn, rule_id, body.receiver_ids or [])
+        return fetch_rule(conn, rule_id)
+
+
+@router.delete(
+    "/{rule_id:uuid}",
+    status_code=204,
+    response_class=Response,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Delete an alert rule (its silences go too; its history stays)",
+)
+def delete_rule(who: CallerDep, db: DatabaseDep, rule_id: UUID) -> Response:
+    with db.caller(who.claims) as conn:
+        require_visible(conn, "alert_rules", rule_id, "alert rule")
+        row = conn.execute(
+            "delete from metrics.alert_rules where id = %s returning id", (rule_id,)
+        ).fetchone()
+        if row is None:
+            raise denied("alert rule", rule_id)
+    return Response(status_code=204)
