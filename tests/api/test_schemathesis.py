@@ -28,8 +28,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schemathesis.check
 def negative_data_rejection_or_414(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Schema-violating requests must be rejected; 414 (query string over the limit) is a rejection too."""
-    if response.status_code == 414:
+    """Schema-violating requests must be rejected; 413 and 414 (body or query string over the limits) are
+    rejections too."""
+    if response.status_code in (413, 414):
         return True
     return negative_data_rejection(ctx, response, case)
 
