@@ -270,7 +270,11 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
                 ]
                 raise ApiError(422, "validation_failed", "invalid request: query.by", details=details)
         found = matchers(match or [])
-        interval = parse_step(step) if step else None
+        try:
+            interval = parse_step(step) if step else None
+        except ValueError as exc:
+            detail = ErrorDetail(loc=["query", "step"], message=str(exc), type="value_error")
+            raise ApiError(422, "validation_failed", "invalid request: query.step", details=[detail]) from exc
         with db.caller(who.claims) as conn:
             visible_project(conn, project_id, who)
             row = conn.execute(

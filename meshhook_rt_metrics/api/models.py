@@ -50,7 +50,10 @@ def parse_step(text: str) -> timedelta:
     found = _STEP.match(text.strip())
     if not found:
         raise ValueError("expected a duration such as 60s, 5m, 1h or 1d")
-    return timedelta(seconds=int(found[1]) * _STEP_UNITS[found[2] or "s"])
+    try:
+        return timedelta(seconds=int(found[1]) * _STEP_UNITS[found[2] or "s"])
+    except OverflowError:  # over ~2.7 million years: not a duration Python (or any query) can hold
+        raise ValueError("too long a duration") from None
 
 
 def text_only(value: object) -> object:

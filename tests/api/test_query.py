@@ -121,6 +121,7 @@ def test_series_discovery(client: httpx.Client, world: World, seeded: Seed) -> N
         ({"project_id": "not-a-uuid"}, ["query", "project_id"]),
         ({"from": "yesterday-ish"}, ["query", "from"]),
         ({"step": "5 minutes"}, ["query", "step"]),
+        ({"step": "999999999w"}, ["query", "step"]),  # past what a timedelta holds: was a 500
         ({"metric": "bad name"}, ["query", "metric"]),
         ({"match": "no operator"}, ["query", "match", 0]),
         ({"by": "bad-label"}, ["query", "by", 0]),
