@@ -293,6 +293,7 @@ declare
   v_label text;
   v_groups text;
   v_windows text;
+  v_must jsonb;
 begin
   select * into strict v_cfg from metrics.config;
   if p_project_id is null then perform metrics.reject('p_project_id', 'required'); end if;
@@ -356,10 +357,15 @@ begin
       metrics.five_minute_window(greatest(v_split, least(p_to, metrics.five_minutes_complete_until()))));
   end if;
 
-  -- the chosen series first (a handful or thousands), then one index scan per rollup table over all of them
+  -- the chosen series first (a handful or thousands), then one index scan per rollup table over all of them;
+  -- the equality matchers (non-empty values) as one jsonb containment first: a C operator per series, so
+  -- the matcher rules (a SQL function call each, ~20 µs) only run on the series that pass it
+  select coalesce(pg_catalog.jsonb_object_agg(m ->> 'label', m -> 'value'), '{}'::jsonb) into v_must
+  from pg_catalog.jsonb_array_elements(coalesce(p_matchers, '[]'::jsonb)) as m
+  where m ->> 'op' = '=' and m ->> 'value' <> '';
   select pg_catalog.array_agg(s.id) into v_ids
   from metrics.series s
-  where s.project_id = p_project_id and s.name = p_metric
+  where s.project_id = p_project_id and s.name = p_metric and s.labels @> v_must
     and (coalesce(p_matchers, '[]'::jsonb) = '[]'::jsonb or metrics.series_matches(s.labels, p_matchers));
 
   -- Which series form which output label set: "grouped" (series id -> grp, a small integer per label set in
