@@ -96,11 +96,11 @@ select throws_ok($$select * from pg_temp.q('meshhook_queue_messages', 'median')$
   'p_agg: unknown aggregation ''median'' (use rate, sum, avg, min, max, last, count, pNN or quantile(q))', 'unknown aggregation');
 select throws_ok(format($$select * from pg_temp.q('meshhook_queue_messages', 'sum', %L)$$,
     jsonb_build_array(jsonb_build_object('label', 'queue', 'op', '=~', 'value', repeat('a', 257)))),
-  '22023', 'p_matchers: regex longer than 256 characters', 'regex length is bounded');
+  '22023', 'p_matchers: [0].value: regex longer than 256 characters', 'regex length is bounded');
 select throws_ok($$select * from pg_temp.q('meshhook_queue_messages', 'sum', '[{"label": "queue", "op": "=~", "value": "("}]')$$,
   '22023', null, 'an invalid regex is an invalid argument');
 select throws_ok($$select * from pg_temp.q('meshhook_queue_messages', 'sum', '[{"label": "queue", "op": "==", "value": "a"}]')$$,
-  '22023', 'p_matchers: unknown operator ''=='' (use =, !=, =~, !~)', 'unknown matcher operator');
+  '22023', 'p_matchers: [0].op: unknown operator ''=='' (use =, !=, =~, !~)', 'unknown matcher operator');
 select throws_ok($$select * from metrics.query('0a000000-0000-4000-8000-00000000000a', 'm', now(), now() - interval '1 hour')$$,
   '22023', 'p_from: p_from and p_to are required and p_from must be before p_to', 'p_from must be before p_to');
 
