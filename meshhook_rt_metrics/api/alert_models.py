@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from meshhook_rt_metrics.api.models import AGGREGATION, LABEL_NAME, METRIC_NAME, Timestamp
@@ -60,6 +69,28 @@ def _metric(name: str) -> str:
     return name
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here with the field's path, not by the driver
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+# C0 and C1 controls and the Unicode line/paragraph separators: a name ends up in e-mail subjects and
+# chat messages, where a line break would forge headers or lines (mirrored by the name check constraints)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters or line breaks")
+    return text
+
+
+NoNul = AfterValidator(_no_nul)
+NoControl = AfterValidator(_no_control)
+
+
 def _unique(values: list[Any]) -> list[Any]:
     if len(set(values)) != len(values):
         raise ValueError("must not repeat")
@@ -83,17 +114,23 @@ ReceiverIds = Annotated[
     AfterValidator(_unique),
 ]
 Threshold = Annotated[StrictFloat, Field(allow_inf_nan=False)]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
-Description = Annotated[StrictStr, Field(max_length=2000)]
+Name = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=200, description="1 to 200 characters, no control characters."),
+    NoControl,
+]
+Description = Annotated[StrictStr, Field(max_length=2000), NoNul]
+AnnotationKey = Annotated[str, Field(min_length=1, max_length=100, pattern=LABEL_NAME), NoControl]
 Annotations = Annotated[
-    dict[str, Annotated[StrictStr, Field(max_length=4096)]],
+    dict[AnnotationKey, Annotated[StrictStr, Field(max_length=4096), NoNul]],
     Field(max_length=32, description="String values, keys [a-zA-Z_][a-zA-Z0-9_]*, at most 16 KiB."),
 ]
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Severity = Literal["info", "warning", "critical"]
 ReceiverKind = Literal["webhook", "slack", "alertmanager", "email"]
-Target = Annotated[StrictStr, Field(min_length=1, max_length=2048)]
-Secret = Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+Target = Annotated[StrictStr, Field(min_length=1, max_length=2048), NoNul]
+Secret = Annotated[StrictStr, Field(min_length=1, max_length=1024), NoNul]
+Comment = Annotated[StrictStr, Field(max_length=2000), NoNul]
 
 
 class MatcherIn(BaseModel):
@@ -101,7 +138,7 @@ class MatcherIn(BaseModel):
 
     label: LabelName
     op: Literal["=", "!=", "=~", "!~"]
-    value: Annotated[StrictStr, Field(max_length=1024)]
+    value: Annotated[StrictStr, Field(max_length=1024), NoNul]
 
 
 Matchers = Annotated[
@@ -117,6 +154,17 @@ def _not_null(value: object) -> object:
 
 
 NotNull = AfterValidator(_not_null)
+
+
+class PatchModel(BaseModel):
+    """A patch changes at least one field: an empty body is 422 for everyone (a write that changes
+    nothing would otherwise answer 200 without any write being authorised)."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PatchModel:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: give at least one field")
+        return self
 
 
 def not_nullable(*nullable: str) -> Callable[[JsonDict], None]:
@@ -141,6 +189,7 @@ def not_nullable(*nullable: str) -> Callable[[JsonDict], None]:
                     prop["anyOf"] = rest
             if "default" in prop and prop["default"] is None:
                 del prop["default"]
+        schema["minProperties"] = 1
 
     return strip
 
@@ -166,8 +215,9 @@ class RuleCreate(BaseModel):
     enabled: StrictBool = True
 
 
-class RulePatch(BaseModel):
-    """Only the fields present change; ``by: null`` is a value (one alert per series), others may not be null."""
+class RulePatch(PatchModel):
+    """Only the fields present (at least one); ``by: null`` is a value (one alert per series), others may
+    not be null."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("by"))
 
@@ -234,8 +284,8 @@ class ReceiverCreate(BaseModel):
     )
 
 
-class ReceiverPatch(BaseModel):
-    """Only the fields present change; ``secret: null`` removes the secret."""
+class ReceiverPatch(PatchModel):
+    """Only the fields present change (at least one); ``secret: null`` removes the secret."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("secret"))
 
@@ -245,9 +295,38 @@ class ReceiverPatch(BaseModel):
     secret: Secret | None = None
 
 
+# Hosts of incoming-webhook URLs whose path or query is the credential (Slack, Discord, Microsoft Teams /
+# Power Automate, Google Chat, Zapier): masked whatever the receiver's kind, so that saving such a URL as a
+# plain webhook, or changing the kind, does not reveal it
+SECRET_URL_HOSTS = frozenset(
+    {
+        "hooks.slack.com",
+        "discord.com",
+        "discordapp.com",
+        "ptb.discord.com",
+        "canary.discord.com",
+        "outlook.office.com",
+        "outlook.office365.com",
+        "chat.googleapis.com",
+        "hooks.zapier.com",
+    }
+)
+SECRET_URL_SUFFIXES = (".webhook.office.com", ".logic.azure.com", ".environment.api.powerplatform.com")
+
+
+def is_secret_url(target: str) -> bool:
+    """Whether a URL's host is a known incoming-webhook host (its path or query is the credential)."""
+    try:
+        host = (urlsplit(target).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    return host in SECRET_URL_HOSTS or host.endswith(SECRET_URL_SUFFIXES)
+
+
 def mask_target(kind: str, target: str) -> str:
-    """A Slack incoming-webhook URL is a credential: only its scheme and host are shown."""
-    if kind != "slack":
+    """Slack receivers, and URLs of known incoming-webhook hosts whatever the kind: only the scheme and
+    host are shown (the rest of such a URL is a credential)."""
+    if kind != "slack" and not is_secret_url(target):
         return target
     parts = urlsplit(target)
     return f"{parts.scheme}://{parts.netloc}/…"
@@ -258,7 +337,10 @@ class Receiver(BaseModel):
     project_id: UUID
     name: str
     kind: str
-    target: str = Field(description="The target; Slack URLs masked as scheme://host/….")
+    target: str = Field(
+        description="The target; Slack receivers and URLs of known incoming-webhook hosts (Slack, Discord, "
+        "Teams, Google Chat, Zapier) masked as scheme://host/…."
+    )
     has_secret: bool = Field(description="Whether a secret is set (the secret itself is never returned).")
     created_by: UUID | None
     created_at: datetime
@@ -279,18 +361,20 @@ class SilenceCreate(BaseModel):
     project_id: UUID
     rule_id: UUID | None = Field(default=None, description="Only this rule; null: every rule of the project.")
     matchers: Matchers = Field(default_factory=list)
-    starts_at: Timestamp | None = Field(default=None, description="Default: now.")
+    starts_at: Timestamp | None = Field(default=None, description="Default: now (the database's clock).")
     ends_at: Timestamp = Field(
         description="After starts_at and in the future; at most 90 days after starts_at."
     )
-    comment: Annotated[StrictStr, Field(max_length=2000)] = ""
+    comment: Comment = ""
 
-    def period(self) -> tuple[datetime, datetime]:
-        """(starts_at, ends_at) in UTC, starts_at defaulting to now."""
-        start = self.starts_at or datetime.now(UTC)
-        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start
+    def period(self, now: datetime) -> tuple[datetime | None, datetime, datetime]:
+        """(starts_at as given, ends_at, effective start) in UTC; the effective start is ``now`` (the
+        database's clock, whose now() is the column default) when no starts_at is given."""
+        start = self.starts_at
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
         end = self.ends_at.replace(tzinfo=UTC) if self.ends_at.tzinfo is None else self.ends_at
-        return start, end
+        return start, end, start or now
 
 
 class Silence(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -210,11 +210,26 @@ def rule_columns(body: RuleCreate | RulePatch, fields: set[str]) -> dict[str, An
     return values
 
 
-def rule_probes(body: RuleCreate | RulePatch, fields: set[str]) -> list[tuple[Loc, str, Any]]:
+def rule_probes(
+    body: RuleCreate | RulePatch, fields: set[str], rule_id: UUID | None = None
+) -> list[tuple[Loc, str, Any]]:
+    """Probes of the given fields; matchers of a patch equal to the stored ones are not re-checked (as the
+    database's trigger does not re-check them: a later, lower regex limit does not freeze a rule)."""
     probes: list[tuple[Loc, str, Any]] = []
     if "matchers" in fields:
         value = Jsonb([m.model_dump() for m in body.matchers or []])
-        probes.append((["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", value))
+        if rule_id is None:
+            probes.append((["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", value))
+        else:
+            probes.append(
+                (
+                    ["body", "matchers"],
+                    "case when %s::jsonb is not distinct from"
+                    " (select r.matchers from metrics.alert_rules r where r.id = %s)"
+                    " then null else metrics.matchers_problem(%s::jsonb) end",
+                    (value, rule_id, value),
+                )
+            )
     if "agg" in fields:
         probes.append((["body", "agg"], "metrics.aggregation_problem(%s::text)", body.agg))
     if "by" in fields and body.by is not None:
@@ -332,22 +347,16 @@ def patch_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID, body: Rec
             kind = body.kind if "kind" in fields and body.kind else current[0]
             target = body.target if "target" in fields and body.target else current[1]
             check_problems(conn, target_probe(kind, target))
-        values = {field: getattr(body, field) for field in sorted(fields)}
-        if values:
-            with translated("receiver"):
-                row = conn.execute(
-                    sql.SQL("update metrics.alert_receivers set {} where id = %s returning {}").format(
-                        assignments(values), sql.SQL(RECEIVER_COLUMNS)
-                    ),
-                    [*values.values(), receiver_id],
-                ).fetchone()
-            if row is None:
-                raise denied("receiver", receiver_id)
-        else:
+        values = {field: getattr(body, field) for field in sorted(fields)}  # never empty (ReceiverPatch)
+        with translated("receiver"):
             row = conn.execute(
-                f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where id = %s", (receiver_id,)
+                sql.SQL("update metrics.alert_receivers set {} where id = %s returning {}").format(
+                    assignments(values), sql.SQL(RECEIVER_COLUMNS)
+                ),
+                [*values.values(), receiver_id],
             ).fetchone()
-    assert row is not None
+        if row is None:
+            raise denied("receiver", receiver_id)
     return receiver_from(row)
 
 
@@ -377,23 +386,40 @@ def delete_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID) -> Respo
     summary="Silence alerts of a project (editors and admins)",
 )
 def create_silence(who: CallerDep, db: DatabaseDep, body: SilenceCreate) -> Silence:
-    start, end = body.period()
-    if end <= start:
-        raise field_problem(["body", "ends_at"], "must be after starts_at")
-    if end <= datetime.now(UTC):
-        raise field_problem(["body", "ends_at"], "must be in the future")
-    if end - start > SILENCE_MAX:
-        raise field_problem(["body", "ends_at"], "a silence lasts at most 90 days")
     matchers = Jsonb([m.model_dump() for m in body.matchers])
     with db.caller(who.claims) as conn:
+        # the database's clock (now() of this transaction, the column default of starts_at), not this host's
+        clock = conn.execute("select now()").fetchone()
+        assert clock is not None
+        now: datetime = clock[0]
+        given_start, end, start = body.period(now)
+        if end <= start:
+            raise field_problem(["body", "ends_at"], "must be after starts_at")
+        if end <= now:
+            raise field_problem(["body", "ends_at"], "must be in the future")
+        if end - start > SILENCE_MAX:
+            raise field_problem(["body", "ends_at"], "a silence lasts at most 90 days")
         visible_project(conn, body.project_id, who)
         check_problems(conn, [(["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", matchers)])
+        values: dict[str, Any] = {
+            "project_id": body.project_id,
+            "rule_id": body.rule_id,
+            "matchers": matchers,
+            "ends_at": end,
+            "comment": body.comment,
+        }
+        if given_start is not None:  # otherwise the column default, now(), applies
+            values["starts_at"] = given_start
         with translated("silence"):
             row = conn.execute(
-                "with s as (insert into metrics.alert_silences (project_id, rule_id, matchers, starts_at, ends_at,"
-                " comment) values (%s, %s, %s, %s, %s, %s) returning *) "
-                + SILENCE_SELECT.replace("metrics.alert_silences s", "s"),
-                (body.project_id, body.rule_id, matchers, start, end, body.comment),
+                sql.SQL(
+                    "with s as (insert into metrics.alert_silences ({}) values ({}) returning *) "
+                ).format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in values),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in values),
+                )
+                + sql.SQL(SILENCE_SELECT.replace("metrics.alert_silences s", "s")),
+                list(values.values()),
             ).fetchone()
     assert row is not None
     return silence_from(row)
@@ -552,7 +578,7 @@ def patch_rule(who: CallerDep, db: DatabaseDep, rule_id: UUID, body: RulePatch) 
     values = rule_columns(body, fields)
     with db.caller(who.claims) as conn:
         require_visible(conn, "alert_rules", rule_id, "alert rule")
-        check_problems(conn, rule_probes(body, fields))
+        check_problems(conn, rule_probes(body, fields, rule_id))
         if values:
             with translated("rule"):
                 row = conn.execute(

@@ -4,6 +4,8 @@
 --
 --   receivers (notification targets and their secrets)  admins of the project only
 --   rules, rule -> receiver links, silences              members read, editors and admins write
+--                                                        (a silence can only be ended early, not extended
+--                                                        or revived; deleted only before it starts)
 --   events (history)                                    members read; only the service role writes
 --
 -- The validity rules of the configuration (aggregations, label matchers, label names, annotations,
@@ -48,12 +50,11 @@ $$;
 comment on function metrics.label_names_problem(text[]) is
   'Why a list of group-by label names is invalid (at most 20 distinct names [a-zA-Z_][a-zA-Z0-9_]*), or null.';
 
-create function metrics.matchers_problem(p_matchers jsonb)
+create function metrics.matchers_problem(p_matchers jsonb, p_regex_max integer)
 returns text
-language plpgsql stable set search_path = ''
+language plpgsql immutable parallel safe set search_path = ''
 as $$
 declare
-  v_regex_max integer;
   v_i integer := 0;
   m jsonb;
 begin
@@ -66,8 +67,6 @@ begin
   if pg_catalog.jsonb_array_length(p_matchers) > 20 then
     return 'at most 20 matchers';
   end if;
-  select c.regex_max_length into v_regex_max from metrics.config c;
-  v_regex_max := coalesce(v_regex_max, 256);
   for m in select e from pg_catalog.jsonb_array_elements(p_matchers) e loop
     if pg_catalog.jsonb_typeof(m) <> 'object'
        or (m - '{label,op,value}'::text[]) <> '{}'::jsonb
@@ -86,8 +85,8 @@ begin
       return pg_catalog.format('[%s].value: longer than 1024 characters', v_i);
     end if;
     if (m ->> 'op') in ('=~', '!~') then
-      if pg_catalog.char_length(m ->> 'value') > v_regex_max then
-        return pg_catalog.format('[%s].value: regex longer than %s characters', v_i, v_regex_max);
+      if p_regex_max is not null and pg_catalog.char_length(m ->> 'value') > p_regex_max then
+        return pg_catalog.format('[%s].value: regex longer than %s characters', v_i, p_regex_max);
       end if;
       begin
         perform '' ~ (m ->> 'value');
@@ -100,11 +99,23 @@ begin
   return null;
 end
 $$;
-comment on function metrics.matchers_problem(jsonb) is
+comment on function metrics.matchers_problem(jsonb, integer) is
   'Why a list of label matchers is invalid, or null: the shape metrics.query takes as p_matchers (an array '
-  'of at most 20 {"label", "op", "value"} objects, op one of =, !=, =~, !~, regexes that compile and are at '
-  'most metrics.config.regex_max_length long). Stable, not immutable (reads that limit): a later change of '
-  'the limit does not re-check stored rows.';
+  'of at most 20 {"label", "op", "value"} objects, op one of =, !=, =~, !~, values of at most 1024 '
+  'characters, regexes that compile and are at most p_regex_max long; null: no regex limit beyond 1024). '
+  'Immutable: the check constraints call it with the fixed bound 1024, so they never depend on '
+  'metrics.config and a later change of regex_max_length cannot freeze stored rows.';
+
+create function metrics.matchers_problem(p_matchers jsonb)
+returns text
+language sql stable parallel safe set search_path = ''
+as $$
+  select metrics.matchers_problem(p_matchers, coalesce((select c.regex_max_length from metrics.config c), 256))
+$$;
+comment on function metrics.matchers_problem(jsonb) is
+  'metrics.matchers_problem(jsonb, integer) with the configured regex limit (metrics.config.regex_max_length): '
+  'the rule for new matchers, asked by the HTTP service, metrics.query and the before-write triggers of '
+  'metrics.alert_rules and metrics.alert_silences (which ask it only when the matchers are new or changed).';
 
 create function metrics.annotations_problem(p_annotations jsonb)
 returns text
@@ -142,6 +153,8 @@ as $$
       when pg_catalog.char_length(p_target) > 2048 then 'URL longer than 2048 characters'
       when p_target !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$'
         then 'must be an http(s) URL without credentials (put tokens in the secret)'
+      when pg_catalog.substring(p_target, '^https?://[A-Za-z0-9.-]+:([0-9]{1,5})')::integer not between 1 and 65535
+        then 'port must be between 1 and 65535'
       when p_kind = 'slack' and p_target !~ '^https://' then 'Slack webhook URLs must use https'
     end
     else 'unknown receiver kind'
@@ -149,7 +162,9 @@ as $$
 $$;
 comment on function metrics.receiver_target_problem(text, text) is
   'Why a receiver''s target is invalid for its kind, or null: webhook, slack and alertmanager take an http or '
-  'https URL (slack: https only) without user:password, email an e-mail address.';
+  'https URL (slack: https only) without user:password and with a port, if any, of 1 to 65535; email an '
+  'e-mail address. Whether a URL points at an internal address is for the alert worker to check when it '
+  'sends (DNS can change after this check).';
 
 create function metrics.alerting_touch_updated_at()
 returns trigger
@@ -163,11 +178,75 @@ $$;
 comment on function metrics.alerting_touch_updated_at() is
   'Before-update trigger of the alerting configuration tables: keeps updated_at current.';
 
+create function metrics.alerting_check_matchers()
+returns trigger
+language plpgsql set search_path = ''
+as $$
+declare
+  v_problem text;
+begin
+  -- only new or changed matchers meet today's limit: a rule or silence written under a higher
+  -- regex_max_length stays renamable, disableable and endable (the check constraint has a fixed bound)
+  if tg_op = 'INSERT' or new.matchers is distinct from old.matchers then
+    v_problem := metrics.matchers_problem(new.matchers);
+    if v_problem is not null then
+      raise exception using
+        errcode = '23514',
+        message = pg_catalog.format('matchers: %s', v_problem),
+        schema = tg_table_schema,
+        table = tg_table_name,
+        constraint = tg_table_name || '_matchers_check';
+    end if;
+  end if;
+  return new;
+end
+$$;
+comment on function metrics.alerting_check_matchers() is
+  'Before-insert-or-update trigger of metrics.alert_rules and metrics.alert_silences: new or changed '
+  'matchers must pass metrics.matchers_problem(jsonb) with the configured regex limit (raises 23514 naming '
+  'the table''s matchers check constraint). Unchanged matchers are not re-checked.';
+
+create function metrics.alert_silences_guard()
+returns trigger
+language plpgsql set search_path = ''
+as $$
+begin
+  -- a silence is a record of who muted what: the only change is ending it early
+  if (new.id, new.project_id, new.rule_id, new.matchers, new.starts_at, new.comment, new.created_by, new.created_at)
+     is distinct from
+     (old.id, old.project_id, old.rule_id, old.matchers, old.starts_at, old.comment, old.created_by, old.created_at) then
+    raise exception using
+      errcode = '42501',
+      message = pg_catalog.format('silence %s: only ends_at can change', old.id),
+      hint = 'create a new silence instead';
+  end if;
+  if new.ends_at is distinct from old.ends_at then
+    if old.ends_at <= pg_catalog.now() then
+      raise exception using
+        errcode = '42501',
+        message = pg_catalog.format('silence %s has ended and cannot be changed', old.id),
+        hint = 'create a new silence instead';
+    end if;
+    if new.ends_at > old.ends_at or new.ends_at < pg_catalog.now() then
+      raise exception using
+        errcode = '42501',
+        message = pg_catalog.format('silence %s: ends_at can only be moved earlier, to now at the earliest', old.id),
+        hint = 'end it with metrics.end_alert_silence, or create a new silence';
+    end if;
+  end if;
+  return new;
+end
+$$;
+comment on function metrics.alert_silences_guard() is
+  'Before-update trigger of metrics.alert_silences, for every role: a silence that has not ended may be '
+  'shortened (ends_at moved earlier, down to now); it cannot be extended, revived after it ended, or '
+  'otherwise changed. Raises 42501.';
+
 -- receivers ----------------------------------------------------------------------------------------------
 create table metrics.alert_receivers (
   id uuid primary key default gen_random_uuid(),
   project_id uuid not null references metrics.projects (id) on delete cascade,
-  name text not null check (char_length(name) between 1 and 200),
+  name text not null check (char_length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]'),
   kind text not null check (kind in ('webhook', 'slack', 'alertmanager', 'email')),
   target text not null,
   secret text check (char_length(secret) between 1 and 1024),
@@ -203,7 +282,7 @@ comment on trigger alert_receivers_updated_at on metrics.alert_receivers is 'Kee
 create table metrics.alert_rules (
   id uuid primary key default gen_random_uuid(),
   project_id uuid not null references metrics.projects (id) on delete cascade,
-  name text not null check (char_length(name) between 1 and 200),
+  name text not null check (char_length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]'),
   description text not null default '' check (char_length(description) <= 2000),
   metric text not null check (
     metric ~ '^[a-zA-Z_:][a-zA-Z0-9_:]*$' and metric not like '\_\_%' and char_length(metric) <= 200
@@ -223,7 +302,8 @@ create table metrics.alert_rules (
   created_by uuid default auth.uid(),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  constraint alert_rules_matchers_check check (metrics.matchers_problem(matchers) is null),
+  -- fixed bound (the value length cap): the configured regex limit is the trigger's, for new matchers only
+  constraint alert_rules_matchers_check check (metrics.matchers_problem(matchers, 1024) is null),
   constraint alert_rules_agg_check check (metrics.aggregation_problem(agg) is null),
   constraint alert_rules_group_by_check check (metrics.label_names_problem(group_by) is null),
   constraint alert_rules_annotations_check check (metrics.annotations_problem(annotations) is null),
@@ -244,6 +324,12 @@ create trigger alert_rules_updated_at
 before update on metrics.alert_rules
 for each row execute function metrics.alerting_touch_updated_at();
 comment on trigger alert_rules_updated_at on metrics.alert_rules is 'Keeps updated_at current.';
+
+create trigger alert_rules_matchers
+before insert or update on metrics.alert_rules
+for each row execute function metrics.alerting_check_matchers();
+comment on trigger alert_rules_matchers on metrics.alert_rules is
+  'New or changed matchers meet the configured regex limit (metrics.config.regex_max_length).';
 
 create table metrics.alert_rule_receivers (
   project_id uuid not null,
@@ -274,17 +360,32 @@ create table metrics.alert_silences (
   created_at timestamptz not null default now(),
   constraint alert_silences_rule_fkey foreign key (project_id, rule_id)
     references metrics.alert_rules (project_id, id) on delete cascade,
-  constraint alert_silences_matchers_check check (metrics.matchers_problem(matchers) is null),
-  constraint alert_silences_period_check check (ends_at > starts_at and ends_at - starts_at <= interval '90 days')
+  constraint alert_silences_matchers_check check (metrics.matchers_problem(matchers, 1024) is null),
+  constraint alert_silences_period_check check (ends_at > starts_at and ends_at - starts_at <= interval '90 days'),
+  -- every client can read these years back (Python's datetime ends at 9999)
+  constraint alert_silences_starts_at_check
+    check (starts_at between '2000-01-01 00:00:00+00' and '9000-01-01 00:00:00+00')
 );
 create index alert_silences_project_ends_idx on metrics.alert_silences (project_id, ends_at desc);
 create index alert_silences_rule_idx on metrics.alert_silences (project_id, rule_id) where rule_id is not null;
 comment on table metrics.alert_silences is
   'Mutes notifications between starts_at and ends_at (at most 90 days) for alerts whose labels match all '
-  'matchers, of one rule (rule_id) or of every rule (rule_id null). Members read, editors and admins write; '
-  'ending a silence sets ends_at (metrics.end_alert_silence).';
+  'matchers, of one rule (rule_id) or of every rule (rule_id null). Members read, editors and admins create; '
+  'a silence is a record of who muted what: it can be ended early (ends_at moved earlier, down to now: '
+  'metrics.end_alert_silence), but not extended or revived, and deleted only before it starts.';
 comment on index metrics.alert_silences_project_ends_idx is 'Active silences of a project (ends_at > now()).';
 comment on index metrics.alert_silences_rule_idx is 'Cascade of a deleted rule.';
+
+create trigger alert_silences_matchers
+before insert or update on metrics.alert_silences
+for each row execute function metrics.alerting_check_matchers();
+comment on trigger alert_silences_matchers on metrics.alert_silences is
+  'New or changed matchers meet the configured regex limit (metrics.config.regex_max_length).';
+create trigger alert_silences_guard
+before update on metrics.alert_silences
+for each row execute function metrics.alert_silences_guard();
+comment on trigger alert_silences_guard on metrics.alert_silences is
+  'A silence can only be shortened (down to now) before it ends: no extension, no revival, no other change.';
 
 -- history ------------------------------------------------------------------------------------------------
 create table metrics.alert_events (
@@ -368,9 +469,10 @@ comment on policy alert_silences_editors_insert on metrics.alert_silences is 'Ed
 create policy alert_silences_editors_update on metrics.alert_silences for update to authenticated
   using (project_id in (select metrics.user_project_ids('editor')))
   with check (project_id in (select metrics.user_project_ids('editor')));
-comment on policy alert_silences_editors_update on metrics.alert_silences is 'Editors and admins end silences.';
+comment on policy alert_silences_editors_update on metrics.alert_silences is
+  'Editors and admins end silences (the trigger alert_silences_guard allows shortening only).';
 create policy alert_silences_editors_delete on metrics.alert_silences for delete to authenticated
-  using (project_id in (select metrics.user_project_ids('editor')));
+  using (project_id in (select metrics.user_project_ids('editor')) and starts_at >= now());
 comment on policy alert_silences_editors_delete on metrics.alert_silences is
   'Editors and admins delete silences that have not started yet.';
 
@@ -432,17 +534,35 @@ returns boolean
 language plpgsql volatile security invoker set search_path = ''
 as $$
 declare
-  v_silence metrics.alert_silences;
+  v_project uuid;
+  v_starts_at timestamptz;
+  v_ends_at timestamptz;
   v_changed integer;
 begin
-  select * into v_silence from metrics.alert_silences s where s.id = p_id;
+  select s.project_id into v_project from metrics.alert_silences s where s.id = p_id;
   if not found then
     return false;
   end if;
-  if v_silence.ends_at <= pg_catalog.now() then
+  -- the right to write comes first, whatever state the silence is in (a viewer learns nothing from a no-op)
+  if not exists (
+       select from pg_catalog.pg_roles r where r.rolname = current_user and (r.rolsuper or r.rolbypassrls)
+     ) and v_project not in (select metrics.user_project_ids('editor')) then
+    raise exception using
+      errcode = '42501',
+      message = pg_catalog.format('not allowed to end silence %s', p_id),
+      hint = 'silences are ended by editors and admins of their project';
+  end if;
+  -- lock it: concurrent calls queue here and see each other's effect
+  select s.starts_at, s.ends_at into v_starts_at, v_ends_at
+  from metrics.alert_silences s where s.id = p_id
+  for update;
+  if not found then
+    return true;  -- deleted meanwhile (by a concurrent call): it is over
+  end if;
+  if v_ends_at <= pg_catalog.now() then
     return true;  -- already over
   end if;
-  if v_silence.starts_at >= pg_catalog.now() then
+  if v_starts_at >= pg_catalog.now() then
     -- not started yet: it never had an effect, so it goes
     delete from metrics.alert_silences s where s.id = p_id;
   else
@@ -460,7 +580,8 @@ end
 $$;
 comment on function metrics.end_alert_silence(uuid) is
   'Ends a silence now (a silence that has not started yet is deleted); true when it is over, false when the '
-  'caller cannot see it. Raises 42501 for members who may not write silences. Security invoker.';
+  'caller cannot see it. Raises 42501 for members who may not write silences, whatever state the silence is '
+  'in. Locks the row, so concurrent calls agree (one that finds it deleted meanwhile is a no-op). Security invoker.';
 
 -- privileges -----------------------------------------------------------------------------------------------
 grant select (id, project_id, name, kind, target, has_secret, created_by, created_at, updated_at)
@@ -488,7 +609,7 @@ grant all on metrics.alert_receivers, metrics.alert_rules, metrics.alert_rule_re
   metrics.alert_silences, metrics.alert_events to service_role;
 
 grant execute on function metrics.aggregation_problem(text), metrics.label_names_problem(text[]),
-  metrics.matchers_problem(jsonb), metrics.annotations_problem(jsonb),
+  metrics.matchers_problem(jsonb), metrics.matchers_problem(jsonb, integer), metrics.annotations_problem(jsonb),
   metrics.receiver_target_problem(text, text),
   metrics.set_alert_rule_receivers(uuid, uuid[]), metrics.end_alert_silence(uuid)
   to authenticated, service_role;

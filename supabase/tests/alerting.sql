@@ -2,7 +2,7 @@
 -- write), history read-only for members; no cross-tenant access; every check constraint refuses bad input.
 begin;
 set local client_min_messages = warning;
-select plan(114);
+select plan(142);
 
 -- projects A and B; users: admin, editor and viewer of A, admin of B
 insert into metrics.projects (id) values
@@ -266,7 +266,8 @@ select throws_ok(
     case when c.col in ('name', 'metric', 'op', 'threshold') then '' else ', ' || c.val end),
   '23514', null, 'alert_rules refuses ' || c.col || ' = ' || c.val)
 from (values
-  ('name', $$''$$), ('name', $$repeat('n', 201)$$), ('description', $$repeat('d', 2001)$$),
+  ('name', $$''$$), ('name', $$repeat('n', 201)$$), ('name', $$E'deploy\r\nBcc: x@example.com'$$),
+  ('name', $$'a' || chr(133) || 'b'$$), ('description', $$repeat('d', 2001)$$),
   ('metric', $$'1abc'$$), ('metric', $$'__reserved'$$), ('metric', $$repeat('m', 201)$$),
   ('matchers', $$'{}'$$), ('matchers', $$'[{"label": "a", "op": "=>", "value": "x"}]'$$),
   ('matchers', $$'[{"label": "a", "op": "=~", "value": "("}]'$$), ('matchers', $$'[{"label": "1a", "op": "=", "value": "x"}]'$$),
@@ -295,12 +296,16 @@ from (values
   ($$'x'$$, 'slack', 'http://hooks.slack.com/services/T/B/X', 'null', 'a non-https Slack URL'),
   ($$'x'$$, 'email', 'not-an-address', 'null', 'an invalid e-mail address'),
   ($$'x'$$, 'email', 'https://a.example/', 'null', 'a URL for email'),
+  ($$E'x\ny'$$, 'webhook', 'https://a.example/', 'null', 'a name with a line break'),
+  ($$'x'$$, 'webhook', 'https://a.example:65536/', 'null', 'a port above 65535'),
+  ($$'x'$$, 'alertmanager', 'http://am:0', 'null', 'port 0'),
   ($$'x'$$, 'webhook', 'https://a.example/', $$''$$, 'an empty secret'),
   ($$'x'$$, 'webhook', 'https://a.example/', $$repeat('s', 1025)$$, 'a secret over 1024 characters')
 ) as c (name, kind, target, secret, why);
 select lives_ok(
   $$insert into metrics.alert_receivers (project_id, name, kind, target) values
     ('0a000000-0000-4000-8000-00000000000a', 'ok-am', 'alertmanager', 'http://alertmanager:9093'),
+    ('0a000000-0000-4000-8000-00000000000a', 'ok-port', 'webhook', 'https://a.example:65535/hook'),
     ('0a000000-0000-4000-8000-00000000000a', 'ok-mail', 'email', 'oncall+metrics@example.co.uk'),
     ('0a000000-0000-4000-8000-00000000000a', 'ok-slack', 'slack', 'https://hooks.slack.com/services/T0/B0/XYZ')$$,
   'valid targets of each kind are accepted');
@@ -343,6 +348,107 @@ select is(
   array[metrics.aggregation_problem('p99'), metrics.aggregation_problem('p99.9'), metrics.aggregation_problem('quantile(0.5)'),
         metrics.aggregation_problem('quantile(1)'), metrics.aggregation_problem('rate'), metrics.aggregation_problem('count')],
   array[null, null, null, null, null, null]::text[], 'aggregation_problem accepts the forms metrics.query accepts');
+
+-- a lower regex limit does not freeze stored rules and silences (the check constraints have a fixed bound;
+-- the configured limit binds new or changed matchers only) ---------------------------------------------------
+create temporary table long_regex as
+  select pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    'label', 'route', 'op', '=~', 'value', '(' || repeat('a|', 99) || 'a)')) as m;  -- a 201-character regex
+grant select on long_regex to authenticated;
+insert into metrics.alert_rules (id, project_id, name, metric, matchers, op, threshold)
+  select 'a2000000-0000-4000-8000-000000000003', '0a000000-0000-4000-8000-00000000000a', 'long-regex', 'm', m, '>', 1
+  from long_regex;
+insert into metrics.alert_silences (id, project_id, matchers, starts_at, ends_at)
+  select 'a3000000-0000-4000-8000-000000000010', '0a000000-0000-4000-8000-00000000000a', m,
+    now() - interval '1 hour', now() + interval '1 hour'
+  from long_regex;
+update metrics.config set regex_max_length = 100;
+select pg_temp.claims('aa000000-0000-4000-8000-0000000000ed');
+set local role authenticated;
+select lives_ok(
+  $$update metrics.alert_rules set name = 'long-regex-2', enabled = false where id = 'a2000000-0000-4000-8000-000000000003'$$,
+  'after regex_max_length drops, A''s editor still renames and disables a rule with a longer regex');
+select is((select name || ':' || enabled from metrics.alert_rules where id = 'a2000000-0000-4000-8000-000000000003'),
+  'long-regex-2:false', 'the rule was changed');
+select is(metrics.end_alert_silence('a3000000-0000-4000-8000-000000000010'), true,
+  'and ends a silence with a longer regex');
+select throws_ok(
+  $$update metrics.alert_rules set matchers = '[{"label": "route", "op": "=~", "value": "(b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z|aa|bb|cc|dd|ee|ff|gg|hh|ii|jj|kk|ll|mm|nn|oo|pp|qq|rr|ss)"}]'
+    where id = 'a2000000-0000-4000-8000-000000000003'$$,
+  '23514', 'matchers: [0].value: regex longer than 100 characters', 'changed matchers meet the new limit');
+select throws_ok(
+  $$insert into metrics.alert_rules (project_id, name, metric, matchers, op, threshold)
+    select '0a000000-0000-4000-8000-00000000000a', 'new-long', 'm', m, '>', 1 from long_regex$$,
+  '23514', 'matchers: [0].value: regex longer than 100 characters', 'a new rule meets the new limit');
+select throws_ok(
+  $$insert into metrics.alert_silences (project_id, matchers, ends_at)
+    select '0a000000-0000-4000-8000-00000000000a', m, now() + interval '1 hour' from long_regex$$,
+  '23514', 'matchers: [0].value: regex longer than 100 characters', 'so does a new silence');
+select is(metrics.matchers_problem((select m from long_regex)), '[0].value: regex longer than 100 characters',
+  'matchers_problem(jsonb) applies the configured limit');
+select is(metrics.matchers_problem((select m from long_regex), 1024), null,
+  'matchers_problem(jsonb, integer) applies the bound it is given');
+reset role;
+update metrics.config set regex_max_length = 256;
+select is(
+  array(select p.provolatile::text from pg_catalog.pg_proc p
+        where p.proname = 'matchers_problem' and p.pronamespace = 'metrics'::regnamespace order by p.pronargs),
+  array['s', 'i'], 'matchers_problem(jsonb) is stable (reads the limit), matchers_problem(jsonb, integer) immutable');
+
+-- a silence is a record: editors writing the table directly cannot extend, revive or erase one -------------
+insert into metrics.alert_silences (id, project_id, starts_at, ends_at) values
+  ('a3000000-0000-4000-8000-000000000011', '0a000000-0000-4000-8000-00000000000a',
+   now() - interval '1 hour', now() + interval '1 hour'),
+  ('a3000000-0000-4000-8000-000000000012', '0a000000-0000-4000-8000-00000000000a',
+   now() - interval '2 hours', now() - interval '1 hour'),
+  ('a3000000-0000-4000-8000-000000000013', '0a000000-0000-4000-8000-00000000000a',
+   now() + interval '1 hour', now() + interval '2 hours'),
+  ('a3000000-0000-4000-8000-000000000014', '0a000000-0000-4000-8000-00000000000a',
+   now() - interval '1 hour', now() + interval '1 hour');
+select pg_temp.claims('aa000000-0000-4000-8000-0000000000ed');
+set local role authenticated;
+select throws_ok(
+  $$update metrics.alert_silences set ends_at = now() + interval '30 days' where id = 'a3000000-0000-4000-8000-000000000011'$$,
+  '42501', null, 'A''s editor cannot extend an active silence');
+select throws_ok(
+  $$update metrics.alert_silences set ends_at = now() + interval '1 hour' where id = 'a3000000-0000-4000-8000-000000000012'$$,
+  '42501', null, 'nor revive an expired one');
+select throws_ok(
+  $$update metrics.alert_silences set ends_at = now() - interval '1 minute' where id = 'a3000000-0000-4000-8000-000000000014'$$,
+  '42501', null, 'nor move its end into the past');
+select lives_ok(
+  $$update metrics.alert_silences set ends_at = now() + interval '10 minutes' where id = 'a3000000-0000-4000-8000-000000000014'$$,
+  'but may shorten an active silence');
+select is((select ends_at from metrics.alert_silences where id = 'a3000000-0000-4000-8000-000000000014'),
+  now() + interval '10 minutes', 'the silence was shortened');
+select is_empty($$delete from metrics.alert_silences where id = 'a3000000-0000-4000-8000-000000000011' returning id$$,
+  'A''s editor cannot delete an active silence');
+select is_empty($$delete from metrics.alert_silences where id = 'a3000000-0000-4000-8000-000000000012' returning id$$,
+  'nor an expired one');
+select lives_ok($$delete from metrics.alert_silences where id = 'a3000000-0000-4000-8000-000000000013'$$,
+  'deleting a silence that has not started');
+select is((select count(*) from metrics.alert_silences where id = 'a3000000-0000-4000-8000-000000000013'), 0::bigint,
+  'removes it');
+select throws_ok(
+  $$insert into metrics.alert_silences (project_id, starts_at, ends_at) values
+    ('0a000000-0000-4000-8000-00000000000a', '10000-01-01 00:00:00+00', '10000-01-02 00:00:00+00')$$,
+  '23514', null, 'a silence cannot start in year 10000 (clients could not read it back)');
+select throws_ok(
+  $$insert into metrics.alert_silences (project_id, starts_at, ends_at) values
+    ('0a000000-0000-4000-8000-00000000000a', '1999-12-31 00:00:00+00', '2000-01-02 00:00:00+00')$$,
+  '23514', null, 'nor before 2000');
+select is(metrics.end_alert_silence('a3000000-0000-4000-8000-000000000012'), true,
+  'ending an expired silence is a no-op for an editor');
+reset role;
+select pg_temp.claims('aa000000-0000-4000-8000-0000000000ee');
+set local role authenticated;
+select throws_ok($$select metrics.end_alert_silence('a3000000-0000-4000-8000-000000000012')$$,
+  '42501', 'not allowed to end silence a3000000-0000-4000-8000-000000000012',
+  'but 42501 for a viewer, even though it would change nothing');
+reset role;
+select throws_ok(
+  $$update metrics.alert_silences set ends_at = ends_at + interval '1 day' where id = 'a3000000-0000-4000-8000-000000000011'$$,
+  '42501', null, 'the rule binds every role: not even the owner extends a silence');
 
 -- documentation: every policy, trigger and explicitly created index of the alerting tables has a comment ----
 select is(
