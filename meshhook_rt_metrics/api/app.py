@@ -57,17 +57,9 @@ log = logging.getLogger(__name__)
 _LABEL = re.compile(LABEL_NAME)
 
 QUERY_SQL = """
-select coalesce(json_agg(json_build_object('labels', s.labels, 'points', s.points) order by s.labels),
+select coalesce(json_agg(json_build_object('labels', s.labels, 'points', array_to_json(s.points)) order by s.n),
   '[]')::text
-from (
-  select q.labels,
-    -- one 2-D float8 array per series, written out by array_to_json: cheaper than a json value per point
-    array_to_json(array_agg(array[extract(epoch from q.ts)::float8,
-      case when q.value = 'NaN'::float8 or abs(q.value) = 'Infinity'::float8 then null else q.value end]
-      order by q.ts)) as points
-  from metrics.query(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) q
-  group by q.labels
-) s
+from metrics.query_series(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) with ordinality as s (labels, points, n)
 """
 
 scrape_bearer = HTTPBearer(

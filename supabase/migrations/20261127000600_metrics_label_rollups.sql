@@ -266,7 +266,7 @@ comment on function metrics.apply_retention() is
   '(raw 2 days; minute, 5-minute and merged 5-minute 14 days; hour 400 days by default) and forgets old batch ids.';
 
 -- query: unfiltered 5-minute steps read the merged rows -------------------------------------------------
-create or replace function metrics.query(
+create function metrics.query_series(
   p_project_id uuid,
   p_metric text,
   p_from timestamptz,
@@ -276,7 +276,7 @@ create or replace function metrics.query(
   p_agg text default 'sum',
   p_by text[] default null
 )
-returns table (labels jsonb, ts timestamptz, value double precision)
+returns table (labels jsonb, points double precision[])
 language plpgsql stable security invoker set search_path = ''
 as $$
 declare
@@ -467,32 +467,68 @@ begin
       metrics.sketch_union(x.sketch) filter (where $7 = 'quantile') as sketch
     from rows x
     group by x.grp, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
+  ),
+  valued as (
+    select st.grp, st.step_ts, case $7
+        when 'rate' then (case when $8 = 'counter' then st.sum else st.count::double precision end)
+          / extract(epoch from $6)::double precision
+        when 'sum' then st.sum
+        when 'avg' then st.sum / nullif(st.count, 0)
+        when 'min' then st.min
+        when 'max' then st.max
+        when 'last' then st.last
+        when 'count' then st.count::double precision
+        when 'quantile' then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
+      end as value
+    from stepped st
   )
-  select g.out_labels, st.step_ts, case $7
-      when 'rate' then (case when $8 = 'counter' then st.sum else st.count::double precision end)
-        / extract(epoch from $6)::double precision
-      when 'sum' then st.sum
-      when 'avg' then st.sum / nullif(st.count, 0)
-      when 'min' then st.min
-      when 'max' then st.max
-      when 'last' then st.last
-      when 'count' then st.count::double precision
-      when 'quantile' then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
-    end
-  from stepped st
-  join labelsets g on g.grp = st.grp
-  order by st.grp, st.step_ts  -- grp follows the order of the label sets: no sort on jsonb
+  -- one row per label set: its points as [epoch, value] pairs (not finite: null, as JSON has no NaN)
+  select g.out_labels, p.points
+  from (
+    select v.grp, pg_catalog.array_agg(array[extract(epoch from v.step_ts)::double precision,
+        case when v.value = 'NaN'::double precision or abs(v.value) = 'Infinity'::double precision then null
+          else v.value end]
+        order by v.step_ts) as points
+    from valued v
+    group by v.grp
+  ) as p
+  join labelsets g on g.grp = p.grp
+  order by p.grp  -- grp follows the order of the label sets: no sort on jsonb
   $q$ using v_ids, p_by, p_from, v_split, p_to, v_step, v_agg, v_kind, v_q, v_five_from, v_five_until,
     p_project_id, p_metric, v_label;
 end
 $$;
-comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
-  'Series of one metric over [p_from, p_to): label matchers [{"label","op","value"}], step (default: '
+comment on function metrics.query_series(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
+  'Series of one metric over [p_from, p_to), one row per label set with its points as [epoch seconds, value] '
+  'pairs (value null where undefined or not finite): label matchers [{"label","op","value"}], step (default: '
   '~300 points), aggregation rate|sum|avg|min|max|last|count|pNN|quantile(q); p_by merges series by those '
   'labels (empty array: all into one). Whole-hour steps read hourly rollups for the complete hours, steps of '
   'whole 5-minute windows read 5-minute rollups for the complete windows (merged across series when there are '
   'no matchers and at most one p_by label), and minutes the rest; ranges starting beyond minute retention read '
-  'hours only. Runs as the caller, so row-level security applies.';
+  'hours only. Runs as the caller, so row-level security applies. The HTTP service writes these rows as JSON.';
+
+create or replace function metrics.query(
+  p_project_id uuid,
+  p_metric text,
+  p_from timestamptz,
+  p_to timestamptz,
+  p_matchers jsonb default '[]'::jsonb,
+  p_step interval default null,
+  p_agg text default 'sum',
+  p_by text[] default null
+)
+returns table (labels jsonb, ts timestamptz, value double precision)
+language sql stable security invoker set search_path = ''
+as $$
+  select s.labels, pg_catalog.to_timestamp(s.points[i][1]), s.points[i][2]
+  from metrics.query_series(p_project_id, p_metric, p_from, p_to, p_matchers, p_step, p_agg, p_by)
+    with ordinality as s (labels, points, n)
+  cross join lateral pg_catalog.generate_subscripts(s.points, 1) as i
+  order by s.n, i
+$$;
+comment on function metrics.query(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[]) is
+  'metrics.query_series one row per point: (labels, step start, value), label sets in order, then time. '
+  'Same arguments and rules; values that are not finite are null. Runs as the caller (row-level security).';
 
 -- the windows rolled up before this migration get their merged rows now
 select metrics.rollup_label_windows(pg_catalog.array_agg(w.project_id), pg_catalog.array_agg(w.name), pg_catalog.array_agg(w.bucket))
@@ -502,6 +538,8 @@ from (
 having count(*) > 0;
 
 grant execute on function metrics.rollup_label_windows(uuid[], text[], timestamptz[]) to service_role;
+grant execute on function metrics.query_series(uuid, text, timestamptz, timestamptz, jsonb, interval, text, text[])
+  to authenticated, service_role;
 
 -- PostgreSQL grants EXECUTE to PUBLIC on every new function (a per-schema default privilege cannot
 -- revoke that): only the grants above stand
