@@ -41,7 +41,7 @@ from meshhook_rt_metrics.api.alert_models import (
     mask_target,
 )
 from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
-from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail
+from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail, invalid_request
 from meshhook_rt_metrics.api.models import utc
 
 router = APIRouter(prefix="/api/metrics/alerts", tags=["alerts"])
@@ -74,13 +74,8 @@ from metrics.alert_silences s
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-def invalid(details: Sequence[ErrorDetail]) -> ApiError:
-    where = ", ".join(".".join(str(p) for p in d.loc) for d in details[:5])
-    return ApiError(422, "validation_failed", f"invalid request: {where}", details=details)
-
-
 def field_problem(loc: Loc, message: str) -> ApiError:
-    return invalid([ErrorDetail(loc=loc, message=message, type="value_error")])
+    return invalid_request([ErrorDetail(loc=loc, message=message, type="value_error")])
 
 
 def check_problems(conn: Conn, probes: Sequence[tuple[Loc, str, Any]]) -> None:
@@ -109,7 +104,7 @@ def check_problems(conn: Conn, probes: Sequence[tuple[Loc, str, Any]]) -> None:
             message = found[3]
         details.append(ErrorDetail(loc=where, message=message, type="value_error"))
     if details:
-        raise invalid(details)
+        raise invalid_request(details)
 
 
 @contextmanager
@@ -497,7 +492,9 @@ def history(
     start = utc(from_) if from_ else None
     end = utc(to) if to else None
     if start is not None and end is not None and start >= end:
-        raise invalid([ErrorDetail(loc=["query", "from"], message="must be before to", type="value_error")])
+        raise invalid_request(
+            [ErrorDetail(loc=["query", "from"], message="must be before to", type="value_error")]
+        )
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(

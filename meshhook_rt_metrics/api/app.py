@@ -29,7 +29,7 @@ from meshhook_rt_metrics.api.alerts import router as alerts_router
 from meshhook_rt_metrics.api.auth import ScrapeToken, TokenVerifier, UnauthorizedError, credential
 from meshhook_rt_metrics.api.db import ANON_CLAIMS, Database
 from meshhook_rt_metrics.api.deps import ERRORS, NOT_FOUND, CallerDep, visible_project
-from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorDetail, unauthorized
+from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorDetail, invalid_request, unauthorized
 from meshhook_rt_metrics.api.models import (
     AGGREGATION,
     LABEL_NAME,
@@ -267,7 +267,7 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
             interval = parse_step(step) if step else None
         except ValueError as exc:
             detail = ErrorDetail(loc=["query", "step"], message=str(exc), type="value_error")
-            raise ApiError(422, "validation_failed", "invalid request: query.step", details=[detail]) from exc
+            raise invalid_request([detail]) from exc
         with db.caller(who.claims) as conn:
             visible_project(conn, project_id, who)
             row = conn.execute(

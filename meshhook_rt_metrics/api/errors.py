@@ -106,11 +106,15 @@ async def handle_api_error(_: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
+def invalid_request(details: Sequence[ErrorDetail]) -> ApiError:
+    """The 422 for invalid input, naming the first fields in its message (every field in ``details``)."""
+    where = ", ".join(".".join(str(p) for p in d.loc) for d in details[:5])
+    return ApiError(422, "validation_failed", f"invalid request: {where}", details=list(details))
+
+
 async def handle_validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = _validation_details(exc.errors())
-    where = ", ".join(".".join(str(p) for p in d.loc) for d in details[:5])
-    return ApiError(422, "validation_failed", f"invalid request: {where}", details=details).response()
+    return invalid_request(_validation_details(exc.errors())).response()
 
 
 def _allowed_methods(routes: Sequence[Any], scope: Any) -> set[str]:
