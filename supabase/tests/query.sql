@@ -1,7 +1,7 @@
 -- metrics.query: aggregations, label matchers, grouping, resolution and argument checks on known data.
 begin;
 set local client_min_messages = warning;
-select plan(26);
+select plan(27);
 
 -- t0 = the start of the minute 10 minutes ago; everything below sits in [t0, t0 + 2 minutes)
 create function pg_temp.t0() returns timestamptz language sql stable as $$
@@ -90,6 +90,11 @@ select is(
   (select sum(q.value) from metrics.query('0a000000-0000-4000-8000-00000000000a', 'meshhook_old_total',
     date_trunc('hour', now()) - interval '3 hours', date_trunc('hour', now()) - interval '1 hour', '[]', interval '1 hour', 'sum') q),
   11::double precision, 'an hour step over complete hours reads the hourly rollups');
+
+select is(
+  (select count(*) from metrics.query('0a000000-0000-4000-8000-00000000000a', 'meshhook_old_total',
+    date_trunc('hour', now()) - interval '2 hours', date_trunc('hour', now()) - interval '90 minutes', '[]', interval '1 hour', 'sum') q),
+  0::bigint, 'half an hour at an hour step is not answered by the whole hour''s rollup (its minutes are gone)');
 
 -- argument checks
 select throws_ok($$select * from pg_temp.q('meshhook_queue_messages', 'median')$$, '22023',

@@ -122,14 +122,17 @@ def test_hour_steps_read_hourly_rollups_once_those_hours_are_complete(conn: psyc
     ok = '[{"label": "outcome", "op": "=", "value": "error"}]'
     conn.execute("update metrics.maintenance_state set hour_watermark = '-infinity'")
     assert conn.execute("select count(*) from metrics.rollup_1h").fetchone() == (0,)
-    assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour")] == [18.0], (
+    assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour", span=(0, 3600))] == [18.0], (
         "not rolled up yet: minutes"
     )
     conn.execute("select metrics.maintain()")  # rolls the previous hour up and moves the watermark past it
     conn.execute("update metrics.rollup_1h set sum = sum * 1000")  # mark: which table answered?
     try:
-        assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour")] == [18000.0]
+        assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour", span=(0, 3600))] == [18000.0]
         assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 minute")] == [6.0, 6.0, 6.0]
+        # a range that covers only part of the hour: the hourly row would count the rest of the hour too
+        assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour", span=(0, 120))] == [12.0]
+        assert [v for *_, v in q(conn, "req_total", "sum", ok, step="1 hour", span=(60, 3600))] == [12.0]
     finally:
         conn.execute("update metrics.rollup_1h set sum = sum / 1000")
 
