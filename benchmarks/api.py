@@ -10,6 +10,8 @@ plus the hourly, 5-minute and merged 5-minute rollups from metrics.maintain()) a
 counters, 3,000 gauges, 1,000 histograms with ~100-value sketches), so only reads are measured. The service
 runs as its own process (`meshhook-metrics serve`), the client measures whole HTTP round trips with a
 keep-alive connection. Goals of issue 5: GET /api/metrics p95 <= 100 ms, GET /metrics p95 <= 500 ms.
+The verdict covers the queries across all 1,000 series; the "500 series (matcher)" case (a regex picks half of
+them, grouped by route: per-series rows, no merged ones) and the one-series case are reported beside them.
 JSON results go to benchmarks/results/api-<timestamp>.json.
 """
 
