@@ -42,7 +42,7 @@ from meshhook_rt_metrics.api.alert_models import (
 )
 from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
 from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail, invalid_request
-from meshhook_rt_metrics.api.models import utc
+from meshhook_rt_metrics.api.models import QueryTime, utc
 
 router = APIRouter(prefix="/api/metrics/alerts", tags=["alerts"])
 
@@ -484,9 +484,9 @@ def history(
     project_id: UUID,
     rule_id: Annotated[UUID | None, Query(description="Only this rule's events.")] = None,
     from_: Annotated[
-        datetime | None, Query(alias="from", description="Events at or after (RFC 3339).")
+        QueryTime | None, Query(alias="from", description="Events at or after (RFC 3339 or epoch seconds).")
     ] = None,
-    to: Annotated[datetime | None, Query(description="Events before (RFC 3339).")] = None,
+    to: Annotated[QueryTime | None, Query(description="Events before (RFC 3339 or epoch seconds).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertHistory:
     start = utc(from_) if from_ else None

@@ -41,6 +41,7 @@ from meshhook_rt_metrics.api.models import (
     Health,
     MetricInfo,
     QueryResponse,
+    QueryTime,
     ScrapeTokenCreate,
     ScrapeTokenCreated,
     ScrapeTokenInfo,
@@ -227,9 +228,11 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         project_id: UUID,
         metric: Annotated[str, Query(min_length=1, max_length=200, pattern=METRIC_NAME)],
         from_: Annotated[
-            datetime | None, Query(alias="from", description="Start (RFC 3339 or epoch s).")
+            QueryTime | None, Query(alias="from", description="Start (RFC 3339 or epoch seconds).")
         ] = None,
-        to: Annotated[datetime | None, Query(description="End, exclusive (default: now).")] = None,
+        to: Annotated[
+            QueryTime | None, Query(description="End, exclusive (RFC 3339 or epoch seconds; default: now).")
+        ] = None,
         step: Annotated[
             str | None, Query(pattern=r"^\d{1,9}[smhdw]?$", description="e.g. 60s, 5m, 1h")
         ] = None,

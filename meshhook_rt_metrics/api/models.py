@@ -8,7 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictStr,
+    WithJsonSchema,
+)
 
 METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -64,6 +73,11 @@ def text_only(value: object) -> object:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(text_only)]
+# query parameters: RFC 3339 or epoch seconds (a query string has no types, and numbers are what scripts send);
+# the published schema says both, so a number is valid input there too
+QueryTime = Annotated[
+    datetime, WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]})
+]
 
 
 def finite(value: float) -> float:

@@ -6,7 +6,9 @@
 -- rest (minutes at the edges of a range, finer tiers under coarser steps, merged label sets) is summed.
 -- 1,000 series over a day at hourly steps (24,000 points) took half its time in that aggregation.
 -- Also: quantiles of steps without a sketch (counters, gauges) are null without a sketch_quantile call
--- (~90 µs each: a day of 50 series at 5-minute steps took 1.3 s); epoch seconds come from date_part
+-- (~90 µs each: a day of 50 series at 5-minute steps took 1.3 s); the sketches of rows summed per step
+-- merge set-based like the rollups merge them, not by one PL/pgSQL sketch_union call per row (an hour of 100
+-- histogram series at 1-minute steps: p99 1.7-2.0 s -> 0.3 s); epoch seconds come from date_part
 -- (float8) instead of extract (numeric, then parsed back into a float8); the points of all label sets are
 -- sorted once instead of once per label set. And whole-hour steps no longer lose a partial first hour, nor
 -- count a partial last hour whole: hours are read only where they lie wholly inside the range.
@@ -48,6 +50,7 @@ declare
   v_parts text[];
   v_merged boolean;
   v_own boolean;
+  v_part_sketches text;
   v_must jsonb;
 begin
   select * into strict v_cfg from metrics.config;
@@ -243,6 +246,32 @@ begin
     case when not (v_own and v_step = interval '1 minute') then v_minutes end,
     case when not ((v_own or v_merged) and v_step = interval '5 minutes') then v_five end], null);
 
+  -- Quantiles: the sketches of the rows summed per step merge set-based, as the rollups merge them (bucket
+  -- counts add per label set, step, store and key), not one PL/pgSQL sketch_union call per row: an hour of
+  -- 100 histogram series at 1-minute steps merges 6,000 minute sketches. Whole points keep their sketch.
+  v_part_sketches := case when v_agg = 'quantile' then $q$
+  part_cells as (  -- integer keys: grouping them costs a fraction of grouping their text under a collation
+    select x.grp, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts, c.store, c.key,
+      sum(c.n) as n
+    from parts x
+    cross join lateral (
+      select 'p'::"char" as store, e.key::integer as key, e.value::bigint as n from pg_catalog.jsonb_each_text(x.sketch -> 'p') e
+      union all
+      select 'n'::"char", e.key::integer, e.value::bigint from pg_catalog.jsonb_each_text(x.sketch -> 'n') e
+    ) as c
+    where x.sketch is not null
+    group by 1, 2, 3, 4
+  ),
+  part_stores as (
+    select c.grp, c.step_ts, c.store::text as store, pg_catalog.jsonb_object_agg(c.key, c.n) as cells
+    from part_cells c group by 1, 2, 3
+  ),
+  part_sketches as (
+    select s.grp, s.step_ts, pg_catalog.jsonb_object_agg(s.store, s.cells) as cells
+    from part_stores s group by 1, 2
+  ),$q$ else $q$
+  part_sketches as (select null::bigint as grp, null::timestamptz as step_ts, null::jsonb as cells where false),$q$ end;
+
   -- planned per call (not a cached generic plan): a handful of series wants index scans, thousands a scan
   return query execute v_groups || $q$
   parts as ($q$ || coalesce(nullif(pg_catalog.array_to_string(v_parts, ' union all '), ''), $q$
@@ -261,15 +290,18 @@ begin
       -- FILTER, not CASE: an aggregate under CASE still runs for every row; these only run when asked for
       (max(array[pg_catalog.date_part('epoch', x.last_ts), x.last])
         filter (where $7 = 'last' and x.last_ts is not null))[2] as last,
-      metrics.sketch_union(x.sketch) filter (where $7 = 'quantile') as sketch
+      -- quantiles: the parts' zero counts here, their bucket counts in part_sketches (below)
+      sum((x.sketch ->> 'z')::bigint) filter (where $7 = 'quantile') as zeros,
+      count(x.sketch) filter (where $7 = 'quantile') as sketches,
+      null::jsonb as sketch
     from parts x
     group by x.grp, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz)
     union all
     select w.grp, w.bucket, w.count::double precision, w.sum, w.min, w.max,
-      case when $7 = 'last' and w.last_ts is not null then w.last end,
+      case when $7 = 'last' and w.last_ts is not null then w.last end, null, null,
       case when $7 = 'quantile' then w.sketch end
     from whole w
-  ),
+  ),$q$ || v_part_sketches || $q$
   valued as (
     select st.grp, st.step_ts, case $7
         when 'rate' then (case when $8 = 'counter' then st.sum else st.count end)
@@ -280,9 +312,14 @@ begin
         when 'max' then st.max
         when 'last' then st.last
         when 'count' then st.count
-        when 'quantile' then case when st.sketch is not null then metrics.sketch_quantile(st.sketch, $9, st.min, st.max) end
+        when 'quantile' then case
+          when st.sketches > 0 then metrics.sketch_quantile(
+            metrics.sketch_from_cells(st.zeros::bigint, coalesce(ps.cells, '{}'::jsonb)), $9, st.min, st.max)
+          when st.sketch is not null then metrics.sketch_quantile(st.sketch, $9, st.min, st.max)
+        end
       end as value
     from stepped st
+    left join part_sketches ps on ps.grp = st.grp and ps.step_ts = st.step_ts
   )
   -- one row per label set: its points as [epoch, value] pairs (not finite: null, as JSON has no NaN)
   select g.out_labels, p.points

@@ -1052,6 +1052,11 @@ def test_history_newest_first_with_limit_and_range(
     assert [e["value"] for e in ranged] == [2.0, 1.0]  # from inclusive, to exclusive
     assert [e["value"] for e in get(rule_id=history_rows["rule"], **window)] == [4.0, 2.0, 0.0]
     assert [e["value"] for e in get(to=(t0 + timedelta(minutes=1)).isoformat())] == [0.0]
+    epoch = {
+        "from": (t0 + timedelta(minutes=1)).timestamp(),
+        "to": int((t0 + timedelta(minutes=3)).timestamp()),
+    }
+    assert [e["value"] for e in get(**epoch)] == [2.0, 1.0], "epoch seconds, as the schema allows"
 
 
 @pytest.mark.parametrize(
@@ -1062,6 +1067,8 @@ def test_history_newest_first_with_limit_and_range(
         ({"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, ["query", "from"]),
         ({"rule_id": "nope"}, ["query", "rule_id"]),
         ({"frm": "2026-11-01T00:00:00Z"}, ["query", "frm"]),
+        ({"from": "yesterday"}, ["query", "from"]),
+        ({"to": "1e999"}, ["query", "to"]),
     ],
 )
 def test_invalid_history_queries_are_422(

@@ -50,6 +50,15 @@ def points_of_minute(minute: int) -> list[dict[str, Any]]:
         ),
         histogram("work_seconds", [0.5 + 0.01 * i for i in range(25)], {"node": "sql"}, ts=ts),
     ]
+    for shard in ("a", "b", "c"):  # negative, zero and positive observations: all three sketch stores
+        points.append(
+            histogram(
+                "offset_seconds",
+                [-2.0 + 0.1 * ((i * 7 + minute + ord(shard)) % 40) for i in range(30)] + [0.0] * (minute % 3),
+                {"shard": shard},
+                ts=ts,
+            )
+        )
     if minute < 5:  # a label name that only the first window has: later windows group by it from ''
         points.append(counter("hits_total", 100, {"route": "/c", "instance": "w9", "shard": "s1"}, ts=ts))
     return points
@@ -157,6 +166,54 @@ def test_rows_taken_as_whole_points_answer_like_grouped_ones(
         same(whole, grouped)
         answered += len(whole)
     assert answered, "there are answers to compare"
+
+
+QUANTILES = {"quantile(0)": 0.0, "p50": 0.5, "p99": 0.99, "quantile(1)": 1.0}
+ORACLE = """
+select case when %(by)s::text[] is null then s.labels
+    else coalesce((select jsonb_object_agg(k, s.labels -> k) from unnest(%(by)s::text[]) k where s.labels ? k),
+      '{}'::jsonb) end as out_labels,
+  extract(epoch from date_bin(%(step)s::interval, r.bucket, 'epoch'))::bigint as step,
+  metrics.sketch_quantile(metrics.sketch_union(r.sketch), %(q)s, min(r.min), max(r.max)) as value
+from metrics.rollup_1m r join metrics.series s on s.id = r.series_id
+where s.project_id = %(p)s and s.name = %(metric)s and r.bucket >= to_timestamp(%(from)s)
+  and r.bucket < to_timestamp(%(to)s)
+group by 1, 2
+"""
+
+
+@pytest.mark.parametrize("span", [(0, WINDOWS * 300), (60, 840), (0, 3600)])
+@pytest.mark.parametrize("step", ["1 minute", "5 minutes", "1 hour"])
+@pytest.mark.parametrize("by", [[], ["node"], ["shard"], None])
+@pytest.mark.parametrize("metric", ["work_seconds", "offset_seconds"])
+def test_quantiles_are_those_of_the_merged_minute_sketches(
+    conn: psycopg.Connection[Any], metric: str, by: list[str] | None, step: str, span: tuple[int, int]
+) -> None:
+    """Every path (merged rows, hours, 5-minute rows, minutes merged set-based) against sketch_quantile over
+    sketch_union of the minute rows, the functions' own rules."""
+    for agg, quantile in QUANTILES.items():
+        answer = {
+            (json.dumps(labels, sort_keys=True), ts): v
+            for labels, ts, v in q(conn, metric, agg, by, span=span, step=step)
+        }
+        expected = {
+            (json.dumps(labels, sort_keys=True), ts): v
+            for labels, ts, v in conn.execute(
+                ORACLE,
+                {
+                    "by": by,
+                    "step": step,
+                    "q": quantile,
+                    "p": PROJECT,
+                    "metric": metric,
+                    "from": START + span[0],
+                    "to": START + span[1],
+                },
+            ).fetchall()
+        }
+        assert answer, "there are answers to compare"
+        assert answer.keys() == expected.keys()
+        assert list(answer.values()) == pytest.approx([expected[k] for k in answer], rel=1e-12), agg
 
 
 def test_unfiltered_queries_read_the_merged_rows(conn: psycopg.Connection[Any]) -> None:
