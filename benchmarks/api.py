@@ -11,7 +11,9 @@ counters, 3,000 gauges, 1,000 histograms with ~100-value sketches), so only read
 runs as its own process (`meshhook-metrics serve`), the client measures whole HTTP round trips with a
 keep-alive connection. Goals of issue 5: GET /api/metrics p95 <= 100 ms, GET /metrics p95 <= 500 ms.
 The verdict covers the queries across all 1,000 series; the "500 series (matcher)" case (a regex picks half of
-them, grouped by route: per-series rows, no merged ones) and the one-series case are reported beside them.
+them, grouped by route: per-series rows, no merged ones), the one-series case and p99 over 100 histogram series
+(merged and by route from the quantiles stored with the merged rows; the last hour at 1-minute steps from
+minute sketches merged per step) are reported beside them.
 JSON results go to benchmarks/results/api-<timestamp>.json.
 """
 
@@ -77,6 +79,21 @@ from metrics.series s,
   generate_series(date_trunc('minute', now()) - interval '1440 minutes',
                   date_trunc('minute', now()) - interval '1 minute', interval '1 minute') m
 where s.project_id = %(p)s and s.name = 'bench_requests_total';
+-- 24 h of minutes for 100 histogram series (50 routes x 2 instances): 20 sketches of 60 observations
+-- (log-uniform over ~0.007..2.7 s, ~150 buckets each), reused across minutes
+insert into metrics.families (project_id, name, kind) values (%(p)s, 'bench_latency_seconds', 'histogram');
+insert into metrics.series (project_id, name, labels)
+select %(p)s, 'bench_latency_seconds',
+  jsonb_build_object('route', '/api/hooks/r' || (i %% 50), 'instance', 'worker-' || (i / 50))
+from generate_series(0, 99) i;
+insert into metrics.rollup_1m (project_id, series_id, bucket, count, sum, min, max, last, last_ts, sketch)
+select %(p)s, s.id, m, 60, 30, 0.0067, 2.72, 0.5, m,
+  (array(select metrics.sketch_from_values(array(select exp(random() * 6 - 5) from generate_series(1, 60) where g > 0))
+         from generate_series(1, 20) g))[1 + (s.id + extract(epoch from m)::bigint / 60) %% 20]
+from metrics.series s,
+  generate_series(date_trunc('minute', now()) - interval '1440 minutes',
+                  date_trunc('minute', now()) - interval '1 minute', interval '1 minute') m
+where s.project_id = %(p)s and s.name = 'bench_latency_seconds';
 """
 POPULATE_SCRAPE = """
 -- 10,000 series with cumulative totals for the exposition
@@ -207,6 +224,8 @@ def query_cases(project: uuid.UUID, hours_until: datetime) -> list[tuple[str, di
     day = {"from": (now - timedelta(minutes=MINUTES)).isoformat(), "to": now.isoformat()}
     hours = {"from": (hour - timedelta(hours=24)).isoformat(), "to": hour.isoformat()}
     common: dict[str, Any] = {"project_id": str(project), "metric": "bench_requests_total"}
+    latency = {**common, "metric": "bench_latency_seconds"}
+    last_hour = {"from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat()}
     one = ["route=/api/hooks/r7", "instance=worker-3"]
     return [
         (
@@ -227,6 +246,15 @@ def query_cases(project: uuid.UUID, hours_until: datetime) -> list[tuple[str, di
         (
             "minutes: 1 series, max, step 1m (1,440 points)",
             {**common, **day, "agg": "max", "step": "1m", "match": one},
+        ),
+        ("histograms: 100 series merged, p99, auto step (5m)", {**latency, **day, "agg": "p99", "by": ""}),
+        (
+            "histograms: 100 series by route (50), p99, step 5m",
+            {**latency, **day, "agg": "p99", "by": "route", "step": "5m"},
+        ),
+        (
+            "histograms: 100 series merged, p99, last hour, step 1m",
+            {**latency, **last_hour, "agg": "p99", "by": "", "step": "1m"},
         ),
     ]
 

@@ -168,7 +168,16 @@ def test_rows_taken_as_whole_points_answer_like_grouped_ones(
     assert answered, "there are answers to compare"
 
 
-QUANTILES = {"quantile(0)": 0.0, "p50": 0.5, "p99": 0.99, "quantile(1)": 1.0}
+# p50, p90, p99, p99.9: stored with the merged rows (metrics.stored_quantiles); the others from the sketches
+QUANTILES = {
+    "quantile(0)": 0.0,
+    "p50": 0.5,
+    "p90": 0.9,
+    "p99": 0.99,
+    "p99.9": 99.9 / 100,
+    "quantile(0.999)": 0.999,
+    "quantile(1)": 1.0,
+}
 ORACLE = """
 select case when %(by)s::text[] is null then s.labels
     else coalesce((select jsonb_object_agg(k, s.labels -> k) from unnest(%(by)s::text[]) k where s.labels ? k),
@@ -214,6 +223,20 @@ def test_quantiles_are_those_of_the_merged_minute_sketches(
         assert answer, "there are answers to compare"
         assert answer.keys() == expected.keys()
         assert list(answer.values()) == pytest.approx([expected[k] for k in answer], rel=1e-12), agg
+
+
+def test_merged_rows_store_the_usual_quantiles_of_their_sketch(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        "select quantiles, metrics.sketch_quantiles(sketch, metrics.stored_quantiles(), min, max), sketch is null"
+        " from metrics.rollup_5m_by_label where project_id = %s",
+        (PROJECT,),
+    ).fetchall()
+    assert any(stored for stored, _, _ in rows), "histograms have stored quantiles"
+    for stored, computed, no_sketch in rows:
+        assert stored == (None if no_sketch else computed)
+    assert conn.execute("select metrics.stored_quantiles()").fetchone() == (
+        [0.5, 0.75, 0.9, 0.95, 0.99, 99.9 / 100],
+    )
 
 
 def test_unfiltered_queries_read_the_merged_rows(conn: psycopg.Connection[Any]) -> None:
