@@ -374,8 +374,9 @@ comment on function metrics.query_series(uuid, text, timestamptz, timestamptz, j
   'labels (empty array: all into one). Whole-hour steps read hourly rollups for the complete hours, steps of '
   'whole 5-minute windows read 5-minute rollups for the complete windows (merged across series when there are '
   'no matchers and at most one p_by label), and minutes the rest; ranges starting beyond minute retention read '
-  'hours only. Rows that are whole points (one per label set and step) are not regrouped. Runs as the caller, '
-  'so row-level security applies. The HTTP service writes these rows as JSON.';
+  'hours only. Rows that are whole points (one per label set and step) are not regrouped, and a stored quantile '
+  '(metrics.stored_quantiles) of a whole merged row is read, not computed. Runs as the caller, so row-level '
+  'security applies. The HTTP service writes these rows as JSON.';
 
 grant execute on function metrics.stored_quantiles() to authenticated, service_role;
 
