@@ -91,6 +91,10 @@ begin
   if v_step is not null and (v_step < interval '1 minute' or v_step > interval '31 days') then
     perform metrics.reject('p_step', 'must be between 1 minute and 31 days');
   end if;
+  if pg_catalog.date_part('month', v_step) <> 0 or pg_catalog.date_part('year', v_step) <> 0 then
+    -- '1 mon' compares as 30 days, but steps are bins from the epoch, and months have no fixed length
+    perform metrics.reject('p_step', 'in days, hours, minutes or seconds (months have no fixed length)');
+  end if;
   -- the rules of matchers and aggregations are those of alert rules too: one function each
   if metrics.matchers_problem(coalesce(p_matchers, '[]'::jsonb)) is not null then
     perform metrics.reject('p_matchers', metrics.matchers_problem(p_matchers));
@@ -123,13 +127,16 @@ begin
   --   [v_hours_from, v_hours_until), 5-minute rows [v_hours_until, v_five_until), minutes [v_five_until, p_to).
   -- Hours only whole and complete ones inside the range for whole-hour steps; 5-minute windows only whole and
   -- complete ones for steps of whole windows; minutes the edges. Ranges starting beyond minute retention read
-  -- hours only (their minutes and windows are gone).
+  -- the whole complete hours inside them at any step, and minutes after those (the start's minutes and
+  -- windows are gone: a partial first hour is absent).
   if p_from < now() - v_minute_retention then
-    v_five_from := p_from;
-    v_hours_from := p_from;
-    v_hours_until := p_to;
-    v_five_until := p_to;
-  elsif extract(epoch from v_step)::bigint % 300 <> 0 then
+    v_hours_from := least(p_to, pg_catalog.date_bin('1 hour', p_from + interval '1 hour' - interval '1 microsecond',
+      '1970-01-01 00:00:00+00'::timestamptz));
+    v_hours_until := greatest(v_hours_from, pg_catalog.date_bin('1 hour', least(p_to, metrics.hours_complete_until()),
+      '1970-01-01 00:00:00+00'::timestamptz));
+    v_five_from := v_hours_from;
+    v_five_until := v_hours_until;
+  elsif extract(epoch from v_step) % 300 <> 0 then
     v_five_from := p_to;
     v_hours_from := p_to;
     v_hours_until := p_to;
@@ -140,7 +147,7 @@ begin
       metrics.five_minute_window(least(p_to, metrics.five_minutes_complete_until())));
     v_hours_from := v_five_from;
     v_hours_until := v_five_from;
-    if extract(epoch from v_step)::bigint % 3600 = 0 then
+    if extract(epoch from v_step) % 3600 = 0 then
       v_hour := pg_catalog.date_bin('1 hour', p_from + interval '1 hour' - interval '1 microsecond',
         '1970-01-01 00:00:00+00'::timestamptz);
       v_hour_end := pg_catalog.date_bin('1 hour', least(p_to, metrics.hours_complete_until()),
@@ -356,8 +363,8 @@ begin
   from (
     select v.grp, pg_catalog.array_agg(array[pg_catalog.date_part('epoch', v.step_ts),
         case when v.value = 'NaN'::double precision or abs(v.value) = 'Infinity'::double precision then null
-          else v.value end]) as points
-    from (select vs.* from valued vs order by vs.grp, vs.step_ts) as v  -- one sort, not one per label set
+          else v.value end] order by v.step_ts) as points
+    from valued v
     group by v.grp
   ) as p
   join labelsets g on g.grp = p.grp

@@ -192,7 +192,7 @@ group by 1, 2
 
 
 @pytest.mark.parametrize("span", [(0, WINDOWS * 300), (60, 840), (0, 3600)])
-@pytest.mark.parametrize("step", ["1 minute", "5 minutes", "1 hour"])
+@pytest.mark.parametrize("step", ["1 minute", "5 minutes", "1 hour", "5 minutes 0.4 seconds"])
 @pytest.mark.parametrize("by", [[], ["node"], ["shard"], None])
 @pytest.mark.parametrize("metric", ["work_seconds", "offset_seconds"])
 def test_quantiles_are_those_of_the_merged_minute_sketches(

@@ -156,6 +156,23 @@ def test_old_ranges_read_hourly_rollups(conn: psycopg.Connection[Any]) -> None:
     assert [v for *_, v in rows] == [700.0]
 
 
+def test_old_ranges_count_only_their_own_minutes_of_a_last_partial_hour(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A range starting beyond minute retention reads whole hours, and the minutes after the last of them:
+    ending two minutes into an hour counts those two minutes, not the hour's rollup."""
+    healthz = '[{"label": "route", "op": "=", "value": "/healthz"}]'
+    conn.execute("select metrics.maintain()")  # the hour of the data rolled up
+    conn.execute("update metrics.projects set minute_retention = interval '1 hour' where id = %s", (PROJECT,))
+    try:
+        rows = q(conn, "req_total", "sum", healthz, step="1 hour", span=(-21 * 86400, 120))
+        assert [(ts - MINUTE, v) for _, ts, v in rows][-1] == (0, 2.0)
+        whole = q(conn, "req_total", "sum", healthz, step="1 hour", span=(-21 * 86400, 3600))
+        assert [(ts - MINUTE, v) for _, ts, v in whole][-1] == (0, 3.0), "the whole hour, from its rollup"
+    finally:
+        conn.execute("update metrics.projects set minute_retention = null where id = %s", (PROJECT,))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -168,6 +185,7 @@ def test_old_ranges_read_hourly_rollups(conn: psycopg.Connection[Any]) -> None:
         ),
         ({"matchers": '{"label": "a"}'}, "p_matchers: must be an array"),
         ({"step": "10 seconds"}, "p_step: must be between"),
+        ({"step": "1 mon"}, "p_step: in days, hours, minutes or seconds"),
         ({"span": (100, 50)}, "p_from: p_from and p_to are required"),
     ],
 )
