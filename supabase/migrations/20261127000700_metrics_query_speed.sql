@@ -153,6 +153,9 @@ declare
   v_hours text;
   v_minutes text;
   v_whole text[];
+  v_sources text[];
+  v_is_whole boolean[];
+  v_none text;
   v_parts text[];
   v_merged boolean;
   v_own boolean;
@@ -353,14 +356,17 @@ begin
       where m.series_id = any($1) and ((m.bucket >= $15 and m.bucket < $10) or (m.bucket >= $11 and m.bucket < $5))
   $q$;
   -- each source of rows goes to "whole" (points as they are) or "parts" (summed per step)
-  v_whole := pg_catalog.array_remove(array[
-    case when v_own and v_step = interval '1 hour' then v_hours end,
-    case when v_own and v_step = interval '1 minute' then v_minutes end,
-    case when (v_own or v_merged) and v_step = interval '5 minutes' then v_five end], null);
-  v_parts := pg_catalog.array_remove(array[
-    case when not (v_own and v_step = interval '1 hour') then v_hours end,
-    case when not (v_own and v_step = interval '1 minute') then v_minutes end,
-    case when not ((v_own or v_merged) and v_step = interval '5 minutes') then v_five end], null);
+  v_sources := array[v_hours, v_minutes, v_five];
+  v_is_whole := array[v_own and v_step = interval '1 hour', v_own and v_step = interval '1 minute',
+    (v_own or v_merged) and v_step = interval '5 minutes'];
+  select pg_catalog.array_agg(x.src) filter (where x.whole), pg_catalog.array_agg(x.src) filter (where not x.whole)
+  into v_whole, v_parts
+  from rows from (pg_catalog.unnest(v_sources), pg_catalog.unnest(v_is_whole)) as x (src, whole);
+  -- a source list with nothing in it: no rows, of the sources' columns
+  v_none := $q$
+      select null::bigint as grp, null::timestamptz as bucket, null::bigint as count, null::double precision as sum,
+        null::double precision as min, null::double precision as max, null::double precision as last,
+        null::timestamptz as last_ts, null::jsonb as sketch, null::double precision[] as quantiles where false $q$;
 
   -- Quantiles: the sketches of the rows summed per step merge set-based, as the rollups merge them (bucket
   -- counts add per label set, step, store and key), not one PL/pgSQL sketch_union call per row: an hour of
@@ -390,15 +396,9 @@ begin
 
   -- planned per call (not a cached generic plan): a handful of series wants index scans, thousands a scan
   return query execute v_groups || $q$
-  parts as ($q$ || coalesce(nullif(pg_catalog.array_to_string(v_parts, ' union all '), ''), $q$
-      select null::bigint as grp, null::timestamptz as bucket, null::bigint as count, null::double precision as sum,
-        null::double precision as min, null::double precision as max, null::double precision as last,
-        null::timestamptz as last_ts, null::jsonb as sketch, null::double precision[] as quantiles where false $q$) || $q$
+  parts as ($q$ || coalesce(pg_catalog.array_to_string(v_parts, ' union all '), v_none) || $q$
   ),
-  whole as ($q$ || coalesce(nullif(pg_catalog.array_to_string(v_whole, ' union all '), ''), $q$
-      select null::bigint as grp, null::timestamptz as bucket, null::bigint as count, null::double precision as sum,
-        null::double precision as min, null::double precision as max, null::double precision as last,
-        null::timestamptz as last_ts, null::jsonb as sketch, null::double precision[] as quantiles where false $q$) || $q$
+  whole as ($q$ || coalesce(pg_catalog.array_to_string(v_whole, ' union all '), v_none) || $q$
   ),
   stepped as (
     select x.grp, pg_catalog.date_bin($6, x.bucket, '1970-01-01 00:00:00+00'::timestamptz) as step_ts,
