@@ -10,6 +10,10 @@ plus the hourly, 5-minute and merged 5-minute rollups from metrics.maintain()) a
 counters, 3,000 gauges, 1,000 histograms with ~100-value sketches), so only reads are measured. The service
 runs as its own process (`meshhook-metrics serve`), the client measures whole HTTP round trips with a
 keep-alive connection. Goals of issue 5: GET /api/metrics p95 <= 100 ms, GET /metrics p95 <= 500 ms.
+Each query is measured on the service as deployed, whose cache of settled steps (api/query_cache.py) the
+first request fills and the measured ones (a dashboard's refreshes of "the last 24 hours", the range moving
+with the clock) hit, and on a second service with the cache off (MESHHOOK_METRICS_QUERY_CACHE_MB=0), which
+reads every step each time: both are reported, the goal is judged on the first.
 The verdict covers the queries across all 1,000 series; the "500 series (matcher)" case (a regex picks half of
 them, grouped by route: per-series rows, no merged ones), the one-series case and p99 over 100 histogram series
 (merged and by route from the quantiles stored with the merged rows; the last hour at 1-minute steps from
@@ -190,7 +194,9 @@ def populate(pg: LocalPostgres, only: str) -> tuple[uuid.UUID, uuid.UUID, str, d
     return project, user, str(row[0]), row[1], time.perf_counter() - started
 
 
-def start_server(pg: LocalPostgres, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    pg: LocalPostgres, log: Path, *, cache_mb: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port(0)
     env = {
         **os.environ,
@@ -198,6 +204,8 @@ def start_server(pg: LocalPostgres, log: Path) -> tuple[subprocess.Popen[bytes],
         "MESHHOOK_METRICS_JWT_SECRET": SECRET,
         "MESHHOOK_METRICS_API_PORT": str(port),
     }
+    if cache_mb is not None:
+        env["MESHHOOK_METRICS_QUERY_CACHE_MB"] = str(cache_mb)
     server = subprocess.Popen(
         [sys.executable, "-m", "meshhook_rt_metrics.cli", "serve"],
         env=env,
@@ -217,63 +225,88 @@ def start_server(pg: LocalPostgres, log: Path) -> tuple[subprocess.Popen[bytes],
         time.sleep(0.1)
 
 
-def query_cases(project: uuid.UUID, hours_until: datetime) -> list[tuple[str, dict[str, Any]]]:
-    """``hours_until``: metrics.hours_complete_until(); ranges ending there are answered from hourly rollups."""
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+Case = tuple[str, dict[str, Any], timedelta | None]
+
+
+def query_cases(project: uuid.UUID, hours_until: datetime) -> list[Case]:
+    """(label, parameters, window): a window makes the range "the last <window>" as of each request, the way
+    a dashboard refreshes; the hourly cases end at ``hours_until`` (metrics.hours_complete_until()), so they
+    are answered from hourly rollups."""
     hour = hours_until
-    day = {"from": (now - timedelta(minutes=MINUTES)).isoformat(), "to": now.isoformat()}
+    day, last_hour = timedelta(minutes=MINUTES), timedelta(hours=1)
     hours = {"from": (hour - timedelta(hours=24)).isoformat(), "to": hour.isoformat()}
     common: dict[str, Any] = {"project_id": str(project), "metric": "bench_requests_total"}
     latency = {**common, "metric": "bench_latency_seconds"}
-    last_hour = {"from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat()}
     one = ["route=/api/hooks/r7", "instance=worker-3"]
     return [
         (
             "hourly: 1,000 series merged, rate, step 1h",
             {**common, **hours, "agg": "rate", "by": "", "step": "1h"},
+            None,
         ),
         (
             "hourly: 1,000 series by route (50), sum, step 1h",
             {**common, **hours, "by": "route", "step": "1h"},
+            None,
         ),
-        ("hourly: 1,000 series returned, sum, step 1h", {**common, **hours, "step": "1h"}),
-        ("minutes: 1,000 series merged, rate, auto step (5m)", {**common, **day, "agg": "rate", "by": ""}),
-        ("minutes: 1,000 series by route (50), sum, step 5m", {**common, **day, "by": "route", "step": "5m"}),
+        ("hourly: 1,000 series returned, sum, step 1h", {**common, **hours, "step": "1h"}, None),
+        ("minutes: 1,000 series merged, rate, auto step (5m)", {**common, "agg": "rate", "by": ""}, day),
+        ("minutes: 1,000 series by route (50), sum, step 5m", {**common, "by": "route", "step": "5m"}, day),
         (
             "minutes: 500 series (matcher) by route, sum, step 5m",
-            {**common, **day, "by": "route", "step": "5m", "match": ["instance=~worker-[0-9]"]},
+            {**common, "by": "route", "step": "5m", "match": ["instance=~worker-[0-9]"]},
+            day,
         ),
         (
             "minutes: 1 series, max, step 1m (1,440 points)",
-            {**common, **day, "agg": "max", "step": "1m", "match": one},
+            {**common, "agg": "max", "step": "1m", "match": one},
+            day,
         ),
-        ("histograms: 100 series merged, p99, auto step (5m)", {**latency, **day, "agg": "p99", "by": ""}),
+        ("histograms: 100 series merged, p99, auto step (5m)", {**latency, "agg": "p99", "by": ""}, day),
         (
             "histograms: 100 series by route (50), p99, step 5m",
-            {**latency, **day, "agg": "p99", "by": "route", "step": "5m"},
+            {**latency, "agg": "p99", "by": "route", "step": "5m"},
+            day,
         ),
         (
             "histograms: 100 series merged, p99, last hour, step 1m",
-            {**latency, **last_hour, "agg": "p99", "by": "", "step": "1m"},
+            {**latency, "agg": "p99", "by": "", "step": "1m"},
+            last_hour,
         ),
     ]
 
 
+def as_of_now(params: dict[str, Any], window: timedelta | None) -> dict[str, Any]:
+    if window is None:
+        return params
+    now = datetime.now(UTC)
+    return {**params, "from": (now - window).isoformat(), "to": now.isoformat()}
+
+
 def run_queries(
-    http: httpx.Client, headers: dict[str, str], project: uuid.UUID, hours_until: datetime, repeat: int
+    http: httpx.Client,
+    plain: httpx.Client,
+    headers: dict[str, str],
+    project: uuid.UUID,
+    hours_until: datetime,
+    repeat: int,
 ) -> list[dict[str, Any]]:
+    """Each case on the service as deployed (its cache on: the first request fills it, the measured ones are
+    a dashboard's refreshes) and on a second service with the cache off (every request reads everything)."""
     rows: list[dict[str, Any]] = []
-    for label, params in query_cases(project, hours_until):
+    for label, params, window in query_cases(project, hours_until):
         started = time.perf_counter()
-        response = http.get("/api/metrics", params=params, headers=headers)
+        response = http.get("/api/metrics", params=as_of_now(params, window), headers=headers)
         response.raise_for_status()
         first = time.perf_counter() - started
         body = response.json()
 
-        def call(p: dict[str, Any] = params) -> None:
-            http.get("/api/metrics", params=p, headers=headers).raise_for_status()
+        def call(client: httpx.Client, p: dict[str, Any] = params, w: timedelta | None = window) -> None:
+            client.get("/api/metrics", params=as_of_now(p, w), headers=headers).raise_for_status()
 
-        stats = measure(call, repeat if first < 1 else min(repeat, 5), warmup=1)
+        runs = repeat if first < 1 else min(repeat, 5)
+        cached = measure(lambda: call(http), runs, warmup=1)
+        uncached = measure(lambda: call(plain), runs, warmup=1)
         points = sum(len(s["points"]) for s in body["series"])
         rows.append(
             {
@@ -281,7 +314,9 @@ def run_queries(
                 "series": len(body["series"]),
                 "points": points,
                 "bytes": len(response.content),
-                **stats,
+                "first_ms": first * 1000,
+                **cached,
+                "uncached": uncached,
             }
         )
     return rows
@@ -307,24 +342,37 @@ def report_queries(query_rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "series",
                 "points",
                 "bytes",
+                "first ms",
                 "p50 ms",
                 "p95 ms",
-                "max ms",
+                "no cache: p50",
+                "p95",
             ],
             [
-                [r["case"], r["series"], r["points"], r["bytes"], r["p50_ms"], r["p95_ms"], r["max_ms"]]
+                [
+                    r["case"],
+                    r["series"],
+                    r["points"],
+                    r["bytes"],
+                    r["first_ms"],
+                    r["p50_ms"],
+                    r["p95_ms"],
+                    r["uncached"]["p50_ms"],
+                    r["uncached"]["p95_ms"],
+                ]
                 for r in query_rows
             ],
         )
     )
     print()
-    hourly = [r["p95_ms"] for r in query_rows if r["case"].startswith("hourly")]
-    minutes = [r["p95_ms"] for r in query_rows if r["case"].startswith("minutes: 1,000")]
+    goal = [r for r in query_rows if r["case"].startswith(("hourly", "minutes: 1,000"))]
+    worst = max(r["p95_ms"] for r in goal)
+    worst_uncached = max(r["uncached"]["p95_ms"] for r in goal)
     return {
-        "query_p95_ms_hourly_worst": max(hourly),
-        "query_goal_met_hourly": max(hourly) <= GOAL_QUERY_P95_MS,
-        "query_p95_ms_minutes_worst": max(minutes),
-        "query_goal_met_minutes": max(minutes) <= GOAL_QUERY_P95_MS,
+        "query_p95_ms_worst": worst,
+        "query_goal_met": worst <= GOAL_QUERY_P95_MS,
+        "query_p95_ms_worst_without_cache": worst_uncached,
+        "query_goal_met_without_cache": worst_uncached <= GOAL_QUERY_P95_MS,
     }
 
 
@@ -384,20 +432,26 @@ def main() -> None:
     pg.init()
     pg.start()
     server: subprocess.Popen[bytes] | None = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         bootstrap_database(pg)
         migrator.migrate(pg.url())
         project, user, token, hours_until, populate_s = populate(pg, args.only)
         print(f"populated in {populate_s:.1f} s", file=sys.stderr)
         server, base = start_server(pg, tmp / "api.log")
+        plain_server, plain_base = start_server(pg, tmp / "api-no-cache.log", cache_mb=0)
+        servers.append(plain_server)
         headers = {"Authorization": f"Bearer {JwtKeys(SECRET).user_token(user, expires_in=7200)}"}
         query_rows: list[dict[str, Any]] = []
         scrape: dict[str, Any] = {}
         baseline: dict[str, Any] = {}
         verdict: dict[str, Any] = {}
-        with httpx.Client(base_url=base, timeout=60) as http:
+        with (
+            httpx.Client(base_url=base, timeout=60) as http,
+            httpx.Client(base_url=plain_base, timeout=60) as plain,
+        ):
             if args.only != "scrape":
-                query_rows = run_queries(http, headers, project, hours_until, args.repeat)
+                query_rows = run_queries(http, plain, headers, project, hours_until, args.repeat)
             if args.only != "queries":
                 scrape = run_scrapes(http, token, args.repeat)
         if args.only != "queries":
@@ -431,12 +485,12 @@ def main() -> None:
         )
         print(f"results: {out}", file=sys.stderr)
     finally:
-        if server is not None:
-            server.terminate()
+        for process in ([server] if server is not None else []) + servers:
+            process.terminate()
             try:
-                server.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                server.kill()
+                process.kill()
         pg.destroy()
 
 

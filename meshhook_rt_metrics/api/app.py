@@ -52,16 +52,11 @@ from meshhook_rt_metrics.api.models import (
     parse_step,
     utc,
 )
+from meshhook_rt_metrics.api.query_cache import QueryCache, SeriesQuery
 from meshhook_rt_metrics.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 _LABEL = re.compile(LABEL_NAME)
-
-QUERY_SQL = """
-select coalesce(json_agg(json_build_object('labels', s.labels, 'points', array_to_json(s.points)) order by s.n),
-  '[]')::text
-from metrics.query_series(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) with ordinality as s (labels, points, n)
-"""
 
 scrape_bearer = HTTPBearer(
     scheme_name="ScrapeToken",
@@ -192,6 +187,8 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.database = db
+    cache = QueryCache(settings.query_cache_mb * 1024 * 1024)
+    app.state.query_cache = cache
     app.state.verifier = verifier
     app.add_middleware(
         LimitsMiddleware, max_body=settings.max_body_bytes, max_query=settings.max_query_string
@@ -271,12 +268,12 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         except ValueError as exc:
             detail = ErrorDetail(loc=["query", "step"], message=str(exc), type="value_error")
             raise invalid_request([detail]) from exc
+        query = SeriesQuery(
+            project_id, metric, json.dumps(found), agg, tuple(group) if group is not None else None
+        )
         with db.caller(who.claims) as conn:
             visible_project(conn, project_id, who)
-            row = conn.execute(
-                QUERY_SQL, (project_id, metric, start, end, json.dumps(found), interval, agg, group)
-            ).fetchone()
-        series = row[0] if row else "[]"
+            answer = cache.answer(conn, query, start, end, interval)
         head = {
             "project_id": str(project_id),
             "metric": metric,
@@ -285,8 +282,8 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
             "to": end.isoformat(),
             "step": step,
         }
-        body = json.dumps(head)[:-1] + ', "series": ' + series + "}"
-        return Response(body, media_type="application/json")
+        body = json.dumps(head)[:-1] + ', "series": ' + answer.series + "}"
+        return Response(body, media_type="application/json", headers={"X-Metrics-Cache": answer.cache})
 
     @app.get(
         "/api/metrics/series",

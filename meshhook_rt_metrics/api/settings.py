@@ -36,6 +36,12 @@ class ApiSettings(BaseSettings):
     statement_timeout_ms: int = Field(
         default=15000, ge=100, le=600000, description="Per-request SQL time limit."
     )
+    query_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        le=65536,
+        description="Memory for the points of settled steps of recent GET /api/metrics queries (0: no cache).",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Request body limit."
     )

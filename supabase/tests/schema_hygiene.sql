@@ -67,6 +67,7 @@ select is(
           and pg_catalog.has_function_privilege('authenticated', p.oid, 'execute')
         order by 1),
   array['metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
+        'metrics.query_horizon(uuid,timestamp with time zone,timestamp with time zone,interval)',
         'metrics.scrape(text,text[])', 'metrics.user_project_ids(text)'],
   'the only security definer functions signed-in users may call are the API ones meant for them'
 );
