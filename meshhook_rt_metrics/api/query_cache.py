@@ -77,8 +77,24 @@ Key = tuple[SeriesQuery, float]
 
 
 @dataclass(frozen=True)
+class Head:
+    """The partial first step of a range that starts inside a step, when settled. Rollup buckets start on
+    whole minutes, so its points depend only on the first whole minute of the range (``minute``) and on the
+    step: a dashboard refreshing every few seconds asks for the same one for a minute."""
+
+    minute: float
+    first: float  # the end of the partial step, the first whole step of the range
+    points: dict[str, list[str]]
+
+    @property
+    def key(self) -> tuple[float, float]:
+        return (self.minute, self.first)
+
+
+@dataclass(frozen=True)
 class Entry:
-    """Points of the settled steps in [since, until) of one query, as of a rollup revision."""
+    """Points of the settled steps in [since, until) of one query, as of a rollup revision, and the partial
+    step before them that was asked last."""
 
     revision: int
     since: float
@@ -87,6 +103,7 @@ class Entry:
     order: tuple[str, ...]  # label sets (jsonb text) in query_series' order
     points: dict[str, list[str]]  # label set -> "epoch,value" texts, by epoch
     size: int
+    head: Head | None = None
 
 
 @dataclass(frozen=True)
@@ -213,7 +230,8 @@ class QueryCache:
         fresh = None
         if span.first < span.settled:
             kept = {labels: between(pts, span.first, span.settled) for labels, pts in points.items()}
-            fresh = entry_of(revision, span.first, span.settled, span.end - span.start, order, kept)
+            head = span.head_of(points)
+            fresh = entry_of(revision, span.first, span.settled, span.end - span.start, order, kept, head)
         return series_json(order, points), fresh
 
     @staticmethod
@@ -222,10 +240,17 @@ class QueryCache:
     ) -> tuple[str, Entry | None]:
         """The cached steps inside the range, and from the database the steps before and after them."""
         lo, hi = max(span.first, entry.since), min(span.settled, entry.until)
-        wanted = [(span.start, lo)] if span.start < lo else []
+        known = entry.head
+        reused = known if known is not None and lo == span.first and known.key == span.head_key else None
+        wanted = [(span.start, lo)] if span.start < lo and reused is None else []
         wanted += [(hi, span.end)] if hi < span.end else []
         fetched = pieces(conn, query, step, wanted)
-        head = fetched[0][1] if span.start < lo else {}
+        new_head: Head | None = reused
+        if reused is not None:
+            head = reused.points
+        else:
+            head = fetched[0][1] if span.start < lo else {}
+            new_head = span.head_of(head) or known
         tail = fetched[-1][1] if hi < span.end else {}
         labels = set(entry.order) | set(head) | set(tail)
         order = entry.order if labels.issubset(entry.order) else sort_labels(conn, labels)
@@ -244,10 +269,9 @@ class QueryCache:
         }
         since, until = min(entry.since, span.first), max(entry.until, span.settled)
         fresh = None
-        if (since, until) != (entry.since, entry.until):
-            fresh = entry_of(
-                entry.revision, since, until, max(entry.span, span.end - span.start), order, grown
-            )
+        if (since, until) != (entry.since, entry.until) or new_head is not known:
+            longest = max(entry.span, span.end - span.start)
+            fresh = entry_of(entry.revision, since, until, longest, order, grown, new_head)
         return series_json(order, answer), fresh
 
 
@@ -261,12 +285,38 @@ class Span:
     first: float
     settled: float
 
+    @property
+    def minute(self) -> float:
+        return math.ceil(self.start / 60) * 60
+
+    @property
+    def head_key(self) -> tuple[float, float]:
+        return (self.minute, self.first)
+
+    def head_of(self, points: dict[str, list[str]]) -> Head | None:
+        """The partial first step among ``points`` (read from ``start`` on), if the range has one and it is
+        settled."""
+        if not self.start < self.first <= self.settled:
+            return None
+        partial = {labels: between(pts, -math.inf, self.first) for labels, pts in points.items()}
+        return Head(self.minute, self.first, {labels: pts for labels, pts in partial.items() if pts})
+
 
 def entry_of(
-    revision: int, since: float, until: float, span: float, order: Sequence[str], points: dict[str, list[str]]
+    revision: int,
+    since: float,
+    until: float,
+    span: float,
+    order: Sequence[str],
+    points: dict[str, list[str]],
+    head: Head | None = None,
 ) -> Entry:
     kept = {labels: pts for labels, pts in points.items() if pts}
-    return Entry(revision, since, until, span, tuple(o for o in order if o in kept), kept, size_of(kept))
+    heads = head.points if head is not None else {}
+    size = size_of(kept) + size_of(heads)
+    return Entry(
+        revision, since, until, span, tuple(o for o in order if o in kept or o in heads), kept, size, head
+    )
 
 
 def cacheable(f: float, t: float, step: float, minutes_from: float) -> bool:
@@ -281,7 +331,7 @@ def trimmed(entry: Entry, minutes_from: float, step: float) -> Entry:
     if since <= entry.since:
         return entry
     points = {labels: between(pts, since, entry.until) for labels, pts in entry.points.items()}
-    return entry_of(entry.revision, since, entry.until, entry.span, entry.order, points)
+    return entry_of(entry.revision, since, entry.until, entry.span, entry.order, points, entry.head)
 
 
 def stamp(epoch: float) -> datetime:

@@ -143,6 +143,11 @@ def test_a_repeated_query_is_answered_from_the_cache_as_it_is_without(
     assert (first.headers["x-metrics-cache"], second.headers["x-metrics-cache"]) == ("miss", "hit")
     assert series(first) == expected
     assert series(second) == expected
+    # refreshed seconds later: the partial first step starts within the same minute, so it is the same one
+    nudged = params_of(data, case, start + 20, time.time())
+    refreshed = get(client, headers, **nudged)
+    assert refreshed.headers["x-metrics-cache"] == "hit"
+    assert series(refreshed) == series(get(uncached, headers, **nudged))
     # a dashboard's next refresh: the range moved on; the steps it shares with the cached ones are reused
     later = params_of(data, case, start + 7 * 60 + 3, time.time() + 60)
     moved = get(client, headers, **later)
