@@ -108,6 +108,16 @@ def ingest(conn: psycopg.Connection[Any], payload: Mapping[str, Any]) -> dict[st
     return dict(row[0])
 
 
+def roll_up(conn: psycopg.Connection[Any]) -> None:
+    """Every closed 5-minute window and hour rolled up, as the maintenance loop would have done by now (the
+    5-minute tier backfills at most an hour per run)."""
+    conn.execute("select metrics.maintain()")
+    while not conn.execute(
+        "select metrics.five_minutes_complete_until() >= metrics.five_minute_window(now() - interval '5 minutes')"
+    ).fetchone()[0]:  # type: ignore[index]
+        conn.execute("select metrics.rollup_five_minutes()")
+
+
 def add_member(
     conn: psycopg.Connection[Any], project: uuid.UUID, user: uuid.UUID, role: str = "viewer"
 ) -> None:

@@ -217,7 +217,19 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         "/api/metrics",
         tags=["query"],
         response_model=None,
-        responses={200: {"model": QueryResponse, "description": "Series with their points."}, **ERRORS},
+        responses={
+            200: {
+                "model": QueryResponse,
+                "description": "Series with their points.",
+                "headers": {
+                    "X-Metrics-Cache": {
+                        "description": "How the cache of settled steps took part (docs/api.md).",
+                        "schema": {"type": "string", "enum": ["hit", "miss", "bypass", "off"]},
+                    }
+                },
+            },
+            **ERRORS,
+        },
         summary="Series of one metric over a time range, aggregated",
     )
     def query_metrics(

@@ -27,7 +27,7 @@ from meshhook_rt_metrics.api.query_cache import (
     trimmed,
 )
 from tests.api.conftest import ApiServer, World
-from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
+from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest, roll_up
 
 MINUTES = 180  # three hours of minutes, all before the module starts
 NOW = math.floor(time.time() / 60) * 60
@@ -55,15 +55,6 @@ def points_of_minute(minute: int) -> list[dict[str, Any]]:
             "work_seconds", [0.2 + 0.01 * ((i + minute) % 11) for i in range(12)], {"node": "sql"}, ts=ts
         ),
     ]
-
-
-def roll_up(conn: psycopg.Connection[Any]) -> None:
-    """Every closed window and hour rolled up, as the maintenance loop would have done by now."""
-    conn.execute("select metrics.maintain()")
-    while not conn.execute(
-        "select metrics.five_minutes_complete_until() >= metrics.five_minute_window(now() - interval '5 minutes')"
-    ).fetchone()[0]:  # type: ignore[index]
-        conn.execute("select metrics.rollup_five_minutes()")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
+from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest, roll_up
 
 PROJECT = uuid.uuid4()
 # the start of the hour before last: every window of the data is closed whatever the minute of the hour
@@ -25,15 +25,6 @@ START = math.floor(time.time() / 3600) * 3600 - 7200
 WINDOWS = 3  # 15 minutes of data
 EVERY_SERIES = json.dumps([{"label": "never_set", "op": "=", "value": ""}])  # forces the per-series path
 AGGREGATIONS = ["sum", "rate", "count", "avg", "min", "max", "last", "p50", "p99"]
-
-
-def roll_up(conn: psycopg.Connection[Any]) -> None:
-    """Every closed 5-minute window rolled up (the tier backfills at most an hour per run)."""
-    conn.execute("select metrics.maintain()")
-    while not conn.execute(
-        "select metrics.five_minutes_complete_until() >= metrics.five_minute_window(now() - interval '5 minutes')"
-    ).fetchone()[0]:  # type: ignore[index]
-        conn.execute("select metrics.rollup_five_minutes()")
 
 
 def points_of_minute(minute: int) -> list[dict[str, Any]]:
