@@ -283,7 +283,8 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
         query = SeriesQuery(
             project_id, metric, json.dumps(found), agg, tuple(group) if group is not None else None
         )
-        with db.caller(who.claims) as conn:
+        # one snapshot: the cache's horizon and the steps read after it must describe the same moment
+        with db.caller(who.claims, one_snapshot=True) as conn:
             visible_project(conn, project_id, who)
             answer = cache.answer(conn, query, start, end, interval)
         head = {

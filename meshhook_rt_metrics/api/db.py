@@ -39,13 +39,16 @@ class Database:
         self.pool.close()
 
     @contextmanager
-    def caller(self, claims: Mapping[str, Any]) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside a transaction running as the JWT's role with its claims.
+    def caller(
+        self, claims: Mapping[str, Any], *, one_snapshot: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside a transaction running as the JWT's role with its claims (``one_snapshot``:
+        repeatable read, every statement seeing the database as of the first).
 
         Database errors become :class:`ApiError` (401/403 depend on the caller's role).
         """
         try:
-            with self.pool.connection() as conn, as_caller(conn, claims):
+            with self.pool.connection() as conn, as_caller(conn, claims, one_snapshot=one_snapshot):
                 conn.execute(
                     "select set_config('statement_timeout', %s, true)", (str(self.statement_timeout_ms),)
                 )

@@ -4,9 +4,10 @@ A dashboard asks for "the last 24 hours" every few seconds. Almost all of that d
 are rolled up and any later point for them is late, marked, and recomputed by the next maintenance run,
 which moves the project's rollup revision (migration ``20261127000800``). So the service keeps, per query
 (project, metric, matchers, aggregation, grouping, step), the points of the whole settled steps it has
-answered, and asks ``metrics.query_series`` only for the rest: the partial first step and the steps after
-the cached ones. A revision that moved drops the entry; a late mark still pending cuts it back to before
-the marked window.
+answered, and asks ``metrics.query_series`` only for the rest: the partial first step (itself kept for a
+minute) and the steps after the cached ones. A revision that moved drops the entry; while a late mark is
+pending, no cached step from the marked window on is used. The horizon and the reads run in one snapshot
+(the caller's transaction is repeatable read), so an answer describes one moment.
 
 What is shared between callers is only data, never a decision about who may see it: every request still
 runs ``visible_project`` and ``metrics.query_horizon`` as the caller, in PostgreSQL, before any cached
@@ -212,14 +213,14 @@ class QueryCache:
         if entry is not None and entry.revision != revision:
             entry = None
         if entry is None or max(span.first, entry.since) >= min(span.settled, entry.until):
-            series, fresh = self._miss(conn, query, seconds, span, revision)
+            (series, fresh), status = self._miss(conn, query, seconds, span, revision), "miss"
         else:
-            series, fresh = self._hit(conn, query, seconds, span, entry)
+            (series, fresh), status = self._hit(conn, query, seconds, span, entry), "hit"
         if fresh is not None:
             self.put(key, trimmed(fresh, minutes_from, seconds))
         elif entry is None:
             self.put(key, None)
-        return Answer(series, "miss" if entry is None else "hit")
+        return Answer(series, status)
 
     @staticmethod
     def _miss(
@@ -269,8 +270,8 @@ class QueryCache:
         }
         since, until = min(entry.since, span.first), max(entry.until, span.settled)
         fresh = None
-        if (since, until) != (entry.since, entry.until) or new_head is not known:
-            longest = max(entry.span, span.end - span.start)
+        longest = max(entry.span, span.end - span.start)
+        if (since, until, longest) != (entry.since, entry.until, entry.span) or new_head is not known:
             fresh = entry_of(entry.revision, since, until, longest, order, grown, new_head)
         return series_json(order, answer), fresh
 

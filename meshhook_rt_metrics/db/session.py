@@ -22,16 +22,21 @@ def claims_for_user(user_id: str, role: str = "authenticated", **extra: Any) -> 
 
 
 @contextmanager
-def as_caller(conn: psycopg.Connection[Any], claims: Mapping[str, Any]) -> Iterator[psycopg.Connection[Any]]:
+def as_caller(
+    conn: psycopg.Connection[Any], claims: Mapping[str, Any], *, one_snapshot: bool = False
+) -> Iterator[psycopg.Connection[Any]]:
     """A transaction in which ``conn`` acts as the JWT's role with ``request.jwt.claims`` set.
 
     The login role must be allowed to ``SET ROLE`` to the claim's role (``authenticator`` on Supabase,
-    ``postgres`` locally). Everything is transaction-local, as in PostgREST.
+    ``postgres`` locally). Everything is transaction-local, as in PostgREST. ``one_snapshot``: every statement
+    sees the database as of the first one (repeatable read), for reads that must agree with each other.
     """
     role = str(claims.get("role", ""))
     if role not in CALLER_ROLES:
         raise ValueError(f"JWT role {role!r} is not one of {sorted(CALLER_ROLES)}")
     with conn.transaction():
+        if one_snapshot:
+            conn.execute("set transaction isolation level repeatable read")
         conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
         conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(dict(claims)),))
         conn.execute("select set_config('request.jwt.claim.sub', %s, true)", (str(claims.get("sub", "")),))

@@ -9,15 +9,22 @@
 -- maintenance run recomputes those). When that run recomputes them, it deletes their marks; a trigger then
 -- bumps the project's revision, and the cache drops what it kept for the project.
 
+-- revisions come from one sequence, so a number is never given twice, even to a project whose row was
+-- deleted and made again: a cache entry stamped with an old number can never look current
+create sequence metrics.rollup_revision_seq;
+comment on sequence metrics.rollup_revision_seq is 'Values of metrics.rollup_revisions.revision.';
+
 create table metrics.rollup_revisions (
-  project_id uuid primary key,
-  revision bigint not null default 1 check (revision > 0),
+  project_id uuid primary key references metrics.projects (id) on delete cascade,
+  revision bigint not null default pg_catalog.nextval('metrics.rollup_revision_seq') check (revision > 0),
   updated_at timestamptz not null default now()
 );
 comment on table metrics.rollup_revisions is
-  'Per project, a number bumped whenever rollups of already settled windows or hours are recomputed (late '
-  'points): results of settled steps cached before a bump are stale. No row: revision 0.';
-comment on column metrics.rollup_revisions.revision is 'Bumped by trigger when late marks of the project are cleared.';
+  'Per project, a number moved whenever rollups of already settled windows or hours are recomputed (late '
+  'points): results of settled steps cached under another number are stale. No row: revision 0.';
+comment on column metrics.rollup_revisions.project_id is 'The project (its row goes with it).';
+comment on column metrics.rollup_revisions.revision is
+  'A fresh value of rollup_revision_seq each time late marks of the project are cleared (trigger).';
 comment on column metrics.rollup_revisions.updated_at is 'When the revision last moved.';
 
 alter table metrics.rollup_revisions enable row level security;
@@ -28,13 +35,14 @@ returns trigger
 language plpgsql volatile security definer set search_path = ''
 as $$
 begin
-  -- rows in key order, so two runs (maintain() and a rollup called alone) lock them in the same order
+  -- rows in key order (rollup runs are serialized by the maintenance_state row lock; this costs nothing)
   insert into metrics.rollup_revisions as r (project_id)
   select distinct s.project_id
   from (select distinct c.series_id from cleared c) as c
   join metrics.series s on s.id = c.series_id
   order by s.project_id
-  on conflict (project_id) do update set revision = r.revision + 1, updated_at = now();
+  on conflict (project_id) do update
+    set revision = pg_catalog.nextval('metrics.rollup_revision_seq'), updated_at = now();
   return null;
 end
 $$;
@@ -84,18 +92,19 @@ begin
         join metrics.series s on s.id = l.series_id where s.project_id = p_project_id),
       (select min(l.hour) from metrics.late_hours l
         join metrics.series s on s.id = l.series_id where s.project_id = p_project_id)),
-    -- query_series reads ranges starting before this differently (whole hours only)
-    now() - coalesce((select pr.minute_retention from metrics.projects pr where pr.id = p_project_id),
-      (select c.minute_retention from metrics.config c)),
+    -- query_series reads ranges starting before minute retention differently (whole hours only), and
+    -- retention deletes hourly rows past hour retention (which a project may set shorter) without a revision
+    now() - (select least(coalesce(pr.minute_retention, c.minute_retention), coalesce(pr.hour_retention, c.hour_retention))
+      from metrics.config c left join metrics.projects pr on pr.id = p_project_id),
     coalesce(p_step, metrics.default_step(p_from, p_to));
 end
 $$;
 comment on function metrics.query_horizon(uuid, timestamptz, timestamptz, interval) is
-  'For a cache of metrics.query_series results, as of this transaction: the project''s rollup revision '
-  '(cached steps of an older revision are stale), the instant before which every step is settled (rolled '
-  'up, no late marks pending), the start of minute retention (ranges starting earlier are read as whole '
-  'hours), and the step of [p_from, p_to) (p_step, or metrics.default_step). No row for a project the '
-  'caller does not see.';
+  'For a cache of metrics.query_series results: the project''s rollup revision '
+  '(cached steps of another revision are stale), the instant before which every step is settled (rolled '
+  'up, no late marks pending), the start of minute retention or of hour retention if shorter (ranges '
+  'starting earlier are not cached), and the step of [p_from, p_to) (p_step, or metrics.default_step). No '
+  'row for a project the caller does not see. As of the statement: call it in the snapshot of the reads.';
 
 grant execute on function metrics.default_step(timestamptz, timestamptz) to authenticated, service_role;
 grant execute on function metrics.query_horizon(uuid, timestamptz, timestamptz, interval)

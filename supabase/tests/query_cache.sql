@@ -37,9 +37,9 @@ where s.id = l.series_id and s.project_id = '0c000000-0000-4000-8000-00000000000
 
 set local role authenticated;
 select set_config('request.jwt.claims', '{"role": "service_role"}', true);
-select results_eq($$select revision from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')
-  union all select revision from pg_temp.horizon('0d000000-0000-4000-8000-00000000000d')$$,
-  $$values (1::bigint), (0::bigint)$$, 'clearing late marks moves the revision of their project only');
+select results_eq($$select revision > 0 from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')
+  union all select revision > 0 from pg_temp.horizon('0d000000-0000-4000-8000-00000000000d')$$,
+  $$values (true), (false)$$, 'clearing late marks moves the revision of their project only');
 select is((select settled_until from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')),
   metrics.five_minutes_complete_until(), 'with no late marks, settled_until is the rolled-up end');
 select set_config('request.jwt.claims', '{"role": "authenticated", "sub": "0e000000-0000-4000-8000-00000000000e"}', true);

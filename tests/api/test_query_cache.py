@@ -238,6 +238,20 @@ def test_steps_settled_after_the_cache_was_filled_are_read_not_taken_from_it(
             assert value in [p[1] for s in series(answer) for p in s["points"]]
 
 
+def test_a_range_apart_from_the_cached_steps_is_a_miss_and_replaces_them(
+    client: httpx.Client, uncached: httpx.Client, world: World, data: uuid.UUID
+) -> None:
+    headers = world.headers(world.admin_a)
+    case = ("depth", "count", ["queue"], None, "5m")
+    early = params_of(data, case, START, START + 1800)
+    late = params_of(data, case, START + 7200, time.time())
+    assert get(client, headers, **early).headers["x-metrics-cache"] == "miss"
+    apart = get(client, headers, **late)
+    assert apart.headers["x-metrics-cache"] == "miss"  # nothing cached lies inside the range
+    assert series(apart) == series(get(uncached, headers, **late))
+    assert get(client, headers, **late).headers["x-metrics-cache"] == "hit"
+
+
 def test_cached_points_are_only_given_to_callers_who_see_the_project(
     client: httpx.Client, world: World, data: uuid.UUID
 ) -> None:

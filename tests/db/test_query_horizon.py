@@ -78,11 +78,38 @@ def test_a_late_point_holds_settled_back_until_maintenance_which_moves_only_its_
     )
     roll_up(conn)
     revision, settled, _, _ = horizon(conn, user_claims(MEMBER), PROJECT)
-    assert revision == 2  # once for the window, once for the hour
+    assert revision > 0
     assert settled == conn.execute("select metrics.five_minutes_complete_until()").fetchone()[0]  # type: ignore[index]
     assert horizon(conn, {"role": "service_role"}, OTHER)[0] == 0
     roll_up(conn)  # nothing late: no change
-    assert horizon(conn, user_claims(MEMBER), PROJECT)[0] == 2
+    assert horizon(conn, user_claims(MEMBER), PROJECT)[0] == revision
+    # a revision number is never given twice, even when the project's row is deleted and made again
+    conn.execute("delete from metrics.rollup_revisions where project_id = %s", (PROJECT,))
+    assert horizon(conn, user_claims(MEMBER), PROJECT)[0] == 0
+    ingest(conn, batch(PROJECT, [gauge("depth", 98.0, {"q": "0"}, ts=late)]))
+    roll_up(conn)
+    assert horizon(conn, user_claims(MEMBER), PROJECT)[0] not in (0, revision)
+
+
+def test_minutes_from_is_the_shorter_of_minute_and_hour_retention(conn: psycopg.Connection[Any]) -> None:
+    """Retention deletes hourly rows past hour retention without a revision: cached steps must not reach
+    back that far."""
+    now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+    try:
+        conn.execute("update metrics.projects set hour_retention = '2 days' where id = %s", (PROJECT,))
+        _, _, minutes_from, _ = horizon(conn, user_claims(MEMBER), PROJECT)
+        assert abs((now - timedelta(days=2)) - minutes_from) < timedelta(seconds=60)
+        conn.execute(
+            "update metrics.projects set hour_retention = null, minute_retention = '3 days' where id = %s",
+            (PROJECT,),
+        )
+        _, _, minutes_from, _ = horizon(conn, user_claims(MEMBER), PROJECT)
+        assert abs((now - timedelta(days=3)) - minutes_from) < timedelta(seconds=60)
+    finally:
+        conn.execute(
+            "update metrics.projects set hour_retention = null, minute_retention = null where id = %s",
+            (PROJECT,),
+        )
 
 
 @pytest.mark.parametrize("minutes", [1, 30, 90, 299, 301, 1500, 1501, 4321, 18000, 18001, 36000, 200000])
