@@ -219,3 +219,16 @@ def test_membership_is_one_function_an_installation_can_rewire(fresh_db: TestDat
                 == "accepted"
             )
         assert can_read_topic(conn, claims_for_user(str(owner)), f"metrics:{project}")
+
+
+def test_a_caller_transaction_can_see_one_snapshot(conn: psycopg.Connection[Any], db: TestDatabase) -> None:
+    """``one_snapshot``: a row committed by someone else between two statements is not seen by the second."""
+    with as_caller(conn, claims_for_user(str(ALICE)), one_snapshot=True):
+        level = conn.execute("show transaction_isolation").fetchone()
+        before = conn.execute("select count(*) from metrics.projects").fetchone()
+        with psycopg.connect(db.url, autocommit=True) as other:
+            add_member(other, uuid.uuid4(), ALICE, "viewer")
+        assert conn.execute("select count(*) from metrics.projects").fetchone() == before
+    assert level == ("repeatable read",)
+    with as_caller(conn, claims_for_user(str(ALICE))):
+        assert conn.execute("select count(*) from metrics.projects").fetchone()[0] == before[0] + 1  # type: ignore[index]
