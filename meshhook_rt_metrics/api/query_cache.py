@@ -32,6 +32,7 @@ import psycopg
 
 # bytes a cached point costs beyond its text (the str object and its list slot), for the size budget
 POINT_OVERHEAD = 56
+ENTRY_OVERHEAD = 512  # and an entry beyond its points (an empty one still says "nothing there")
 STEP_LIMITS = (60.0, 31 * 86400.0)  # the steps query_series accepts; the cache takes whole minutes only
 RANGE_LIMIT = 400 * 86400.0
 
@@ -178,7 +179,7 @@ class QueryCache:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._size -= old.size
-            if entry is None or entry.size > self.max_bytes or not entry.points:
+            if entry is None or entry.size > self.max_bytes:
                 return
             self._entries[key] = entry
             self._size += entry.size
@@ -314,7 +315,7 @@ def entry_of(
 ) -> Entry:
     kept = {labels: pts for labels, pts in points.items() if pts}
     heads = head.points if head is not None else {}
-    size = size_of(kept) + size_of(heads)
+    size = ENTRY_OVERHEAD + size_of(kept) + size_of(heads)
     return Entry(
         revision, since, until, span, tuple(o for o in order if o in kept or o in heads), kept, size, head
     )

@@ -252,6 +252,20 @@ def test_a_range_apart_from_the_cached_steps_is_a_miss_and_replaces_them(
     assert get(client, headers, **late).headers["x-metrics-cache"] == "hit"
 
 
+def test_settled_steps_without_points_are_cached_too(
+    client: httpx.Client, uncached: httpx.Client, world: World, data: uuid.UUID, conn: psycopg.Connection[Any]
+) -> None:
+    """A metric that started a minute ago: the settled part of "the last 3 hours" is known to be empty."""
+    headers = world.headers(world.admin_a)
+    ingest(conn, batch(data, [counter("fresh_total", 4, {"route": "/a"})]))
+    params = params_of(data, ("fresh_total", "sum", None, None, "5m"), START, time.time() + 60)
+    assert get(client, headers, **params).headers["x-metrics-cache"] == "miss"
+    again = get(client, headers, **params)
+    assert again.headers["x-metrics-cache"] == "hit"
+    assert series(again) == series(get(uncached, headers, **params))
+    assert len(series(again)) == 1
+
+
 def test_cached_points_are_only_given_to_callers_who_see_the_project(
     client: httpx.Client, world: World, data: uuid.UUID
 ) -> None:
