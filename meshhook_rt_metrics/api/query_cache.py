@@ -50,6 +50,12 @@ cross join lateral metrics.query_series(%s, %s, p.from_ts, p.to_ts, %s::jsonb, %
   with ordinality as s (labels, points, k)
 order by p.n, s.k
 """
+# the whole range in one call, exactly as asked, as the response's JSON (no cache, or not cacheable)
+WHOLE_SQL = """
+select coalesce(json_agg(json_build_object('labels', s.labels, 'points', array_to_json(s.points)) order by s.n),
+  '[]')::text
+from metrics.query_series(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) with ordinality as s (labels, points, n)
+"""
 # label sets in the order query_series returns them (jsonb order)
 ORDER_SQL = "select x.l::text from pg_catalog.unnest(%s::jsonb[]) as x (l) order by x.l"
 
@@ -262,6 +268,10 @@ class QueryCache:
             + tail.get(labels, [])
             for labels in order
         }
+        since, until = min(entry.since, span.first), max(entry.until, span.settled)
+        longest = max(entry.span, span.end - span.start)
+        if (since, until, longest) == (entry.since, entry.until, entry.span) and new_head is known:
+            return series_json(order, answer), None  # most refreshes: nothing newly settled to keep
         # the entry grows by the whole settled steps just read: before it from the head, after it from the tail
         grown = {
             labels: between(head.get(labels, []), span.first, entry.since)
@@ -269,12 +279,9 @@ class QueryCache:
             + between(tail.get(labels, []), entry.until, span.settled)
             for labels in order
         }
-        since, until = min(entry.since, span.first), max(entry.until, span.settled)
-        fresh = None
-        longest = max(entry.span, span.end - span.start)
-        if (since, until, longest) != (entry.since, entry.until, entry.span) or new_head is not known:
-            fresh = entry_of(entry.revision, since, until, longest, order, grown, new_head)
-        return series_json(order, answer), fresh
+        return series_json(order, answer), entry_of(
+            entry.revision, since, until, longest, order, grown, new_head
+        )
 
 
 @dataclass(frozen=True)
@@ -386,10 +393,3 @@ def whole(
 
 def sort_labels(conn: psycopg.Connection[Any], labels: set[str]) -> tuple[str, ...]:
     return tuple(str(r[0]) for r in conn.execute(ORDER_SQL, (sorted(labels),)).fetchall())
-
-
-WHOLE_SQL = """
-select coalesce(json_agg(json_build_object('labels', s.labels, 'points', array_to_json(s.points)) order by s.n),
-  '[]')::text
-from metrics.query_series(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) with ordinality as s (labels, points, n)
-"""
