@@ -232,6 +232,53 @@ def demo(
     _say(f"demo simulated {sent} seconds of MeshHook traffic")
 
 
+@app.command("alert-worker")
+def alert_worker(
+    state_dir: StateDir = None,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Login DSN [env: MESHHOOK_METRICS_ALERT_DATABASE_URL]")
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Use the local stack's database, gateway and keys (from --state-dir)."),
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Evaluate alert rules and deliver notifications until stopped (SIGTERM hands the leases over)."""
+    import asyncio
+
+    from meshhook_rt_metrics.alerting.settings import AlertSettings
+    from meshhook_rt_metrics.alerting.worker import AlertWorker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines carry receiver URLs
+    overrides: dict[str, object] = {}
+    if local:
+        stack = _stack(state_dir)
+        env = stack.gateway_env()
+        overrides |= {
+            "database_url": stack.database_url,
+            "supabase_url": env["SUPABASE_URL"],
+            "service_key": env["SUPABASE_SERVICE_ROLE_KEY"],
+            "jwt_secret": env["SUPABASE_JWT_SECRET"],
+        }
+    if db_url:
+        overrides["database_url"] = db_url
+    try:
+        settings = AlertSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail(f"invalid alert worker settings: {exc}") from exc
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await AlertWorker(settings).run(stop)
+
+    asyncio.run(main())
+
+
 class MemberRole(StrEnum):
     viewer = "viewer"
     editor = "editor"

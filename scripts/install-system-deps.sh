@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap postgresql-15-plpgsql-check
   libtap-parser-sourcehandler-pgtap-perl python3-venv
-  prometheus
+  prometheus prometheus-alertmanager
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -329,9 +329,13 @@ def entry_of(
 
 
 def cacheable(f: float, t: float, step: float, minutes_from: float) -> bool:
-    """Ranges query_series reads tier by tier from minute retention on, at steps of whole minutes."""
+    """Ranges query_series reads tier by tier from minute retention on, at steps of whole minutes (not one
+    point over a range off the step's bins: query_series does not bin that one from the epoch)."""
     low, high = STEP_LIMITS
-    return f < t and t - f <= RANGE_LIMIT and f >= minutes_from and low <= step <= high and step % 60 == 0
+    off_bins = t - f == step and f % step != 0
+    return (
+        f < t and t - f <= RANGE_LIMIT and f >= minutes_from and low <= step <= high and step % 60 == 0
+    ) and not off_bins
 
 
 def trimmed(entry: Entry, minutes_from: float, step: float) -> Entry:
