@@ -825,6 +825,18 @@ comment on function metrics.alert_decides_on_open_minute(text, text, text) is
   'the threshold as the minute fills (max, count, or a counter''s sum rising above it; min falling below it). '
   'Averages, rates, quantiles and every resolve wait for settled minutes.';
 
+create function metrics.alert_absent_value(p_agg text, p_kind text)
+returns double precision
+language sql immutable parallel safe set search_path = ''
+as $$
+  select case when p_kind in ('counter', 'histogram') and pg_catalog.lower(p_agg) in ('sum', 'count', 'rate')
+    then 0::double precision end
+$$;
+comment on function metrics.alert_absent_value(text, text) is
+  'The value of a known group without rows in a window: 0 for the sum, count and rate of counters and '
+  'histograms (workers send deltas only when something happened, so no rows means no increments); null '
+  'otherwise (a gauge, a quantile, an average without rows has no data: the rule''s no_data_policy decides).';
+
 create function metrics.alert_next_state(
   p_rule metrics.alert_rules,
   p_kind text,
@@ -1195,8 +1207,8 @@ begin
     v_rules := v_rules + 1;
     select f.kind into v_kind from metrics.families f where f.project_id = p_project_id and f.name = v_rule.metric;
     v_window := metrics.alert_window(v_rule.window_length);
-    -- inactive groups are only kept where no data must be noticed
-    v_track := v_rule.no_data_policy in ('alerting', 'nodata');
+    -- inactive groups are only kept where no data must be noticed (never for counts: quiet is 0)
+    v_track := v_rule.no_data_policy in ('alerting', 'nodata') and metrics.alert_absent_value(v_rule.agg, v_kind) is null;
     for g in
       with settled as (
         select s.labels, s.points[1][2] as value
@@ -1214,7 +1226,10 @@ begin
           o.labels is not null as open, o.value as open_value
         from settled s full join opened o on o.labels = s.labels
       )
-      select coalesce(p.labels, i.labels) as labels, coalesce(p.settled, false) as settled, p.settled_value,
+      select coalesce(p.labels, i.labels) as labels,
+        coalesce(p.settled, false) or metrics.alert_absent_value(v_rule.agg, v_kind) is not null as settled,
+        case when p.settled then p.settled_value else metrics.alert_absent_value(v_rule.agg, v_kind) end
+          as settled_value,
         coalesce(p.open, false) as open, p.open_value, i.fingerprint, i.state, i.active_at, i.fired_at,
         i.recovering_at, i.last_data_at, i.value
       from present p
@@ -1595,7 +1610,10 @@ begin
       known as (
         select (e.value ->> 'labels')::jsonb as labels, e.value as st from pg_catalog.jsonb_each(v_states) e
       )
-      select coalesce(p.labels, k.labels) as labels, p.labels is not null as settled, p.value, k.st
+      select coalesce(p.labels, k.labels) as labels,
+        p.labels is not null or metrics.alert_absent_value(v_rule.agg, v_kind) is not null as settled,
+        case when p.labels is not null then p.value else metrics.alert_absent_value(v_rule.agg, v_kind) end as value,
+        k.st
       from present p full join known k on k.labels = p.labels
       order by 1
     loop
@@ -1675,6 +1693,7 @@ grant all on metrics.alert_mute_windows, metrics.alert_instances, metrics.alert_
 grant execute on function metrics.template_names_problem(jsonb, text[], jsonb), metrics.time_zone_problem(text),
   metrics.alert_window(interval), metrics.alert_compare(double precision, text, double precision),
   metrics.alert_decides_on_open_minute(text, text, text), metrics.format_alert_value(double precision),
+  metrics.alert_absent_value(text, text),
   metrics.render_template(text, jsonb), metrics.alert_labels(metrics.alert_rules, jsonb),
   metrics.alert_element(metrics.alert_rules, text, jsonb, text, double precision, timestamptz, timestamptz),
   metrics.alert_next_state(metrics.alert_rules, text, text, timestamptz, timestamptz, timestamptz, timestamptz,
