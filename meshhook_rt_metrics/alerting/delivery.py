@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_SQL = (
     "select id, key, receiver_id, receiver_name, kind, target, secret, body, attempt, thread_key"
-    " from metrics.claim_alert_deliveries(%s, %s)"
+    " from metrics.claim_alert_deliveries(%s, %s, %s)"
 )
 FINISH_SQL = "select metrics.finish_alert_delivery(%s, %s, %s, %s, %s, %s, %s)"
 # Slack accepts about one message per second per incoming webhook; others pace themselves with 429s
@@ -54,8 +55,8 @@ class Pacer:
         await asyncio.sleep(start - now)
 
 
-async def claim(conn: Conn, worker: str, limit: int) -> list[Delivery]:
-    cursor = await conn.execute(CLAIM_SQL, (worker, limit))
+async def claim(conn: Conn, worker: str, limit: int, lock: float) -> list[Delivery]:
+    cursor = await conn.execute(CLAIM_SQL, (worker, limit, timedelta(seconds=lock)))
     return [
         Delivery(
             id=row[0],
@@ -104,9 +105,10 @@ async def deliver_due(
     http: httpx.AsyncClient,
     pacer: Pacer,
     limit: int,
+    lock: float,
 ) -> int:
     """Claim, send concurrently, record; returns how many messages were attempted."""
-    batch = await claim(conn, worker, limit)
+    batch = await claim(conn, worker, limit, lock)
 
     async def one(delivery: Delivery) -> tuple[Delivery, DeliveryResult]:
         await pacer.wait(delivery)

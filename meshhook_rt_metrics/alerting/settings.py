@@ -52,6 +52,12 @@ class AlertSettings(BaseSettings):
     deliver_every: float = Field(default=0.5, gt=0, le=60, description="Seconds between outbox polls.")
     delivery_batch: int = Field(default=20, ge=1, le=1000)
     delivery_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per HTTP attempt.")
+    delivery_lock: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="Seconds a claimed message waits for its worker before a retry.",
+    )
     watchdog_seconds: float = Field(
         default=20.0, ge=2, le=600, description="No echo of the probe within this long: rebuild the socket."
     )

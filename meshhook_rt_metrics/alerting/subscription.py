@@ -77,8 +77,11 @@ class LiveTopics:
         for project in sorted(set(self._channels) - self._wanted, key=str):
             channel = self._channels.pop(project)
             await client.remove_channel(channel)
-        for project in sorted(self._wanted - set(self._channels), key=str):
+        joining = sorted(self._wanted - set(self._channels), key=str)
+        for project in joining:
             self._channels[project] = await self._join(client, project)
+        if joining:
+            log.info("realtime: joined %d project topic(s), %d in all", len(joining), len(self._channels))
 
     async def _connected(self) -> AsyncRealtimeClient:
         if self._client is None:

@@ -169,7 +169,13 @@ class AlertWorker:
         async with conn:
             while not stop.is_set():
                 sent = await delivery.deliver_due(
-                    conn, self.id, self._notifiers, http, pacer, self.settings.delivery_batch
+                    conn,
+                    self.id,
+                    self._notifiers,
+                    http,
+                    pacer,
+                    self.settings.delivery_batch,
+                    self.settings.delivery_lock,
                 )
                 if sent:
                     continue  # more may be due
