@@ -218,13 +218,19 @@ def demo(
 ) -> None:
     """Simulated MeshHook traffic through ingest, with a live view of the per-minute aggregates."""
     from meshhook_rt_metrics import demo as demo_module
+    from meshhook_rt_metrics.localstack.demo_receiver import DEMO_SECRET
 
-    url = db_url or _stack(state_dir).database_url
+    stack = _stack(state_dir)
+    url = db_url or stack.database_url
     _say(
         "a simulated MeshHook worker records through MetricsClient; Ctrl-C stops the demo (the stack keeps running)"
     )
+    _say(
+        f"every {demo_module.INCIDENT_EVERY // 60} minutes a minute of rejected webhooks fires the alert "
+        f"'{demo_module.RULE_NAME}'; notifications: {stack.log_dir / 'receiver.log'}"
+    )
     try:
-        sent = demo_module.run(url, seconds)
+        sent = demo_module.run(url, seconds, receiver=(stack.receiver_url, DEMO_SECRET))
     except KeyboardInterrupt:
         return
     except psycopg.Error as exc:
@@ -277,6 +283,17 @@ def alert_worker(
         await AlertWorker(settings).run(stop)
 
     asyncio.run(main())
+
+
+@app.command("demo-receiver")
+def demo_receiver(
+    port: Annotated[int, typer.Option("--port", help="Listen port on 127.0.0.1.")] = 54340,
+) -> None:
+    """A local webhook receiver that checks signatures and prints the notifications it gets (demo)."""
+    from meshhook_rt_metrics.localstack.demo_receiver import serve as serve_receiver
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_receiver(port)
 
 
 class MemberRole(StrEnum):

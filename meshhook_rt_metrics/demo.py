@@ -3,6 +3,9 @@
 The worker records as a real one would (two lines of setup, then ``inc``/``observe``/``set``); the client
 aggregates in process and ships a batch a second through ``metrics.ingest``. The table shows the
 per-minute aggregates read back through ``metrics.query`` — the same path every other reader uses.
+
+A scripted incident (a burst of rejected webhooks for a minute, every few minutes) fires the demo's alert
+rule; the alert worker notifies the local demo receiver, and the table shows the alert's state.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from rich.table import Table
 from meshhook_rt_metrics.client import MetricsClient
 
 DEMO_PROJECT = uuid.UUID("00000000-0000-4000-8000-00000000d3e0")
+INCIDENT_EVERY = 240  # seconds between the starts of two incidents
+INCIDENT_LENGTH = 60  # seconds of rejected webhooks at INCIDENT_RATE a second
+INCIDENT_RATE = 40
+RULE_NAME = "Webhook rejections spike"
 
 
 class SimulatedWorker:
@@ -42,9 +49,9 @@ class SimulatedWorker:
             "meshhook_queue_messages", "Messages waiting in a queue", labels=("queue", "state")
         )
 
-    def tick(self) -> None:
-        """About one second of traffic."""
-        for outcome, rate in (("accepted", 40), ("rejected", 3)):
+    def tick(self, incident: bool = False) -> None:
+        """About one second of traffic; during an incident, many webhooks are rejected."""
+        for outcome, rate in (("accepted", 40), ("rejected", INCIDENT_RATE if incident else 3)):
             self.requests.inc(self.rng.randint(rate // 2, rate), outcome=outcome, signature="verified")
         for node_type, median in (("http_call", 0.120), ("transform", 0.004)):
             for _ in range(self.rng.randint(20, 60)):
@@ -62,8 +69,10 @@ QUERIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _render(conn: psycopg.Connection[Any]) -> Table:
-    table = Table(title=f"MeshHook demo project {DEMO_PROJECT} — last minute (metrics.query)")
+def _render(conn: psycopg.Connection[Any], caption: str | None = None) -> Table:
+    table = Table(
+        title=f"MeshHook demo project {DEMO_PROJECT} — last minute (metrics.query)", caption=caption
+    )
     for column in ("metric", "labels", "aggregation", "value"):
         table.add_column(column)
     for metric, agg, unit in QUERIES:
@@ -84,7 +93,52 @@ def _render(conn: psycopg.Connection[Any]) -> Table:
     return table
 
 
-def run(database_url: str, seconds: float | None = None, console: Console | None = None) -> int:
+def ensure_alerting(conn: psycopg.Connection[Any], receiver_url: str, secret: str) -> None:
+    """The demo's receiver and rule (kept if they exist): more than 400 rejected webhooks within a minute."""
+    conn.execute("insert into metrics.projects (id) values (%s) on conflict do nothing", (DEMO_PROJECT,))
+    conn.execute(
+        "insert into metrics.alert_receivers (project_id, name, kind, target, secret)"
+        " values (%s, 'demo receiver', 'webhook', %s, %s)"
+        " on conflict (project_id, name) do update set target = excluded.target, secret = excluded.secret",
+        (DEMO_PROJECT, receiver_url, secret),
+    )
+    conn.execute(
+        """insert into metrics.alert_rules (project_id, name, metric, matchers, agg, group_by, window_length, op,
+             threshold, resolve_threshold, severity, annotations)
+           values (%s, %s, 'meshhook_webhook_requests_total', '[{"label": "outcome", "op": "=", "value": "rejected"}]',
+             'sum', '{}', '1 minute', '>', 400, 300, 'critical',
+             '{"summary": "{{ value }} webhooks rejected within a minute (threshold {{ threshold }})"}')
+           on conflict (project_id, name) do nothing""",
+        (DEMO_PROJECT, RULE_NAME),
+    )
+    conn.execute(
+        """insert into metrics.alert_rule_receivers (project_id, rule_id, receiver_id)
+           select r.project_id, r.id, rc.id from metrics.alert_rules r
+           join metrics.alert_receivers rc on rc.project_id = r.project_id and rc.name = 'demo receiver'
+           where r.project_id = %s and r.name = %s
+           on conflict do nothing""",
+        (DEMO_PROJECT, RULE_NAME),
+    )
+
+
+def _alert_caption(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(
+        """select coalesce((select i.state from metrics.alert_instances i join metrics.alert_rules r on r.id = i.rule_id
+                            where r.project_id = %s and r.name = %s limit 1), 'inactive'),
+                  (select m.status || ' ' || to_char(m.created_at, 'HH24:MI:SS') || ' (' || (m.body ->> 'status') || ')'
+                   from metrics.alert_messages m where m.project_id = %s order by m.id desc limit 1)""",
+        (DEMO_PROJECT, RULE_NAME, DEMO_PROJECT),
+    ).fetchone()
+    state, last = row if row else ("inactive", None)
+    return f"alert '{RULE_NAME}': {state}; last notification: {last or 'none yet'}"
+
+
+def run(
+    database_url: str,
+    seconds: float | None = None,
+    console: Console | None = None,
+    receiver: tuple[str, str] | None = None,
+) -> int:
     """Simulate traffic and refresh the table every second; returns the number of seconds simulated."""
     console = console or Console()
     ticks = 0
@@ -95,11 +149,16 @@ def run(database_url: str, seconds: float | None = None, console: Console | None
         Live(console=console, refresh_per_second=2) as live,
     ):
         worker = SimulatedWorker(client)
+        if receiver is not None:
+            ensure_alerting(conn, *receiver)
+        started = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
-            worker.tick()
+            # the first incident a minute after the start, then one every INCIDENT_EVERY seconds
+            phase = (time.monotonic() - started + INCIDENT_EVERY - INCIDENT_LENGTH - 60) % INCIDENT_EVERY
+            worker.tick(incident=receiver is not None and phase >= INCIDENT_EVERY - INCIDENT_LENGTH)
             ticks += 1
             time.sleep(1.0)
-            live.update(_render(conn))
+            live.update(_render(conn, _alert_caption(conn) if receiver is not None else None))
         client.flush()
-        live.update(_render(conn))
+        live.update(_render(conn, _alert_caption(conn) if receiver is not None else None))
     return ticks

@@ -24,7 +24,10 @@ class AlertSettings(BaseSettings):
     ``database_url`` logs in as a role that may ``SET ROLE service_role`` (``postgres`` on Supabase and locally).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MESHHOOK_METRICS_ALERT_", extra="ignore")
+    # by name too: the CLI passes database_url=..., which the aliases alone would not take
+    model_config = SettingsConfigDict(
+        env_prefix="MESHHOOK_METRICS_ALERT_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     database_url: str = Field(
         default="postgresql://postgres:postgres@127.0.0.1:54322/postgres",

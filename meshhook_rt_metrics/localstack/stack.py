@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshhook_rt_metrics.db import migrator
@@ -31,6 +31,8 @@ class Service:
 
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    supervised: bool = False  # restarted when it dies (meshhook_rt_metrics.localstack.supervise)
 
 
 class LocalStack:
@@ -81,6 +83,25 @@ class LocalStack:
                 ],
             ),
             Service(
+                "receiver",
+                [*cli, "demo-receiver", "--port", str(self.receiver_port)],
+            ),
+            Service(
+                "alert-worker",
+                [
+                    *cli,
+                    "alert-worker",
+                    "--local",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--db-url",
+                    self.database_url,
+                ],
+                # the demo receiver listens on loopback, which the SSRF guard refuses unless allowed
+                env={"MESHHOOK_METRICS_ALERT_SSRF_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]'},
+                supervised=True,
+            ),
+            Service(
                 "api",
                 [
                     *cli,
@@ -102,6 +123,15 @@ class LocalStack:
         from meshhook_rt_metrics.api.settings import DEFAULT_PORT as API_PORT
 
         return self._sticky_port("api", API_PORT)
+
+    @property
+    def receiver_port(self) -> int:
+        """The demo receiver's port, chosen once per state dir (54340 when free)."""
+        return self._sticky_port("receiver", 54340)
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}/alerts"
 
     # -- gateway --------------------------------------------------------------------------------
     @property
@@ -149,9 +179,17 @@ class LocalStack:
             if self.service_pid(service.name):
                 progress(f"{service.name}: already running")
                 continue
+            argv = service.argv
+            if service.supervised:
+                argv = [sys.executable, "-m", "meshhook_rt_metrics.localstack.supervise", "--", *argv]
             with open(self.log_dir / f"{service.name}.log", "ab") as log:
                 proc = subprocess.Popen(
-                    service.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                    argv,
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, **service.env},
                 )
             self._pid_file(service.name).write_text(f"{proc.pid}\n")
             progress(
@@ -194,6 +232,7 @@ class LocalStack:
             "MESHHOOK_METRICS_STATE_DIR": str(self.state_dir),
             **self.gateway_env(),
             "METRICS_API_URL": f"http://127.0.0.1:{self.api_port}",
+            "DEMO_RECEIVER_URL": self.receiver_url,
         }
 
     def status(self) -> dict[str, str]:

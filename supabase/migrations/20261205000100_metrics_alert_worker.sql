@@ -16,7 +16,8 @@
 -- newest minute was last written (never past that minute's end); a minute is settled once data time is
 -- past its end by metrics.config.alert_settle_delay. Averages, rates, quantiles and every resolve read
 -- settled minutes only; the monotone cases (max, count, sum of a counter above a threshold; min below one)
--- may fire on the open minute, whose value can only move further past the threshold as it fills.
+-- may fire on the open minute (the first one not settled), whose value can only move further past the
+-- threshold as it fills, and are held by it until it is settled.
 
 -- configuration -----------------------------------------------------------------------------------------
 alter table metrics.config
@@ -1188,8 +1189,10 @@ begin
     return pg_catalog.jsonb_build_object('data_time', null, 'rules', 0, 'transitions', v_done);
   end if;
   v_settled := pg_catalog.date_bin('1 minute', v_at - v_cfg.alert_settle_delay, '1970-01-01 00:00:00+00'::timestamptz);
-  v_open_end := pg_catalog.date_bin('1 minute', v_at - interval '1 microsecond', '1970-01-01 00:00:00+00'::timestamptz)
-    + interval '1 minute';
+  -- the open window ends with the first unsettled minute: in the settle delay after a minute ends, that is the
+  -- minute just closed (still filling with the last flushes), not the one data time has moved into; so a rule
+  -- that fired on a minute keeps seeing it until it is settled
+  v_open_end := v_settled + interval '1 minute';
   select coalesce(p.alert_max_rules, v_cfg.alert_max_rules), coalesce(p.alert_max_instances, v_cfg.alert_max_instances)
   into v_max_rules, v_max_instances
   from metrics.projects p where p.id = p_project_id;

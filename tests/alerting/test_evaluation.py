@@ -331,7 +331,9 @@ def test_a_firing_group_repeats_after_repeat_interval_once(s: Scenario) -> None:
         (s.project,),
     )
     repeats = s.claim()
-    kinds = s.conn.execute("select kind from metrics.alert_messages where id = %s", (repeats[0]["id"],)).fetchall()
+    kinds = s.conn.execute(
+        "select kind from metrics.alert_messages where id = %s", (repeats[0]["id"],)
+    ).fetchall()
     assert len(repeats) == 1 and kinds == [("repeat",)]
     assert repeats[0]["body"]["alerts"][0]["status"] == "firing"
     assert s.claim() == []
@@ -416,3 +418,25 @@ def test_evaluating_again_after_a_restart_changes_nothing(s: Scenario) -> None:
         "select * from metrics.alert_instances where project_id = %s", (s.project,)
     ).fetchall()
     assert [r[:11] for r in after] == [r[:11] for r in before]
+
+
+def test_a_rule_that_fired_on_a_minute_keeps_seeing_it_while_it_settles(s: Scenario) -> None:
+    s.rule(metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.count(ERRORS, 5, ROUTE, minute=0)
+    assert s.evaluate() == [("route=/api/hooks/[slug]", "inactive", "firing")]
+    # data time one second into minute 1: minute 0 has ended but is not settled yet (the settle delay)
+    s.tick(1, second=0.5)
+    s.conn.execute("reset role")
+    s.conn.execute(
+        "update metrics.rollup_1m set updated_at = to_timestamp(%s) where project_id = %s and bucket = to_timestamp(%s)",
+        (s.at(1, 1), s.project, s.at(1)),
+    )
+    s.conn.execute("set role service_role")
+    assert s.conn.execute("select metrics.alert_data_time(%s)", (s.project,)).fetchone()[
+        0
+    ].timestamp() == s.at(1, 1)  # type: ignore[index]
+    assert s.evaluate() == []  # neither resolved from the quiet minute before it, nor from the new one
+    s.tick(1, second=50)  # minute 1 goes on: minute 0 is settled, and still holds 5
+    assert s.evaluate() == []
+    s.tick(2)  # minute 1 settled: quiet
+    assert s.evaluate() == [("route=/api/hooks/[slug]", "firing", "resolved")]
