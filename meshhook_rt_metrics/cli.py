@@ -10,7 +10,7 @@ import threading
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
@@ -21,6 +21,9 @@ from meshhook_rt_metrics.db import maintenance, migrator
 from meshhook_rt_metrics.localstack.postgres import PostgresError
 from meshhook_rt_metrics.localstack.stack import LocalStack
 from meshhook_rt_metrics.settings import StackSettings
+
+if TYPE_CHECKING:
+    from meshhook_rt_metrics.alerting.settings import AlertSettings
 
 app = typer.Typer(
     help="MeshHook real-time metrics: local stack, migrations, maintenance.", no_args_is_help=True
@@ -238,6 +241,24 @@ def demo(
     _say(f"demo simulated {sent} seconds of MeshHook traffic")
 
 
+def _alert_settings(stack: LocalStack | None, db_url: str | None) -> AlertSettings:
+    """The worker's settings: the environment's, the local stack's connection and keys, then ``--db-url``."""
+    from meshhook_rt_metrics.alerting.settings import AlertSettings
+
+    overrides: dict[str, object] = {}
+    if stack is not None:
+        env = stack.gateway_env()
+        overrides |= {
+            "database_url": stack.database_url,
+            "supabase_url": env["SUPABASE_URL"],
+            "service_key": env["SUPABASE_SERVICE_ROLE_KEY"],
+            "jwt_secret": env["SUPABASE_JWT_SECRET"],
+        }
+    if db_url:
+        overrides["database_url"] = db_url
+    return AlertSettings(**overrides)  # type: ignore[arg-type]
+
+
 @app.command("alert-worker")
 def alert_worker(
     state_dir: StateDir = None,
@@ -253,25 +274,12 @@ def alert_worker(
     """Evaluate alert rules and deliver notifications until stopped (SIGTERM hands the leases over)."""
     import asyncio
 
-    from meshhook_rt_metrics.alerting.settings import AlertSettings
     from meshhook_rt_metrics.alerting.worker import AlertWorker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines carry receiver URLs
-    overrides: dict[str, object] = {}
-    if local:
-        stack = _stack(state_dir)
-        env = stack.gateway_env()
-        overrides |= {
-            "database_url": stack.database_url,
-            "supabase_url": env["SUPABASE_URL"],
-            "service_key": env["SUPABASE_SERVICE_ROLE_KEY"],
-            "jwt_secret": env["SUPABASE_JWT_SECRET"],
-        }
-    if db_url:
-        overrides["database_url"] = db_url
     try:
-        settings = AlertSettings(**overrides)  # type: ignore[arg-type]
+        settings = _alert_settings(_stack(state_dir) if local else None, db_url)
     except ValidationError as exc:
         raise _fail(f"invalid alert worker settings: {exc}") from exc
 
