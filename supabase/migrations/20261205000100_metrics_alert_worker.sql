@@ -1168,6 +1168,7 @@ declare
   v_at timestamptz;
   v_settled timestamptz;
   v_open_end timestamptz;
+  v_newest_end timestamptz;
   v_max_rules integer;
   v_max_instances integer;
   v_instances integer;
@@ -1193,6 +1194,9 @@ begin
   -- minute just closed (still filling with the last flushes), not the one data time has moved into; so a rule
   -- that fired on a minute keeps seeing it until it is settled
   v_open_end := v_settled + interval '1 minute';
+  -- ... and in those seconds the minute data time is in is an open window too (data may stop there)
+  v_newest_end := pg_catalog.date_bin('1 minute', v_at - interval '1 microsecond', '1970-01-01 00:00:00+00'::timestamptz)
+    + interval '1 minute';
   select coalesce(p.alert_max_rules, v_cfg.alert_max_rules), coalesce(p.alert_max_instances, v_cfg.alert_max_instances)
   into v_max_rules, v_max_instances
   from metrics.projects p where p.id = p_project_id;
@@ -1218,11 +1222,18 @@ begin
         from metrics.query_series(p_project_id, v_rule.metric, v_settled - v_window, v_settled, v_rule.matchers,
           v_window, v_rule.agg, v_rule.group_by) s
       ),
-      opened as (
-        select s.labels, s.points[1][2] as value
-        from metrics.query_series(p_project_id, v_rule.metric, v_open_end - v_window, v_open_end, v_rule.matchers,
-          v_window, v_rule.agg, v_rule.group_by) s
-        where v_open_end > v_settled and metrics.alert_decides_on_open_minute(v_rule.op, v_rule.agg, v_kind)
+      opened as (  -- the value furthest past the threshold of the open windows (their values only move that way)
+        select o.labels,
+          case when v_rule.op in ('<', '<=') then min(o.value) else max(o.value) end as value
+        from (
+          select s.labels, s.points[1][2] as value
+          from pg_catalog.unnest(array[v_open_end, v_newest_end]) as e (window_end)
+          cross join lateral metrics.query_series(p_project_id, v_rule.metric, e.window_end - v_window, e.window_end,
+            v_rule.matchers, v_window, v_rule.agg, v_rule.group_by) s
+          where e.window_end > v_settled and (e.window_end = v_open_end or v_newest_end > v_open_end)
+            and metrics.alert_decides_on_open_minute(v_rule.op, v_rule.agg, v_kind)
+        ) as o
+        group by o.labels
       ),
       present as (
         select coalesce(s.labels, o.labels) as labels, s.labels is not null as settled, s.value as settled_value,

@@ -440,3 +440,17 @@ def test_a_rule_that_fired_on_a_minute_keeps_seeing_it_while_it_settles(s: Scena
     assert s.evaluate() == []
     s.tick(2)  # minute 1 settled: quiet
     assert s.evaluate() == [("route=/api/hooks/[slug]", "firing", "resolved")]
+
+
+def test_a_burst_in_the_first_seconds_of_a_minute_fires_although_nothing_follows(s: Scenario) -> None:
+    s.rule(metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.tick(0)
+    s.count(ERRORS, 5, ROUTE, minute=1, second=0.5)
+    s.conn.execute("reset role")
+    s.conn.execute(
+        "update metrics.rollup_1m set updated_at = to_timestamp(%s) where project_id = %s and bucket = to_timestamp(%s)",
+        (s.at(1, 1), s.project, s.at(1)),
+    )
+    s.conn.execute("set role service_role")
+    # data time one second into minute 1: minute 0 is not settled, and minute 1 is where the burst is
+    assert s.evaluate() == [("route=/api/hooks/[slug]", "inactive", "firing")]

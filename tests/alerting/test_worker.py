@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.alerting.processes import Process, Receiver
+from tests.alerting.processes import Process, Receiver, TcpProxy
 from tests.localstack.conftest import GatewayProcess, start_gateway
 from tests.support import TestDatabase, batch, counter, ingest
 
@@ -70,9 +70,11 @@ class World:
             "insert into metrics.alert_rule_receivers values (%s, %s, %s)", (self.project, self.rule, row[0])
         )
 
-    def worker(self, name: str, *, realtime: bool = True, sweep: float = 1.0) -> Process:
+    def worker(
+        self, name: str, *, realtime: bool = True, sweep: float = 1.0, db_url: str | None = None
+    ) -> Process:
         env = {
-            "MESHHOOK_METRICS_ALERT_DATABASE_URL": self.db.url,
+            "MESHHOOK_METRICS_ALERT_DATABASE_URL": db_url or self.db.url,
             "MESHHOOK_METRICS_ALERT_WORKER_ID": name,
             "MESHHOOK_METRICS_ALERT_SSRF_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
             "MESHHOOK_METRICS_ALERT_LEASE_TTL": "3",
@@ -109,7 +111,9 @@ class World:
             process.stop(signal.SIGKILL)
         self.conn.execute("update metrics.alert_rules set enabled = false where id = %s", (self.rule,))
         self.conn.execute("delete from metrics.alert_leases where project_id = %s", (self.project,))
-        self.conn.execute("update metrics.config set alert_retry_base = default, alert_max_attempts = default")
+        self.conn.execute(
+            "update metrics.config set alert_retry_base = default, alert_max_attempts = default"
+        )
 
 
 @pytest.fixture
@@ -251,3 +255,46 @@ def test_secrets_and_targets_never_reach_the_log(world: World, receiver: Receive
     for secret in (SECRET, SECRET.removeprefix("whsec_"), "T0SECRETPATH", world.gateway.service_key,
                    world.gateway.keys.secret):  # fmt: skip
         assert secret not in text
+
+
+def test_a_network_cut_to_the_database_loses_no_notice_and_sends_none_twice(
+    world: World, receiver: Receiver
+) -> None:
+    url = psycopg.conninfo.conninfo_to_dict(world.db.url)
+    proxy = TcpProxy(int(url["port"]))
+    proxied = psycopg.conninfo.make_conninfo(world.db.url, host="127.0.0.1", port=proxy.port)
+    first = True
+
+    def answer(_path: str, _attempt: int) -> tuple[int, float]:
+        nonlocal first
+        if first:  # the receiver accepts the notice, but the worker's connection dies before it records that
+            first = False
+            proxy.cut()
+        return 200, 0.0
+
+    receiver.answer = answer
+    world.link(receiver.url("/cut"))
+    try:
+        worker = world.worker("cut", realtime=False, db_url=proxied)
+        assert worker.wait_for_log("leases: 1 project")
+        world.fail("/a")  # acknowledged by the database directly, while the worker's link is about to go
+        assert receiver.wait(lambda: len(receiver.keys("/cut")) == 1)
+        receiver.wait(lambda: False, timeout=3)  # the database stays unreachable for a while
+        assert "OperationalError" in worker.log()
+        proxy.restore()
+        assert receiver.wait(lambda: len(receiver.keys("/cut")) == 2, timeout=30), worker.log()[-3000:]
+        keys = receiver.keys("/cut")
+        assert keys[0] == keys[1]  # the same notice again (its lock lapsed): the receiver deduplicates by key
+        assert receiver.wait(
+            lambda: (
+                world.conn.execute(
+                    "select status from metrics.alert_messages where project_id = %s", (world.project,)
+                ).fetchall()
+                == [("sent",)]
+            ),
+            timeout=10,
+        )
+        world.fail("/b")  # and the worker goes on after the outage
+        assert receiver.wait(lambda: len(set(receiver.keys("/cut"))) == 2, timeout=20)
+    finally:
+        proxy.close()
