@@ -110,28 +110,24 @@ comment on function metrics.template_names_problem(jsonb, text[], jsonb) is
 
 create function metrics.render_template(p_text text, p_context jsonb)
 returns text
-language plpgsql immutable parallel safe set search_path = ''
+language sql immutable parallel safe set search_path = ''
 as $$
-declare
-  v_out text := p_text;
-  v_name text;
-  v_value text;
-begin
-  for v_name in select distinct m[1] from pg_catalog.regexp_matches(p_text, '\{\{\s*([^{}]*?)\s*\}\}', 'g') as m
-    where m[1] ~ '^(value|threshold|rule|severity|state|labels\.[a-zA-Z_][a-zA-Z0-9_]*)$' loop
-    v_value := case
-      when v_name like 'labels.%' then p_context -> 'labels' ->> pg_catalog.substr(v_name, 8)
-      else p_context ->> v_name
-    end;
-    v_out := pg_catalog.regexp_replace(v_out, '\{\{\s*' || pg_catalog.regexp_replace(v_name, '([.])', '\\\1', 'g') || '\s*\}\}',
-      pg_catalog.replace(coalesce(v_value, ''), '\', '\\'), 'g');
-  end loop;
-  return v_out;
-end
+  -- one pass over the text: what a name renders to (label values come from ingested data) is never read as
+  -- a template again
+  select pg_catalog.string_agg(p.part || coalesce(case
+      when m.name ~ '^labels\.[a-zA-Z_][a-zA-Z0-9_]*$' then coalesce(p_context -> 'labels' ->> pg_catalog.substr(m.name, 8), '')
+      when m.name in ('value', 'threshold', 'rule', 'severity', 'state') then coalesce(p_context ->> m.name, '')
+      else m.whole end, ''), '' order by p.n)
+  from pg_catalog.unnest(pg_catalog.regexp_split_to_array(p_text, '\{\{\s*[^{}]*?\s*\}\}')) with ordinality as p (part, n)
+  left join (
+    select x.n, x.m[1] as whole, x.m[2] as name
+    from pg_catalog.regexp_matches(p_text, '(\{\{\s*([^{}]*?)\s*\}\})', 'g') with ordinality as x (m, n)
+  ) as m on m.n = p.n
 $$;
 comment on function metrics.render_template(text, jsonb) is
   'An annotation with its {{ name }} replaced from the context {value, threshold, rule, severity, state, labels} '
-  '(an absent value renders empty).';
+  'in one pass (an absent value renders empty; an unknown name stays as written; what a name renders to is '
+  'not expanded again).';
 
 create function metrics.format_alert_value(p_value double precision)
 returns text
@@ -141,7 +137,7 @@ as $$
     when p_value is null then ''
     when p_value = 'NaN'::double precision or pg_catalog.abs(p_value) = 'Infinity'::double precision then p_value::text
     when p_value <> 0 and (pg_catalog.abs(p_value) >= 1e15 or pg_catalog.abs(p_value) < 1e-4)
-      then pg_catalog.to_char(p_value, '9.999EEEE')
+      then pg_catalog.ltrim(pg_catalog.to_char(p_value, '9.999EEEE'))
     else pg_catalog.rtrim(pg_catalog.rtrim(pg_catalog.round(p_value::numeric, 4)::text, '0'), '.')
   end
 $$;
@@ -154,11 +150,12 @@ language sql stable parallel safe set search_path = ''
 as $$
   select case
     when p_zone is null then 'required'
-    when not exists (select from pg_catalog.pg_timezone_names z where z.name = p_zone)
+    when not exists (select from pg_catalog.pg_timezone_names z where pg_catalog.lower(z.name) = pg_catalog.lower(p_zone))
       then pg_catalog.format('unknown time zone %L (use an IANA name such as Europe/Berlin)', pg_catalog.left(p_zone, 60))
   end
 $$;
-comment on function metrics.time_zone_problem(text) is 'Why a time zone name is not an IANA zone PostgreSQL knows, or null.';
+comment on function metrics.time_zone_problem(text) is
+  'Why a time zone name is not an IANA zone PostgreSQL knows (in any letter case, as PostgreSQL reads them), or null.';
 
 -- rules: the new semantics ------------------------------------------------------------------------------------
 alter table metrics.alert_rules
@@ -818,7 +815,7 @@ returns boolean
 language sql immutable parallel safe set search_path = ''
 as $$
   select (p_op in ('>', '>=') and (pg_catalog.lower(p_agg) in ('max', 'count')
-          or (pg_catalog.lower(p_agg) = 'sum' and p_kind = 'counter')))
+          or (pg_catalog.lower(p_agg) = 'sum' and p_kind is not distinct from 'counter')))
       or (p_op in ('<', '<=') and pg_catalog.lower(p_agg) = 'min')
 $$;
 comment on function metrics.alert_decides_on_open_minute(text, text, text) is
@@ -1227,11 +1224,11 @@ begin
           case when v_rule.op in ('<', '<=') then min(o.value) else max(o.value) end as value
         from (
           select s.labels, s.points[1][2] as value
-          from pg_catalog.unnest(array[v_open_end, v_newest_end]) as e (window_end)
+          from pg_catalog.unnest(case when v_newest_end > v_open_end then array[v_open_end, v_newest_end]
+            else array[v_open_end] end) as e (window_end)
           cross join lateral metrics.query_series(p_project_id, v_rule.metric, e.window_end - v_window, e.window_end,
             v_rule.matchers, v_window, v_rule.agg, v_rule.group_by) s
-          where e.window_end > v_settled and (e.window_end = v_open_end or v_newest_end > v_open_end)
-            and metrics.alert_decides_on_open_minute(v_rule.op, v_rule.agg, v_kind)
+          where metrics.alert_decides_on_open_minute(v_rule.op, v_rule.agg, v_kind)
         ) as o
         group by o.labels
       ),
@@ -1541,14 +1538,16 @@ comment on function metrics.finish_alert_delivery(bigint, text, boolean, integer
 
 create function metrics.queue_test_alert(p_receiver_id uuid)
 returns bigint
-language plpgsql volatile security invoker set search_path = '' set timezone = 'UTC'
+language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
 declare
   v_receiver metrics.alert_receivers;
   v_id bigint;
 begin
-  -- the caller must see the receiver: admins only (row-level security of alert_receivers)
-  select * into v_receiver from metrics.alert_receivers r where r.id = p_receiver_id;
+  -- definer (the messages table is the worker's; the receiver's secret is not the caller's to read), so the
+  -- rule of receivers is checked here: admins of the receiver's project only
+  select * into v_receiver from metrics.alert_receivers r
+  where r.id = p_receiver_id and r.project_id in (select metrics.user_project_ids('admin'));
   if not found then
     raise exception using errcode = '42501', message = pg_catalog.format('not allowed to test receiver %s', p_receiver_id),
       hint = 'receivers are tested by admins of their project';
@@ -1575,7 +1574,8 @@ end
 $$;
 comment on function metrics.queue_test_alert(uuid) is
   'Queues a test notification to a receiver (the HTTP service''s POST .../receivers/{id}/test then waits for '
-  'its delivery). Security definer-free: the caller must be an admin of the receiver''s project.';
+  'its delivery). Security definer: checks itself that the caller is an admin of the receiver''s project '
+  '(42501 otherwise, also for receivers the caller cannot see).';
 
 -- preview -------------------------------------------------------------------------------------------------------------
 create function metrics.preview_alert_rule(p_rule_id uuid, p_from timestamptz, p_to timestamptz, p_step interval default null)
@@ -1715,8 +1715,8 @@ grant execute on function metrics.template_names_problem(jsonb, text[], jsonb), 
   metrics.preview_alert_rule(uuid, timestamptz, timestamptz, interval), metrics.queue_test_alert(uuid),
   metrics.alert_muted(uuid, uuid, timestamptz), metrics.alert_silenced(metrics.alert_rules, jsonb, timestamptz)
   to authenticated, service_role;
--- the alert payloads write numbers as the live messages do
-grant execute on function metrics.json_number(double precision) to service_role;
+-- the alert payloads (notifications, preview) write numbers as the live messages do
+grant execute on function metrics.json_number(double precision) to authenticated, service_role;
 grant execute on function metrics.alert_data_time(uuid), metrics.claim_alert_leases(text, interval, integer),
   metrics.release_alert_leases(text), metrics.check_alert_lease(uuid, text, bigint),
   metrics.record_alert_transition(metrics.alert_rules, text, jsonb, text, text, double precision, timestamptz, timestamptz),

@@ -1,7 +1,7 @@
 -- Schema hygiene: row-level security and comments everywhere, safe security-definer functions, and no
 -- function callable by roles it was not granted to.
 begin;
-select plan(9);
+select plan(14);
 
 -- a raw-points partition too, as the ingest path creates them
 do $$ begin perform metrics.ensure_points_partition(current_date); end $$;
@@ -68,6 +68,7 @@ select is(
         order by 1),
   array['metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
         'metrics.query_horizon(uuid,timestamp with time zone,timestamp with time zone,interval)',
+        'metrics.queue_test_alert(uuid)',
         'metrics.scrape(text,text[])', 'metrics.user_project_ids(text)'],
   'the only security definer functions signed-in users may call are the API ones meant for them'
 );
@@ -79,6 +80,57 @@ select is(
                or pg_catalog.has_table_privilege('anon', c.oid, 'insert'))
         order by 1),
   '{}'::text[], 'anon has no table privileges in metrics'
+);
+
+select is(
+  array(select c.relname || '.' || p.polname from pg_catalog.pg_policy p join pg_catalog.pg_class c on c.oid = p.polrelid
+        where c.relnamespace = 'metrics'::regnamespace and pg_catalog.obj_description(p.oid, 'pg_policy') is null
+        order by 1),
+  '{}'::text[], 'every row-level security policy in metrics has a comment'
+);
+
+select is(
+  array(select c.relname || '.' || t.tgname from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid
+        where c.relnamespace = 'metrics'::regnamespace and not t.tgisinternal and t.tgparentid = 0
+          and pg_catalog.obj_description(t.oid, 'pg_trigger') is null
+        order by 1),
+  '{}'::text[], 'every trigger in metrics has a comment'
+);
+
+select is(
+  array(select i.indexrelid::regclass::text from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indrelid
+        where c.relnamespace = 'metrics'::regnamespace and not c.relispartition
+          and not exists (select from pg_catalog.pg_constraint k where k.conindid = i.indexrelid)
+          and pg_catalog.obj_description(i.indexrelid, 'pg_class') is null
+        order by 1),
+  '{}'::text[], 'every explicitly created index in metrics has a comment (constraint indexes excepted)'
+);
+
+-- a policy of a per-project table scopes its rows by the caller's projects, in each of its expressions
+select is(
+  array(select c.relname || '.' || p.polname from pg_catalog.pg_policy p join pg_catalog.pg_class c on c.oid = p.polrelid
+        where c.relnamespace = 'metrics'::regnamespace
+          and exists (select from pg_catalog.pg_attribute a
+                      where a.attrelid = c.oid and a.attname = 'project_id' and not a.attisdropped)
+          and ((p.polqual is not null
+                and pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'metrics\.user_project_ids\(')
+            or (p.polwithcheck is not null
+                and pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) !~ 'metrics\.user_project_ids\('))
+        order by 1),
+  '{}'::text[], 'every policy of a table with a project_id scopes rows by metrics.user_project_ids'
+);
+
+-- tables without any policy are the service role's: signed-in users and anon have no privilege on them
+select is(
+  array(select c.relname::text from pg_catalog.pg_class c
+        where c.relnamespace = 'metrics'::regnamespace and c.relkind in ('r', 'p') and not c.relispartition
+          and not exists (select from pg_catalog.pg_policy p where p.polrelid = c.oid)
+          and (pg_catalog.has_any_column_privilege('authenticated', c.oid, 'select, insert, update, references')
+               or pg_catalog.has_table_privilege('authenticated', c.oid, 'delete, truncate, trigger')
+               or pg_catalog.has_any_column_privilege('anon', c.oid, 'select, insert, update, references')
+               or pg_catalog.has_table_privilege('anon', c.oid, 'delete, truncate, trigger'))
+        order by 1),
+  '{}'::text[], 'tables without a policy (leases, queues, state) are out of reach of authenticated and anon'
 );
 
 select * from finish();
