@@ -69,10 +69,15 @@ class LiveTopics:
         self._last_echo = time.monotonic()
         self._probe_sent: dict[str, float] = {}
         self.rebuilds = 0
+        self._syncing = asyncio.Lock()
 
     async def sync(self, projects: Iterable[UUID]) -> None:
-        """Join the projects' channels that are new, leave the ones no longer ours."""
+        """Join the projects' channels that are new, leave the ones no longer ours (one sync at a time)."""
         self._wanted = set(projects)
+        async with self._syncing:
+            await self._sync()
+
+    async def _sync(self) -> None:
         client = await self._connected()
         for project in sorted(set(self._channels) - self._wanted, key=str):
             channel = self._channels.pop(project)

@@ -454,3 +454,38 @@ def test_a_burst_in_the_first_seconds_of_a_minute_fires_although_nothing_follows
     s.conn.execute("set role service_role")
     # data time one second into minute 1: minute 0 is not settled, and minute 1 is where the burst is
     assert s.evaluate() == [("route=/api/hooks/[slug]", "inactive", "firing")]
+
+
+def test_with_a_group_wait_a_group_notifies_at_most_once_per_group_interval(s: Scenario) -> None:
+    hook = s.receiver()
+    s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute", group_wait="1 second",
+           group_interval="10 minutes")  # fmt: skip
+    s.count(ERRORS, 5, {"route": "/a"}, minute=0)
+    s.evaluate()
+    s.conn.execute(
+        "update metrics.alert_notifications set due_at = now() where project_id = %s", (s.project,)
+    )
+    s.finish(s.claim()[0]["id"])
+    s.count(ERRORS, 5, {"route": "/b"}, minute=0, second=30)
+    s.evaluate()
+    s.conn.execute(
+        "update metrics.alert_notifications set due_at = now() where project_id = %s", (s.project,)
+    )
+    assert s.claim() == []  # /b waits: the group notified less than group_interval ago
+    s.conn.execute(
+        "update metrics.alert_messages set created_at = now() - interval '11 minutes' where project_id = %s",
+        (s.project,),
+    )
+    later = s.claim()
+    assert [a["labels"]["route"] for a in later[0]["body"]["alerts"]] == ["/b", "/a"]
+
+
+def test_rules_past_the_projects_cap_are_not_evaluated(s: Scenario) -> None:
+    s.conn.execute("update metrics.projects set alert_max_rules = 1 where id = %s", (s.project,))
+    s.rule(metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.rule(metric=ERRORS, agg="count", group_by=["route"], window_length="1 minute", threshold=0)
+    s.count(ERRORS, 5, ROUTE, minute=0)
+    report = s.conn.execute(
+        "select metrics.evaluate_alerts(%s, %s, %s)", (s.project, OWNER, s.epoch())
+    ).fetchone()
+    assert report is not None and report[0]["rules"] == 1 and len(report[0]["transitions"]) == 1

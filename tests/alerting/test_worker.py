@@ -6,6 +6,7 @@ effect is counted as distinct ``webhook-id``s per receiver: a retry after a cras
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -303,3 +304,25 @@ def test_a_network_cut_to_the_database_loses_no_notice_and_sends_none_twice(
         assert receiver.wait(lambda: len(set(receiver.keys("/cut"))) == 2, timeout=20)
     finally:
         proxy.close()
+
+
+def test_a_socket_that_looks_alive_but_is_dead_is_rebuilt_by_the_watchdog(
+    world: World, receiver: Receiver, gateway: GatewayProcess, db: TestDatabase, tmp_path: Path
+) -> None:
+    world.link(receiver.url("/frozen"))
+    publisher = Process(["maintain", "--loop", "--db-url", db.url], tmp_path / "publish.log",
+                        {"MESHHOOK_METRICS_PUBLISH_EVERY": "0.2"}).start()  # fmt: skip
+    assert gateway.proc is not None
+    try:
+        worker = world.worker("frozen", sweep=600)  # only Realtime (and catch-ups) can wake it
+        assert worker.wait_for_log("realtime: joined 1 project topic")
+        os.kill(gateway.proc.pid, signal.SIGSTOP)  # the TCP connection stays open; nothing answers
+        try:
+            assert worker.wait_for_log("no echo for", timeout=20), worker.log()[-2000:]
+        finally:
+            os.kill(gateway.proc.pid, signal.SIGCONT)
+        assert receiver.wait(lambda: "realtime: joined" in worker.log().split("no echo for", 1)[1], timeout=60)
+        world.fail("/a")
+        assert receiver.wait(lambda: len(receiver.keys("/frozen")) == 1, timeout=20), worker.log()[-3000:]
+    finally:
+        publisher.stop()
