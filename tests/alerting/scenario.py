@@ -51,6 +51,16 @@ class Scenario:
         """Data time moves on: another series of the project sends in ``minute`` (a worker's heartbeat)."""
         self.count("heartbeat_total", 1, {}, minute, second)
 
+    def written_at(self, minute: int, second: float) -> None:
+        """Data time ``second`` s into ``minute``: its rows were last written then (the clock cannot do that)."""
+        self.conn.execute("reset role")
+        self.conn.execute(
+            "update metrics.rollup_1m set updated_at = to_timestamp(%s)"
+            " where project_id = %s and bucket = to_timestamp(%s)",
+            (self.at(minute, second), self.project, self.at(minute)),
+        )
+        self.conn.execute("set role service_role")
+
     def receiver(
         self, name: str = "hook", kind: str = "webhook", target: str = "https://ops.example.com/h"
     ) -> uuid.UUID:

@@ -426,12 +426,7 @@ def test_a_rule_that_fired_on_a_minute_keeps_seeing_it_while_it_settles(s: Scena
     assert s.evaluate() == [("route=/api/hooks/[slug]", "inactive", "firing")]
     # data time one second into minute 1: minute 0 has ended but is not settled yet (the settle delay)
     s.tick(1, second=0.5)
-    s.conn.execute("reset role")
-    s.conn.execute(
-        "update metrics.rollup_1m set updated_at = to_timestamp(%s) where project_id = %s and bucket = to_timestamp(%s)",
-        (s.at(1, 1), s.project, s.at(1)),
-    )
-    s.conn.execute("set role service_role")
+    s.written_at(1, 1)
     assert s.conn.execute("select metrics.alert_data_time(%s)", (s.project,)).fetchone()[
         0
     ].timestamp() == s.at(1, 1)  # type: ignore[index]
@@ -446,12 +441,7 @@ def test_a_burst_in_the_first_seconds_of_a_minute_fires_although_nothing_follows
     s.rule(metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
     s.tick(0)
     s.count(ERRORS, 5, ROUTE, minute=1, second=0.5)
-    s.conn.execute("reset role")
-    s.conn.execute(
-        "update metrics.rollup_1m set updated_at = to_timestamp(%s) where project_id = %s and bucket = to_timestamp(%s)",
-        (s.at(1, 1), s.project, s.at(1)),
-    )
-    s.conn.execute("set role service_role")
+    s.written_at(1, 1)
     # data time one second into minute 1: minute 0 is not settled, and minute 1 is where the burst is
     assert s.evaluate() == [("route=/api/hooks/[slug]", "inactive", "firing")]
 

@@ -321,7 +321,9 @@ def test_a_socket_that_looks_alive_but_is_dead_is_rebuilt_by_the_watchdog(
             assert worker.wait_for_log("no echo for", timeout=20), worker.log()[-2000:]
         finally:
             os.kill(gateway.proc.pid, signal.SIGCONT)
-        assert receiver.wait(lambda: "realtime: joined" in worker.log().split("no echo for", 1)[1], timeout=60)
+        assert receiver.wait(
+            lambda: "realtime: joined" in worker.log().split("no echo for", 1)[1], timeout=60
+        )
         world.fail("/a")
         assert receiver.wait(lambda: len(receiver.keys("/frozen")) == 1, timeout=20), worker.log()[-3000:]
     finally:
