@@ -21,11 +21,13 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    StrictInt,
     StrictStr,
     model_validator,
 )
 from pydantic.config import JsonDict
 
+from meshhook_rt_metrics.alerting.notify.pagerduty import EVENTS_URL as PAGERDUTY_EVENTS_URL
 from meshhook_rt_metrics.api.models import AGGREGATION, LABEL_NAME, METRIC_NAME, Timestamp
 
 DURATION = r"^[0-9]{1,9}[smhd]?$"
@@ -51,16 +53,16 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _window(text: str) -> str:
-    if not 60 <= duration_seconds(text) <= DAY:
-        raise ValueError("must be between 1m and 1d")
-    return text
+def between(low: str, high: str) -> AfterValidator:
+    """A duration from ``low`` to ``high`` inclusive (the bounds of the column's check constraint)."""
+    lowest, highest = duration_seconds(low), duration_seconds(high)
 
+    def check(text: str) -> str:
+        if not lowest <= duration_seconds(text) <= highest:
+            raise ValueError(f"must be between {low} and {high}")
+        return text
 
-def _for_duration(text: str) -> str:
-    if not 0 <= duration_seconds(text) <= DAY:
-        raise ValueError("must be between 0s and 1d")
-    return text
+    return AfterValidator(check)
 
 
 def _metric(name: str) -> str:
@@ -97,10 +99,15 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-Window = Annotated[str, Field(pattern=DURATION, description="1m to 1d, e.g. 5m"), AfterValidator(_window)]
-ForDuration = Annotated[
-    str, Field(pattern=DURATION, description="0s to 1d, e.g. 2m"), AfterValidator(_for_duration)
-]
+# durations: the pattern has no sign and no fraction (a negative duration is a 422 at its field); the bounds
+# are those of the columns' check constraints
+Window = Annotated[str, Field(pattern=DURATION, description="1m to 1d, e.g. 5m"), between("1m", "1d")]
+ForDuration = Annotated[str, Field(pattern=DURATION, description="0s to 1d, e.g. 2m"), between("0s", "1d")]
+KeepFiringFor = Annotated[str, Field(pattern=DURATION, description="0s to 1d"), between("0s", "1d")]
+NoDataAfter = Annotated[str, Field(pattern=DURATION, description="1m to 7d"), between("1m", "7d")]
+GroupWait = Annotated[str, Field(pattern=DURATION, description="0s to 1h"), between("0s", "1h")]
+GroupInterval = Annotated[str, Field(pattern=DURATION, description="1s to 1d"), between("1s", "1d")]
+RepeatInterval = Annotated[str, Field(pattern=DURATION, description="1m to 7d"), between("1m", "7d")]
 RuleMetric = Annotated[str, Field(min_length=1, max_length=200, pattern=METRIC_NAME), AfterValidator(_metric)]
 LabelName = Annotated[str, Field(min_length=1, max_length=100, pattern=LABEL_NAME)]
 GroupBy = Annotated[
@@ -114,6 +121,14 @@ ReceiverIds = Annotated[
     AfterValidator(_unique),
 ]
 Threshold = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+ResolveThreshold = Annotated[
+    StrictFloat,
+    Field(
+        allow_inf_nan=False,
+        description="Hysteresis: resolve only once the value is past this (> >=: at most the threshold; "
+        "< <=: at least it; not with == !=). Null: the threshold.",
+    ),
+]
 Name = Annotated[
     StrictStr,
     Field(min_length=1, max_length=200, description="1 to 200 characters, no control characters."),
@@ -125,9 +140,17 @@ Annotations = Annotated[
     dict[AnnotationKey, Annotated[StrictStr, Field(max_length=4096), NoNul]],
     Field(max_length=32, description="String values, keys [a-zA-Z_][a-zA-Z0-9_]*, at most 16 KiB."),
 ]
+Labels = Annotated[
+    dict[AnnotationKey, Annotated[StrictStr, Field(max_length=4096), NoNul]],
+    Field(
+        max_length=32,
+        description="Extra labels of the rule's alerts: string values, keys [a-zA-Z_][a-zA-Z0-9_]*.",
+    ),
+]
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Severity = Literal["info", "warning", "critical"]
-ReceiverKind = Literal["webhook", "slack", "alertmanager", "email"]
+NoDataPolicy = Literal["ok", "alerting", "keep_last", "nodata"]
+ReceiverKind = Literal["webhook", "slack", "alertmanager", "email", "pagerduty"]
 Target = Annotated[StrictStr, Field(min_length=1, max_length=2048), NoNul]
 Secret = Annotated[StrictStr, Field(min_length=1, max_length=1024), NoNul]
 Comment = Annotated[StrictStr, Field(max_length=2000), NoNul]
@@ -209,17 +232,27 @@ class RuleCreate(BaseModel):
     op: Op
     threshold: Threshold
     for_duration: ForDuration = "0s"
+    keep_firing_for: KeepFiringFor = "0s"
+    resolve_threshold: ResolveThreshold | None = None
     severity: Severity = "warning"
     annotations: Annotations = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    no_data_after: NoDataAfter | None = None
+    no_data_policy: NoDataPolicy = "ok"
+    group_wait: GroupWait = "0s"
+    group_interval: GroupInterval = "5m"
+    repeat_interval: RepeatInterval = "4h"
     receiver_ids: ReceiverIds = Field(default_factory=list)
     enabled: StrictBool = True
 
 
 class RulePatch(PatchModel):
-    """Only the fields present (at least one); ``by: null`` is a value (one alert per series), others may
-    not be null."""
+    """Only the fields present (at least one); ``by: null`` (one alert per series), ``resolve_threshold:
+    null`` (the threshold) and ``no_data_after: null`` (the default) are values, others may not be null."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("by"))
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=not_nullable("by", "resolve_threshold", "no_data_after")
+    )
 
     name: Annotated[Name | None, NotNull] = None
     description: Annotated[Description | None, NotNull] = None
@@ -231,8 +264,16 @@ class RulePatch(PatchModel):
     op: Annotated[Op | None, NotNull] = None
     threshold: Annotated[Threshold | None, NotNull] = None
     for_duration: Annotated[ForDuration | None, NotNull] = None
+    keep_firing_for: Annotated[KeepFiringFor | None, NotNull] = None
+    resolve_threshold: ResolveThreshold | None = None
     severity: Annotated[Severity | None, NotNull] = None
     annotations: Annotated[Annotations | None, NotNull] = None
+    labels: Annotated[Labels | None, NotNull] = None
+    no_data_after: NoDataAfter | None = None
+    no_data_policy: Annotated[NoDataPolicy | None, NotNull] = None
+    group_wait: Annotated[GroupWait | None, NotNull] = None
+    group_interval: Annotated[GroupInterval | None, NotNull] = None
+    repeat_interval: Annotated[RepeatInterval | None, NotNull] = None
     receiver_ids: Annotated[ReceiverIds | None, NotNull] = None
     enabled: Annotated[StrictBool | None, NotNull] = None
 
@@ -256,8 +297,24 @@ class Rule(BaseModel):
     op: str
     threshold: float
     for_duration: str = Field(description="How long the condition must hold before the alert fires.")
+    keep_firing_for: str = Field(description="How long a firing alert stays firing once the condition stops.")
+    resolve_threshold: float | None = Field(
+        description="Hysteresis: a firing alert resolves only past this value; null: the threshold."
+    )
     severity: str
     annotations: dict[str, str]
+    labels: dict[str, str] = Field(
+        description="Extra labels of the rule's alerts, sent with every notification."
+    )
+    no_data_after: str | None = Field(
+        description="A group without data for this long is 'no data'; null: 3 x window, at least 2m."
+    )
+    no_data_policy: NoDataPolicy = Field(
+        description="What a group without data becomes: ok, alerting, keep_last (no change) or nodata."
+    )
+    group_wait: str
+    group_interval: str
+    repeat_interval: str
     receiver_ids: list[UUID]
     enabled: bool
     created_by: UUID | None
@@ -276,12 +333,22 @@ class ReceiverCreate(BaseModel):
     project_id: UUID
     name: Name
     kind: ReceiverKind
-    target: Target = Field(
-        description="http(s) URL (webhook, alertmanager), https URL (slack) or e-mail address (email)."
+    target: Target | None = Field(
+        default=None,
+        description="http(s) URL (webhook, alertmanager), https URL (slack), e-mail address (email) or the "
+        f"PagerDuty Events API v2 URL (pagerduty; default {PAGERDUTY_EVENTS_URL}). Required but for pagerduty.",
     )
     secret: Secret | None = Field(
-        default=None, description="Webhook signing key / bearer token. Write-only: never returned."
+        default=None,
+        description="Webhook signing key / bearer token; the routing key of a pagerduty receiver (required "
+        "there). Write-only: never returned.",
     )
+
+    def effective_target(self) -> str | None:
+        """The target, or PagerDuty's events endpoint for a pagerduty receiver without one."""
+        if self.target is None and self.kind == "pagerduty":
+            return PAGERDUTY_EVENTS_URL
+        return self.target
 
 
 class ReceiverPatch(PatchModel):
@@ -396,6 +463,161 @@ class SilenceList(BaseModel):
     silences: list[Silence]
 
 
+# -- mute windows ------------------------------------------------------------------------------------------
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+END_OF_DAY = r"^(([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?|24:00(:00)?)$"
+StartTime = Annotated[StrictStr, Field(pattern=TIME_OF_DAY, description="HH:MM or HH:MM:SS, local time.")]
+EndTime = Annotated[
+    StrictStr,
+    Field(
+        pattern=END_OF_DAY,
+        description="HH:MM or HH:MM:SS, local time; 24:00 is the end of the day; before start_time: the "
+        "window runs past midnight.",
+    ),
+]
+Weekday = Annotated[StrictInt, Field(ge=1, le=7)]
+Weekdays = Annotated[
+    list[Weekday],
+    Field(
+        min_length=1, max_length=7, description="ISO weekdays the window starts on (1 = Monday, 7 = Sunday)."
+    ),
+    AfterValidator(_unique),
+]
+TimeZone = Annotated[
+    StrictStr, Field(min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Berlin."), NoNul
+]
+ALL_WEEK = [1, 2, 3, 4, 5, 6, 7]
+
+
+class MuteWindowCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: UUID
+    rule_id: UUID | None = Field(default=None, description="Only this rule; null: every rule of the project.")
+    name: Name
+    weekdays: Weekdays = Field(default_factory=lambda: list(ALL_WEEK))
+    start_time: StartTime
+    end_time: EndTime
+    time_zone: TimeZone
+
+
+class MuteWindowPatch(PatchModel):
+    """Only the fields present change (at least one); the project and the rule of a window are fixed."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable())
+
+    name: Annotated[Name | None, NotNull] = None
+    weekdays: Annotated[Weekdays | None, NotNull] = None
+    start_time: Annotated[StartTime | None, NotNull] = None
+    end_time: Annotated[EndTime | None, NotNull] = None
+    time_zone: Annotated[TimeZone | None, NotNull] = None
+
+
+class MuteWindow(BaseModel):
+    id: UUID
+    project_id: UUID
+    rule_id: UUID | None
+    name: str
+    weekdays: list[int]
+    start_time: str
+    end_time: str
+    time_zone: str
+    created_by: UUID | None
+    created_at: datetime
+
+
+class MuteWindowList(BaseModel):
+    mute_windows: list[MuteWindow]
+
+
+# -- alert state: active alerts, deliveries, receiver tests, previews --------------------------------------
+ActiveState = Literal["pending", "firing", "recovering", "nodata"]
+AlertState = Literal["pending", "firing", "recovering", "resolved", "inactive", "nodata"]
+DeliveryStatus = Literal["pending", "sent", "dead"]
+DeliveryKind = Literal["notification", "repeat", "test"]
+
+
+class ActiveAlert(BaseModel):
+    rule_id: UUID
+    rule_name: str
+    fingerprint: str = Field(description="The alert's stable key (PagerDuty dedup_key).")
+    labels: dict[str, Any] = Field(
+        description="The group's labels, the rule's labels, alertname and severity."
+    )
+    state: ActiveState
+    value: float | None = Field(description="The last value (null: none, or not a finite number).")
+    since: datetime | None = Field(
+        description="When it entered its state: active_at (pending), fired_at (firing, nodata) or "
+        "recovering_at (recovering)."
+    )
+    active_at: datetime | None
+    fired_at: datetime | None
+    recovering_at: datetime | None
+    last_data_at: datetime | None = Field(description="Data time of the group's last data.")
+    evaluated_at: datetime = Field(description="Data time of the last evaluation (not the wall clock).")
+
+
+class ActiveAlertList(BaseModel):
+    alerts: list[ActiveAlert]
+
+
+class CarriedAlert(BaseModel):
+    fingerprint: str | None
+    state: str | None = Field(
+        description="What the alert was in this notice (firing, resolved, nodata, ...)."
+    )
+    status: str | None = Field(description="firing or resolved (Alertmanager's status).")
+
+
+class Delivery(BaseModel):
+    id: int
+    key: str = Field(description="The idempotency key every attempt carries (webhook-id, Message-Id, ...).")
+    rule_id: UUID | None = Field(description="null for a test message.")
+    receiver_id: UUID
+    kind: DeliveryKind
+    status: DeliveryStatus = Field(description="pending (not sent yet, or retrying), sent, dead (gave up).")
+    attempts: int
+    last_status: int | None = Field(description="The receiver's last answer (HTTP or SMTP status).")
+    last_error: str | None = Field(description="Why the last attempt failed (never a URL or secret).")
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="When a pending message is tried next; null otherwise."
+    )
+    alerts: list[CarriedAlert] = Field(description="The alerts the message carried (at most 100).")
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[Delivery]
+
+
+class ReceiverTest(BaseModel):
+    message_id: int
+    key: str
+    status: DeliveryStatus
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    detail: str = Field(description="What happened, in words.")
+
+
+class PreviewTransition(BaseModel):
+    at: datetime = Field(description="The evaluation (a whole minute) at which the alert changed.")
+    fingerprint: str
+    labels: dict[str, Any]
+    state: AlertState = Field(description="What the alert became.")
+    previous: str | None = Field(description="The state it left.")
+    value: float | None
+
+
+class RulePreview(BaseModel):
+    rule_id: UUID
+    from_: datetime = Field(alias="from")
+    to: datetime
+    step: str | None = Field(description="The step asked for; null: the default (at most 720 evaluations).")
+    transitions: list[PreviewTransition]
+
+
 # -- history -----------------------------------------------------------------------------------------------
 class AlertEvent(BaseModel):
     id: int
@@ -403,7 +625,9 @@ class AlertEvent(BaseModel):
     rule_id: UUID | None = Field(description="null when the rule has been deleted since.")
     rule_name: str
     labels: dict[str, Any]
-    state: Literal["pending", "firing", "resolved"]
+    state: AlertState = Field(description="What the alert became.")
+    previous: str | None = Field(description="The state it left (null for events of the first alert worker).")
+    fingerprint: str | None = Field(description="The alert instance (as in the active alerts).")
     value: float | None
     at: datetime
 

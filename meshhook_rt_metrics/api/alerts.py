@@ -1,10 +1,12 @@
-"""Alert configuration endpoints: rules, receivers, silences and the alert history (issue 5).
+"""Alert configuration endpoints: rules, receivers, silences and the alert history (issue 5), and the
+helpers every alerting router shares (validity probes, constraint translation, 404/403).
 
 Every statement runs as the caller (``Database.caller``): row-level security of the alerting tables
-(migration ``20261127000500_metrics_alerting.sql``) decides who sees and changes what. Members read rules,
-silences and history; editors and admins write rules and silences; receivers are for admins only, and their
-secret is write-only (``authenticated`` has no select grant on it). Ids the caller cannot see are 404,
-projects the caller is not a member of 403.
+(migrations ``20261127000500_metrics_alerting.sql`` and ``20261205000100_metrics_alert_worker.sql``) decides
+who sees and changes what. Members read rules, silences and history; editors and admins write rules and
+silences; receivers are for admins only, and their secret is write-only (``authenticated`` has no select
+grant on it). Ids the caller cannot see are 404, projects the caller is not a member of 403. Mute windows
+are ``mute_windows.py``'s; active alerts, deliveries, receiver tests and previews ``alert_state.py``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -52,16 +54,43 @@ Loc = list[str | int]
 # API field <- column, where they differ
 RULE_FIELDS = {"by": "group_by", "window": "window_length"}
 FIELD_OF_COLUMN = {column: field for field, column in RULE_FIELDS.items()}
-# check constraints whose problem is not one column's
-CONSTRAINT_FIELDS = {"alert_silences_period_check": "ends_at"}
+RULE_DURATIONS = frozenset(
+    {
+        "window",
+        "for_duration",
+        "keep_firing_for",
+        "no_data_after",
+        "group_wait",
+        "group_interval",
+        "repeat_interval",
+    }
+)
+# check constraints whose problem is not one column's (the others name theirs: <table>_<column>_check)
+CONSTRAINT_FIELDS = {
+    "alert_silences_period_check": "ends_at",
+    "alert_rules_resolve_side_check": "resolve_threshold",
+    "alert_rules_templates_check": "annotations",
+    "alert_mute_windows_times_check": "end_time",
+}
+# what a violation of a constraint means, where its name does not say it
+CONSTRAINT_MESSAGES = {
+    "alert_rules_resolve_side_check": "must be on the resolving side of the threshold (op > or >=: at most the "
+    "threshold; < or <=: at least it); not with == or !=",
+    "alert_mute_windows_times_check": "must differ from start_time",
+}
+# foreign keys that name a rule of the project
+RULE_FKEYS = frozenset({"alert_silences_rule_fkey", "alert_mute_windows_rule_fkey"})
 _PROBLEM_AT = re.compile(r"^\[(\d+)\](?:\.([a-z_]+))?: (.*)$", re.DOTALL)
+_KEY_AT = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*): (.*)$", re.DOTALL)
 _RECEIVER_AT = re.compile(r"^receiver_ids\[(\d+)\]: ")
 
 RULE_SELECT = """
 select r.id, r.project_id, r.name, r.description, r.metric, r.matchers, r.agg, r.group_by, r.window_length,
   r.op, r.threshold, r.for_duration, r.severity, r.annotations, r.enabled, r.created_by, r.created_at,
   r.updated_at,
-  array(select l.receiver_id from metrics.alert_rule_receivers l where l.rule_id = r.id order by l.receiver_id)
+  array(select l.receiver_id from metrics.alert_rule_receivers l where l.rule_id = r.id order by l.receiver_id),
+  r.keep_firing_for, r.resolve_threshold, r.labels, r.no_data_after, r.no_data_policy, r.group_wait,
+  r.group_interval, r.repeat_interval
 from metrics.alert_rules r
 """
 RECEIVER_COLUMNS = "id, project_id, name, kind, target, has_secret, created_by, created_at, updated_at"
@@ -78,33 +107,70 @@ def field_problem(loc: Loc, message: str) -> ApiError:
     return invalid_request([ErrorDetail(loc=loc, message=message, type="value_error")])
 
 
-def check_problems(conn: Conn, probes: Sequence[tuple[Loc, str, Any]]) -> None:
-    """Ask the data plane's validity functions (``metrics.*_problem``) about values before writing them.
+class Probe(NamedTuple):
+    """A question to a validity function: field path, SQL expression, its parameter or a tuple of them.
 
-    Each probe is (field path, SQL expression, its parameter or a tuple of them); a problem of a list element
-    (``[2].value: ...``) is reported at that element's path.
+    ``keyed``: the function names the key of an object it found wrong (``summary: ...``), reported at that
+    key's path.
     """
+
+    loc: Loc
+    expr: str
+    value: Any
+    keyed: bool = False
+
+
+def problem_detail(probe: Probe, problem: str) -> ErrorDetail:
+    """A problem at its field, or at the list element (``[2].value: ...``) or object key it names."""
+    where, message = list(probe.loc), problem
+    found = _PROBLEM_AT.match(message)
+    if found:
+        where.append(int(found[1]))
+        if found[2]:
+            where.append(found[2])
+        message = found[3]
+    elif probe.keyed and (keyed := _KEY_AT.match(message)):
+        where.append(keyed[1])
+        message = keyed[2]
+    return ErrorDetail(loc=where, message=message, type="value_error")
+
+
+def check_problems(conn: Conn, probes: Sequence[Probe]) -> None:
+    """Ask the data plane's validity functions (``metrics.*_problem``) about values before writing them, in
+    one statement; every problem found is a detail of one 422."""
     if not probes:
         return
     params: list[Any] = []
-    for _, _, value in probes:
-        params.extend(value if isinstance(value, tuple) else [value])
-    row = conn.execute("select " + ", ".join(expr for _, expr, _ in probes), params).fetchone()
+    for probe in probes:
+        params.extend(probe.value if isinstance(probe.value, tuple) else [probe.value])
+    row = conn.execute("select " + ", ".join(probe.expr for probe in probes), params).fetchone()
     assert row is not None
-    details = []
-    for (loc, _, _), problem in zip(probes, row, strict=True):
-        if problem is None:
-            continue
-        where, message = list(loc), str(problem)
-        found = _PROBLEM_AT.match(message)
-        if found:
-            where.append(int(found[1]))
-            if found[2]:
-                where.append(found[2])
-            message = found[3]
-        details.append(ErrorDetail(loc=where, message=message, type="value_error"))
+    details = [
+        problem_detail(probe, str(problem)) for probe, problem in zip(probes, row, strict=True) if problem
+    ]
     if details:
         raise invalid_request(details)
+
+
+def constraint_field(exc: psycopg.errors.CheckViolation) -> str:
+    """The API field a violated check constraint is about (``<table>_<column>_check`` names its column)."""
+    constraint = exc.diag.constraint_name or ""
+    if constraint in CONSTRAINT_FIELDS:
+        return CONSTRAINT_FIELDS[constraint]
+    table = exc.diag.table_name or ""
+    column = constraint.removeprefix(f"{table}_").removesuffix("_check")
+    return FIELD_OF_COLUMN.get(column, column)
+
+
+def violation_message(exc: psycopg.errors.CheckViolation) -> str:
+    """What was wrong: the trigger's own words (``time_zone: unknown ...``), the meaning of a known
+    constraint, or its name."""
+    constraint = exc.diag.constraint_name or ""
+    primary = exc.diag.message_primary or ""
+    field = constraint_field(exc)
+    if primary.startswith(f"{field}: "):
+        return primary.removeprefix(f"{field}: ")
+    return CONSTRAINT_MESSAGES.get(constraint, f"rejected by the database ({constraint})")
 
 
 @contextmanager
@@ -115,18 +181,13 @@ def translated(what: str) -> Iterator[None]:
     except psycopg.errors.UniqueViolation as exc:
         raise ApiError(409, "conflict", f"a {what} with that name already exists in this project") from exc
     except psycopg.errors.CheckViolation as exc:
-        constraint = exc.diag.constraint_name or ""
-        column = CONSTRAINT_FIELDS.get(constraint) or re.sub(
-            r"^alert_[a-z]+?s_(.*)_check$", r"\1", constraint
-        )
-        field = FIELD_OF_COLUMN.get(column, column)
-        raise field_problem(["body", field], f"rejected by the database ({constraint})") from exc
+        raise field_problem(["body", constraint_field(exc)], violation_message(exc)) from exc
     except psycopg.errors.ForeignKeyViolation as exc:
         message = exc.diag.message_primary or ""
         found = _RECEIVER_AT.match(message)
         if found:
             raise field_problem(["body", "receiver_ids", int(found[1])], message) from exc
-        if exc.diag.constraint_name == "alert_silences_rule_fkey":
+        if exc.diag.constraint_name in RULE_FKEYS:
             raise field_problem(["body", "rule_id"], "no such rule in this project") from exc
         raise
 
@@ -180,6 +241,14 @@ def rule_from(row: Sequence[Any]) -> Rule:
         created_at=row[16],
         updated_at=row[17],
         receiver_ids=list(row[18] or []),
+        keep_firing_for=format_duration(row[19]),
+        resolve_threshold=row[20],
+        labels=row[21],
+        no_data_after=format_duration(row[22]) if row[22] is not None else None,
+        no_data_policy=row[23],
+        group_wait=format_duration(row[24]),
+        group_interval=format_duration(row[25]),
+        repeat_interval=format_duration(row[26]),
     )
 
 
@@ -197,27 +266,25 @@ def rule_columns(body: RuleCreate | RulePatch, fields: set[str]) -> dict[str, An
         value = getattr(body, field)
         if field == "matchers":
             value = Jsonb([m.model_dump() for m in value])
-        elif field == "annotations":
+        elif field in ("annotations", "labels"):
             value = Jsonb(value)
-        elif field in ("window", "for_duration"):
+        elif field in RULE_DURATIONS and value is not None:
             value = timedelta(seconds=duration_seconds(value))
         values[RULE_FIELDS.get(field, field)] = value
     return values
 
 
-def rule_probes(
-    body: RuleCreate | RulePatch, fields: set[str], rule_id: UUID | None = None
-) -> list[tuple[Loc, str, Any]]:
+def rule_probes(body: RuleCreate | RulePatch, fields: set[str], rule_id: UUID | None = None) -> list[Probe]:
     """Probes of the given fields; matchers of a patch equal to the stored ones are not re-checked (as the
     database's trigger does not re-check them: a later, lower regex limit does not freeze a rule)."""
-    probes: list[tuple[Loc, str, Any]] = []
+    probes: list[Probe] = []
     if "matchers" in fields:
         value = Jsonb([m.model_dump() for m in body.matchers or []])
         if rule_id is None:
-            probes.append((["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", value))
+            probes.append(Probe(["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", value))
         else:
             probes.append(
-                (
+                Probe(
                     ["body", "matchers"],
                     "case when %s::jsonb is not distinct from"
                     " (select r.matchers from metrics.alert_rules r where r.id = %s)"
@@ -226,14 +293,34 @@ def rule_probes(
                 )
             )
     if "agg" in fields:
-        probes.append((["body", "agg"], "metrics.aggregation_problem(%s::text)", body.agg))
+        probes.append(Probe(["body", "agg"], "metrics.aggregation_problem(%s::text)", body.agg))
     if "by" in fields and body.by is not None:
-        probes.append((["body", "by"], "metrics.label_names_problem(%s::text[])", body.by))
-    if "annotations" in fields:
-        probes.append(
-            (["body", "annotations"], "metrics.annotations_problem(%s::jsonb)", Jsonb(body.annotations))
-        )
+        probes.append(Probe(["body", "by"], "metrics.label_names_problem(%s::text[])", body.by))
+    for field in ("annotations", "labels"):
+        if field in fields:
+            value = Jsonb(getattr(body, field))
+            probes.append(Probe(["body", field], "metrics.annotations_problem(%s::jsonb)", value))
+    if fields & {"annotations", "by", "labels"}:
+        probes.append(template_probe(body, fields, rule_id))
     return probes
+
+
+def template_probe(body: RuleCreate | RulePatch, fields: set[str], rule_id: UUID | None) -> Probe:
+    """The annotation templates against the alert's labels (``metrics.template_names_problem``); a patch
+    is judged with the stored values of the fields it does not give, since any of the three can break it."""
+    annotations = Jsonb(body.annotations) if "annotations" in fields else None
+    labels = Jsonb(body.labels) if "labels" in fields else None
+    if rule_id is None:
+        expr = "metrics.template_names_problem(%s::jsonb, %s::text[], %s::jsonb)"
+        return Probe(["body", "annotations"], expr, (annotations, body.by, labels), keyed=True)
+    expr = (
+        "(select metrics.template_names_problem(coalesce(%s::jsonb, r.annotations),"
+        " case when %s then %s::text[] else r.group_by end, coalesce(%s::jsonb, r.labels))"
+        " from metrics.alert_rules r where r.id = %s)"
+    )
+    return Probe(
+        ["body", "annotations"], expr, (annotations, "by" in fields, body.by, labels, rule_id), keyed=True
+    )
 
 
 def set_receivers(conn: Conn, rule_id: UUID, receiver_ids: list[UUID]) -> None:
@@ -249,8 +336,15 @@ def receiver_from(row: Sequence[Any]) -> Receiver:
     return Receiver.model_validate(data)
 
 
-def target_probe(kind: str, target: str) -> list[tuple[Loc, str, Any]]:
-    return [(["body", "target"], "metrics.receiver_target_problem(%s::text, %s::text)", (kind, target))]
+def target_probe(kind: str, target: str) -> list[Probe]:
+    return [Probe(["body", "target"], "metrics.receiver_target_problem(%s::text, %s::text)", (kind, target))]
+
+
+def require_routing_key(kind: str, has_secret: bool) -> None:
+    """A pagerduty receiver cannot send without its routing key (the secret): refused when written, not
+    found out at the first alert."""
+    if kind == "pagerduty" and not has_secret:
+        raise field_problem(["body", "secret"], "required for pagerduty: the integration's routing key")
 
 
 # -- silences ----------------------------------------------------------------------------------------------
@@ -279,14 +373,18 @@ def silence_from(row: Sequence[Any]) -> Silence:
 )
 def create_receiver(who: CallerDep, db: DatabaseDep, body: ReceiverCreate) -> Receiver:
     """The secret is stored write-only: responses carry `has_secret`, never the secret."""
+    target = body.effective_target()
+    if target is None:
+        raise field_problem(["body", "target"], "required (only pagerduty receivers have a default)")
+    require_routing_key(body.kind, body.secret is not None)
     with db.caller(who.claims) as conn:
         visible_project(conn, body.project_id, who)
-        check_problems(conn, target_probe(body.kind, body.target))
+        check_problems(conn, target_probe(body.kind, target))
         with translated("receiver"):
             row = conn.execute(
                 f"insert into metrics.alert_receivers (project_id, name, kind, target, secret)"
                 f" values (%s, %s, %s, %s, %s) returning {RECEIVER_COLUMNS}",
-                (body.project_id, body.name, body.kind, body.target, body.secret),
+                (body.project_id, body.name, body.kind, target, body.secret),
             ).fetchone()
     assert row is not None
     return receiver_from(row)
@@ -334,12 +432,13 @@ def patch_receiver(who: CallerDep, db: DatabaseDep, receiver_id: UUID, body: Rec
     fields = body.model_fields_set
     with db.caller(who.claims) as conn:
         current = conn.execute(
-            "select kind, target from metrics.alert_receivers where id = %s", (receiver_id,)
+            "select kind, target, has_secret from metrics.alert_receivers where id = %s", (receiver_id,)
         ).fetchone()
         if current is None:
             raise not_found("receiver", receiver_id)
+        kind = body.kind if "kind" in fields and body.kind else current[0]
+        require_routing_key(kind, body.secret is not None if "secret" in fields else current[2])
         if fields & {"kind", "target"}:
-            kind = body.kind if "kind" in fields and body.kind else current[0]
             target = body.target if "target" in fields and body.target else current[1]
             check_problems(conn, target_probe(kind, target))
         values = {field: getattr(body, field) for field in sorted(fields)}  # never empty (ReceiverPatch)
@@ -395,7 +494,7 @@ def create_silence(who: CallerDep, db: DatabaseDep, body: SilenceCreate) -> Sile
         if end - start > SILENCE_MAX:
             raise field_problem(["body", "ends_at"], "a silence lasts at most 90 days")
         visible_project(conn, body.project_id, who)
-        check_problems(conn, [(["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", matchers)])
+        check_problems(conn, [Probe(["body", "matchers"], "metrics.matchers_problem(%s::jsonb)", matchers)])
         values: dict[str, Any] = {
             "project_id": body.project_id,
             "rule_id": body.rule_id,
@@ -498,14 +597,25 @@ def history(
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            "select e.id, e.project_id, e.rule_id, e.rule_name, e.labels, e.state, e.value, e.at"
-            " from metrics.alert_events e"
+            "select e.id, e.project_id, e.rule_id, e.rule_name, e.labels, e.state, e.previous, e.fingerprint,"
+            " e.value, e.at from metrics.alert_events e"
             " where e.project_id = %(p)s and (%(r)s::uuid is null or e.rule_id = %(r)s)"
             " and (%(f)s::timestamptz is null or e.at >= %(f)s) and (%(t)s::timestamptz is null or e.at < %(t)s)"
             " order by e.at desc, e.id desc limit %(l)s",
             {"p": project_id, "r": rule_id, "f": start, "t": end, "l": limit},
         ).fetchall()
-    names = ("id", "project_id", "rule_id", "rule_name", "labels", "state", "value", "at")
+    names = (
+        "id",
+        "project_id",
+        "rule_id",
+        "rule_name",
+        "labels",
+        "state",
+        "previous",
+        "fingerprint",
+        "value",
+        "at",
+    )
     return AlertHistory(events=[AlertEvent.model_validate(dict(zip(names, r, strict=True))) for r in rows])
 
 

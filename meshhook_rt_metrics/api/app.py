@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from meshhook_rt_metrics import __version__
 from meshhook_rt_metrics.api import exposition
-from meshhook_rt_metrics.api.alerts import router as alerts_router
+from meshhook_rt_metrics.api.alert_routers import ALERT_ROUTERS
 from meshhook_rt_metrics.api.auth import ScrapeToken, TokenVerifier, UnauthorizedError, credential
 from meshhook_rt_metrics.api.db import ANON_CLAIMS, Database
 from meshhook_rt_metrics.api.deps import ERRORS, NOT_FOUND, CallerDep, visible_project
@@ -534,8 +534,9 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
             body, content_type = exposition.render_overlapped(fetch, request.headers.get("accept"))
         return Response(body, headers={"content-type": content_type})
 
-    # -- alert configuration (rules, receivers, silences, history): meshhook_rt_metrics/api/alerts.py --------
-    app.include_router(alerts_router)
+    # -- alerting (rules, receivers, silences, history, mute windows, alert state): api/alert_routers.py ------
+    for alert_router in ALERT_ROUTERS:
+        app.include_router(alert_router)
 
     # -- health -----------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], response_model=Health, responses={503: {"model": Health}})

@@ -332,7 +332,7 @@ def cacheable(f: float, t: float, step: float, minutes_from: float) -> bool:
     """Ranges query_series reads tier by tier from minute retention on, at steps of whole minutes (not one
     point over a range off the step's bins: query_series does not bin that one from the epoch)."""
     low, high = STEP_LIMITS
-    off_bins = t - f == step and f % step != 0
+    off_bins = step > 0 and t - f == step and f % step != 0
     return (
         f < t and t - f <= RANGE_LIMIT and f >= minutes_from and low <= step <= high and step % 60 == 0
     ) and not off_bins

@@ -176,10 +176,7 @@ alter table metrics.alert_rules
     resolve_threshold is null
     or (op in ('>', '>=') and resolve_threshold <= threshold)
     or (op in ('<', '<=') and resolve_threshold >= threshold)
-  ),
-  -- not valid: rules written before templates existed keep working (an unknown name renders empty)
-  add constraint alert_rules_templates_check
-    check (metrics.template_names_problem(annotations, group_by, labels) is null) not valid;
+  );
 comment on column metrics.alert_rules.keep_firing_for is
   'How long a firing alert stays firing (state recovering) after its condition stopped holding (Grafana''s '
   '"Recovering"); it fires on without a new notice if the condition returns meanwhile.';
@@ -198,13 +195,46 @@ comment on column metrics.alert_rules.group_wait is
 comment on column metrics.alert_rules.group_interval is
   'With a group_wait, the least time between two notifications of the same group (rule and receiver).';
 comment on column metrics.alert_rules.repeat_interval is 'How often a group that is still firing is notified again.';
-comment on constraint alert_rules_templates_check on metrics.alert_rules is
-  'Annotation templates name only what an alert has (metrics.template_names_problem).';
+
+-- templates are checked when they (or the labels they may name) change: a trigger, not a check constraint,
+-- so a rule written before templates were checked can still be renamed, disabled or relinked
+create function metrics.alert_rules_check_templates()
+returns trigger
+language plpgsql set search_path = ''
+as $$
+declare
+  v_problem text;
+begin
+  if tg_op = 'INSERT'
+     or (new.annotations, new.group_by, new.labels) is distinct from (old.annotations, old.group_by, old.labels) then
+    v_problem := metrics.template_names_problem(new.annotations, new.group_by, new.labels);
+    if v_problem is not null then
+      raise exception using
+        errcode = '23514',
+        message = pg_catalog.format('annotations: %s', v_problem),
+        schema = tg_table_schema, table = tg_table_name, constraint = 'alert_rules_templates_check';
+    end if;
+  end if;
+  return new;
+end
+$$;
+comment on function metrics.alert_rules_check_templates() is
+  'Before-write trigger of metrics.alert_rules: new or changed annotations, group_by or labels must pass '
+  'metrics.template_names_problem (raises 23514 naming alert_rules_templates_check, message "annotations: ...").';
+create trigger alert_rules_templates
+before insert or update on metrics.alert_rules
+for each row execute function metrics.alert_rules_check_templates();
+comment on trigger alert_rules_templates on metrics.alert_rules is
+  'Annotation templates name only what an alert has; checked when they or the labels change.';
 
 -- receivers: PagerDuty -------------------------------------------------------------------------------------------
 alter table metrics.alert_receivers drop constraint alert_receivers_kind_check;
 alter table metrics.alert_receivers add constraint alert_receivers_kind_check
   check (kind in ('webhook', 'slack', 'alertmanager', 'email', 'pagerduty'));
+alter table metrics.alert_receivers add constraint alert_receivers_pagerduty_key_check
+  check (kind <> 'pagerduty' or secret is not null);
+comment on constraint alert_receivers_pagerduty_key_check on metrics.alert_receivers is
+  'A PagerDuty receiver needs its routing key (the secret).';
 comment on constraint alert_receivers_kind_check on metrics.alert_receivers is
   'Receiver kinds: webhook, slack, alertmanager, email, pagerduty (Events API v2; the secret is the routing key).';
 
@@ -1547,7 +1577,8 @@ begin
   -- definer (the messages table is the worker's; the receiver's secret is not the caller's to read), so the
   -- rule of receivers is checked here: admins of the receiver's project only
   select * into v_receiver from metrics.alert_receivers r
-  where r.id = p_receiver_id and r.project_id in (select metrics.user_project_ids('admin'));
+  where r.id = p_receiver_id
+    and (auth.role() = 'service_role' or r.project_id in (select metrics.user_project_ids('admin')));
   if not found then
     raise exception using errcode = '42501', message = pg_catalog.format('not allowed to test receiver %s', p_receiver_id),
       hint = 'receivers are tested by admins of their project';
@@ -1607,8 +1638,9 @@ begin
   end if;
   v_step := coalesce(v_step, greatest(interval '1 minute',
     pg_catalog.make_interval(mins => pg_catalog.ceil(extract(epoch from p_to - p_from) / 60 / 720)::integer)));
-  if v_step < interval '1 minute' or extract(epoch from p_to - p_from) / extract(epoch from v_step) > 1440 then
-    perform metrics.reject('step', 'at least 1 minute and at most 1,440 evaluations');
+  if v_step < interval '1 minute' or v_step > interval '7 days'
+     or extract(epoch from p_to - p_from) / extract(epoch from v_step) > 1440 then
+    perform metrics.reject('step', 'between 1 minute and 7 days, and at most 1,440 evaluations');
   end if;
   select f.kind into v_kind from metrics.families f where f.project_id = v_rule.project_id and f.name = v_rule.metric;
   v_window := metrics.alert_window(v_rule.window_length);

@@ -4,7 +4,7 @@
 begin;
 set local client_min_messages = warning;
 set local timezone = 'UTC';
-select plan(107);
+select plan(108);
 
 insert into metrics.projects (id) values
   ('0a000000-0000-4000-8000-00000000000a'), ('0b000000-0000-4000-8000-00000000000b'),
@@ -41,7 +41,7 @@ select is(
 select throws_ok(
   $$insert into metrics.alert_rules (project_id, name, metric, op, threshold, group_by, annotations) values
     ('0a000000-0000-4000-8000-00000000000a', 'bad-template', 'm', '>', 1, '{route}', '{"summary": "{{ labels.pod }}"}')$$,
-  '23514', 'new row for relation "alert_rules" violates check constraint "alert_rules_templates_check"',
+  '23514', 'annotations: summary: {{ labels.pod }} is not a label of the alert (group_by: route)',
   'a new rule whose annotations name a label it does not have is refused');
 
 select is(
@@ -455,10 +455,15 @@ select lives_ok(
     ('0a000000-0000-4000-8000-00000000000a', 'pd', 'pagerduty', 'https://events.pagerduty.com/v2/enqueue', 'routing-key')$$,
   'a pagerduty receiver with an https URL is accepted');
 select throws_ok(
-  $$insert into metrics.alert_receivers (project_id, name, kind, target) values
-    ('0a000000-0000-4000-8000-00000000000a', 'pd-bad', 'pagerduty', 'events.pagerduty.com')$$,
+  $$insert into metrics.alert_receivers (project_id, name, kind, target, secret) values
+    ('0a000000-0000-4000-8000-00000000000a', 'pd-bad', 'pagerduty', 'events.pagerduty.com', 'routing-key')$$,
   '23514', 'new row for relation "alert_receivers" violates check constraint "alert_receivers_target_check"',
   'a pagerduty receiver needs a URL');
+select throws_ok(
+  $$insert into metrics.alert_receivers (project_id, name, kind, target) values
+    ('0a000000-0000-4000-8000-00000000000a', 'pd-nokey', 'pagerduty', 'https://events.pagerduty.com/v2/enqueue')$$,
+  '23514', 'new row for relation "alert_receivers" violates check constraint "alert_receivers_pagerduty_key_check"',
+  'a pagerduty receiver needs its routing key');
 
 -- delivery outcomes ------------------------------------------------------------------------------------------------
 insert into metrics.alert_receivers (id, project_id, name, kind, target) values
