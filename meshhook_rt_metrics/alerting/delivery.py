@@ -126,3 +126,10 @@ async def deliver_due(
             f" ({result.error})" if result.error else "",
         )
     return len(batch)
+
+
+async def prune(conn: Conn) -> dict[str, int]:
+    """Old history, finished messages and their outbox rows go (``metrics.prune_alert_history``)."""
+    cursor = await conn.execute("select metrics.prune_alert_history()")
+    row = await cursor.fetchone()
+    return dict(row[0]) if row else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -28,6 +29,7 @@ from meshhook_rt_metrics.alerting.tokens import ServiceTokens
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
+PRUNE_EVERY = 3600.0  # seconds between prunes of old alert history (any worker may run it)
 
 
 @dataclass
@@ -166,8 +168,12 @@ class AlertWorker:
     async def _delivery_loop(self, stop: asyncio.Event, http: httpx.AsyncClient) -> None:
         conn = await connect(self.settings.database_url, "delivery")
         pacer = delivery.Pacer()
+        next_prune = 0.0
         async with conn:
             while not stop.is_set():
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    await self._prune(conn)
                 sent = await delivery.deliver_due(
                     conn,
                     self.id,
@@ -182,6 +188,16 @@ class AlertWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._deliver_now.wait(), timeout=self.settings.deliver_every)
                 self._deliver_now.clear()
+
+    @staticmethod
+    async def _prune(conn: Conn) -> None:
+        """Housekeeping that must never hold up delivery: a failure is logged, and tried again in an hour."""
+        try:
+            log.info("pruned alert history: %s", await delivery.prune(conn))
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the loop reconnects
+        except psycopg.Error as exc:
+            log.warning("pruning alert history failed: %s", exc)
 
     async def _live_loop(self, stop: asyncio.Event) -> None:
         assert self.settings.supabase_url is not None

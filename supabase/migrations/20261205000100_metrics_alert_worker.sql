@@ -29,7 +29,9 @@ alter table metrics.config
   add column alert_retry_base interval not null default '2 seconds'
     check (alert_retry_base between interval '100 milliseconds' and interval '1 hour'),
   add column alert_retry_max interval not null default '10 minutes'
-    check (alert_retry_max between interval '1 second' and interval '1 day');
+    check (alert_retry_max between interval '1 second' and interval '1 day'),
+  add column alert_history_retention interval not null default '90 days'
+    check (alert_history_retention >= interval '1 day');
 comment on column metrics.config.alert_settle_delay is
   'How far data time must be past a minute''s end before the minute is settled (covers the workers'' flush '
   'interval): minutes before that decide averages, rates, quantiles and resolves.';
@@ -38,6 +40,8 @@ comment on column metrics.config.alert_max_instances is
   'Most alert instances (groups) one project keeps; groups beyond it are not tracked and are reported by evaluate_alerts.';
 comment on column metrics.config.alert_max_attempts is 'Delivery attempts of a notification before it is dead-lettered.';
 comment on column metrics.config.alert_retry_base is 'First retry delay of a failed delivery; doubles per attempt, with jitter.';
+comment on column metrics.config.alert_history_retention is
+  'How long alert history, sent and dead messages and their outbox rows are kept (metrics.prune_alert_history).';
 comment on column metrics.config.alert_retry_max is 'Longest retry delay of a failed delivery (a Retry-After may ask for more).';
 
 alter table metrics.projects
@@ -1566,6 +1570,34 @@ comment on function metrics.finish_alert_delivery(bigint, text, boolean, integer
   'the receiver''s Retry-After (at most an hour). Returns sent, dead, retry, or stale when the claim is not this '
   'worker''s any more (nothing changes). p_error is stored and shown: no URL, no secret. Service role.';
 
+create function metrics.prune_alert_history()
+returns jsonb
+language plpgsql volatile security invoker set search_path = ''
+as $$
+declare
+  v_before timestamptz := pg_catalog.now() - (select c.alert_history_retention from metrics.config c);
+  v_rows integer;
+  v_report jsonb := '{}'::jsonb;
+begin
+  -- outbox rows first (those of a pending message stay with it), then finished messages, then history
+  delete from metrics.alert_notifications n
+  where n.created_at < v_before and n.status <> 'queued'
+    and not exists (select from metrics.alert_messages m where m.id = n.message_id and m.status = 'pending');
+  get diagnostics v_rows = row_count;
+  v_report := v_report || pg_catalog.jsonb_build_object('notifications', v_rows);
+  delete from metrics.alert_messages m where m.created_at < v_before and m.status <> 'pending';
+  get diagnostics v_rows = row_count;
+  v_report := v_report || pg_catalog.jsonb_build_object('messages', v_rows);
+  delete from metrics.alert_events e where e.at < v_before;
+  get diagnostics v_rows = row_count;
+  return v_report || pg_catalog.jsonb_build_object('events', v_rows);
+end
+$$;
+comment on function metrics.prune_alert_history() is
+  'Deletes alert history, sent or dead messages and their outbox rows older than config.alert_history_retention '
+  '(pending messages and queued rows stay whatever their age); returns the counts. The alert worker runs it '
+  'hourly. Service role.';
+
 create function metrics.queue_test_alert(p_receiver_id uuid)
 returns bigint
 language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
@@ -1756,6 +1788,7 @@ grant execute on function metrics.alert_data_time(uuid), metrics.claim_alert_lea
   metrics.assemble_alert_messages(), metrics.assemble_alert_repeats(),
   metrics.claim_alert_deliveries(text, integer, interval),
   metrics.finish_alert_delivery(bigint, text, boolean, integer, text, double precision, boolean),
+  metrics.prune_alert_history(),
   metrics.alert_mute_windows_check()
   to service_role;
 

@@ -479,3 +479,35 @@ def test_rules_past_the_projects_cap_are_not_evaluated(s: Scenario) -> None:
         "select metrics.evaluate_alerts(%s, %s, %s)", (s.project, OWNER, s.epoch())
     ).fetchone()
     assert report is not None and report[0]["rules"] == 1 and len(report[0]["transitions"]) == 1
+
+
+def test_old_history_and_finished_messages_are_pruned_but_pending_ones_stay(s: Scenario) -> None:
+    hook = s.receiver()
+    s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.count(ERRORS, 5, {"route": "/a"}, minute=0)
+    s.evaluate()
+    s.finish(s.claim()[0]["id"])  # sent
+    s.count(ERRORS, 5, {"route": "/b"}, minute=0, second=30)
+    s.evaluate()
+    s.claim()  # claimed, never finished: still pending
+    for table, column in (
+        ("alert_events", "at"),
+        ("alert_messages", "created_at"),
+        ("alert_notifications", "created_at"),
+    ):
+        s.conn.execute(
+            f"update metrics.{table} set {column} = now() - interval '91 days' where project_id = %s",
+            (s.project,),
+        )
+    report = s.conn.execute("select metrics.prune_alert_history()").fetchone()
+    assert report is not None
+    left = s.conn.execute(
+        "select m.status, count(n.id) from metrics.alert_messages m left join metrics.alert_notifications n"
+        " on n.message_id = m.id where m.project_id = %s group by m.status",
+        (s.project,),
+    ).fetchall()
+    assert left == [("pending", 1)]
+    events = s.conn.execute(
+        "select count(*) from metrics.alert_events where project_id = %s", (s.project,)
+    ).fetchone()
+    assert events == (0,)
