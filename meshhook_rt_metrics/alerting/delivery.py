@@ -106,15 +106,25 @@ async def deliver_due(
     pacer: Pacer,
     limit: int,
     lock: float,
+    timeout: float,
 ) -> int:
-    """Claim, send concurrently, record; returns how many messages were attempted."""
+    """Claim, send concurrently, record each as soon as it is done; returns how many were attempted.
+
+    ``timeout`` bounds a whole attempt (httpx's own timeouts are per operation: a receiver that drips its
+    answer a byte at a time would hold the batch, and the message's lock, for ever).
+    """
     batch = await claim(conn, worker, limit, lock)
 
     async def one(delivery: Delivery) -> tuple[Delivery, DeliveryResult]:
         await pacer.wait(delivery)
-        return delivery, await attempt(delivery, notifiers, http)
+        try:
+            async with asyncio.timeout(timeout):
+                return delivery, await attempt(delivery, notifiers, http)
+        except TimeoutError:
+            return delivery, DeliveryResult(ok=False, error=f"no answer within {timeout:.0f} s")
 
-    for delivery, result in await asyncio.gather(*(one(d) for d in batch)):
+    for done in asyncio.as_completed([asyncio.create_task(one(d)) for d in batch]):
+        delivery, result = await done
         outcome = await finish(conn, worker, delivery, result)
         log.info(
             "delivery %s to %s (%s) attempt %s: %s%s",

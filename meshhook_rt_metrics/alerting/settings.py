@@ -54,7 +54,9 @@ class AlertSettings(BaseSettings):
     sweep_every: float = Field(default=5.0, gt=0, le=600, description="Seconds between full evaluations.")
     deliver_every: float = Field(default=0.5, gt=0, le=60, description="Seconds between outbox polls.")
     delivery_batch: int = Field(default=20, ge=1, le=1000)
-    delivery_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per HTTP attempt.")
+    delivery_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds a whole attempt may take (connect, send, answer)."
+    )
     delivery_lock: float = Field(
         default=60.0,
         ge=1,

@@ -184,8 +184,16 @@ async def resolve_and_check(
         raise OSError(f"{host} resolves to no address")
     for ip in addresses:
         if (reason := check_address(ip, policy)) is not None:
-            raise SsrfRefused(reason if literal is not None else f"{host} resolves to {reason}")
+            if literal is not None:
+                raise SsrfRefused(reason)
+            # not the address itself: the reason is stored and shown, and must not map internal names
+            raise SsrfRefused(f"{host} resolves to a forbidden address ({_kind_of(ip)})")
     return addresses
+
+
+def _kind_of(ip: IPAddress) -> str:
+    inner = _embedded_v4(ip) if isinstance(ip, IPv6Address) else None
+    return _kind(ip if inner is None else inner) or "forbidden"
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):

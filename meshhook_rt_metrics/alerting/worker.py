@@ -56,6 +56,7 @@ class AlertWorker:
         self._queued: dict[UUID, Wake] = {}
         self._evaluate_now = asyncio.Event()
         self._deliver_now = asyncio.Event()
+        self._leases_changed = asyncio.Event()
         self._live: LiveTopics | None = None
 
     # -- wake-ups ------------------------------------------------------------------------------------
@@ -80,14 +81,16 @@ class AlertWorker:
         """Run until ``stop`` is set; then hand the leases over and close everything."""
         policy = self.settings.ssrf_policy()
         http = self._http or guarded_client(policy, timeout=self.settings.delivery_timeout)
-        loops = [self._lease_loop, self._evaluation_loop, lambda s: self._delivery_loop(s, http)]
+        loops: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
+            "leases": self._lease_loop,
+            "evaluation": self._evaluation_loop,
+            "delivery": lambda s: self._delivery_loop(s, http),
+            "housekeeping": self._housekeeping_loop,
+        }
         if self.settings.supabase_url:
-            loops.append(self._live_loop)
+            loops["realtime"] = self._live_loop
         log.info("alert worker %s started (%d loops)", self.id, len(loops))
-        tasks = [
-            asyncio.create_task(_forever(name, loop, stop))
-            for name, loop in zip(LOOP_NAMES, loops, strict=False)
-        ]
+        tasks = [asyncio.create_task(_forever(name, loop, stop)) for name, loop in loops.items()]
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -106,6 +109,8 @@ class AlertWorker:
             log.info("alert worker %s stopped; %d lease(s) handed over", self.id, released)
 
     async def _lease_loop(self, stop: asyncio.Event) -> None:
+        """Only the database: Realtime (re)joins happen in the realtime loop, so a dead gateway never lets a
+        lease expire."""
         conn = await connect(self.settings.database_url, "leases")
         async with conn:
             while not stop.is_set():
@@ -117,8 +122,7 @@ class AlertWorker:
                     self._queued.pop(project, None)
                 if gained or lost:
                     log.info("leases: %d project(s) (+%d -%d)", len(leases), len(gained), len(lost))
-                    if self._live is not None:
-                        await self._live.sync(leases)
+                    self._leases_changed.set()
                 for project in gained:
                     self.wake(project)  # catch up from SQL: what happened while nobody evaluated it
                 await _sleep(stop, self.settings.lease_every)
@@ -127,15 +131,29 @@ class AlertWorker:
         conn = await connect(self.settings.database_url, "evaluation")
         async with conn:
             self.wake_all()
+            next_sweep = time.monotonic() + self.settings.sweep_every
             while not stop.is_set():
-                try:
-                    await asyncio.wait_for(self._evaluate_now.wait(), timeout=self.settings.sweep_every)
-                except TimeoutError:
-                    self.wake_all()  # the sweep: Realtime may have lost messages
+                # live wake-ups come between sweeps; they never push the next sweep back
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._evaluate_now.wait(), timeout=max(0.0, next_sweep - time.monotonic())
+                    )
+                if time.monotonic() >= next_sweep:
+                    self.wake_all()  # the sweep: Realtime may have lost messages, and quiet rules move on too
+                    next_sweep = time.monotonic() + self.settings.sweep_every
                 self._evaluate_now.clear()
                 queued, self._queued = self._queued, {}
                 for project, wake in queued.items():
-                    await self._evaluate(conn, project, wake)
+                    await self._evaluate_one(conn, project, wake)
+
+    async def _evaluate_one(self, conn: Conn, project: UUID, wake: Wake) -> None:
+        """One project; its failure (other than a lost connection) is logged and does not stop the others."""
+        try:
+            await self._evaluate(conn, project, wake)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the loop reconnects and every project is swept again
+        except Exception as exc:
+            log.warning("project %s: evaluation failed: %s: %s", project, type(exc).__name__, exc)
 
     async def _evaluate(self, conn: Conn, project: UUID, wake: Wake) -> None:
         epoch = self.leases.get(project)
@@ -168,12 +186,8 @@ class AlertWorker:
     async def _delivery_loop(self, stop: asyncio.Event, http: httpx.AsyncClient) -> None:
         conn = await connect(self.settings.database_url, "delivery")
         pacer = delivery.Pacer()
-        next_prune = 0.0
         async with conn:
             while not stop.is_set():
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + PRUNE_EVERY
-                    await self._prune(conn)
                 sent = await delivery.deliver_due(
                     conn,
                     self.id,
@@ -182,6 +196,7 @@ class AlertWorker:
                     pacer,
                     self.settings.delivery_batch,
                     self.settings.delivery_lock,
+                    self.settings.delivery_timeout,
                 )
                 if sent:
                     continue  # more may be due
@@ -189,15 +204,18 @@ class AlertWorker:
                     await asyncio.wait_for(self._deliver_now.wait(), timeout=self.settings.deliver_every)
                 self._deliver_now.clear()
 
-    @staticmethod
-    async def _prune(conn: Conn) -> None:
-        """Housekeeping that must never hold up delivery: a failure is logged, and tried again in an hour."""
-        try:
-            log.info("pruned alert history: %s", await delivery.prune(conn))
-        except psycopg.OperationalError:
-            raise  # the connection is gone: the loop reconnects
-        except psycopg.Error as exc:
-            log.warning("pruning alert history failed: %s", exc)
+    async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
+        """Pruning old history on a connection of its own: however slow it is, delivery goes on."""
+        conn = await connect(self.settings.database_url, "housekeeping")
+        async with conn:
+            while not stop.is_set():
+                try:
+                    log.info("pruned alert history: %s", await delivery.prune(conn))
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    log.warning("pruning alert history failed: %s", exc)
+                await _sleep(stop, PRUNE_EVERY)
 
     async def _live_loop(self, stop: asyncio.Event) -> None:
         assert self.settings.supabase_url is not None
@@ -215,15 +233,17 @@ class AlertWorker:
         try:
             await self._live.sync(self.leases)
             self.wake_all()  # every (re)subscribe starts with a catch-up from SQL
+            tick = max(1.0, self.settings.watchdog_seconds / 4)
             while not stop.is_set():
-                await _sleep(stop, max(1.0, self.settings.watchdog_seconds / 4))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._leases_changed.wait(), timeout=tick)
+                if self._leases_changed.is_set():
+                    self._leases_changed.clear()
+                    await self._live.sync(self.leases)
                 await self._live.check()
         except BaseException:
             await self._live.close()
             raise
-
-
-LOOP_NAMES = ("leases", "evaluation", "delivery", "realtime")
 
 
 async def _forever(name: str, loop: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:

@@ -63,7 +63,11 @@ as $$
   select least(n.bucket + interval '1 minute', (
       select max(r.updated_at) from metrics.rollup_1m r where r.project_id = p_project_id and r.bucket = n.bucket
     ))
-  from (select max(r.bucket) as bucket from metrics.rollup_1m r where r.project_id = p_project_id) as n
+  -- a point up to max_future ahead (a fast client clock) must not stop data time: minutes after now are not read
+  from (
+    select max(r.bucket) as bucket from metrics.rollup_1m r
+    where r.project_id = p_project_id and r.bucket <= pg_catalog.now()
+  ) as n
   where n.bucket is not null
 $$;
 comment on function metrics.alert_data_time(uuid) is
@@ -364,6 +368,7 @@ create table metrics.alert_instances (
   resolved_at timestamptz,
   last_data_at timestamptz,
   evaluated_at timestamptz not null,
+  query_key text not null,
   updated_at timestamptz not null default now(),
   primary key (rule_id, fingerprint),
   constraint alert_instances_rule_fkey foreign key (project_id, rule_id)
@@ -376,6 +381,9 @@ comment on table metrics.alert_instances is
   'data time of its last data and evaluation. Written only by metrics.evaluate_alerts (the lease holder); '
   'members read. A restarted worker continues from these rows.';
 comment on column metrics.alert_instances.fingerprint is 'md5 of the rule id and the group''s labels: the alert''s stable key (PagerDuty dedup_key).';
+comment on column metrics.alert_instances.query_key is
+  'metrics.alert_query_key of the rule when the alert was last evaluated: another query makes other groups, so '
+  'alerts of a changed query are resolved and dropped (metrics.retire_alert_instances).';
 comment on column metrics.alert_instances.labels is 'The group''s labels (the rule''s group_by labels of its series).';
 comment on index metrics.alert_instances_project_state_idx is 'Active alerts of a project; the instance cap.';
 
@@ -448,6 +456,9 @@ create table metrics.alert_notifications (
     references metrics.alert_receivers (project_id, id) on delete cascade
 );
 create index alert_notifications_queued_idx on metrics.alert_notifications (due_at) where status = 'queued';
+create index alert_notifications_created_idx on metrics.alert_notifications (created_at);
+create index alert_events_at_idx on metrics.alert_events (at);
+create index alert_messages_created_idx on metrics.alert_messages (created_at) where status <> 'pending';
 create index alert_notifications_message_idx on metrics.alert_notifications (message_id) where message_id is not null;
 create index alert_notifications_rule_idx on metrics.alert_notifications (project_id, rule_id);
 create index alert_notifications_receiver_idx on metrics.alert_notifications (project_id, receiver_id);
@@ -457,6 +468,9 @@ comment on table metrics.alert_notifications is
   'are grouped into metrics.alert_messages when due; silenced or muted ones are kept as a record, never sent.';
 comment on column metrics.alert_notifications.alert is 'The Alertmanager v4 alert element (labels, annotations, startsAt, endsAt, fingerprint, value, state).';
 comment on index metrics.alert_notifications_queued_idx is 'Queued rows by due time.';
+comment on index metrics.alert_notifications_created_idx is 'Retention (metrics.prune_alert_history).';
+comment on index metrics.alert_events_at_idx is 'Retention of the history across projects (metrics.prune_alert_history).';
+comment on index metrics.alert_messages_created_idx is 'Retention of finished messages (metrics.prune_alert_history).';
 comment on index metrics.alert_notifications_message_idx is 'The rows a message carries.';
 comment on index metrics.alert_notifications_rule_idx is 'Cascade of a deleted rule.';
 comment on index metrics.alert_notifications_receiver_idx is 'Cascade of a deleted receiver.';
@@ -1075,14 +1089,19 @@ begin
   end if;
   -- ours, renewed (a lease nobody took over is still ours, even past its expiry)
   update metrics.alert_leases l set expires_at = pg_catalog.clock_timestamp() + p_ttl where l.owner = p_owner;
-  -- no longer ours to keep: projects without an enabled rule
+  -- no longer ours to keep: projects without an enabled rule or an alert left to resolve
   delete from metrics.alert_leases l
   where l.owner = p_owner
-    and not exists (select from metrics.alert_rules r where r.project_id = l.project_id and r.enabled);
+    and not exists (select from metrics.alert_rules r where r.project_id = l.project_id and r.enabled)
+    and not exists (select from metrics.alert_instances i where i.project_id = l.project_id);
   -- projects nobody evaluates yet
   insert into metrics.alert_leases as l (project_id, owner, epoch, expires_at)
   select r.project_id, p_owner, 1, pg_catalog.clock_timestamp() + p_ttl
-  from (select distinct r.project_id from metrics.alert_rules r where r.enabled) as r
+  from (
+    select r.project_id from metrics.alert_rules r where r.enabled
+    union
+    select i.project_id from metrics.alert_instances i
+  ) as r
   where not exists (select from metrics.alert_leases x where x.project_id = r.project_id)
   limit greatest(0, p_max - (select count(*) from metrics.alert_leases x where x.owner = p_owner))
   on conflict on constraint alert_leases_pkey do nothing;
@@ -1093,7 +1112,8 @@ begin
   where l.project_id in (
     select x.project_id from metrics.alert_leases x
     where x.expires_at <= pg_catalog.clock_timestamp() and x.owner <> p_owner
-      and exists (select from metrics.alert_rules r where r.project_id = x.project_id and r.enabled)
+      and (exists (select from metrics.alert_rules r where r.project_id = x.project_id and r.enabled)
+        or exists (select from metrics.alert_instances i where i.project_id = x.project_id))
     order by x.project_id
     limit greatest(0, p_max - (select count(*) from metrics.alert_leases y where y.owner = p_owner))
     for update skip locked
@@ -1154,12 +1174,14 @@ declare
   end;
   v_alert jsonb;
   v_status text;
+  v_event bigint;
 begin
   insert into metrics.alert_events (project_id, rule_id, rule_name, labels, state, previous, value, at, fingerprint)
   values (p_rule.project_id, p_rule.id, p_rule.name, metrics.alert_labels(p_rule, p_labels), p_event, p_previous,
     case when p_value = 'NaN'::double precision or pg_catalog.abs(p_value) = 'Infinity'::double precision then null
       else p_value end,
-    p_at, p_fingerprint);
+    p_at, p_fingerprint)
+  returning id into v_event;
   if v_transition is not null then
     v_alert := metrics.alert_element(p_rule, p_fingerprint, p_labels, p_event, p_value, coalesce(p_fired_at, p_at),
       case when v_transition = 'resolved' then p_at end);
@@ -1170,9 +1192,20 @@ begin
     end;
     insert into metrics.alert_notifications (key, project_id, rule_id, receiver_id, fingerprint, transition, alert,
       status, due_at)
-    select pg_catalog.md5(l.receiver_id::text || '/' || p_fingerprint || '/' || v_transition || '/'
-        || extract(epoch from p_at)::text),
-      p_rule.project_id, p_rule.id, l.receiver_id, p_fingerprint, v_transition, v_alert, v_status,
+    -- the key is the transition's own (its history row) and the receiver's: one row each, whatever else
+    -- happens at the same data time
+    select pg_catalog.md5(l.receiver_id::text || '/' || v_event::text),
+      p_rule.project_id, p_rule.id, l.receiver_id, p_fingerprint, v_transition, v_alert,
+      case
+        -- a resolve follows its firing notice: sent if that was, whatever silence or mute window came since
+        when v_transition = 'resolved' then coalesce((
+          select case when n.status in ('queued', 'grouped') then 'queued' else n.status end
+          from metrics.alert_notifications n
+          where n.receiver_id = l.receiver_id and n.fingerprint = p_fingerprint and n.rule_id = p_rule.id
+          order by n.id desc limit 1
+        ), v_status)
+        else v_status
+      end,
       pg_catalog.now() + case when v_transition = 'resolved' then interval '0' else p_rule.group_wait end
     from metrics.alert_rule_receivers l
     where l.rule_id = p_rule.id
@@ -1188,6 +1221,46 @@ comment on function metrics.record_alert_transition(metrics.alert_rules, text, j
   'Writes one transition of an alert in the caller''s transaction: its history row, and for the transitions '
   'that notify (to firing except back from recovering, to nodata, resolved) one outbox row per receiver of the '
   'rule, queued (after group_wait for firing), or kept as silenced / muted; returns it for the live broadcast.';
+
+create function metrics.alert_query_key(p_rule metrics.alert_rules)
+returns text
+language sql immutable parallel safe set search_path = ''
+as $$
+  select pg_catalog.md5(pg_catalog.jsonb_build_array(p_rule.metric, p_rule.matchers, pg_catalog.lower(p_rule.agg),
+    p_rule.group_by, metrics.alert_window(p_rule.window_length))::text)
+$$;
+comment on function metrics.alert_query_key(metrics.alert_rules) is
+  'What makes a rule''s groups: its metric, matchers, aggregation, group_by and window (not its threshold).';
+
+create function metrics.retire_alert_instances(p_rule metrics.alert_rules, p_at timestamptz, p_stale_only boolean)
+returns jsonb
+language plpgsql volatile security invoker set search_path = '' set timezone = 'UTC'
+as $$
+declare
+  i metrics.alert_instances;
+  v_done jsonb := '[]'::jsonb;
+begin
+  -- a disabled rule's alerts (all), or an enabled rule's alerts of another query: resolved with a notice where
+  -- they had notified, then forgotten (otherwise they would stay firing, or go "no data", for ever)
+  for i in
+    delete from metrics.alert_instances x
+    where x.rule_id = p_rule.id and (not p_stale_only or x.query_key <> metrics.alert_query_key(p_rule))
+    returning x.*
+  loop
+    if i.state in ('firing', 'recovering', 'nodata') then
+      v_done := v_done || metrics.record_alert_transition(p_rule, i.fingerprint, i.labels, i.state, 'resolved',
+        i.value, p_at, i.fired_at);
+    elsif i.state = 'pending' then
+      v_done := v_done || metrics.record_alert_transition(p_rule, i.fingerprint, i.labels, i.state, 'inactive',
+        i.value, p_at, i.fired_at);
+    end if;
+  end loop;
+  return v_done;
+end
+$$;
+comment on function metrics.retire_alert_instances(metrics.alert_rules, timestamptz, boolean) is
+  'Resolves (with notices where they notified) and deletes the alerts of a disabled rule, or with p_stale_only '
+  'those an enabled rule''s changed query no longer makes; returns the transitions. Called by evaluate_alerts.';
 
 -- evaluation ---------------------------------------------------------------------------------------------------------
 create function metrics.evaluate_alerts(p_project_id uuid, p_owner text, p_epoch bigint, p_rule_ids uuid[] default null)
@@ -1231,6 +1304,14 @@ begin
   select coalesce(p.alert_max_rules, v_cfg.alert_max_rules), coalesce(p.alert_max_instances, v_cfg.alert_max_instances)
   into v_max_rules, v_max_instances
   from metrics.projects p where p.id = p_project_id;
+  -- disabled rules' alerts are resolved and forgotten first
+  for v_rule in
+    select r.* from metrics.alert_rules r
+    where r.project_id = p_project_id and not r.enabled
+      and exists (select from metrics.alert_instances i where i.rule_id = r.id)
+  loop
+    v_done := v_done || metrics.retire_alert_instances(v_rule, v_at, false);
+  end loop;
   select count(*) into v_instances from metrics.alert_instances i where i.project_id = p_project_id;
 
   for v_rule in
@@ -1243,6 +1324,7 @@ begin
       continue;
     end if;
     v_rules := v_rules + 1;
+    v_done := v_done || metrics.retire_alert_instances(v_rule, v_at, true);
     select f.kind into v_kind from metrics.families f where f.project_id = p_project_id and f.name = v_rule.metric;
     v_window := metrics.alert_window(v_rule.window_length);
     -- inactive groups are only kept where no data must be noticed (never for counts: quiet is 0)
@@ -1304,9 +1386,9 @@ begin
         continue;
       end if;
       insert into metrics.alert_instances as x (project_id, rule_id, fingerprint, labels, state, value, active_at,
-        fired_at, recovering_at, resolved_at, last_data_at, evaluated_at)
+        fired_at, recovering_at, resolved_at, last_data_at, evaluated_at, query_key)
       values (p_project_id, v_rule.id, v_fp, g.labels, n.state, n.value, n.active_at, n.fired_at, n.recovering_at,
-        n.resolved_at, n.last_data_at, v_at)
+        n.resolved_at, n.last_data_at, v_at, metrics.alert_query_key(v_rule))
       on conflict (rule_id, fingerprint) do update set
         state = excluded.state, value = excluded.value, active_at = excluded.active_at, fired_at = excluded.fired_at,
         recovering_at = excluded.recovering_at, resolved_at = coalesce(excluded.resolved_at, x.resolved_at),
@@ -1385,6 +1467,7 @@ declare
   v_alerts jsonb;
   v_key text;
   v_message bigint;
+  v_chunk integer;
   v_made integer := 0;
 begin
   -- due outbox rows, one message per (rule, receiver)
@@ -1408,24 +1491,32 @@ begin
     into v_ids, v_alerts
     from (
       select n.id, n.alert from metrics.alert_notifications n
-      where n.rule_id = g.rule_id and n.receiver_id = g.receiver_id and n.status = 'queued' and n.due_at <= pg_catalog.now()
+      where n.rule_id = g.rule_id and n.receiver_id = g.receiver_id and n.status = 'queued'
+        and (n.due_at <= pg_catalog.now() or g.resolves)  -- a resolve takes the group's waiting rows along
       order by n.id
       for update skip locked
     ) as x;
     if v_ids is null then
       continue;  -- another worker is assembling them
     end if;
-    -- the key is the rows' keys: the same rows make the same message, whoever assembles them
-    select 'n' || pg_catalog.md5(pg_catalog.string_agg(n.key, ',' order by n.id)) into v_key
-    from metrics.alert_notifications n where n.id = any (v_ids);
-    insert into metrics.alert_messages (key, project_id, rule_id, receiver_id, thread_key, kind, body)
-    values (v_key, v_rule.project_id, v_rule.id, g.receiver_id,
-      pg_catalog.md5(v_rule.id::text || '/' || g.receiver_id::text), 'notification',
-      metrics.alert_group_body(v_rule, g.receiver_name, v_alerts))
-    on conflict (key) do nothing
-    returning id into v_message;
-    update metrics.alert_notifications n set status = 'grouped', message_id = v_message where n.id = any (v_ids);
-    v_made := v_made + 1;
+    -- at most 100 changed alerts a message (a body shows 100): more make more messages, none is dropped
+    for v_chunk in 0 .. (pg_catalog.cardinality(v_ids) - 1) / 100 loop
+      -- the key is the rows' keys: the same rows make the same message, whoever assembles them
+      select 'n' || pg_catalog.md5(pg_catalog.string_agg(n.key, ',' order by n.id)) into v_key
+      from metrics.alert_notifications n where n.id = any (v_ids[v_chunk * 100 + 1 : v_chunk * 100 + 100]);
+      insert into metrics.alert_messages (key, project_id, rule_id, receiver_id, thread_key, kind, body)
+      values (v_key, v_rule.project_id, v_rule.id, g.receiver_id,
+        pg_catalog.md5(v_rule.id::text || '/' || g.receiver_id::text), 'notification',
+        metrics.alert_group_body(v_rule, g.receiver_name, (
+          select pg_catalog.jsonb_agg(a.value order by a.ordinality)
+          from pg_catalog.jsonb_array_elements(v_alerts) with ordinality a
+          where a.ordinality between v_chunk * 100 + 1 and v_chunk * 100 + 100)))
+      on conflict (key) do nothing
+      returning id into v_message;
+      update metrics.alert_notifications n set status = 'grouped', message_id = v_message
+      where n.id = any (v_ids[v_chunk * 100 + 1 : v_chunk * 100 + 100]);
+      v_made := v_made + 1;
+    end loop;
   end loop;
   return v_made + metrics.assemble_alert_repeats();
 end
@@ -1504,6 +1595,11 @@ begin
     select m.id from metrics.alert_messages m
     where m.status = 'pending' and m.next_attempt_at <= pg_catalog.clock_timestamp()
       and (m.locked_until is null or m.locked_until < pg_catalog.clock_timestamp())
+      -- a group's messages in order: a retried "firing" never arrives after the "resolved" that followed it
+      and not exists (
+        select from metrics.alert_messages o
+        where o.rule_id = m.rule_id and o.receiver_id = m.receiver_id and o.status = 'pending' and o.id < m.id
+      )
     order by m.next_attempt_at, m.id
     limit greatest(p_limit, 0)
     for update skip locked
@@ -1785,6 +1881,7 @@ grant execute on function metrics.alert_data_time(uuid), metrics.claim_alert_lea
   metrics.release_alert_leases(text), metrics.check_alert_lease(uuid, text, bigint),
   metrics.record_alert_transition(metrics.alert_rules, text, jsonb, text, text, double precision, timestamptz, timestamptz),
   metrics.evaluate_alerts(uuid, text, bigint, uuid[]), metrics.alert_group_body(metrics.alert_rules, text, jsonb),
+  metrics.alert_query_key(metrics.alert_rules), metrics.retire_alert_instances(metrics.alert_rules, timestamptz, boolean),
   metrics.assemble_alert_messages(), metrics.assemble_alert_repeats(),
   metrics.claim_alert_deliveries(text, integer, interval),
   metrics.finish_alert_delivery(bigint, text, boolean, integer, text, double precision, boolean),

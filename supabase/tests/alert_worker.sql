@@ -472,7 +472,8 @@ create temporary table msg (n integer primary key, id bigint not null);
 grant select on msg to service_role;
 with made as (
   insert into metrics.alert_messages (key, project_id, rule_id, receiver_id, thread_key, kind, body)
-  select 'test-key-' || i, '0a000000-0000-4000-8000-00000000000a', 'a2000000-0000-4000-8000-000000000001',
+  -- six groups (a group's messages go out one after the other)
+  select 'test-key-' || i, '0a000000-0000-4000-8000-00000000000a', ('a2000000-0000-4000-8000-00000000000' || i)::uuid,
     'a1000000-0000-4000-8000-000000000001', 'thread', 'notification', jsonb_build_object('n', i)
   from generate_series(1, 6) i
   returning id, (body ->> 'n')::integer as n

@@ -6,6 +6,7 @@ test moves time by sending into a later minute) and calls what the worker calls,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.alerting.scenario import OWNER, Scenario
-from tests.support import TestDatabase
+from tests.support import TestDatabase, counter
 
 ERRORS = "meshhook_webhook_failures_total"
 DEPTH = "meshhook_queue_messages"
@@ -511,3 +512,83 @@ def test_old_history_and_finished_messages_are_pruned_but_pending_ones_stay(s: S
         "select count(*) from metrics.alert_events where project_id = %s", (s.project,)
     ).fetchone()
     assert events == (0,)
+
+
+# -- what the review found -----------------------------------------------------------------------------------
+def test_more_changed_alerts_than_a_body_shows_go_out_in_several_messages(s: Scenario) -> None:
+    hook = s.receiver()
+    s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.send(*[counter(ERRORS, 5, {"route": f"/r{i:03d}"}, ts=s.at(0, 5)) for i in range(150)])
+    s.evaluate()
+    first = s.claim()
+    s.finish(first[0]["id"])
+    messages = first + s.claim()  # one after the other: a group's messages keep their order
+    assert len(messages) == 2
+    # the changed alerts come first in a body: 100 in the first message, the other 50 in the second
+    changed = messages[0]["body"]["alerts"][:100] + messages[1]["body"]["alerts"][:50]
+    assert len({a["labels"]["route"] for a in changed}) == 150
+
+
+def test_a_groups_messages_go_out_in_order(s: Scenario) -> None:
+    hook = s.receiver()
+    s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.count(ERRORS, 5, ROUTE, minute=0)
+    s.evaluate()
+    firing = s.claim()[0]
+    s.finish(firing["id"], False, status=503)  # retried later
+    s.tick(1)
+    s.tick(2)
+    assert s.evaluate() == [("route=/api/hooks/[slug]", "firing", "resolved")]
+    s.conn.execute("update metrics.alert_messages set next_attempt_at = now() where id = %s", (firing["id"],))
+    again = s.claim()
+    assert [m["body"]["status"] for m in again] == ["firing"]  # the resolve waits for it
+    s.finish(again[0]["id"])
+    assert [m["body"]["status"] for m in s.claim()] == ["resolved"]
+
+
+def test_a_resolve_is_sent_when_its_firing_was_even_if_a_silence_began_since(s: Scenario) -> None:
+    hook = s.receiver()
+    s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.count(ERRORS, 5, ROUTE, minute=0)
+    s.evaluate()
+    s.conn.execute(
+        "insert into metrics.alert_silences (project_id, ends_at) values (%s, now() + interval '1 hour')",
+        (s.project,),
+    )
+    s.tick(1)
+    s.tick(2)
+    s.evaluate()
+    assert s.outbox() == [("firing", "queued"), ("resolved", "queued")]
+
+
+def test_disabling_a_rule_resolves_its_alerts_with_a_notice(s: Scenario) -> None:
+    hook = s.receiver()
+    rule = s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
+    s.count(ERRORS, 5, ROUTE, minute=0)
+    s.evaluate()
+    s.conn.execute("update metrics.alert_rules set enabled = false where id = %s", (rule,))
+    assert s.evaluate() == [("route=/api/hooks/[slug]", "firing", "resolved")]
+    assert s.states() == {} and s.outbox() == [("firing", "queued"), ("resolved", "queued")]
+
+
+def test_changing_a_rules_query_resolves_the_alerts_it_no_longer_makes(s: Scenario) -> None:
+    rule = s.rule(
+        metric=DEPTH, agg="avg", group_by=["queue"], window_length="1 minute", no_data_policy="nodata"
+    )
+    s.gauge(DEPTH, 10, {"queue": "a"}, 0)
+    s.tick(1)
+    s.evaluate()
+    s.conn.execute("update metrics.alert_rules set group_by = '{}' where id = %s", (rule,))
+    s.gauge(DEPTH, 10, {"queue": "a"}, 1)
+    s.tick(2)
+    assert sorted(s.evaluate()) == [("-", "inactive", "firing"), ("queue=a", "firing", "resolved")]
+
+
+def test_a_point_from_the_future_does_not_stop_data_time(s: Scenario) -> None:
+    s.conn.execute("reset role")
+    s.conn.execute("update metrics.config set max_future = '10 minutes'")
+    s.conn.execute("set role service_role")
+    s.tick(118)  # two minutes ago
+    s.send(counter("clock_skew_total", 1, {}, ts=time.time() + 240))  # a fast client clock
+    data_time = s.conn.execute("select metrics.alert_data_time(%s)", (s.project,)).fetchone()
+    assert data_time is not None and data_time[0].timestamp() <= time.time()

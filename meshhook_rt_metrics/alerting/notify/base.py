@@ -75,12 +75,13 @@ def json_bytes(value: Any) -> bytes:
 async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str]) -> DeliveryResult:
     """POST and classify the outcome; transport errors become safe results instead of exceptions."""
     try:
-        response = await http.post(url, content=content, headers=headers)
+        # streamed and never read: the status and headers decide, and a huge body cannot fill memory
+        async with http.stream("POST", url, content=content, headers=headers) as response:
+            return result_from_response(response)
     except httpx.InvalidURL:
         return DeliveryResult(ok=False, error="invalid target URL", permanent=True)
     except httpx.HTTPError as exc:
         return result_from_error(exc)
-    return result_from_response(response)
 
 
 def result_from_response(response: httpx.Response) -> DeliveryResult:

@@ -16,6 +16,7 @@ import html
 import smtplib
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -148,6 +149,9 @@ class EmailNotifier:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        # SMTP sessions block a thread each: a pool of their own, so a slow relay never takes the threads the
+        # event loop resolves host names with (the SSRF guard's lookups of every HTTP receiver)
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp")
 
     async def send(self, delivery: Delivery, http: httpx.AsyncClient) -> DeliveryResult:
         try:
@@ -155,7 +159,8 @@ class EmailNotifier:
         except ValueError:  # a header the email package refuses (e.g. a line break)
             return DeliveryResult(ok=False, error="invalid e-mail header (address or id)", permanent=True)
         try:
-            await asyncio.to_thread(transmit, self.settings, message, delivery.target)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._threads, transmit, self.settings, message, delivery.target)
         except (smtplib.SMTPException, OSError) as exc:
             return result_from_smtp_error(exc)
         return DeliveryResult(ok=True)
