@@ -368,7 +368,7 @@ create table metrics.alert_instances (
   resolved_at timestamptz,
   last_data_at timestamptz,
   evaluated_at timestamptz not null,
-  query_key text not null,
+  query_key text not null default '',
   updated_at timestamptz not null default now(),
   primary key (rule_id, fingerprint),
   constraint alert_instances_rule_fkey foreign key (project_id, rule_id)
@@ -383,7 +383,8 @@ comment on table metrics.alert_instances is
 comment on column metrics.alert_instances.fingerprint is 'md5 of the rule id and the group''s labels: the alert''s stable key (PagerDuty dedup_key).';
 comment on column metrics.alert_instances.query_key is
   'metrics.alert_query_key of the rule when the alert was last evaluated: another query makes other groups, so '
-  'alerts of a changed query are resolved and dropped (metrics.retire_alert_instances).';
+  'alerts of a changed query are resolved and dropped (metrics.retire_alert_instances). Empty for a row '
+  'written by hand: stale at the next evaluation.';
 comment on column metrics.alert_instances.labels is 'The group''s labels (the rule''s group_by labels of its series).';
 comment on index metrics.alert_instances_project_state_idx is 'Active alerts of a project; the instance cap.';
 
