@@ -47,7 +47,7 @@ format: install
 test: lint ## Everything: lint, Python tests (real PostgreSQL), pgTAP, Supabase CLI migration + lint checks
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-BENCHMARKS ?= ingest hotpath overhead realtime_fanout api
+BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency
 
 bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON in benchmarks/results/
 	for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done
