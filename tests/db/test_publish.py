@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -41,9 +42,10 @@ def test_many_ingest_statements_within_one_interval_make_at_most_one_message(
     project, other = uuid.uuid4(), uuid.uuid4()
     set_interval(conn, project, "1 hour")
     set_interval(conn, other, "1 hour")
+    ts = (time.time() // 60) * 60 - 50  # one minute for all 20 statements, however long they take
     for i in range(20):
-        ingest(conn, batch(project, [counter("hits_total", 1, {"n": str(i % 5)})]))
-        ingest(conn, batch(other, [counter("hits_total", 1)]))
+        ingest(conn, batch(project, [counter("hits_total", 1, {"n": str(i % 5)}, ts=ts)]))
+        ingest(conn, batch(other, [counter("hits_total", 1, ts=ts)]))
         conn.execute("select metrics.publish_pending()")  # sweeps respect the rate limit too
     assert len(messages(conn, project)) == 1
     assert len(messages(conn, other)) == 1
