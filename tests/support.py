@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -158,3 +162,19 @@ class _RollbackProbeError(Exception):
     def __init__(self, visible: bool) -> None:
         super().__init__("rollback probe")
         self.visible = visible
+
+
+def stop_group(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Stop a process started in a session of its own, with its children: ``sig``, then SIGKILL after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

@@ -164,10 +164,15 @@ def test_a_worker_killed_mid_delivery_sends_the_same_notice_again_not_a_second_o
     assert receiver.wait(lambda: len(receiver.keys("/kill")) == 2, timeout=30)
     keys = receiver.keys("/kill")
     assert keys[0] == keys[1] and keys[0]  # the same idempotency key: one notice
-    status = world.conn.execute(
-        "select status, attempts from metrics.alert_messages where project_id = %s", (world.project,)
-    ).fetchall()
-    assert status == [("sent", 2)]
+    assert receiver.wait(  # recorded a moment after the receiver answered
+        lambda: (
+            world.conn.execute(
+                "select status, attempts from metrics.alert_messages where project_id = %s", (world.project,)
+            ).fetchall()
+            == [("sent", 2)]
+        ),
+        timeout=10,
+    )
 
 
 def test_the_other_worker_takes_over_a_killed_owner_without_a_lost_or_double_notice(
@@ -182,9 +187,11 @@ def test_the_other_worker_takes_over_a_killed_owner_without_a_lost_or_double_not
     a.stop(signal.SIGKILL)
     assert receiver.wait(lambda: world.owner() == "b", timeout=15), b.log()[-2000:]
     world.fail("/b")
-    assert receiver.wait(lambda: len(receiver.keys("/ha")) == 2, timeout=20)
+    assert receiver.wait(lambda: len(set(receiver.keys("/ha"))) == 2, timeout=20)
     receiver.wait(lambda: False, timeout=2)  # nothing more may come
-    assert len(set(receiver.keys("/ha"))) == len(receiver.keys("/ha")) == 2
+    # one notice per transition; a notice that reached the receiver just before its sender was killed may
+    # come again from the other worker, with the same key
+    assert len(set(receiver.keys("/ha"))) == 2
     events = world.conn.execute(
         "select labels ->> 'route', state from metrics.alert_events where project_id = %s order by id",
         (world.project,),

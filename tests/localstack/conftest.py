@@ -24,7 +24,7 @@ import pytest
 
 from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys, keys_for_state_dir
 from meshhook_rt_metrics.localstack.gateway.realtime.feed import drop_slot, slot_name_for
-from tests.support import TestDatabase
+from tests.support import TestDatabase, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = Path(__file__).resolve().parent / "js"
@@ -100,16 +100,7 @@ class GatewayProcess:
         raise RuntimeError(f"gateway not healthy within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        stop_group(self.proc, sig)
 
     def restart(self) -> None:
         self.stop()
