@@ -336,3 +336,20 @@ def test_a_socket_that_looks_alive_but_is_dead_is_rebuilt_by_the_watchdog(
         assert receiver.wait(lambda: len(receiver.keys("/frozen")) == 1, timeout=20), worker.log()[-3000:]
     finally:
         publisher.stop()
+
+
+def test_a_project_that_gets_its_first_rule_is_picked_up_without_a_restart(
+    world: World, receiver: Receiver, db: TestDatabase, conn: psycopg.Connection[object], tmp_path: Path,
+    gateway: GatewayProcess,
+) -> None:  # fmt: skip
+    world.link(receiver.url("/first"))
+    worker = world.worker("pickup", sweep=1.0)
+    assert worker.wait_for_log("leases: 1 project")
+    later = World(db, conn, tmp_path, gateway)  # a second project, its rule created while the worker runs
+    try:
+        later.link(receiver.url("/later"))
+        assert worker.wait_for_log("leases: 2 project", timeout=15)
+        later.fail("/a")
+        assert receiver.wait(lambda: len(receiver.keys("/later")) == 1, timeout=20)
+    finally:
+        later.stop()
