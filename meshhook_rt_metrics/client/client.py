@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from meshhook_rt_metrics.client.collectors import LoopLagMonitor, SystemCollector
+from meshhook_rt_metrics.client.collectors import PROCESS_LABELS, LoopLagMonitor, SystemCollector
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram
 from meshhook_rt_metrics.client.labels import Redactor
 from meshhook_rt_metrics.client.registry import Health, Registry
@@ -91,14 +91,21 @@ class MetricsClient:
             redactor=redactor,
         )
         self.health = Health(self.registry)
+        self._constant_labels = self._checked_identity()
         self._loop_lag = self.registry.histogram(
-            "asyncio_event_loop_lag_seconds", "Event-loop timer lateness", unit="seconds"
+            "asyncio_event_loop_lag_seconds",
+            "Event-loop timer lateness",
+            labels=PROCESS_LABELS,
+            unit="seconds",
         )
         self._system = (
             SystemCollector(
                 self.registry,
                 host=s.host_metrics,
                 host_lock=s.spool_dir / self.project_id / ".host-metrics.lock",
+                service=s.resolved_service_name(),
+                instance=s.service_instance,
+                host_name=s.resolved_host_name(),
             )
             if s.system_metrics
             else None
@@ -133,6 +140,32 @@ class MetricsClient:
             "no backend: pass database_url= (or MESHHOOK_METRICS_DATABASE_URL), or supabase_url= and "
             "supabase_key=, or sink="
         )
+
+    def _checked_identity(self) -> dict[str, str]:
+        """Refuse configured label values the redactor would change (they look like secrets); returns
+        the constant labels."""
+        s = self.settings
+        configured = {
+            "service_name": s.service_name,
+            "service_instance": s.service_instance,
+            "host_name": s.host_name,
+            **{f"constant_labels[{k!r}]": v for k, v in s.constant_labels.items()},
+        }
+        for what, value in configured.items():
+            if value is not None and self.registry.redact(value) != value:
+                raise ValueError(f"{what}: label value looks like a secret (the redactor would change it)")
+        return dict(s.constant_labels)
+
+    @property
+    def process_labels(self) -> dict[str, str]:
+        """``service`` and ``instance`` of this process's process metrics (empty without system metrics)."""
+        return self._system.process_labels() if self._system is not None else {}
+
+    @property
+    def host_name(self) -> str | None:
+        """``host`` label of the host metrics (None without host metrics)."""
+        s = self.settings
+        return s.resolved_host_name() if s.system_metrics and s.host_metrics else None
 
     def _start_identity(self) -> None:
         """Source, batch numbering, spool and backoff state of *this process*."""
@@ -192,11 +225,12 @@ class MetricsClient:
         self, loop: asyncio.AbstractEventLoop | None = None, interval: float = 0.25
     ) -> None:
         """Measure the lag of ``loop`` (default: the running one) into ``asyncio_event_loop_lag_seconds``."""
-        if not self.settings.system_metrics:
+        if self._system is None:
             return
         loop = loop or asyncio.get_running_loop()
+        series = self._loop_lag.labels(**self._system.process_labels())
         try:
-            self._monitors.append(LoopLagMonitor(self._loop_lag, loop, interval))
+            self._monitors.append(LoopLagMonitor(series, loop, interval))
         except RuntimeError:  # loop closed: nothing to watch
             log.debug("event loop closed; lag not monitored")
 
@@ -254,6 +288,10 @@ class MetricsClient:
         points = self.registry.collect(ts)
         if not points:
             return []
+        if self._constant_labels:  # opt-in; a metric's own label of the same name wins
+            const = self._constant_labels
+            for point in points:
+                point["labels"] = {**const, **point["labels"]}
         size = self.settings.max_points_per_batch
         return [self._batch(points[i : i + size]) for i in range(0, len(points), size)]
 

@@ -3,6 +3,10 @@
 Readings become ordinary instruments of the client's registry: gauges for levels, counters fed with
 the increase since the previous reading (host counters start from a baseline taken at start-up, so
 the first flush does not ship "everything since boot").
+
+Worker identity: process metrics (this process's CPU, memory, fds, threads, GC, event-loop lag) carry
+``service`` and ``instance``, host metrics carry ``host`` (OpenTelemetry's ``service.name``,
+``service.instance.id`` and ``host.name``), so N workers are N series instead of one last-writer series.
 """
 
 from __future__ import annotations
@@ -14,22 +18,64 @@ import gc
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 if TYPE_CHECKING:
-    from meshhook_rt_metrics.client.instruments import Counter, Histogram
+    from meshhook_rt_metrics.client.instruments import Counter, CounterChild, GaugeChild
     from meshhook_rt_metrics.client.registry import Registry
 
 log = logging.getLogger("meshhook_rt_metrics.client")
+
+PROCESS_LABELS = ("service", "instance")
+"""Labels of every per-process metric (``asyncio_event_loop_lag_seconds`` included)."""
+HOST_LABELS = ("host",)
+"""Label of every host-wide metric."""
+
+
+class _Observer(Protocol):
+    def observe(self, v: float, /) -> None: ...
+
+
+def process_identity(service: str, instance: str | None, host_name: str, origin_pid: int) -> dict[str, str]:
+    """``service`` and ``instance`` labels of the current process.
+
+    ``instance`` defaults to ``host:pid``. A configured instance is kept as is in the process that
+    created the client (so a restart continues the same series); a process forked from it gets
+    ``<instance>:<pid>``, since parent and child must never share one series.
+    """
+    pid = os.getpid()
+    if instance is None:
+        value = f"{host_name[:100]}:{pid}"
+    elif pid != origin_pid:
+        value = f"{instance[:100]}:{pid}"
+    else:
+        value = instance
+    return {"service": service, "instance": value}
 
 
 class SystemCollector:
     """psutil-based readings; every part is optional because containers hide some of them."""
 
-    def __init__(self, registry: Registry, *, host: bool = True, host_lock: Path | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        host: bool = True,
+        host_lock: Path | None = None,
+        service: str = "python",
+        instance: str | None = None,
+        host_name: str = "localhost",
+    ) -> None:
         r = registry
+        self._service = service
+        self._instance = instance
+        self.host_name = host_name
+        self._origin_pid = os.getpid()
+        self._identity: dict[str, str] = {}
+        self._identity_pid = -1
+        self._bound_pid = -1
         self._host = host
         self._host_lock = host_lock
         self._host_fd: int | None = None
@@ -37,42 +83,64 @@ class SystemCollector:
         self._proc: psutil.Process | None = None
         self._prev: dict[str, float] = {}
         self._failed: set[str] = set()
-        self.cpu = r.counter("process_cpu_seconds_total", "CPU time of this process", unit="seconds")
-        self.rss = r.gauge("process_resident_memory_bytes", "Resident memory", unit="bytes")
-        self.vms = r.gauge("process_virtual_memory_bytes", "Virtual memory", unit="bytes")
-        self.fds = r.gauge("process_open_fds", "Open file descriptors")
-        self.threads = r.gauge("process_threads", "OS threads of this process")
-        self.gc = r.counter("python_gc_collections_total", "Garbage collector runs", labels=("generation",))
+        pl, gl = PROCESS_LABELS, (*PROCESS_LABELS, "generation")
+        self.cpu = r.counter(
+            "process_cpu_seconds_total", "CPU time of this process", labels=pl, unit="seconds"
+        )
+        self.rss = r.gauge("process_resident_memory_bytes", "Resident memory", labels=pl, unit="bytes")
+        self.vms = r.gauge("process_virtual_memory_bytes", "Virtual memory", labels=pl, unit="bytes")
+        self.fds = r.gauge("process_open_fds", "Open file descriptors", labels=pl)
+        self.threads = r.gauge("process_threads", "OS threads of this process", labels=pl)
+        self.gc = r.counter("python_gc_collections_total", "Garbage collector runs", labels=gl)
         self.gc_collected = r.counter(
-            "python_gc_objects_collected_total", "Objects collected by the GC", labels=("generation",)
+            "python_gc_objects_collected_total", "Objects collected by the GC", labels=gl
         )
         if host:
+            hl, dl = HOST_LABELS, (*HOST_LABELS, "direction")
             self.host_cpu = r.gauge(
-                "system_cpu_utilization_ratio", "Host CPU busy fraction (0..1)", unit="ratio"
+                "system_cpu_utilization_ratio", "Host CPU busy fraction (0..1)", labels=hl, unit="ratio"
             )
             self.mem_available = r.gauge(
-                "system_memory_available_bytes", "Host memory available", unit="bytes"
+                "system_memory_available_bytes", "Host memory available", labels=hl, unit="bytes"
             )
             self.disk_bytes = r.counter(
-                "system_disk_io_bytes_total", "Host disk bytes", labels=("direction",), unit="bytes"
+                "system_disk_io_bytes_total", "Host disk bytes", labels=dl, unit="bytes"
             )
-            self.disk_ops = r.counter(
-                "system_disk_operations_total", "Host disk operations", labels=("direction",)
-            )
+            self.disk_ops = r.counter("system_disk_operations_total", "Host disk operations", labels=dl)
             self.net_bytes = r.counter(
-                "system_network_io_bytes_total", "Host network bytes", labels=("direction",), unit="bytes"
+                "system_network_io_bytes_total", "Host network bytes", labels=dl, unit="bytes"
             )
-            self.net_packets = r.counter(
-                "system_network_packets_total", "Host network packets", labels=("direction",)
-            )
-            self.net_errors = r.counter(
-                "system_network_errors_total", "Host network errors", labels=("direction",)
-            )
+            self.net_packets = r.counter("system_network_packets_total", "Host network packets", labels=dl)
+            self.net_errors = r.counter("system_network_errors_total", "Host network errors", labels=dl)
             with contextlib.suppress(Exception):
                 psutil.cpu_percent(None)  # first call only starts the measurement window
             self._baseline_host()
             if host_lock is not None:
                 self._elected()
+
+    def process_labels(self) -> dict[str, str]:
+        """``{"service": ..., "instance": ...}`` of the current process (recomputed after a fork)."""
+        pid = os.getpid()
+        if not self._identity or pid != self._identity_pid:
+            self._identity = process_identity(self._service, self._instance, self.host_name, self._origin_pid)
+            self._identity_pid = pid
+        return dict(self._identity)
+
+    def _bind(self) -> None:
+        """Children of this process's series, so each reading is a plain ``set``/``inc``."""
+        ident = self.process_labels()
+        service, instance = ident["service"], ident["instance"]
+        self._cpu: CounterChild = self.cpu.labels(service, instance)
+        self._rss: GaugeChild = self.rss.labels(service, instance)
+        self._vms: GaugeChild = self.vms.labels(service, instance)
+        self._fds: GaugeChild = self.fds.labels(service, instance)
+        self._threads: GaugeChild = self.threads.labels(service, instance)
+        self._gc_ident = (service, instance)
+        self._bound_pid = os.getpid()
+
+    def _ensure_bound(self) -> None:
+        if os.getpid() != self._bound_pid:
+            self._bind()
 
     def _process(self) -> psutil.Process:
         pid = os.getpid()
@@ -81,6 +149,7 @@ class SystemCollector:
             self._pid = pid
             self._prev = {k: v for k, v in self._prev.items() if k.startswith("host.")}
             self._prev["proc.cpu"] = 0.0
+        self._ensure_bound()
         return self._proc
 
     def _host_readings(self) -> dict[str, tuple[Counter, str, float]]:
@@ -165,31 +234,34 @@ class SystemCollector:
             times = proc.cpu_times()
             d = self._delta("proc.cpu", times.user + times.system)
             if d is not None:
-                self.cpu.inc(d)
+                self._cpu.inc(d)
             mem = proc.memory_info()
-            self.rss.set(mem.rss)
-            self.vms.set(mem.vms)
+            self._rss.set(mem.rss)
+            self._vms.set(mem.vms)
             with contextlib.suppress(psutil.Error, AttributeError):
-                self.fds.set(proc.num_fds())
-            self.threads.set(proc.num_threads())
+                self._fds.set(proc.num_fds())
+            self._threads.set(proc.num_threads())
 
     def _collect_gc(self) -> None:
+        self._ensure_bound()  # a forked child reports under its own instance
+        service, instance = self._gc_ident
         for generation, stats in enumerate(gc.get_stats()):
             g = str(generation)
             d = self._delta(f"gc.{g}.collections", float(stats["collections"]))
             if d is not None:
-                self.gc.inc(int(d), generation=g)
+                self.gc.labels(service, instance, g).inc(int(d))
             d = self._delta(f"gc.{g}.collected", float(stats["collected"]))
             if d is not None:
-                self.gc_collected.inc(int(d), generation=g)
+                self.gc_collected.labels(service, instance, g).inc(int(d))
 
     def _collect_host(self) -> None:
-        self.host_cpu.set(psutil.cpu_percent(None) / 100.0)
-        self.mem_available.set(psutil.virtual_memory().available)
+        host = self.host_name
+        self.host_cpu.labels(host).set(psutil.cpu_percent(None) / 100.0)
+        self.mem_available.labels(host).set(psutil.virtual_memory().available)
         for key, (counter, direction, v) in self._host_readings().items():
             d = self._delta(key, v)
             if d is not None:
-                counter.inc(int(d), direction=direction)
+                counter.labels(host, direction).inc(int(d))
 
     def after_fork(self) -> None:
         self._proc = None
@@ -202,7 +274,7 @@ class SystemCollector:
 class LoopLagMonitor:
     """Measures event-loop lag: how late a timer scheduled every ``interval`` seconds actually fires."""
 
-    def __init__(self, histogram: Histogram, loop: asyncio.AbstractEventLoop, interval: float = 0.25) -> None:
+    def __init__(self, histogram: _Observer, loop: asyncio.AbstractEventLoop, interval: float = 0.25) -> None:
         self._histogram = histogram
         self._loop = loop
         self._interval = interval
