@@ -346,6 +346,58 @@ def token(
     typer.echo(keys_for_state_dir(stack.state_dir).user_token(user_id, expires_in=expires_in))
 
 
+user_app = typer.Typer(help="Local stack users who sign in with email and password (like Supabase Auth).")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    email: Annotated[str, typer.Option("--email", help="The user's email (sign-in name).")],
+    password: Annotated[
+        str,
+        typer.Option(
+            "--password",
+            prompt=True,
+            hide_input=True,
+            help="At least 8 characters; an existing user's is replaced. Asked for when not given.",
+        ),
+    ],
+    project: Annotated[uuid.UUID, typer.Option("--project", help="Project the user becomes a member of.")],
+    role: Annotated[MemberRole, typer.Option("--role", help="Membership role.")] = MemberRole.viewer,
+    state_dir: StateDir = None,
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help="Database (as postgres); default: the stack's.")
+    ] = None,
+) -> None:
+    """Create or update a user of the local stack's sign-in and their membership of a project."""
+    from meshhook_rt_metrics.localstack.gateway.auth_api import (
+        UserInputError,
+        check_password,
+        normalise_email,
+        upsert_user,
+    )
+
+    try:
+        address = normalise_email(email)
+        check_password(password)
+    except UserInputError as exc:
+        raise _fail(str(exc)) from exc
+    stack = _stack(state_dir)
+    try:
+        with psycopg.connect(db_url or stack.database_url) as conn, conn.transaction():
+            user_id = upsert_user(conn, address, password)
+            conn.execute("insert into metrics.projects (id) values (%s) on conflict do nothing", (project,))
+            conn.execute(
+                "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)"
+                " on conflict (project_id, user_id) do update set role = excluded.role",
+                (project, user_id, role.value),
+            )
+    except (psycopg.Error, PostgresError) as exc:
+        raise _fail(f"could not add the user: {exc}") from exc
+    _say(f"user {address} ({user_id}) is {role.value} of project {project}")
+    typer.echo(str(user_id))
+
+
 @app.command()
 def gateway(
     state_dir: StateDir = None,

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from meshhook_rt_metrics.localstack.gateway.auth_api import AuthApi
 from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig
 from meshhook_rt_metrics.localstack.gateway.functions import FunctionsHost
 from meshhook_rt_metrics.localstack.gateway.realtime.service import RealtimeService
@@ -44,10 +45,12 @@ class Gateway:
         self.rest = DataApi(config)
         self.realtime = RealtimeService(config)
         self.functions = FunctionsHost(config)
+        self.auth = AuthApi(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.rest.open()
+        await self.auth.open()
         await self.realtime.start()
         if not await self.realtime.wait_ready(30.0):
             log.warning("the Realtime database feed is not ready yet; it keeps retrying")
@@ -58,6 +61,7 @@ class Gateway:
             await self.functions.close()
             await self.realtime.stop()
             await self.rest.close()
+            await self.auth.close()
 
     async def health(self, _request: Request) -> Response:
         ready = self.realtime.feed.ready.is_set()
@@ -87,6 +91,10 @@ class Gateway:
             Route("/health", self.health, methods=["GET"]),
             Route("/rest/v1/rpc/{name}", self.rest.rpc, methods=["GET", "POST"]),
             Route("/rest/v1/{path:path}", self.rest_other, methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
+            Route("/auth/v1/token", self.auth.token, methods=["POST"]),
+            Route("/auth/v1/user", self.auth.user, methods=["GET"]),
+            Route("/auth/v1/logout", self.auth.logout, methods=["POST"]),
+            Route("/auth/v1/{path:path}", self.auth.not_found, methods=["GET", "POST", "PUT", "DELETE"]),
             WebSocketRoute("/realtime/v1/websocket", self.realtime.websocket),
             Route("/realtime/v1/api/broadcast", self.realtime.broadcast, methods=["POST"]),
             Route(
@@ -106,7 +114,7 @@ class Gateway:
                 allow_origins=["*"],
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=ALLOWED_HEADERS,
-                expose_headers=["content-range", "content-profile"],
+                expose_headers=["content-range", "content-profile", "x-supabase-api-version"],
             )
         ]
         return Starlette(routes=routes, middleware=middleware, lifespan=self.lifespan)
