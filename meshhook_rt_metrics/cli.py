@@ -76,11 +76,16 @@ def up(
     ] = False,
 ) -> None:
     """Start the local stack (PostgreSQL with the Supabase look-alike and migrations, background services)."""
+    from meshhook_rt_metrics.localstack.users import ensure_demo_users
+
     stack = _stack(state_dir)
     try:
         stack.up(_say)
-    except (PostgresError, migrator.MigrationError) as exc:
+        demo_users = ensure_demo_users(stack.database_url)
+    except (PostgresError, migrator.MigrationError, psycopg.Error) as exc:
         raise _fail(str(exc)) from exc
+    for user in demo_users:
+        _say(f"sign in as {user.email} / {user.password} ({user.role} of project {user.project})")
     if detach:
         _say(
             f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings"
@@ -370,31 +375,18 @@ def user_add(
     ] = None,
 ) -> None:
     """Create or update a user of the local stack's sign-in and their membership of a project."""
-    from meshhook_rt_metrics.localstack.gateway.auth_api import (
-        UserInputError,
-        check_password,
-        normalise_email,
-        upsert_user,
-    )
+    from meshhook_rt_metrics.localstack.gateway.auth_api import UserInputError
+    from meshhook_rt_metrics.localstack.users import add_member
 
-    try:
-        address = normalise_email(email)
-        check_password(password)
-    except UserInputError as exc:
-        raise _fail(str(exc)) from exc
     stack = _stack(state_dir)
     try:
-        with psycopg.connect(db_url or stack.database_url) as conn, conn.transaction():
-            user_id = upsert_user(conn, address, password)
-            conn.execute("insert into metrics.projects (id) values (%s) on conflict do nothing", (project,))
-            conn.execute(
-                "insert into metrics.project_members (project_id, user_id, role) values (%s, %s, %s)"
-                " on conflict (project_id, user_id) do update set role = excluded.role",
-                (project, user_id, role.value),
-            )
+        with psycopg.connect(db_url or stack.database_url) as conn:
+            user_id = add_member(conn, email, password, project, role.value)
+    except UserInputError as exc:
+        raise _fail(str(exc)) from exc
     except (psycopg.Error, PostgresError) as exc:
         raise _fail(f"could not add the user: {exc}") from exc
-    _say(f"user {address} ({user_id}) is {role.value} of project {project}")
+    _say(f"user {email.strip().lower()} ({user_id}) is {role.value} of project {project}")
     typer.echo(str(user_id))
 
 

@@ -281,3 +281,19 @@ def test_api_roles_cannot_read_the_auth_tables(gateway: GatewayProcess, db: Test
                     conn.execute(f"set local role {role}")
                     with pytest.raises(psycopg.errors.InsufficientPrivilege):
                         conn.execute(f"select * from {table}")
+
+
+def test_the_demo_sign_ins_work_and_keep_the_two_projects_apart(
+    gateway: GatewayProcess, db: TestDatabase
+) -> None:
+    from meshhook_rt_metrics.demo import DEMO_PROJECT
+    from meshhook_rt_metrics.localstack.users import OTHER_PROJECT, ensure_demo_users
+
+    users = ensure_demo_users(db.url)
+    assert ensure_demo_users(db.url) == users  # again at every `up`: the same sign-ins
+    admin, viewer = (sign_in(gateway, u.email, u.password) for u in users)
+    assert admin.status_code == viewer.status_code == 200
+    admin_token, viewer_token = admin.json()["access_token"], viewer.json()["access_token"]
+    assert ingest(gateway, DEMO_PROJECT, admin_token).status_code == 200
+    assert ingest(gateway, DEMO_PROJECT, viewer_token).status_code == 403  # not a member of the demo project
+    assert ingest(gateway, OTHER_PROJECT, viewer_token).status_code == 403  # a viewer may not write
