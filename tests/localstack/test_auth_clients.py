@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from typing import Any
@@ -13,9 +12,9 @@ import pytest
 from supabase_auth.errors import AuthApiError
 
 from supabase import ClientOptions, create_client
-from tests.localstack.conftest import JS_DIR, GatewayProcess
+from tests.localstack.conftest import GatewayProcess
 from tests.localstack.test_auth import PASSWORD, new_user
-from tests.localstack.test_supabase_js import node_command
+from tests.localstack.test_supabase_js import run_node_suite
 from tests.support import batch, counter
 
 
@@ -94,17 +93,4 @@ def test_supabase_js_sign_in_refresh_and_sign_out(gateway: GatewayProcess) -> No
         "PASSWORD": PASSWORD,
         "PROJECT_ID": str(project),
     }
-    try:
-        result = subprocess.run(
-            node_command("--test", "--test-reporter=spec", "--test-timeout=60000", "auth.test.mjs"),
-            cwd=JS_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the supabase-js auth suite did not finish:\n{exc.stdout!s}\n{exc.stderr!s}")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "# fail 0" in result.stdout or "ℹ fail 0" in result.stdout, result.stdout[-3000:]
+    run_node_suite("auth.test.mjs", env, timeout=120)

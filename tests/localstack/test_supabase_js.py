@@ -37,6 +37,24 @@ def node_command(*files: str) -> list[str]:
     return [node, *files]
 
 
+def run_node_suite(test_file: str, env: dict[str, str], timeout: float) -> None:
+    """Run one ``node --test`` file of tests/localstack/js and fail with its output unless every test passed."""
+    try:
+        result = subprocess.run(
+            node_command("--test", "--test-reporter=spec", "--test-timeout=60000", test_file),
+            cwd=JS_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{test_file} did not finish:\n{exc.stdout!s}\n{exc.stderr!s}")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert "# fail 0" in result.stdout or "ℹ fail 0" in result.stdout, result.stdout[-3000:]
+
+
 def test_supabase_js_conformance(idle_gateway: GatewayProcess, db: TestDatabase) -> None:
     project, member = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(db.url, autocommit=True) as conn:
@@ -51,20 +69,7 @@ def test_supabase_js_conformance(idle_gateway: GatewayProcess, db: TestDatabase)
         "MEMBER_TOKEN": idle_gateway.user_token(member),
         "IDLE_TIMEOUT_MS": str(int(IDLE_TIMEOUT * 1000)),
     }
-    try:
-        result = subprocess.run(
-            node_command("--test", "--test-reporter=spec", "--test-timeout=60000", "realtime.test.mjs"),
-            cwd=JS_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the supabase-js suite did not finish:\n{exc.stdout!s}\n{exc.stderr!s}")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "# fail 0" in result.stdout or "ℹ fail 0" in result.stdout, result.stdout[-3000:]
+    run_node_suite("realtime.test.mjs", env, timeout=180)
 
 
 def test_silent_socket_is_closed_after_the_idle_timeout(idle_gateway: GatewayProcess) -> None:
