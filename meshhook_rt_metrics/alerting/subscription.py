@@ -68,7 +68,6 @@ class LiveTopics:
         self._wanted: set[UUID] = set()
         self._last_echo = time.monotonic()
         self._probe_sent: dict[str, float] = {}
-        self.rebuilds = 0
         self._syncing = asyncio.Lock()
 
     async def sync(self, projects: Iterable[UUID]) -> None:
@@ -146,7 +145,6 @@ class LiveTopics:
 
     async def rebuild(self) -> None:
         """A new socket and channels, then a catch-up from SQL (messages missed meanwhile are not replayed)."""
-        self.rebuilds += 1
         await self.close()
         await self.sync(self._wanted)
         self._on_resubscribe()

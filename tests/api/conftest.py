@@ -110,6 +110,20 @@ def world(db: TestDatabase) -> World:
 
 
 @pytest.fixture(scope="module")
+def admin_a(world: World) -> dict[str, str]:
+    """The headers of project A's admin."""
+    return world.headers(world.admin_a)
+
+
+@pytest.fixture(scope="module")
+def editor_a(world: World, conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The headers of an editor of project A (test_alerts.py has its own: the user id)."""
+    user = uuid.uuid4()
+    add_member(conn, world.project_a, user, "editor")
+    return world.headers(user)
+
+
+@pytest.fixture(scope="module")
 def api(db: TestDatabase) -> Iterator[ApiServer]:
     server = ApiServer(db)
     server.start()

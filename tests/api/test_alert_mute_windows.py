@@ -21,18 +21,6 @@ WINDOWS = f"{BASE}/mute-windows"
 
 
 @pytest.fixture(scope="module")
-def admin_a(world: World) -> dict[str, str]:
-    return world.headers(world.admin_a)
-
-
-@pytest.fixture(scope="module")
-def editor_a(world: World, conn: psycopg.Connection[Any]) -> dict[str, str]:
-    user = uuid.uuid4()
-    add_member(conn, world.project_a, user, "editor")
-    return world.headers(user)
-
-
-@pytest.fixture(scope="module")
 def rule_a(client: httpx.Client, world: World, admin_a: dict[str, str]) -> dict[str, Any]:
     return created(client.post(BASE, json=rule_body(world.project_a), headers=admin_a))
 

@@ -23,11 +23,6 @@ BURST = (9, 10, 11)  # minutes after T0 with 100 requests each; the others have 
 
 
 @pytest.fixture(scope="module")
-def admin_a(world: World) -> dict[str, str]:
-    return world.headers(world.admin_a)
-
-
-@pytest.fixture(scope="module")
 def t0(world: World, conn: psycopg.Connection[Any]) -> datetime:
     """The first of 20 minutes of data, 25 minutes ago: one point per minute (ts in the past, its own
     batch), a burst in minutes 9 to 11."""

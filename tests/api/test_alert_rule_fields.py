@@ -46,11 +46,6 @@ TEMPLATES = {
 }
 
 
-@pytest.fixture(scope="module")
-def admin_a(world: World) -> dict[str, str]:
-    return world.headers(world.admin_a)
-
-
 def new_rule(
     client: httpx.Client, headers: dict[str, str], project: uuid.UUID, **extra: Any
 ) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from meshhook_rt_metrics.db.session import as_caller
 from tests.api.conftest import World
 from tests.api.test_alerts import BASE, created, locs, receiver_body, rule_body
-from tests.support import TestDatabase, add_member, user_claims
+from tests.support import TestDatabase, user_claims
 
 SECRET = "whsec-STATE-9d1f-never-in-a-response"
 TARGET = "https://alerts.internal.example/hook/T0P-S3CRET-PATH"
@@ -38,18 +38,6 @@ def clean(response: httpx.Response) -> httpx.Response:
     for planted in (SECRET, TARGET, "T0P-S3CRET-PATH", "alerts.internal.example"):
         assert planted not in response.text, (planted, response.text)
     return response
-
-
-@pytest.fixture(scope="module")
-def admin_a(world: World) -> dict[str, str]:
-    return world.headers(world.admin_a)
-
-
-@pytest.fixture(scope="module")
-def editor_a(world: World, conn: psycopg.Connection[Any]) -> dict[str, str]:
-    user = uuid.uuid4()
-    add_member(conn, world.project_a, user, "editor")
-    return world.headers(user)
 
 
 def new_receiver(client: httpx.Client, headers: dict[str, str], project: uuid.UUID) -> dict[str, Any]:

@@ -68,11 +68,6 @@ def editor_a(world: World, conn: psycopg.Connection[Any]) -> uuid.UUID:
     return user
 
 
-@pytest.fixture(scope="module")
-def admin_a(world: World) -> dict[str, str]:
-    return world.headers(world.admin_a)
-
-
 def created(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
