@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE_DIR ?= .meshhook
 SUPABASE := tools/node_modules/.bin/supabase
 
-.PHONY: up down test lint format bench install system-deps clean
+.PHONY: up down test lint format bench install system-deps clean dashboard
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,12 +23,29 @@ $(JS_TESTS): tests/localstack/js/package.json tests/localstack/js/package-lock.j
 	cd tests/localstack/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(SUPABASE) $(JS_TESTS) ## Python deps in .venv; pinned Supabase CLI, supabase-js, Deno
+DASHBOARD_DEPS := dashboard/node_modules/.package-lock.json
+
+$(DASHBOARD_DEPS): dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# the page the metrics service serves at /dashboard/ (adapter-static empties build/ first, so a failed
+# build leaves no stamp and the next make retries)
+DASHBOARD_BUILD := dashboard/build/.built
+
+$(DASHBOARD_BUILD): $(DASHBOARD_DEPS) $(shell find dashboard/src dashboard/static -type f 2>/dev/null) \
+		dashboard/svelte.config.js dashboard/vite.config.js dashboard/package-lock.json
+	cd dashboard && npm run build
+	touch $@
+
+dashboard: $(DASHBOARD_BUILD) ## Build the standalone dashboard page (dashboard/build, served at /dashboard/)
+
+install: $(VENV)/.installed $(SUPABASE) $(JS_TESTS) $(DASHBOARD_DEPS) ## Python deps in .venv; pinned Supabase CLI, supabase-js, Deno, dashboard deps
 
 system-deps: ## Debian packages the stack and tests need (run as root)
 	./scripts/install-system-deps.sh
 
-up: install ## Local stack (PostgreSQL + Supabase look-alike + migrations + services) and a live demo
+up: install dashboard ## Local stack (PostgreSQL + Supabase look-alike + migrations + services) and a live demo
 	$(VENV)/bin/meshhook-metrics up --detach --state-dir $(STATE_DIR)
 	$(VENV)/bin/meshhook-metrics demo --state-dir $(STATE_DIR)
 
@@ -44,7 +61,8 @@ format: install
 	$(VENV)/bin/ruff format meshhook_rt_metrics tests benchmarks
 	$(VENV)/bin/ruff check --fix meshhook_rt_metrics tests benchmarks
 
-test: lint ## Everything: lint, Python tests (real PostgreSQL), pgTAP, Supabase CLI migration + lint checks
+test: lint dashboard ## Everything: lint, dashboard unit tests (Vitest), Python tests (real PostgreSQL), pgTAP, Supabase CLI checks
+	cd dashboard && npx vitest run
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency
@@ -53,4 +71,4 @@ bench: install ## Benchmarks (ratios against baselines measured in the same run)
 	for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) tools/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tools/node_modules dashboard/node_modules dashboard/build .mypy_cache .ruff_cache .pytest_cache

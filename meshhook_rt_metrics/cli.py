@@ -84,8 +84,14 @@ def up(
         demo_users = ensure_demo_users(stack.database_url)
     except (PostgresError, migrator.MigrationError, psycopg.Error) as exc:
         raise _fail(str(exc)) from exc
+    _say(f"Dashboard: {stack.dashboard_url}")
     for user in demo_users:
         _say(f"sign in as {user.email} / {user.password} ({user.role} of project {user.project})")
+    if not stack.dashboard_built:
+        console.print(
+            f"[yellow]warning:[/yellow] the dashboard is not built ({stack.dashboard_dir}): run 'make dashboard'"
+            " (the page is served as soon as it exists)"
+        )
     if detach:
         _say(
             f"stack is up; 'meshhook-metrics status --state-dir {stack.state_dir} -o env' prints its settings"

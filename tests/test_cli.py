@@ -55,6 +55,8 @@ def test_up_detached_starts_a_migrated_database_and_the_maintainer(state_dir: Pa
     result = run("up", "--detach", "--state-dir", str(state_dir))
     assert "migration(s) applied" in result.stderr and "maintain: started" in result.stderr
     env = env_of(state_dir)
+    assert f"Dashboard: {env['DASHBOARD_URL']}" in result.stderr
+    assert env["DASHBOARD_URL"] == env["METRICS_API_URL"] + "/dashboard/"
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         applied = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
         user = conn.execute(

@@ -27,6 +27,8 @@ from meshhook_rt_metrics import __version__
 from meshhook_rt_metrics.api import exposition
 from meshhook_rt_metrics.api.alert_routers import ALERT_ROUTERS
 from meshhook_rt_metrics.api.auth import ScrapeToken, TokenVerifier, UnauthorizedError, credential
+from meshhook_rt_metrics.api.dashboard_site import dashboard_router
+from meshhook_rt_metrics.api.dashboards import router as dashboards_router
 from meshhook_rt_metrics.api.db import ANON_CLAIMS, Database
 from meshhook_rt_metrics.api.deps import ERRORS, NOT_FOUND, CallerDep, visible_project
 from meshhook_rt_metrics.api.errors import HANDLERS, ApiError, ErrorDetail, invalid_request, unauthorized
@@ -537,6 +539,8 @@ def create_app(  # noqa: PLR0915 (the routes are closures over the app's databas
     # -- alerting (rules, receivers, silences, history, mute windows, alert state): api/alert_routers.py ------
     for alert_router in ALERT_ROUTERS:
         app.include_router(alert_router)
+    app.include_router(dashboards_router)  # saved dashboards, my projects: api/dashboards.py
+    app.include_router(dashboard_router(settings))  # the standalone page at /dashboard/ (no token)
 
     # -- health -----------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], response_model=Health, responses={503: {"model": Health}})

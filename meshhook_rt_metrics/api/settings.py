@@ -8,6 +8,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 54330
+REPO_DASHBOARD_BUILD = Path(__file__).resolve().parents[2] / "dashboard" / "build"
+
+
+def default_dashboard_dir() -> Path | None:
+    """The checkout's ``dashboard/build`` when it has been built (``make dashboard``); an installed package
+    has none, and the service then answers /dashboard with a 404 that says how to build it."""
+    return REPO_DASHBOARD_BUILD if REPO_DASHBOARD_BUILD.is_dir() else None
 
 
 class ApiSettings(BaseSettings):
@@ -49,4 +56,16 @@ class ApiSettings(BaseSettings):
     cors_origins: list[str] = Field(
         default=["http://localhost:5173", "http://127.0.0.1:5173"],
         description="Origins allowed by CORS (the dashboard's); JSON list in the environment.",
+    )
+    dashboard_dir: Path | None = Field(
+        default_factory=default_dashboard_dir,
+        description="The built dashboard (adapter-static output) served at /dashboard/; unset: 404.",
+    )
+    supabase_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s;,'\"]+$",
+        description="Supabase URL the dashboard page talks to (its config.json and CSP connect-src).",
+    )
+    supabase_anon_key: str | None = Field(
+        default=None, description="The project's anon key for the dashboard page (public by design)."
     )

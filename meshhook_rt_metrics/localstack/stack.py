@@ -113,6 +113,7 @@ class LocalStack:
                     "--port",
                     str(self.api_port),
                 ],
+                env=self.dashboard_env(),
             ),
         ]
 
@@ -123,6 +124,34 @@ class LocalStack:
         from meshhook_rt_metrics.api.settings import DEFAULT_PORT as API_PORT
 
         return self._sticky_port("api", API_PORT)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The standalone dashboard page, served by the api service (same origin as /api/metrics)."""
+        return f"http://127.0.0.1:{self.api_port}/dashboard/"
+
+    @property
+    def dashboard_dir(self) -> Path:
+        """The checkout's dashboard build (``make dashboard``), which the api service serves."""
+        from meshhook_rt_metrics.api.settings import REPO_DASHBOARD_BUILD
+
+        return REPO_DASHBOARD_BUILD
+
+    @property
+    def dashboard_built(self) -> bool:
+        """Whether there is a page to serve: ``up`` still starts without one, but says how to build it."""
+        return (self.dashboard_dir / "index.html").is_file()
+
+    def dashboard_env(self) -> dict[str, str]:
+        """What the api service hands the page in config.json: the gateway's URL and its public anon key only
+        (the service key and the JWT secret stay out). The build dir is passed even before it exists, so a
+        later ``make dashboard`` is served without restarting the stack."""
+        gateway = self.gateway_env()
+        return {
+            "MESHHOOK_METRICS_SUPABASE_URL": gateway["SUPABASE_URL"],
+            "MESHHOOK_METRICS_SUPABASE_ANON_KEY": gateway["SUPABASE_ANON_KEY"],
+            "MESHHOOK_METRICS_DASHBOARD_DIR": str(self.dashboard_dir),
+        }
 
     @property
     def receiver_port(self) -> int:
@@ -233,6 +262,7 @@ class LocalStack:
             **self.gateway_env(),
             "METRICS_API_URL": f"http://127.0.0.1:{self.api_port}",
             "DEMO_RECEIVER_URL": self.receiver_url,
+            "DASHBOARD_URL": self.dashboard_url,
         }
 
     def status(self) -> dict[str, str]:

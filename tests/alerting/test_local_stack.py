@@ -16,6 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from meshhook_rt_metrics.alerting.notify import Delivery, build_notifiers
+from meshhook_rt_metrics.api.settings import REPO_DASHBOARD_BUILD, ApiSettings
 from meshhook_rt_metrics.cli import _alert_settings
 from meshhook_rt_metrics.localstack import demo_receiver
 from meshhook_rt_metrics.localstack.stack import LocalStack
@@ -53,6 +54,44 @@ def test_the_stack_runs_the_worker_supervised_and_lets_it_reach_the_demo_receive
     assert worker.supervised and "--db-url" in worker.argv
     assert "127.0.0.0/8" in worker.env["MESHHOOK_METRICS_ALERT_SSRF_ALLOWED_NETWORKS"]
     assert "receiver" in services
+
+
+def test_the_api_service_serves_the_dashboard_with_the_stacks_public_settings(tmp_path: Path) -> None:
+    stack = stack_in(tmp_path)
+    api = {s.name: s for s in stack.services()}["api"]
+    gateway = stack.gateway_env()
+    assert api.env == {
+        "MESHHOOK_METRICS_SUPABASE_URL": gateway["SUPABASE_URL"],
+        "MESHHOOK_METRICS_SUPABASE_ANON_KEY": gateway["SUPABASE_ANON_KEY"],
+        "MESHHOOK_METRICS_DASHBOARD_DIR": str(REPO_DASHBOARD_BUILD),
+    }, "the page's config gets the public anon key only: no service key, no JWT secret"
+    settings = ApiSettings(**{k.removeprefix("MESHHOOK_METRICS_").lower(): v for k, v in api.env.items()})
+    assert settings.supabase_url == gateway["SUPABASE_URL"] and settings.dashboard_dir == REPO_DASHBOARD_BUILD
+
+
+def test_status_env_prints_the_dashboard_url(tmp_path: Path) -> None:
+    stack = stack_in(tmp_path)
+    stack.postgres.data_dir.mkdir(parents=True)
+    (stack.postgres.data_dir / "PG_VERSION").write_text("15\n")  # as `up` leaves it; nothing runs
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshhook_rt_metrics.cli",
+            "status",
+            "--state-dir",
+            str(tmp_path),
+            "-o",
+            "env",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert env["DASHBOARD_URL"] == f"http://127.0.0.1:{stack.api_port}/dashboard/"
+    assert env["DASHBOARD_URL"] == env["METRICS_API_URL"] + "/dashboard/", "same origin as the API"
 
 
 def test_the_supervisor_restarts_a_service_that_dies_and_stops_with_it(tmp_path: Path) -> None:
