@@ -31,7 +31,8 @@ RULE_NAME = "Webhook rejections spike"
 
 
 class SimulatedWorker:
-    """Webhook requests, workflow step latencies and queue depth, as MeshHook records them."""
+    """Webhook requests, workflow runs and step latencies, outgoing HTTP calls and queue depth, as MeshHook
+    records them (every panel of the dashboard's default spec has data)."""
 
     def __init__(self, client: MetricsClient, seed: int = 7) -> None:
         self.rng = random.Random(seed)
@@ -45,6 +46,15 @@ class SimulatedWorker:
             labels=("node_type",),
             unit="seconds",
         )
+        self.runs = client.counter(
+            "meshhook_workflow_runs_completed_total", "Workflow runs completed", labels=("status",)
+        )
+        self.http_calls = client.histogram(
+            "meshhook_http_client_request_duration_seconds",
+            "Outgoing HTTP request duration",
+            labels=("node_type", "method", "status_class"),
+            unit="seconds",
+        )
         self.queue = client.gauge(
             "meshhook_queue_messages", "Messages waiting in a queue", labels=("queue", "state")
         )
@@ -56,6 +66,12 @@ class SimulatedWorker:
         for node_type, median in (("http_call", 0.120), ("transform", 0.004)):
             for _ in range(self.rng.randint(20, 60)):
                 self.steps.observe(self.rng.lognormvariate(0, 0.6) * median, node_type=node_type)
+        for status, rate in (("succeeded", 12), ("failed", 1)):
+            self.runs.inc(self.rng.randint(0, rate), status=status)
+        for _ in range(self.rng.randint(10, 30)):
+            status_class = "5xx" if self.rng.random() < 0.03 else "2xx"
+            duration = self.rng.lognormvariate(0, 0.5) * 0.090
+            self.http_calls.observe(duration, node_type="http_call", method="POST", status_class=status_class)
         self.queue_depth = max(0.0, self.queue_depth + self.rng.uniform(-3, 3))
         self.queue.set(self.queue_depth, queue="jobs", state="ready")
 

@@ -11,13 +11,16 @@ export class ApiError extends Error {
    * @param {string} code
    * @param {string} message
    * @param {Array<{loc: (string|number)[], message: string, type?: string}>} [details]
+   * @param {any} [body]  the whole answer, for endpoints whose error answer is a result of its own
+   *                      (a receiver test's 502 carries the delivery's outcome)
    */
-  constructor(status, code, message, details = []) {
+  constructor(status, code, message, details = [], body = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
     this.details = details;
+    this.body = body;
   }
 }
 
@@ -116,7 +119,8 @@ export function createMetricsApi({ baseUrl = '', getToken, fetch: fetchImpl = gl
         response.status,
         json?.code ?? `http_${response.status}`,
         json?.message ?? `${response.status} ${response.statusText}`,
-        json?.details ?? []
+        json?.details ?? [],
+        json
       );
     }
     return json;
