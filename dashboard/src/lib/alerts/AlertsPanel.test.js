@@ -197,4 +197,11 @@ describe('AlertsPanel', () => {
     expect(screen.queryByRole('button', { name: 'History' })).toBeNull();
     expect(screen.getByRole('list', { name: 'Active alerts' })).toBeTruthy();
   });
+
+  it('offers no Silence button to a viewer (canSilence false), who could not create one', async () => {
+    setup({ props: { canSilence: false } });
+    await settle();
+    expect(screen.getAllByRole('listitem').length).toBeGreaterThan(0);
+    expect(screen.queryByRole('button', { name: /^Silence/ })).toBeNull();
+  });
 });
