@@ -63,6 +63,9 @@ function panel(p) {
   };
 }
 
+/** Webhook outcomes that count as errors: everything but the successful ones (MeshHook's `accepted`, or `ok`). */
+const ERROR_OUTCOMES = 'outcome!~"accepted|ok|success"';
+
 const ERROR_RATIO_THRESHOLDS = [
   { value: 0.01, color: 'warning' },
   { value: 0.05, color: 'critical' }
@@ -81,7 +84,7 @@ export const DEFAULT_DASHBOARD = /** @type {DashboardSpec} */ (
       panel({
         id: 'stat-error-ratio', title: 'Webhook error ratio', type: 'stat',
         metric: 'meshhook_webhook_requests_total', agg: 'rate', by: [],
-        ratio: { numerator: ['outcome!="accepted"'], denominator: [] },
+        ratio: { numerator: [ERROR_OUTCOMES], denominator: [] },
         unit: 'percentunit', thresholds: ERROR_RATIO_THRESHOLDS, width: 4
       }),
       panel({
@@ -96,7 +99,7 @@ export const DEFAULT_DASHBOARD = /** @type {DashboardSpec} */ (
       panel({
         id: 'webhook-errors', title: 'Webhook error ratio', type: 'timeseries',
         metric: 'meshhook_webhook_requests_total', agg: 'rate', by: [],
-        ratio: { numerator: ['outcome!="accepted"'], denominator: [] },
+        ratio: { numerator: [ERROR_OUTCOMES], denominator: [] },
         unit: 'percentunit', thresholds: ERROR_RATIO_THRESHOLDS, width: 6, height: 2
       }),
       panel({

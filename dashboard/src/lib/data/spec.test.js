@@ -33,7 +33,7 @@ describe('DEFAULT_DASHBOARD', () => {
       expect(metrics.has(m), m).toBe(true);
     expect(DEFAULT_DASHBOARD.panels.some((p) => p.type === 'alerts')).toBe(true);
     const ratio = DEFAULT_DASHBOARD.panels.find((p) => p.id === 'webhook-errors');
-    expect(ratio?.ratio).toEqual({ numerator: ['outcome!="accepted"'], denominator: [] });
+    expect(ratio?.ratio).toEqual({ numerator: ['outcome!~"accepted|ok|success"'], denominator: [] });
     expect(ratio?.unit).toBe('percentunit');
     const steps = DEFAULT_DASHBOARD.panels.find((p) => p.id === 'step-duration');
     expect(steps?.quantiles?.[0]).toBe('p50');

@@ -1,0 +1,5 @@
+/** @type {import('./$types').LayoutServerLoad} */
+export async function load({ locals: { safeGetSession }, cookies }) {
+  const { session, user } = await safeGetSession();
+  return { session, user, cookies: cookies.getAll() };
+}
