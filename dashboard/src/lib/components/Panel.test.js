@@ -71,4 +71,28 @@ describe('Panel (with the real PanelData)', () => {
     const { container } = render(Harness, { props: { api, live, projectId: 'p1', panel: { ...panel, type: 'stat', by: [] }, range: { last: '1h' } } });
     await waitFor(() => expect(container.querySelector('.value')).not.toBeNull());
   });
+
+  it('reads nothing until the panel comes near the viewport', async () => {
+    /** @type {Array<(entries: any[]) => void>} */
+    const observers = [];
+    vi.stubGlobal('IntersectionObserver', class {
+      /** @param {(entries: any[]) => void} callback */
+      constructor(callback) {
+        observers.push(callback);
+      }
+      observe() {}
+      disconnect() {}
+    });
+    try {
+      const { api, live } = fakes();
+      render(Harness, { props: { api, live, projectId: 'p1', panel, range: { last: '1h' } } });
+      await waitFor(() => expect(observers).toHaveLength(1));
+      expect(api.query).not.toHaveBeenCalled();
+      expect(screen.getByRole('figure')).toBeTruthy(); // the panel's place is kept, in its loading state
+      observers[0]([{ isIntersecting: true }]);
+      await waitFor(() => expect(api.query).toHaveBeenCalled());
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
 });

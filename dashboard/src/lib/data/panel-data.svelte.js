@@ -3,7 +3,8 @@
  *
  * Every number comes from SQL (`metrics.query` behind the API); the `rollup` broadcast is the fast
  * trigger that says which minutes of which metric changed. The panel then reads those steps again,
- * at most once per `refreshInterval`, and merges the answer by (group, step) — so the broadcast, a
+ * at once when no read is in flight (the server publishes at most once a second per project; a pause of
+ * `refreshInterval` after each read bounds bursts), and merges the answer by (group, step) — so the broadcast, a
  * resync after a reconnect and the first backfill may finish in any order. Quantiles of many series,
  * `last` across workers and PostgreSQL-regex matchers therefore mean exactly what they mean in the API.
  * Redraws are batched to one per animation frame.
@@ -75,7 +76,7 @@ export class PanelData {
    *   projectId: string, panel: any, range: any, refreshInterval?: number, now?: () => number,
    *   requestFrame?: (cb: () => void) => unknown}} options
    */
-  constructor({ api, live, projectId, panel, range, refreshInterval = 1_000, now, requestFrame }) {
+  constructor({ api, live, projectId, panel, range, refreshInterval = 250, now, requestFrame }) {
     this.api = api;
     this.live = live;
     this.projectId = projectId;
@@ -152,7 +153,6 @@ export class PanelData {
     const rev = ++this.rev;
     const generation = this.generation;
     const { step } = this.window();
-    this.lastReadAt = this.now();
     try {
       const answers = await Promise.all(
         this.queries.map((q) =>
@@ -176,6 +176,10 @@ export class PanelData {
       // read the same steps again at the next tick
       this.dirtyFrom = Math.min(this.dirtyFrom ?? from, from);
       return false;
+    } finally {
+      // the pause between reads counts from the end of a read: a second-long rhythm of broadcasts and a
+      // second-long throttle counted from the start would drift against each other and delay every update
+      this.lastReadAt = this.now();
     }
   }
 
@@ -204,7 +208,7 @@ export class PanelData {
     this.dirtyFrom = Math.min(this.dirtyFrom ?? t, t);
   }
 
-  /** One tail read in flight at most, and at most one per refreshInterval. */
+  /** One tail read in flight at most, and none sooner than refreshInterval after the previous one ended. */
   scheduleTail() {
     if (this.tailRunning || this.tailTimer || this.destroyed) return;
     const wait = this.lastReadAt + this.refreshInterval - this.now();
