@@ -10,6 +10,7 @@
  * Redraws are batched to one per animation frame.
  */
 import { alignDown, applyAnswer, createBuffer, prune, readWindow } from './buffer.js';
+import { groupOf, matcherPredicate, minuteValue } from './live-values.js';
 import { defaultStep, resolveRange } from './range.js';
 
 /** Aggregations where "no data" means "nothing happened": shown as 0, not as a gap. */
@@ -89,6 +90,11 @@ export class PanelData {
     this.rev = 0;
     this.generation = 0;
     this.buffers = this.queries.map(() => createBuffer());
+    this.predicates = this.queries.map((q) => matcherPredicate(q.match));
+    /** @type {number} epoch s since when the channel has been joined without a gap (minutes from then are whole) */
+    this.liveSince = Infinity;
+    /** @type {Map<number, Map<number, any>>} minute -> series id -> its broadcast totals */
+    this.seen = new Map();
     /** @type {number | null} oldest step start that changed since the last read */
     this.dirtyFrom = null;
     /** @type {number | null} the `to` of the newest completed read (epoch s) */
@@ -164,7 +170,9 @@ export class PanelData {
         )
       );
       if (this.destroyed || generation !== this.generation) return false;
-      answers.forEach((answer, i) => applyAnswer(this.buffers[i], { rev, from, to, step, series: answer.series }));
+      answers.forEach((answer, i) => {
+        applyAnswer(this.buffers[i], { rev, from, to, step, series: answer.series });
+      });
       this.readUntil = Math.max(this.readUntil ?? to, to);
       this.error = null;
       this.live.noteData();
@@ -187,16 +195,61 @@ export class PanelData {
   onRollup(payload) {
     if (this.mode !== 'live') return;
     let oldest = Infinity;
+    /** @type {Set<number>} */
+    const minutes = new Set();
     for (const item of payload?.series ?? []) {
-      if (item.name === this.panel.metric) oldest = Math.min(oldest, Date.parse(item.minute) / 1000);
+      if (item.name !== this.panel.metric) continue;
+      const minute = Date.parse(item.minute) / 1000;
+      oldest = Math.min(oldest, minute);
+      if (minute < this.liveSince) continue;
+      if (!this.seen.has(minute)) this.seen.set(minute, new Map());
+      this.seen.get(minute)?.set(item.series_id, item);
+      minutes.add(minute);
     }
     if (oldest === Infinity) return;
+    for (const minute of minutes) this.drawMinute(minute);
     this.markDirty(oldest);
     this.scheduleTail();
   }
 
+  /**
+   * Draw one whole minute from the broadcast totals of its series, for every query whose value they
+   * determine (live-values.js), as an answer of its own: the SQL answer after it replaces it.
+   * @param {number} minute
+   */
+  drawMinute(minute) {
+    const { step } = this.window();
+    if (step !== 60) return;
+    const items = [...(this.seen.get(minute)?.values() ?? [])];
+    const by = this.panel.by ?? null;
+    this.queries.forEach((query, i) => {
+      const matches = this.predicates[i];
+      if (!matches) return;
+      /** @type {Map<string, {labels: Record<string, string>, items: any[]}>} */
+      const groups = new Map();
+      for (const item of items) {
+        if (!matches(item.labels ?? {})) continue;
+        const labels = groupOf(item.labels ?? {}, by);
+        const key = JSON.stringify(Object.keys(labels).sort().map((n) => [n, labels[n]]));
+        if (!groups.has(key)) groups.set(key, { labels, items: [] });
+        groups.get(key)?.items.push(item);
+      }
+      const series = [];
+      for (const group of groups.values()) {
+        const value = minuteValue(query.agg, group.items, by);
+        if (value === undefined) return; // one group the broadcast cannot tell: leave the minute to SQL
+        series.push({ labels: group.labels, points: /** @type {Array<[number, number|null]>} */ ([[minute, value]]) });
+      }
+      applyAnswer(this.buffers[i], { rev: ++this.rev, from: minute, to: minute + 60, step, series });
+    });
+    this.scheduleDraw();
+  }
+
   /** After a (re)subscribe or a tab coming back: read everything since the last completed read. */
   onResync() {
+    // minutes from the next whole one on are seen whole again; earlier ones may have missed broadcasts
+    this.liveSince = Math.ceil(this.now() / 60_000) * 60;
+    this.seen.clear();
     if (this.mode !== 'live' || this.readUntil === null) return; // the backfill reads it all anyway
     this.markDirty(this.readUntil - 1);
     this.lastReadAt = 0; // no throttle: the gap is what the user is looking at
@@ -270,6 +323,7 @@ export class PanelData {
     const { from, to, step } = this.window();
     const nowS = this.now() / 1000;
     const zeroFill = ZERO_FILLED.has(String(this.queries[0]?.agg).toLowerCase());
+    for (const minute of this.seen.keys()) if (minute < to - 180) this.seen.delete(minute);
     const windows = this.buffers.map((buffer) => {
       prune(buffer, from, to);
       return readWindow(buffer, { from, to, step, zeroFill });

@@ -227,4 +227,55 @@ describe('PanelData', () => {
     expect(api.queries).toHaveLength(1);
     expect(live.unsubscribed).toBe(true);
   });
+
+  it('draws a whole minute from the broadcast at once, before the SQL answer arrives', async () => {
+    const api = fakeApi(() => ({ series: [] }));
+    const live = fakeLive();
+    const data = panel({ api, live, panel: counterPanel, refreshInterval: 0 });
+    await flush();
+    nowMs = (T0 - 30) * 1000; // subscribed half a minute before T0: minute T0 is seen whole
+    live.handlers.resync();
+    await flush();
+    api.hold();
+    nowMs = (T0 + 30) * 1000;
+    const at = new Date(T0 * 1000).toISOString();
+    live.handlers.rollup({ series: [
+      { series_id: 1, name: 'hooks_total', kind: 'counter', labels: { outcome: 'ok', signature: 'v' }, minute: at, count: 3, sum: 120 },
+      { series_id: 2, name: 'hooks_total', kind: 'counter', labels: { outcome: 'ok', signature: 'x' }, minute: at, count: 1, sum: 60 },
+      { series_id: 3, name: 'hooks_total', kind: 'counter', labels: { outcome: 'error' }, minute: at, count: 1, sum: 6 }
+    ] });
+    const byOutcome = Object.fromEntries(data.frame.series.map((s) => [s.labels.outcome, s.values.at(-1)]));
+    expect(byOutcome).toEqual({ ok: 3, error: 0.1 }); // (120 + 60) / 60 and 6 / 60, per second
+    // a later broadcast of one series replaces its totals (they are totals, not deltas)
+    live.handlers.rollup({ series: [
+      { series_id: 2, name: 'hooks_total', kind: 'counter', labels: { outcome: 'ok', signature: 'x' }, minute: at, count: 2, sum: 120 }
+    ] });
+    data.scheduleDraw();
+    expect(data.frame.series.find((s) => s.labels.outcome === 'ok')?.values.at(-1)).toBe(4);
+    api.releaseAll();
+  });
+
+  it('leaves to SQL a minute that began before the channel was joined, and what the broadcast cannot tell', async () => {
+    const at = new Date(T0 * 1000).toISOString();
+    const item = { series_id: 1, name: 'd', kind: 'histogram', labels: { node: 'http' }, minute: at, count: 1, sum: 0.5, p99: 0.5 };
+    /** @param {any} spec @param {number} joinedAtMs */
+    async function drawn(spec, joinedAtMs) {
+      const api = fakeApi(() => ({ series: [] }));
+      const live = fakeLive();
+      const data = panel({ api, live, panel: { metric: 'd', ...spec }, refreshInterval: 0 });
+      await flush();
+      nowMs = joinedAtMs;
+      live.handlers.resync();
+      api.hold();
+      nowMs = (T0 + 30) * 1000;
+      live.handlers.rollup({ series: [item] });
+      const values = data.frame.series.map((s) => s.values.at(-1));
+      api.releaseAll();
+      return values;
+    }
+    expect(await drawn({ by: ['node'], quantiles: ['p99'] }, (T0 - 30) * 1000)).toEqual([0.5]); // one series: exact
+    expect(await drawn({ by: [], quantiles: ['p99'] }, (T0 - 30) * 1000)).toEqual([]); // merged sketches: SQL only
+    expect(await drawn({ by: ['node'], agg: 'rate' }, (T0 + 10) * 1000)).toEqual([]); // joined inside the minute
+    expect(await drawn({ by: ['node'], agg: 'rate' }, (T0 - 30) * 1000)).toEqual([1 / 60]);
+  });
 });
