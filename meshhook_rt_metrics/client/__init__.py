@@ -5,6 +5,7 @@ from meshhook_rt_metrics.client.instruments import Counter, Gauge, Histogram, La
 from meshhook_rt_metrics.client.labels import default_redactor, no_redaction
 from meshhook_rt_metrics.client.settings import ClientSettings
 from meshhook_rt_metrics.client.sinks import (
+    BatchTooLargeError,
     InvalidBatchError,
     MemorySink,
     NotAuthorisedError,
@@ -17,6 +18,7 @@ from meshhook_rt_metrics.client.sketch import MULTIPLIER, Sketch
 
 __all__ = [
     "MULTIPLIER",
+    "BatchTooLargeError",
     "ClientSettings",
     "Counter",
     "Gauge",

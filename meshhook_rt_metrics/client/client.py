@@ -28,9 +28,9 @@ from meshhook_rt_metrics.client.labels import Redactor
 from meshhook_rt_metrics.client.registry import Health, Registry
 from meshhook_rt_metrics.client.settings import ClientSettings
 from meshhook_rt_metrics.client.sinks import (
+    BatchTooLargeError,
     InvalidBatchError,
     PostgresSink,
-    ServerError,
     Sink,
     SupabaseSink,
 )
@@ -39,8 +39,11 @@ from meshhook_rt_metrics.client.spool import Batch, Spool
 log = logging.getLogger("meshhook_rt_metrics.client")
 
 _CLIENTS: weakref.WeakSet[MetricsClient] = weakref.WeakSet()
-MAX_SERVER_ERRORS = 10
-"""A spooled batch answered with an unexpected server error this many times in a row is dropped."""
+MAX_INVALID_STRIKES = 5
+"""A batch the backend calls invalid (SQLSTATE class 22/23) this many times is dropped; every other
+failure is retried with backoff for as long as the spool's byte cap allows."""
+MAX_BATCH_ID = 100
+"""The wire format's limit on ``batch_id`` (split batches append ``.0`` / ``.1``)."""
 
 
 def default_source() -> str:
@@ -176,15 +179,17 @@ class MetricsClient:
             self.source = f"{s.source[:180]}:{os.getpid()}:{secrets.token_hex(3)}"
         else:
             self.source = default_source()
-        self._batch_prefix = f"{int(time.time() * 1000)}"
+        # start time + 48 random bits: two processes sharing a source (a configured one reused by a
+        # restart or by another host, a fork) never build the same id, even in the same millisecond
+        self._batch_prefix = f"{int(time.time() * 1000)}-{secrets.token_hex(6)}"
         self._batch_seq = 0
         root = s.spool_dir if s.spool_enabled else None
         self.spool = Spool(root, self.project_id, self.source, s.spool_max_bytes)
-        self._reported_drops = (0, 0)
+        self._reported: dict[str, int] = {}
         self._failures = 0
         self._retry_at = 0.0
         self._next_adopt = 0.0
-        self._strikes: tuple[str, int] = ("", 0)
+        self._strikes: tuple[tuple[str, str], int] = (("", ""), 0)
 
     def _start_thread(self) -> None:
         self._stop = threading.Event()
@@ -312,44 +317,102 @@ class MetricsClient:
         self._send(batch, spooled_name=None)
 
     def _send(self, batch: Batch, spooled_name: str | None) -> bool:
+        """Ship one batch; True when the queue may move on (sent, dropped or split), False to back off."""
         try:
-            self._sink.send(batch)
-        except InvalidBatchError as exc:
-            # resending cannot help; the batch was not stored (points counted as dropped)
-            self.health.dropped_points.inc(len(batch["points"]), reason="rejected")
-            self.registry._warn("rejected", "metrics batch rejected by the backend: %s", exc)
-            if spooled_name is not None:
-                self.spool.remove(spooled_name)
-            return True
-        except Exception as exc:
-            poisoned = isinstance(exc, ServerError) and spooled_name is not None
-            if poisoned and spooled_name is not None and self._poison_strikes(spooled_name):
-                self.health.dropped_points.inc(len(batch["points"]), reason="rejected")
-                self.registry._warn("poison", "dropping a metrics batch the backend keeps refusing: %s", exc)
-                self.spool.remove(spooled_name)
+            result = self._sink.send(batch)
+        except BatchTooLargeError as exc:
+            if self._split(batch, spooled_name):
                 return True
-            self.health.batches_failed.inc()
-            self._failures += 1
-            delay = min(
-                self.settings.backoff_max, self.settings.backoff_initial * 2 ** min(self._failures - 1, 30)
-            )
-            self._retry_at = time.monotonic() + random.uniform(delay / 2, delay)  # equal jitter
+            return self._invalid(batch, spooled_name, exc)  # one point over the limit: counts as invalid
+        except InvalidBatchError as exc:
+            return self._invalid(batch, spooled_name, exc)
+        except Exception as exc:  # connection, authorisation, configuration, server: retried forever
+            self._failed(batch, spooled_name)
             self.registry._warn("send", "metrics backend unavailable (%s); spooling, retry with backoff", exc)
-            if spooled_name is None:
-                self._to_spool(batch)
             return False
-        self.health.batches_sent.inc()
+        if isinstance(result, dict) and result.get("status") == "duplicate":
+            self.health.batches_duplicate.inc()
+            if spooled_name is None:  # a fresh batch the backend already had: its id was reused
+                self.registry._warn(
+                    "duplicate",
+                    "metrics backend answered 'duplicate' for new batch %s of source %s (not stored again)",
+                    batch["batch_id"],
+                    batch["source"],
+                )
+            else:  # a replay of a batch whose acknowledgement was lost: expected
+                log.debug("spooled metrics batch %s was already stored", batch["batch_id"])
+        else:
+            self.health.batches_sent.inc()
         self._failures = 0
         self._retry_at = 0.0
+        self._strikes = (("", ""), 0)
         if spooled_name is not None:
             self.spool.remove(spooled_name)
         return True
 
-    def _poison_strikes(self, name: str) -> bool:
-        """True once the same spooled batch failed with a server-side error ``MAX_SERVER_ERRORS`` times."""
-        strikes = self._strikes[1] + 1 if self._strikes[0] == name else 1
-        self._strikes = (name, strikes)
-        return strikes >= MAX_SERVER_ERRORS
+    def _failed(self, batch: Batch, spooled_name: str | None) -> None:
+        """Back off (exponential, equal jitter) and keep the batch at its place in the spool."""
+        self.health.batches_failed.inc()
+        self._failures += 1
+        delay = min(
+            self.settings.backoff_max, self.settings.backoff_initial * 2 ** min(self._failures - 1, 30)
+        )
+        self._retry_at = time.monotonic() + random.uniform(delay / 2, delay)
+        if spooled_name is None:
+            self._to_spool(batch)
+
+    def _invalid(self, batch: Batch, spooled_name: str | None, exc: Exception) -> bool:
+        """A strike for a batch the backend calls invalid; dropped (and counted) at the last strike."""
+        key = (str(batch.get("source")), str(batch.get("batch_id")))
+        strikes = self._strikes[1] + 1 if self._strikes[0] == key else 1
+        self._strikes = (key, strikes)
+        if strikes < MAX_INVALID_STRIKES:
+            self._failed(batch, spooled_name)
+            self.registry._warn(
+                "invalid",
+                "metrics batch refused as invalid (%s); retrying it %d more times",
+                exc,
+                MAX_INVALID_STRIKES - strikes,
+            )
+            return False
+        self._strikes = (("", ""), 0)
+        self.health.dropped_points.inc(len(batch["points"]), reason="rejected")
+        self.health.dropped_batches.inc(reason="rejected")
+        log.error(
+            "dropped metrics batch %s (%d points) after %d attempts: the backend calls it invalid: %s",
+            batch.get("batch_id"),
+            len(batch["points"]),
+            strikes,
+            exc,
+        )
+        if spooled_name is not None:
+            self.spool.remove(spooled_name)
+        return True
+
+    def _split(self, batch: Batch, spooled_name: str | None) -> bool:
+        """HTTP 413: replace the batch by its two halves (ids ``<id>.0``, ``<id>.1``, deterministic so a
+        crash mid-way stays exactly-once), queued where it was; False when it cannot be split."""
+        points = batch["points"]
+        batch_id = str(batch.get("batch_id"))
+        if len(points) < 2 or len(batch_id) + 2 > MAX_BATCH_ID:
+            return False
+        mid = len(points) // 2
+        halves = [
+            {**batch, "batch_id": f"{batch_id}.{i}", "points": part}
+            for i, part in enumerate((points[:mid], points[mid:]))
+        ]
+        try:
+            if spooled_name is not None:
+                self.spool.split(spooled_name, halves)
+            else:  # the spool is empty when a batch is sent directly: appended, they stay in order
+                for half in halves:
+                    self.spool.append(half)
+        except Exception:
+            self.registry._warn("split", "could not split a metrics batch", exc=True)
+            return False
+        self.health.batches_split.inc()
+        log.info("metrics batch %s too large for the backend (HTTP 413): split in two", batch_id)
+        return True
 
     def _to_spool(self, batch: Batch) -> None:
         try:
@@ -357,6 +420,7 @@ class MetricsClient:
             self.health.batches_spooled.inc()
         except Exception:
             self.health.dropped_points.inc(len(batch["points"]), reason="spool_error")
+            self.health.dropped_batches.inc(reason="spool_error")
             self.registry._warn("spool", "could not spool a metrics batch", exc=True)
 
     def _replay(self, deadline: float | None) -> None:
@@ -382,10 +446,21 @@ class MetricsClient:
         spool = self.spool
         self.health.spool_bytes.set(spool.bytes)
         self.health.spool_batches.set(spool.pending)
-        dropped = (spool.dropped_batches, spool.dropped_points)
-        if dropped[1] > self._reported_drops[1]:
-            self.health.dropped_points.inc(dropped[1] - self._reported_drops[1], reason="spool_cap")
-        self._reported_drops = dropped
+        self.health.spool_disabled.set(1 if spool.disabled_reason is not None else 0)
+        for key, value, counter, reason in (
+            ("cap_points", spool.dropped_points, self.health.dropped_points, "spool_cap"),
+            ("cap_batches", spool.dropped_batches, self.health.dropped_batches, "spool_cap"),
+            ("foreign_points", spool.foreign_points, self.health.dropped_points, "foreign_project"),
+            ("foreign_batches", spool.foreign_batches, self.health.dropped_batches, "foreign_project"),
+            ("write_errors", spool.write_errors, self.health.spool_write_errors, None),
+        ):
+            delta = value - self._reported.get(key, 0)
+            if delta > 0:
+                if reason is None:
+                    counter.inc(delta)
+                else:
+                    counter.inc(delta, reason=reason)
+            self._reported[key] = value
         self.health.flush_duration.observe(duration)
         self.health.flush_cpu.inc(max(0.0, cpu))
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
+from meshhook_rt_metrics.client.spool import ensure_private_dir
+
 if TYPE_CHECKING:
     from meshhook_rt_metrics.client.instruments import Counter, CounterChild, GaugeChild
     from meshhook_rt_metrics.client.registry import Registry
@@ -207,10 +209,10 @@ class SystemCollector:
         if self._host_lock is None or self._host_fd is not None:
             return True
         try:
-            self._host_lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self._host_lock, os.O_RDWR | os.O_CREAT, 0o600)
+            ensure_private_dir(self._host_lock.parent, follow=False)  # same checks as the spool's
+            fd = os.open(self._host_lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError:
-            return True  # no shared directory: report (the best we can do)
+            return True  # no usable private directory: report (the best we can do)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

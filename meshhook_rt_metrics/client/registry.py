@@ -139,10 +139,25 @@ class Health:
         self.batches_sent = registry.counter(p + "batches_sent_total", "Batches accepted by the backend")
         self.batches_failed = registry.counter(p + "batches_failed_total", "Send attempts that failed")
         self.batches_spooled = registry.counter(p + "batches_spooled_total", "Batches written to the spool")
+        self.batches_duplicate = registry.counter(
+            p + "batches_duplicate_total", "Batches the backend answered 'duplicate' (stored before)"
+        )
+        self.batches_split = registry.counter(
+            p + "batches_split_total", "Batches split in two after HTTP 413 (request too large)"
+        )
+        self.dropped_batches = registry.counter(
+            p + "dropped_batches_total", "Batches dropped unsent", labels=("reason",)
+        )
+        self.spool_write_errors = registry.counter(
+            p + "spool_write_errors_total", "Batches the spool could not write to disk (kept in memory)"
+        )
+        self.spool_disabled = registry.gauge(
+            p + "spool_disabled", "1 when the spool directory was refused or unusable (memory only)"
+        )
         self.spool_bytes = registry.gauge(p + "spool_bytes", "Bytes waiting in the spool", unit="bytes")
         self.spool_batches = registry.gauge(p + "spool_batches", "Batches waiting in the spool")
         self.dropped_points = registry.counter(
-            p + "dropped_points_total", "Points dropped (spool cap, rejected batch)", labels=("reason",)
+            p + "dropped_points_total", "Points dropped unsent", labels=("reason",)
         )
         self.dropped_label_sets = registry.counter(
             p + "dropped_label_sets_total", "Label sets beyond the cardinality cap", labels=("metric",)

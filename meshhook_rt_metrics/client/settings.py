@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -22,7 +23,21 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _default_spool_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "meshhook-metrics-spool"
+    """Private per-user state: ``$XDG_STATE_HOME/meshhook-metrics/spool``, else
+    ``~/.local/state/meshhook-metrics/spool``; without a home directory ``$TMPDIR/meshhook-metrics-<uid>/spool``
+    (still checked like any spool directory: refused if another user created it)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(state):  # the XDG spec: a relative value is invalid and ignored
+        base = Path(state)
+    else:
+        try:
+            home = Path.home()
+        except (RuntimeError, KeyError):
+            home = Path()
+        if not home.is_absolute() or home == Path("/"):
+            return Path(tempfile.gettempdir()) / f"meshhook-metrics-{os.geteuid()}" / "spool"
+        base = home / ".local" / "state"
+    return base / "meshhook-metrics" / "spool"
 
 
 def check_label_value(what: str, value: object, limit: int = MAX_LABEL_VALUE) -> str:
@@ -104,7 +119,9 @@ class ClientSettings(BaseSettings):
     spool_enabled: bool = Field(
         default=True, description="Spool failed batches on disk (else bounded memory)."
     )
-    spool_dir: Path = Field(default_factory=_default_spool_dir, description="Root directory of the spool.")
+    spool_dir: Path = Field(
+        default_factory=_default_spool_dir, description="Root directory of the spool (private, per user)."
+    )
     spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="Spool size cap in bytes.")
     backoff_initial: float = Field(default=0.5, gt=0, le=60, description="First retry delay after a failure.")
     backoff_max: float = Field(default=30.0, gt=0, le=3600, description="Longest retry delay.")

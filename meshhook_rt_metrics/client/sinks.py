@@ -1,8 +1,15 @@
 """Where batches go: PostgreSQL directly (trusted, fastest) or the Supabase Data API (RPC).
 
-Both speak the same batch wire format and map failures onto three outcomes the client acts on:
-``InvalidBatchError`` (drop it: resending cannot help), ``NotAuthorisedError`` and ``SinkError``
-(keep it in the spool and retry with backoff).
+Both speak the same batch wire format and map failures onto the outcomes the client acts on:
+
+- ``InvalidBatchError``: SQLSTATE class 22 (data exception, e.g. 22023 from ``metrics.ingest``'s
+  validation) or 23 (integrity constraint), directly or as the ``code`` of a PostgREST error body: the
+  batch itself is invalid. The client retries it a few times (strikes), then drops it and counts it.
+- ``BatchTooLargeError``: HTTP 413 (a proxy's body limit): the client splits the batch in two.
+- everything else (``SinkError``: connection, timeout, 5xx, deadlock, statement timeout; its
+  subclasses ``NotAuthorisedError``: 42501 / 401 / 403, and ``ServerError``: any other error, e.g. a
+  function not migrated yet (42883 / 404), a schema not exposed (406), another 400): kept in the spool
+  and retried with backoff, forever; only the spool's byte cap ever drops such a batch.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ class SinkError(Exception):
 
 
 class ServerError(SinkError):
-    """The backend answered with an unexpected error for this batch (not a connection problem).
+    """The backend answered with an error that does not say the batch is invalid (a configuration or
+    server problem: function or schema missing, deadlock, internal error): retried with backoff."""
 
-    Retried like any failure, but a batch that keeps getting it is eventually dropped by the client so
-    that one poisoned batch cannot block the spool behind it.
-    """
+
+class BatchTooLargeError(SinkError):
+    """HTTP 413: the request body is over a proxy's limit; the client splits the batch and resends."""
 
 
 class NotAuthorisedError(SinkError):
@@ -34,7 +42,16 @@ class NotAuthorisedError(SinkError):
 
 
 class InvalidBatchError(Exception):
-    """SQLSTATE 22023 / HTTP 400: the batch is invalid and was not stored; resending cannot help."""
+    """SQLSTATE class 22 / 23 (through the Data API: that ``code``, usually HTTP 400 or 409): the batch
+    itself is invalid and was not stored."""
+
+
+_INVALID_SQLSTATE = re.compile(r"^2[23][0-9A-Z]{3}$")
+
+
+def is_invalid_batch_state(sqlstate: str | None) -> bool:
+    """SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation)."""
+    return bool(sqlstate) and _INVALID_SQLSTATE.match(sqlstate or "") is not None
 
 
 class Sink(Protocol):
@@ -91,17 +108,20 @@ class PostgresSink:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             row = self._conn.execute("select metrics.ingest(%s::jsonb)", (encode(batch),)).fetchone()
-        except psycopg.DataError as exc:  # SQLSTATE class 22 (22023 and kin): deterministic, never retried
-            raise InvalidBatchError(str(exc).strip()) from exc
-        except errors.InsufficientPrivilege as exc:
+        except psycopg.Error as exc:
+            state = getattr(exc, "sqlstate", None)
+            if is_invalid_batch_state(state):  # 22xxx / 23xxx: the batch itself is invalid
+                raise InvalidBatchError(str(exc).strip()) from exc
             self._drop()
-            raise NotAuthorisedError(str(exc).strip()) from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            if isinstance(exc, errors.InsufficientPrivilege):
+                raise NotAuthorisedError(str(exc).strip()) from exc
+            detail = f"{type(exc).__name__}: {redact_url(str(exc).strip())}"
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                raise SinkError(detail) from exc  # connection, statement timeout, deadlock, ...
+            raise ServerError(f"{detail} (SQLSTATE {state or '?'})") from exc  # e.g. 42883: not migrated
+        except OSError as exc:
             self._drop()
             raise SinkError(f"{type(exc).__name__}: {redact_url(str(exc).strip())}") from exc
-        except psycopg.Error as exc:
-            self._drop()
-            raise ServerError(f"{type(exc).__name__}: {redact_url(str(exc).strip())}") from exc
         result = row[0] if row else None
         return result if isinstance(result, dict) else {"status": "accepted"}
 
@@ -155,13 +175,15 @@ class SupabaseSink:
             return result if isinstance(result, dict) else {"status": "accepted"}
         code, message = _error_of(response)
         detail = f"HTTP {response.status_code} {code or ''}: {message}".strip()
-        if code == "22023" or response.status_code == 400:
+        if is_invalid_batch_state(code):  # 22xxx (HTTP 400), 23xxx (HTTP 400 / 409)
             raise InvalidBatchError(detail)
+        if response.status_code == 413:
+            raise BatchTooLargeError(detail)
         if code == "42501" or response.status_code in (401, 403):
             raise NotAuthorisedError(detail)
         if response.status_code in (408, 425, 429, 502, 503, 504):
             raise SinkError(detail)
-        raise ServerError(detail)
+        raise ServerError(detail)  # other 4xx / 5xx: configuration or server trouble, retried
 
     def _drop(self) -> None:
         http, self._http = self._http, None
@@ -191,15 +213,21 @@ def _error_of(response: httpx.Response) -> tuple[str | None, str]:
 
 
 class MemorySink:
-    """Keeps batches in a list (tests, dry runs); can be told to fail to exercise the spool."""
+    """Keeps batches in a list (tests, dry runs); can be told to fail to exercise the spool. Like
+    ``metrics.ingest`` it answers ``duplicate`` for a ``(project_id, source, batch_id)`` seen before."""
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
         self.fail: Exception | None = None
+        self._seen: set[tuple[str, str, str]] = set()
 
     def send(self, batch: Batch) -> dict[str, Any]:
         if self.fail is not None:
             raise self.fail
+        key = (str(batch["project_id"]), str(batch["source"]), str(batch["batch_id"]))
+        if key in self._seen:
+            return {"status": "duplicate", "points": 0, "series_created": 0, "overflowed": 0}
+        self._seen.add(key)
         self.batches.append(json.loads(encode(batch)))
         return {"status": "accepted", "points": len(batch["points"]), "series_created": 0, "overflowed": 0}
 
@@ -208,3 +236,4 @@ class MemorySink:
 
     def after_fork(self) -> None:
         self.batches = []
+        self._seen = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -43,3 +44,12 @@ def totals(batches: Iterable[dict[str, Any]], name: str) -> dict[tuple[tuple[str
                 out[key][0] += p["count"]
                 out[key][1] += p["sum"]
     return dict(out)
+
+
+def health_total(client: MetricsClient, name: str, **labels: str) -> float:
+    """Cumulative value of one of the client's own counters/gauges (0 when never touched)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    series = f"{name}{{{wanted}}}" if wanted else name
+    text = client.prometheus_text().decode()
+    m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0

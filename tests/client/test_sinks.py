@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from meshhook_rt_metrics.client import (
+    BatchTooLargeError,
     InvalidBatchError,
     MetricsClient,
     NotAuthorisedError,
@@ -209,3 +210,70 @@ def test_supabase_sink_request_shape_and_error_mapping(stand_in: str) -> None:
     sink.close()
     with pytest.raises(SinkError):
         SupabaseSink("http://127.0.0.1:1", "k", timeout=1).send(_batch(project, [_counter_point()], "ok"))
+
+
+def test_supabase_sink_retries_everything_but_an_invalid_batch(stand_in: str) -> None:
+    """Only a PostgREST error whose code is SQLSTATE class 22/23 means "the batch is invalid"; any other
+    400, 404 (function not migrated), 406 (schema not exposed), 409, 5xx is retryable; 413 splits."""
+    _StandIn.responses = {
+        "parse": (400, {"code": "PGRST102", "message": "Empty or invalid json"}),
+        "plain400": (400, {"message": "bad request from a proxy"}),
+        "not-exposed": (406, {"code": "PGRST106", "message": "The schema must be one of: public"}),
+        "missing": (404, {"code": "PGRST202", "message": "Could not find the function metrics.ingest"}),
+        "undefined": (404, {"code": "42883", "message": "function metrics.ingest(jsonb) does not exist"}),
+        "deadlock": (500, {"code": "40P01", "message": "deadlock detected"}),
+        "conflict-config": (409, {"code": "PGRST116", "message": "ambiguous"}),
+        "too-large": (413, {"message": "request entity too large"}),
+        "unique": (409, {"code": "23505", "message": "duplicate key value violates unique constraint"}),
+        "check": (400, {"code": "23514", "message": "violates check constraint"}),
+        "data": (400, {"code": "22P02", "message": "invalid input syntax"}),
+    }
+    project = str(uuid.uuid4())
+    sink = SupabaseSink(stand_in, "service-key", timeout=2)
+    for name in ("parse", "plain400", "not-exposed", "missing", "undefined", "deadlock", "conflict-config"):
+        with pytest.raises(SinkError) as info:
+            sink.send(_batch(project, [_counter_point()], name))
+        assert not isinstance(info.value, (NotAuthorisedError, BatchTooLargeError)), name
+    with pytest.raises(BatchTooLargeError):
+        sink.send(_batch(project, [_counter_point()], "too-large"))
+    for name in ("unique", "check", "data"):
+        with pytest.raises(InvalidBatchError):
+            sink.send(_batch(project, [_counter_point()], name))
+    sink.close()
+
+
+class _FailingConnection:
+    closed = False
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def execute(self, *args: Any) -> Any:
+        raise self.exc
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (psycopg.errors.InvalidParameterValue("points[0].name: invalid"), InvalidBatchError),
+        (psycopg.errors.NumericValueOutOfRange("out of range"), InvalidBatchError),
+        (psycopg.errors.UniqueViolation("duplicate key"), InvalidBatchError),
+        (psycopg.errors.CheckViolation("check"), InvalidBatchError),
+        (psycopg.errors.UndefinedFunction("function metrics.ingest(jsonb) does not exist"), SinkError),
+        (psycopg.errors.InvalidSchemaName("schema metrics does not exist"), SinkError),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), SinkError),
+        (psycopg.errors.QueryCanceled("statement timeout"), SinkError),
+        (psycopg.errors.InternalError_("internal error"), SinkError),
+        (psycopg.errors.InsufficientPrivilege("not allowed"), NotAuthorisedError),
+    ],
+)
+def test_postgres_sink_error_classes(error: Exception, expected: type[Exception]) -> None:
+    sink = PostgresSink("postgresql://unused")
+    sink._conn = _FailingConnection(error)
+    with pytest.raises(expected) as info:
+        sink.send(_batch(str(uuid.uuid4()), [_counter_point()]))
+    if expected is SinkError:
+        assert not isinstance(info.value, (InvalidBatchError, NotAuthorisedError))
