@@ -65,10 +65,12 @@ test: lint dashboard ## Everything: lint, dashboard unit tests (Vitest), Python 
 	cd dashboard && npx vitest run
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency
+BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook
 
-bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON in benchmarks/results/
-	for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done
+bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON + summary.md in benchmarks/results/
+	@failed=""; for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || failed="$$failed $$b"; done; \
+	$(PY) -m benchmarks.summary > /dev/null && echo "== benchmarks/results/summary.md written"; \
+	if [ -n "$$failed" ]; then echo "failed or missed a goal:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) tools/node_modules dashboard/node_modules dashboard/build .mypy_cache .ruff_cache .pytest_cache
