@@ -203,6 +203,7 @@ def start_server(
         "MESHHOOK_METRICS_DATABASE_URL": pg.url(),
         "MESHHOOK_METRICS_JWT_SECRET": SECRET,
         "MESHHOOK_METRICS_API_PORT": str(port),
+        "MESHHOOK_METRICS_QUERY_RATE_PER_SECOND": "0",  # one user drives the load: measure queries, not the limit
     }
     if cache_mb is not None:
         env["MESHHOOK_METRICS_QUERY_CACHE_MB"] = str(cache_mb)

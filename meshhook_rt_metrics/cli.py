@@ -421,6 +421,15 @@ def gateway(
             "--replay-grace", help="Seconds after start in which rejoining channels get missed messages."
         ),
     ] = 30.0,
+    access_token_lifetime: Annotated[
+        int,
+        typer.Option(
+            "--access-token-lifetime",
+            min=1,
+            envvar="MESHHOOK_METRICS_GATEWAY_ACCESS_TOKEN_LIFETIME",
+            help="Seconds an access token from /auth/v1 (sign-in, refresh) is valid.",
+        ),
+    ] = 3600,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the Supabase-compatible gateway (Data API RPC, Realtime, edge functions) in the foreground."""
@@ -440,6 +449,7 @@ def gateway(
         deno_dir=stack.state_dir / "gateway" / "deno",
         idle_timeout=idle_timeout,
         replay_grace=replay_grace,
+        access_token_lifetime=access_token_lifetime,
     )
     serve(config, log_level.lower())
 

@@ -1,9 +1,9 @@
 """Who is calling: a verified Supabase JWT, a per-project scrape token, or nobody.
 
-HS256 tokens are verified by the local stack's :class:`JwtKeys` (the same code the gateway uses, so the
-two never disagree); asymmetric tokens (RS256/ES256, Supabase's newer signing keys) against a JWKS URL.
-``alg: none``, expired, tampered, wrong-audience and role-less tokens are refused. What a verified
-caller may see is decided by PostgreSQL (row-level security), never here.
+HS256 tokens are verified by :class:`JwtKeys` of the neutral ``meshhook_rt_metrics.jwt_keys`` (the code the
+local gateway uses too, so the two never disagree); asymmetric tokens (RS256/ES256, Supabase's newer signing
+keys) against a JWKS URL. ``alg: none``, expired, tampered, wrong-audience and role-less tokens are refused.
+What a verified caller may see is decided by PostgreSQL (row-level security), never here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from meshhook_rt_metrics.db.session import CALLER_ROLES
-from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys, TokenError
+from meshhook_rt_metrics.jwt_keys import JwtKeys, TokenError
 
 SCRAPE_TOKEN_PREFIX = "mhm_"
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")

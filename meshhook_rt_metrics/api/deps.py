@@ -30,6 +30,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Not found."}}
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorBody,
+        "description": "Too many queries by this caller (`rate_limited`); retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    }
+}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Conflicts with an existing object (e.g. a name already used)."}
 }

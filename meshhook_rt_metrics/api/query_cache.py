@@ -53,7 +53,7 @@ order by p.n, s.k
 # the whole range in one call, exactly as asked, as the response's JSON (no cache, or not cacheable)
 WHOLE_SQL = """
 select coalesce(json_agg(json_build_object('labels', s.labels, 'points', array_to_json(s.points)) order by s.n),
-  '[]')::text
+  '[]')::text, coalesce(sum(pg_catalog.array_length(s.points, 1)), 0)
 from metrics.query_series(%s, %s, %s, %s, %s::jsonb, %s, %s, %s) with ordinality as s (labels, points, n)
 """
 # label sets in the order query_series returns them (jsonb order)
@@ -116,10 +116,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Answer:
-    """A query's series as a JSON array text, and how the cache took part (hit, miss, bypass, off)."""
+    """A query's series as a JSON array text, how the cache took part (hit, miss, bypass, off), and how
+    many points the series hold in all."""
 
     series: str
     cache: str
+    points: int
 
 
 def epoch_of(point: str) -> float:
@@ -150,6 +152,11 @@ def series_json(order: Sequence[str], points: dict[str, list[str]]) -> str:
         )
         + "]"
     )
+
+
+def count_of(order: Sequence[str], points: dict[str, list[str]]) -> int:
+    """The points :func:`series_json` writes for ``order``."""
+    return sum(len(points.get(labels, ())) for labels in order)
 
 
 def size_of(points: dict[str, list[str]]) -> int:
@@ -203,14 +210,14 @@ class QueryCache:
     ) -> Answer:
         """The series of ``query`` over [start, end), reading from the database only what is not cached."""
         if self.max_bytes <= 0:
-            return Answer(whole(conn, query, start, end, step), "off")
+            return whole_answer(conn, query, start, end, step, "off")
         row = conn.execute(HORIZON_SQL, (query.project_id, start, end, step)).fetchone()
         if row is None:
-            return Answer(whole(conn, query, start, end, step), "bypass")
+            return whole_answer(conn, query, start, end, step, "bypass")
         revision, settled, minutes_from, seconds = int(row[0]), float(row[1]), float(row[2]), float(row[3])
         f, t = start.timestamp(), end.timestamp()
         if not (cacheable(f, t, seconds, minutes_from) and math.isfinite(settled)):
-            return Answer(whole(conn, query, start, end, step), "bypass")
+            return whole_answer(conn, query, start, end, step, "bypass")
         key = (query, seconds)
         settled_step = math.floor(settled / seconds) * seconds  # the end of the last settled step
         span = Span(
@@ -220,19 +227,19 @@ class QueryCache:
         if entry is not None and entry.revision != revision:
             entry = None
         if entry is None or max(span.first, entry.since) >= min(span.settled, entry.until):
-            (series, fresh), status = self._miss(conn, query, seconds, span, revision), "miss"
+            (series, count, fresh), status = self._miss(conn, query, seconds, span, revision), "miss"
         else:
-            (series, fresh), status = self._hit(conn, query, seconds, span, entry), "hit"
+            (series, count, fresh), status = self._hit(conn, query, seconds, span, entry), "hit"
         if fresh is not None:
             self.put(key, trimmed(fresh, minutes_from, seconds))
         elif entry is None:
             self.put(key, None)
-        return Answer(series, status)
+        return Answer(series, status, count)
 
     @staticmethod
     def _miss(
         conn: psycopg.Connection[Any], query: SeriesQuery, step: float, span: Span, revision: int
-    ) -> tuple[str, Entry | None]:
+    ) -> tuple[str, int, Entry | None]:
         """Everything read; the whole settled steps among it make a new entry."""
         ((order, points),) = pieces(conn, query, step, [(span.start, span.end)])
         fresh = None
@@ -240,12 +247,12 @@ class QueryCache:
             kept = {labels: between(pts, span.first, span.settled) for labels, pts in points.items()}
             head = span.head_of(points)
             fresh = entry_of(revision, span.first, span.settled, span.end - span.start, order, kept, head)
-        return series_json(order, points), fresh
+        return series_json(order, points), count_of(order, points), fresh
 
     @staticmethod
     def _hit(
         conn: psycopg.Connection[Any], query: SeriesQuery, step: float, span: Span, entry: Entry
-    ) -> tuple[str, Entry | None]:
+    ) -> tuple[str, int, Entry | None]:
         """The cached steps inside the range, and from the database the steps before and after them."""
         lo, hi = max(span.first, entry.since), min(span.settled, entry.until)
         known = entry.head
@@ -271,7 +278,8 @@ class QueryCache:
         since, until = min(entry.since, span.first), max(entry.until, span.settled)
         longest = max(entry.span, span.end - span.start)
         if (since, until, longest) == (entry.since, entry.until, entry.span) and new_head is known:
-            return series_json(order, answer), None  # most refreshes: nothing newly settled to keep
+            # most refreshes: nothing newly settled to keep
+            return series_json(order, answer), count_of(order, answer), None
         # the entry grows by the whole settled steps just read: before it from the head, after it from the tail
         grown = {
             labels: between(head.get(labels, []), span.first, entry.since)
@@ -279,8 +287,10 @@ class QueryCache:
             + between(tail.get(labels, []), entry.until, span.settled)
             for labels in order
         }
-        return series_json(order, answer), entry_of(
-            entry.revision, since, until, longest, order, grown, new_head
+        return (
+            series_json(order, answer),
+            count_of(order, answer),
+            entry_of(entry.revision, since, until, longest, order, grown, new_head),
         )
 
 
@@ -388,11 +398,24 @@ def whole(
     start: datetime,
     end: datetime,
     step: timedelta | None,
-) -> str:
-    """One query_series call over the whole range, exactly as asked (its errors are the caller's)."""
+) -> tuple[str, int]:
+    """One query_series call over the whole range, exactly as asked (its errors are the caller's): the
+    series as JSON and their number of points."""
     project_id, metric, matchers, agg, by = query.args
     row = conn.execute(WHOLE_SQL, (project_id, metric, start, end, matchers, step, agg, by)).fetchone()
-    return str(row[0]) if row else "[]"
+    return (str(row[0]), int(row[1])) if row else ("[]", 0)
+
+
+def whole_answer(
+    conn: psycopg.Connection[Any],
+    query: SeriesQuery,
+    start: datetime,
+    end: datetime,
+    step: timedelta | None,
+    cache: str,
+) -> Answer:
+    series, points = whole(conn, query, start, end, step)
+    return Answer(series, cache, points)
 
 
 def sort_labels(conn: psycopg.Connection[Any], labels: set[str]) -> tuple[str, ...]:

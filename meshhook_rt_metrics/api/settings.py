@@ -49,6 +49,31 @@ class ApiSettings(BaseSettings):
         le=65536,
         description="Memory for the points of settled steps of recent GET /api/metrics queries (0: no cache).",
     )
+    max_query_steps: int = Field(
+        default=11000,
+        ge=1,
+        le=10_000_000,
+        description="GET /api/metrics: most steps ((to - from) / step) one request may ask for (422 beyond).",
+    )
+    max_query_points: int = Field(
+        default=500_000,
+        ge=1,
+        le=100_000_000,
+        description="GET /api/metrics: most points (over all series) one answer may hold (422 beyond).",
+    )
+    # a live dashboard reads each panel's new steps after each broadcast (about once a second; the default
+    # dashboard makes ~25 reads per broadcast, its quantile and ratio panels several): 60 a second leaves
+    # room for two open tabs, while a script in a loop is held to it
+    query_rate_per_second: float = Field(
+        default=60.0,
+        ge=0,
+        le=100_000,
+        description="Per caller (user id; the service role as one): sustained requests per second to "
+        "GET /api/metrics, /api/metrics/series and /metrics (JWT callers); 0: no limit.",
+    )
+    query_rate_burst: int = Field(
+        default=240, ge=1, le=100_000, description="Per caller: requests allowed at once above that rate."
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Request body limit."
     )

@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from meshhook_rt_metrics.api import ApiSettings, create_app
-from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys
+from meshhook_rt_metrics.jwt_keys import JwtKeys
 from tests.support import TestDatabase, add_member
 
 SECRET = "test-secret-of-the-api-tests-0123456789abcdef-0123456789abcdef-xyz"
@@ -32,12 +32,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# the suites send hundreds of queries a second as one user: a limit no test reaches unless it sets its own
+# (test_query_limits.py tests the limit itself)
+GENEROUS_RATE = {"query_rate_per_second": 1000.0, "query_rate_burst": 1000}
+
+
 class ApiServer:
     """create_app() served by uvicorn in a background thread; restartable (a new app, same database)."""
 
     def __init__(self, db: TestDatabase, **overrides: Any) -> None:
         self.db = db
-        self.overrides = overrides
+        self.overrides = {**GENEROUS_RATE, **overrides}
         self.port = free_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

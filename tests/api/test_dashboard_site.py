@@ -22,7 +22,7 @@ import uvicorn
 from meshhook_rt_metrics.api import ApiSettings, create_app
 from meshhook_rt_metrics.api.dashboard_site import NOT_BUILT
 from meshhook_rt_metrics.api.db import Database
-from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys
+from meshhook_rt_metrics.jwt_keys import JwtKeys
 from tests.api.conftest import SECRET, free_port
 
 SUPABASE_URL = "http://127.0.0.1:54321"

@@ -124,6 +124,7 @@ def test_series_discovery(client: httpx.Client, world: World, seeded: Seed) -> N
         ({"step": "999999999w"}, ["query", "step"]),  # past what a timedelta holds: was a 500
         ({"metric": "bad name"}, ["query", "metric"]),
         ({"match": "no operator"}, ["query", "match", 0]),
+        ({"match": 'outcome=~"("'}, ["query", "match", 0]),  # metrics.matchers_problem: was a 400
         ({"by": "bad-label"}, ["query", "by", 0]),
         ({"agg": "median"}, ["query", "agg"]),
     ],
@@ -143,7 +144,6 @@ def test_invalid_parameters_are_422_with_field_paths(
     [
         {"step": "10s"},
         {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
-        {"match": 'outcome=~"("'},
     ],
 )
 def test_rules_of_the_data_plane_are_400(

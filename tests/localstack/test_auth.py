@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -297,3 +298,40 @@ def test_the_demo_sign_ins_work_and_keep_the_two_projects_apart(
     assert ingest(gateway, DEMO_PROJECT, admin_token).status_code == 200
     assert ingest(gateway, DEMO_PROJECT, viewer_token).status_code == 403  # not a member of the demo project
     assert ingest(gateway, OTHER_PROJECT, viewer_token).status_code == 403  # a viewer may not write
+
+
+def test_the_access_token_lifetime_is_configurable_by_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``MESHHOOK_METRICS_GATEWAY_ACCESS_TOKEN_LIFETIME`` (or ``--access-token-lifetime``) reaches the
+    gateway's config, and sign-in/refresh answers carry it as ``expires_in`` and in the token's ``exp``."""
+    import meshhook_rt_metrics.localstack.gateway.app as gateway_app
+    from meshhook_rt_metrics.localstack.gateway.auth_api import AuthApi
+    from meshhook_rt_metrics.localstack.gateway.config import ACCESS_TOKEN_LIFETIME_ENV, GatewayConfig
+
+    seen: list[GatewayConfig] = []
+    monkeypatch.setattr(gateway_app, "serve", lambda config, _level: seen.append(config))
+    argv = ["gateway", "--state-dir", str(tmp_path), "--db-url", "postgresql://x@127.0.0.1:1/x"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert seen[-1].access_token_lifetime == 3600  # GoTrue's default
+    monkeypatch.setenv(ACCESS_TOKEN_LIFETIME_ENV, "20")
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert seen[-1].access_token_lifetime == 20
+    assert CliRunner().invoke(app, [*argv, "--access-token-lifetime", "45"]).exit_code == 0
+    assert seen[-1].access_token_lifetime == 45  # the option wins over the environment
+    monkeypatch.setenv(ACCESS_TOKEN_LIFETIME_ENV, "0")
+    assert CliRunner().invoke(app, argv).exit_code != 0  # at least one second
+    assert len(seen) == 3
+
+    config = seen[1]
+    user = {
+        "id": uuid.uuid4(), "aud": "authenticated", "role": "authenticated", "email": "a@example.com",
+        "encrypted_password": "", "email_confirmed_at": None, "last_sign_in_at": None,
+        "raw_app_meta_data": {}, "raw_user_meta_data": {}, "created_at": None, "updated_at": None,
+    }  # fmt: skip
+    before = int(time.time())
+    session = AuthApi(config)._session(user, uuid.uuid4(), "refresh")
+    assert session["expires_in"] == 20
+    assert before + 20 <= session["expires_at"] <= int(time.time()) + 20
+    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 20 and claims["exp"] == session["expires_at"]

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 
 from meshhook_rt_metrics.localstack.gateway.auth import bearer
 from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig, connection_pool
-from meshhook_rt_metrics.localstack.gateway.keys import USER_TOKEN_LIFETIME, TokenError
+from meshhook_rt_metrics.localstack.gateway.keys import TokenError
 from meshhook_rt_metrics.localstack.gateway.rest import read_limited
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class AuthApi:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.pool = connection_pool(config.db_url, "meshhook-gateway-auth")
-        self.access_token_lifetime = USER_TOKEN_LIFETIME
+        self.access_token_lifetime = config.access_token_lifetime
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

@@ -10,10 +10,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys
+from meshhook_rt_metrics.localstack.gateway.keys import USER_TOKEN_LIFETIME, JwtKeys
 
 DEFAULT_PORT = 54321
 DEFAULT_SCHEMAS = ("public", "graphql_public", "metrics")
+ACCESS_TOKEN_LIFETIME_ENV = "MESHHOOK_METRICS_GATEWAY_ACCESS_TOKEN_LIFETIME"
+"""Seconds an ``/auth/v1`` access token lives (``gateway --access-token-lifetime``); default 3600, as GoTrue's
+``JWT_EXP``. Short values let tests watch clients refresh their sessions."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class GatewayConfig:
     poll_interval: float = 1.0
     """Fallback poll of the replication slot; NOTIFY wakes the feed sooner."""
     slot_name: str | None = None
+    access_token_lifetime: int = USER_TOKEN_LIFETIME
+    """Seconds an access token issued by ``/auth/v1`` (sign-in, refresh) is valid (``expires_in``)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
