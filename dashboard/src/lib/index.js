@@ -11,7 +11,7 @@ export { default as TimeRangePicker } from './components/TimeRangePicker.svelte'
 export { default as PanelEditor } from './components/PanelEditor.svelte';
 
 // data
-export { createMetricsApi, ApiError, fieldErrors, sessionToken } from './data/api.js';
+export { createMetricsApi, ApiError, fieldErrors, sessionAuth, sessionToken, refreshedToken } from './data/api.js';
 export { getLiveConnection } from './data/live.svelte.js';
 export { PanelData } from './data/panel-data.svelte.js';
 export { setDashboardContext, getDashboardContext } from './context.js';

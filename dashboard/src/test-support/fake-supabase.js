@@ -27,6 +27,10 @@ export function fakeSupabase() {
       },
       async getSession() {
         return { data: { session: { access_token: 'token-1' } } };
+      },
+      async refreshSession() {
+        calls.push('refreshSession');
+        return { data: { session: { access_token: 'token-fresh' } } };
       }
     },
     /** @param {string} name @param {any} options */
@@ -34,7 +38,7 @@ export function fakeSupabase() {
       calls.push(`channel:${name}:${options?.config?.private}`);
       /** @type {Record<string, (message: any) => void>} */
       const handlers = {};
-      /** @type {(status: string) => void} */
+      /** @type {(status: string, error?: Error) => void} */
       let onStatus = () => {};
       const channel = {
         name,
@@ -44,15 +48,15 @@ export function fakeSupabase() {
           handlers[filter.event] = handler;
           return channel;
         },
-        /** @param {(status: string) => void} callback */
+        /** @param {(status: string, error?: Error) => void} callback */
         subscribe(callback) {
           calls.push(`subscribe:${name}`);
           onStatus = callback;
           return channel;
         },
-        /** @param {string} status */
-        status(status) {
-          onStatus(status);
+        /** @param {string} status @param {Error} [error] */
+        status(status, error) {
+          onStatus(status, error);
         },
         /** @param {string} event @param {any} payload */
         broadcast(event, payload) {

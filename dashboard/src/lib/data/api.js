@@ -69,9 +69,17 @@ function timeParam(t) {
  */
 
 /**
- * @param {{baseUrl?: string, getToken: () => Promise<string|null|undefined>, fetch?: typeof fetch}} options
+ * @param {{baseUrl?: string, getToken: () => Promise<string|null|undefined>,
+ *   refreshToken?: () => Promise<string|null|undefined>, fetch?: typeof fetch}} options
+ *   refreshToken: asked once for a new token when the service answers 401 (an access token that expired
+ *   while the tab slept or the network was gone), after which the request is sent again
  */
-export function createMetricsApi({ baseUrl = '', getToken, fetch: fetchImpl = globalThis.fetch.bind(globalThis) }) {
+export function createMetricsApi({
+  baseUrl = '',
+  getToken,
+  refreshToken,
+  fetch: fetchImpl = globalThis.fetch.bind(globalThis)
+}) {
   const root = baseUrl.replace(/\/+$/, '');
 
   /**
@@ -87,23 +95,30 @@ export function createMetricsApi({ baseUrl = '', getToken, fetch: fetchImpl = gl
       if (value === undefined || value === null) continue;
       for (const item of Array.isArray(value) ? value : [value]) url.searchParams.append(name, String(item));
     }
-    const token = await getToken();
-    /** @type {Record<string, string>} */
-    const headers = { accept: 'application/json' };
-    if (token) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
     const target = root ? url.toString() : url.pathname + url.search;
-    let response;
-    try {
-      response = await fetchImpl(target, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal
-      });
-    } catch (cause) {
-      if (signal?.aborted) throw cause;
-      throw new ApiError(0, 'network_error', `the metrics service did not answer (${String(cause)})`);
+    /** @param {string|null|undefined} token */
+    const send = async (token) => {
+      /** @type {Record<string, string>} */
+      const headers = { accept: 'application/json' };
+      if (token) headers.authorization = `Bearer ${token}`;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      try {
+        return await fetchImpl(target, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal
+        });
+      } catch (cause) {
+        if (signal?.aborted) throw cause;
+        throw new ApiError(0, 'network_error', `the metrics service did not answer (${String(cause)})`);
+      }
+    };
+    const token = await getToken();
+    let response = await send(token);
+    if (response.status === 401 && refreshToken) {
+      const fresh = await refreshToken().catch(() => null);
+      if (fresh && fresh !== token) response = await send(fresh);
     }
     if (response.status === 204) return null;
     const text = await response.text();
@@ -153,6 +168,22 @@ export function createMetricsApi({ baseUrl = '', getToken, fetch: fetchImpl = gl
 }
 
 /** @typedef {ReturnType<typeof createMetricsApi>} MetricsApi */
+
+/**
+ * `getToken` and `refreshToken` for createMetricsApi from a supabase-js client's session.
+ * @param {any} supabase
+ */
+export function sessionAuth(supabase) {
+  return { getToken: sessionToken(supabase), refreshToken: refreshedToken(supabase) };
+}
+
+/**
+ * A new access token from supabase-js (`refreshSession`), or null when it cannot get one now.
+ * @param {any} supabase
+ */
+export function refreshedToken(supabase) {
+  return async () => (await supabase.auth.refreshSession()).data?.session?.access_token ?? null;
+}
 
 /**
  * The access token of a supabase-js client's current session (refreshed by supabase-js itself).

@@ -22,6 +22,8 @@ export const OFFLINE_AFTER_MS = 30_000;
 /** A channel the server closed is joined again after this delay (doubling, at most 30 s). */
 const REJOIN_MIN_MS = 1_000;
 const REJOIN_MAX_MS = 30_000;
+/** A refused join asks supabase-js for a new token at most this often. */
+const REFRESH_EVERY_MS = 10_000;
 
 /** @type {WeakMap<object, LiveConnection>} */
 const connections = new WeakMap();
@@ -84,6 +86,7 @@ export class LiveConnection {
     /** @type {(() => void) | null} */
     this.stopAuth = null;
     this.statusTimer = null;
+    this.lastRefreshAt = -Infinity;
   }
 
   /**
@@ -164,7 +167,9 @@ export class LiveConnection {
     channel
       .on('broadcast', { event: 'rollup' }, (/** @type {{payload: any}} */ message) => this.deliver(topic, 'rollup', message.payload))
       .on('broadcast', { event: 'alert' }, (/** @type {{payload: any}} */ message) => this.deliver(topic, 'alert', message.payload))
-      .subscribe((/** @type {string} */ status) => this.onChannelStatus(topic, channel, status));
+      .subscribe((/** @type {string} */ status, /** @type {Error|undefined} */ error) =>
+        this.onChannelStatus(topic, channel, status, error)
+      );
   }
 
   /**
@@ -184,9 +189,13 @@ export class LiveConnection {
    * @param {Topic} topic
    * @param {any} channel
    * @param {string} status
+   * @param {Error} [error]
    */
-  onChannelStatus(topic, channel, status) {
+  onChannelStatus(topic, channel, status, error) {
     if (topic.closed || topic.channel !== channel) return;
+    if (status === 'CHANNEL_ERROR' && /unauthori[sz]ed|permission|expired|jwt/i.test(String(error?.message ?? ''))) {
+      void this.refreshToken();
+    }
     if (status === 'SUBSCRIBED') {
       topic.state = 'subscribed';
       topic.rejoinDelay = REJOIN_MIN_MS;
@@ -197,6 +206,22 @@ export class LiveConnection {
     topic.state = 'down';
     this.updateStatus();
     if (status === 'CLOSED') this.scheduleRejoin(topic);
+  }
+
+  /**
+   * A join refused for its token (it expired while the socket was gone): ask supabase-js for a new one, at
+   * most every REFRESH_EVERY_MS, and hand it to Realtime; supabase-js's own rejoin then carries it.
+   */
+  async refreshToken() {
+    const now = this.now();
+    if (now - this.lastRefreshAt < REFRESH_EVERY_MS) return;
+    this.lastRefreshAt = now;
+    try {
+      const { data } = await this.supabase.auth.refreshSession();
+      if (data?.session?.access_token) await this.supabase.realtime.setAuth(data.session.access_token);
+    } catch {
+      // no network yet: the next refused join asks again
+    }
   }
 
   /** @param {Topic} topic */

@@ -156,4 +156,21 @@ describe('a channel the server closed', () => {
       vi.useRealTimers();
     }
   });
+
+  it('asks for a new token when a join is refused for its token, at most every 10 s', async () => {
+    live.subscribe('p1', {});
+    await settle();
+    const channel = supabase.channels[0];
+    channel.status('CHANNEL_ERROR', new Error('Unauthorized: You do not have permissions to read from this Channel topic'));
+    await settle();
+    expect(supabase.calls.slice(-2)).toEqual(['refreshSession', 'setAuth:token-fresh']);
+    channel.status('CHANNEL_ERROR', new Error('Unauthorized'));
+    channel.status('CHANNEL_ERROR', new Error('socket closed')); // not about the token
+    await settle();
+    expect(supabase.calls.filter((/** @type {string} */ c) => c === 'refreshSession')).toHaveLength(1);
+    clock += 10_000;
+    channel.status('CHANNEL_ERROR', new Error('Unauthorized'));
+    await settle();
+    expect(supabase.calls.filter((/** @type {string} */ c) => c === 'refreshSession')).toHaveLength(2);
+  });
 });
