@@ -23,7 +23,7 @@ insert into metrics.late_five_minutes (series_id, bucket)
 select s.id, metrics.five_minute_window(now() - interval '20 minutes') from metrics.series s
 where s.project_id in ('0c000000-0000-4000-8000-00000000000c', '0d000000-0000-4000-8000-00000000000d');
 
-set local role authenticated;
+set local role service_role;
 select set_config('request.jwt.claims', '{"role": "service_role"}', true);
 select is((select settled_until from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')),
   metrics.five_minute_window(now() - interval '20 minutes'), 'a pending late window holds settled_until back');
@@ -35,13 +35,14 @@ reset role;
 delete from metrics.late_five_minutes l using metrics.series s
 where s.id = l.series_id and s.project_id = '0c000000-0000-4000-8000-00000000000c';
 
-set local role authenticated;
+set local role service_role;
 select set_config('request.jwt.claims', '{"role": "service_role"}', true);
 select results_eq($$select revision > 0 from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')
   union all select revision > 0 from pg_temp.horizon('0d000000-0000-4000-8000-00000000000d')$$,
   $$values (true), (false)$$, 'clearing late marks moves the revision of their project only');
 select is((select settled_until from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')),
   metrics.five_minutes_complete_until(), 'with no late marks, settled_until is the rolled-up end');
+set local role authenticated;
 select set_config('request.jwt.claims', '{"role": "authenticated", "sub": "0e000000-0000-4000-8000-00000000000e"}', true);
 select is_empty($$select * from pg_temp.horizon('0c000000-0000-4000-8000-00000000000c')$$,
   'a user who is not a member gets no horizon');

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.support import TestDatabase, add_member, batch, gauge, ingest, roll_up, user_claims
 
@@ -39,7 +40,10 @@ def conn(db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
 def horizon(conn: psycopg.Connection[Any], claims: dict[str, Any], project: uuid.UUID) -> Any:
     with conn.transaction():
         conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
-        conn.execute("set local role authenticated")
+        role = (
+            "service_role" if claims.get("role") == "service_role" else "authenticated"
+        )  # as the Data API would
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
         return conn.execute(
             "select revision, settled_until, minutes_from, step from metrics.query_horizon(%s, now() - interval"
             " '1 day', now(), null)",
