@@ -40,9 +40,9 @@ $(DASHBOARD_BUILD): $(DASHBOARD_DEPS) $(shell find dashboard/src dashboard/stati
 
 dashboard: $(DASHBOARD_BUILD) ## Build the standalone dashboard page (dashboard/build, served at /dashboard/)
 
-install: $(VENV)/.installed $(SUPABASE) $(JS_TESTS) $(DASHBOARD_DEPS) ## Python deps in .venv; pinned Supabase CLI, supabase-js, Deno, dashboard deps
+install: system-deps $(VENV)/.installed $(SUPABASE) $(JS_TESTS) $(DASHBOARD_DEPS) ## Python deps in .venv; pinned Supabase CLI, supabase-js, Deno, dashboard deps
 
-system-deps: ## Debian packages the stack and tests need (run as root)
+system-deps: ## Debian packages the stack and tests need (installed as root or through sudo; a no-op when present)
 	./scripts/install-system-deps.sh
 
 up: install dashboard ## Local stack (PostgreSQL + Supabase look-alike + migrations + services) and a live demo
