@@ -30,6 +30,7 @@ TARGETS = {  # from issue 3: ours / baseline must not exceed these
     ("labeled_inc", "opentelemetry"): 0.15,
     ("child_inc", "opentelemetry"): 0.15,
     ("labeled_observe", "opentelemetry"): 0.15,
+    ("gauge_inc_dec", "prometheus_client"): 1.0,  # in-flight up/down counter: no dearer than prom's
 }
 
 
@@ -68,6 +69,7 @@ def build() -> dict[str, dict[str, Callable[[], Any]]]:
         "meshhook_workflow_step_duration_seconds", "Step duration", labels=("node_type",), unit="seconds"
     )
     child = requests.labels("accepted", "verified")
+    inflight = client.up_down_counter("meshhook_webhook_inflight_requests", "Requests being handled").labels()
 
     registry = prom.CollectorRegistry()
     p_requests = prom.Counter(
@@ -77,11 +79,13 @@ def build() -> dict[str, dict[str, Callable[[], Any]]]:
         "meshhook_workflow_step_duration_seconds", "Step duration", ["node_type"], registry=registry
     )
     p_child = p_requests.labels("accepted", "verified")
+    p_inflight = prom.Gauge("meshhook_webhook_inflight_requests", "Requests being handled", registry=registry)
 
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     meter = provider.get_meter("bench")
     o_requests = meter.create_counter("meshhook_webhook_requests_total", description="Webhook requests")
     o_step = meter.create_histogram("meshhook_workflow_step_duration_seconds", unit="s")
+    o_inflight = meter.create_up_down_counter("meshhook_webhook_inflight_requests")
     attrs = {"outcome": "accepted", "signature": "verified"}
     step_attrs = {"node_type": "http_call"}
 
@@ -100,6 +104,11 @@ def build() -> dict[str, dict[str, Callable[[], Any]]]:
             "meshhook": lambda: step.observe(0.012, node_type="http_call"),
             "prometheus_client": lambda: p_step.labels(node_type="http_call").observe(0.012),
             "opentelemetry": lambda: o_step.record(0.012, step_attrs),
+        },
+        "gauge_inc_dec": {  # one in-flight request: inc() at the start, dec() at the end
+            "meshhook": lambda: (inflight.inc(), inflight.dec()),
+            "prometheus_client": lambda: (p_inflight.inc(), p_inflight.dec()),
+            "opentelemetry": lambda: (o_inflight.add(1), o_inflight.add(-1)),
         },
     }
 

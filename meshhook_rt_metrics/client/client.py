@@ -109,6 +109,7 @@ class MetricsClient:
                 service=s.resolved_service_name(),
                 instance=s.service_instance,
                 host_name=s.resolved_host_name(),
+                host_interval=s.host_metrics_interval,
             )
             if s.system_metrics
             else None

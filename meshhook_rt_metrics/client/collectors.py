@@ -17,6 +17,8 @@ import fcntl
 import gc
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +36,10 @@ PROCESS_LABELS = ("service", "instance")
 """Labels of every per-process metric (``asyncio_event_loop_lag_seconds`` included)."""
 HOST_LABELS = ("host",)
 """Label of every host-wide metric."""
+
+_PROCFS = sys.platform.startswith("linux") and os.path.exists("/proc/self/stat")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if _PROCFS else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if _PROCFS else 4096
 
 
 class _Observer(Protocol):
@@ -69,6 +75,7 @@ class SystemCollector:
         service: str = "python",
         instance: str | None = None,
         host_name: str = "localhost",
+        host_interval: float = 10.0,
     ) -> None:
         r = registry
         self._service = service
@@ -79,12 +86,15 @@ class SystemCollector:
         self._identity_pid = -1
         self._bound_pid = -1
         self._host = host
+        self._host_interval = host_interval
+        self._host_due = 0.0  # monotonic time of the next host reading (0: at the next flush)
         self._host_lock = host_lock
         self._host_fd: int | None = None
         self._pid = -1
         self._proc: psutil.Process | None = None
         self._prev: dict[str, float] = {}
         self._failed: set[str] = set()
+        self._proc_stat_ok = _PROCFS
         pl, gl = PROCESS_LABELS, (*PROCESS_LABELS, "generation")
         self.cpu = r.counter(
             "process_cpu_seconds_total", "CPU time of this process", labels=pl, unit="seconds"
@@ -198,7 +208,10 @@ class SystemCollector:
         self._part("process", self._collect_process)
         self._part("gc", self._collect_gc)
         if self._host and self._elected():
-            self._part("host", self._collect_host)
+            now = time.monotonic()
+            if now >= self._host_due:  # host readings are the costly part: every host_interval only
+                self._host_due = now + self._host_interval
+                self._part("host", self._collect_host)
 
     def _elected(self) -> bool:
         """One process per host and project reports host metrics (else N workers would count N times).
@@ -219,6 +232,7 @@ class SystemCollector:
             os.close(fd)
             return False
         self._host_fd = fd
+        self._host_due = 0.0
         self._baseline_host()
         with contextlib.suppress(Exception):
             psutil.cpu_percent(None)
@@ -231,6 +245,12 @@ class SystemCollector:
             self._host_fd = None
 
     def _collect_process(self) -> None:
+        if self._proc_stat_ok:
+            try:
+                self._collect_process_procfs()
+                return
+            except (OSError, ValueError, IndexError):  # not Linux, or an unexpected format: psutil
+                self._proc_stat_ok = False
         proc = self._process()
         with proc.oneshot():
             times = proc.cpu_times()
@@ -243,6 +263,28 @@ class SystemCollector:
             with contextlib.suppress(psutil.Error, AttributeError):
                 self._fds.set(proc.num_fds())
             self._threads.set(proc.num_threads())
+
+    def _collect_process_procfs(self) -> None:
+        """Linux: CPU, memory and threads from one read of ``/proc/self/stat`` (what psutil reads from
+        three files), open fds from ``/proc/self/fd``."""
+        self._process()
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        # fields after "(comm)" (which may hold spaces) start at field 3, "state"; see proc(5)
+        f = data[data.rindex(b")") + 2 :].split()
+        cpu = (int(f[11]) + int(f[12])) / _CLK_TCK  # utime + stime (14, 15)
+        threads, vms, rss = int(f[17]), int(f[20]), int(f[21]) * _PAGE_SIZE  # fields 20, 23, 24
+        fds = len(os.listdir("/proc/self/fd"))
+        d = self._delta("proc.cpu", cpu)
+        if d is not None:
+            self._cpu.inc(d)
+        self._rss.set(rss)
+        self._vms.set(vms)
+        self._fds.set(fds)
+        self._threads.set(threads)
 
     def _collect_gc(self) -> None:
         self._ensure_bound()  # a forked child reports under its own instance

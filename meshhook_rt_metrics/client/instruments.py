@@ -6,7 +6,8 @@ cells and keeps the previously read totals next to them, so a delta is ``current
 no lost update, whatever the thread interleaving, and no reliance on ``+=`` being atomic. The
 interval's min/max are reset by the flush thread; under an exact race they may move to the adjacent
 interval, totals never do. Gauges hold one shared value that ``inc``/``dec`` update, which the GIL
-alone cannot make atomic, so gauges use a small lock.
+alone cannot make atomic: their updates go into an ordered log (``list.append`` is atomic) that the
+reader replays under a lock only readers take (see ``GaugeChild``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import keyword
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from meshhook_rt_metrics.client.labels import (
@@ -45,6 +48,10 @@ GaugeCallback = Callable[[], "float | Mapping[tuple[str, ...], float]"]
 
 
 _CACHEABLE = (str, int)
+OVERFLOW_MEMORY = 4096
+"""Distinct label sets beyond the cardinality cap remembered per metric (for counting and routing)."""
+OVERFLOW_KEY_MAX_CHARS = 256
+"""Longer raw label values beyond the cap are not remembered (they take the slow path each time)."""
 
 
 class LabelError(TypeError, ValueError):
@@ -338,14 +345,27 @@ def _bounds_from_buckets(z: int, pos: dict[str, int], neg: dict[str, int]) -> tu
     return min(values), max(values)
 
 
-class GaugeChild(_Child):
-    """One gauge series: the current value plus the interval's count/sum/min/max of values set."""
+GAUGE_LOG_MAX = 256
+"""Updates a gauge buffers before the writing thread folds them itself (bounds memory per series)."""
 
-    __slots__ = ("_fn", "_has", "_lock", "_mn", "_mx", "_n", "_s", "_v")
+
+class GaugeChild(_Child):
+    """One gauge series: the current value plus the interval's count/sum/min/max of the values taken.
+
+    ``set``/``inc``/``dec`` take no lock: each appends one entry to an ordered log (``list.append`` is
+    atomic under the GIL, so the log is the one global order of all threads' updates). Whoever needs the
+    value (the flush, ``value``, or a writer whose log reached ``GAUGE_LOG_MAX`` entries) folds the log
+    under a lock that only folders take, replaying it in order: the value after every update, hence
+    count, sum, min, max and last, are exactly those of the same updates made one at a time under a lock.
+    A ``set`` is the entry ``(v,)``, an ``inc``/``dec`` the signed amount.
+    """
+
+    __slots__ = ("_fn", "_has", "_lock", "_log", "_mn", "_mx", "_n", "_s", "_v")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         super().__init__(metric, label_values)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # folders only, never the writers' fast path
+        self._log: list[Any] = []
         self._v = 0.0
         self._has = False
         self._n = 0
@@ -354,38 +374,46 @@ class GaugeChild(_Child):
         self._mx = -_INF
         self._fn: Callable[[], float] | None = None
 
-    def _record(self, v: float) -> None:
-        self._v = v
-        self._has = True
-        self._n += 1
-        self._s += v
-        if v < self._mn:  # noqa: PLR1730
-            self._mn = v
-        if v > self._mx:  # noqa: PLR1730
-            self._mx = v
-
     def set(self, v: float, /) -> None:
         """Set the current value."""
-        if not _finite(v):
+        try:
+            ok = -_INF < v < _INF
+        except TypeError:
+            ok = False
+        if ok:
+            log = self._log
+            log.append((v,))
+            if len(log) > GAUGE_LOG_MAX:
+                self._fold()
+        else:
             self._metric._invalid(v, "gauge value must be a finite number")
-            return
-        with self._lock:
-            self._record(v)
 
     def inc(self, amount: float = 1, /) -> None:
         """Add ``amount`` (may be negative) to the current value: an up-down counter."""
-        if not _finite(amount):
+        try:
+            ok = -_INF < amount < _INF
+        except TypeError:
+            ok = False
+        if ok:
+            log = self._log
+            log.append(amount)
+            if len(log) > GAUGE_LOG_MAX:
+                self._fold()
+        else:
             self._metric._invalid(amount, "gauge increment must be a finite number")
-            return
-        with self._lock:
-            self._record(self._v + amount)
 
     def dec(self, amount: float = 1, /) -> None:
-        if not _finite(amount):
+        try:
+            ok = -_INF < amount < _INF
+        except TypeError:
+            ok = False
+        if ok:
+            log = self._log
+            log.append(-amount)
+            if len(log) > GAUGE_LOG_MAX:
+                self._fold()
+        else:
             self._metric._invalid(amount, "gauge decrement must be a finite number")
-            return
-        with self._lock:
-            self._record(self._v - amount)
 
     def set_function(self, fn: Callable[[], float]) -> None:
         """Read the value from ``fn`` at each flush (a callback gauge)."""
@@ -393,7 +421,56 @@ class GaugeChild(_Child):
 
     @property
     def value(self) -> float:
-        return self._v
+        with self._lock:
+            self._fold_locked()
+            return self._v
+
+    def _fold(self) -> None:
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        """Replay the entries logged so far (caller holds ``_lock``). Entries appended meanwhile stay
+        for the next fold: they come after these in the one order of updates."""
+        log = self._log
+        k = len(log)
+        if not k:
+            return
+        entries = log[:k]  # slicing and deleting are single, atomic operations under the GIL
+        del log[:k]
+        e = entries[0]
+        if k == 1 and type(e) is tuple and type(e[0]) is float:  # one set per flush (system gauges)
+            values = [e[0]]
+        else:
+            try:  # only numbers (the up-down counter case): C-speed running sum
+                values = list(accumulate(entries, initial=self._v))
+            except TypeError:  # sets among them (float + tuple), or odd number types
+                values = self._replay(entries)
+            else:
+                del values[0]
+        if not values:
+            return
+        self._v = values[-1]
+        self._has = True
+        self._n += len(values)
+        self._s += sum(values)
+        mn, mx = min(values), max(values)
+        if mn < self._mn:  # noqa: PLR1730
+            self._mn = mn
+        if mx > self._mx:  # noqa: PLR1730
+            self._mx = mx
+
+    def _replay(self, entries: list[Any]) -> list[float]:
+        v = self._v
+        values: list[float] = []
+        for e in entries:
+            try:
+                v = float(e[0]) if type(e) is tuple else v + float(e)
+            except (TypeError, ValueError, ArithmeticError):  # finite-comparable but not a float
+                self._metric._registry.count_invalid(self._metric.name)
+                continue
+            values.append(v)
+        return values
 
     def collect(self, ts: float) -> Point | None:
         if self._fn is not None:
@@ -405,9 +482,9 @@ class GaugeChild(_Child):
             if not _finite(v):
                 self._metric._registry.count_invalid(self._metric.name)
                 return None
-            with self._lock:
-                self._record(v)
+            self._log.append((v,))
         with self._lock:
+            self._fold_locked()
             if not self._has:
                 return None
             n, s, mn, mx, v = self._n, self._s, self._mn, self._mx, self._v
@@ -419,7 +496,10 @@ class GaugeChild(_Child):
         return point
 
     def after_fork(self) -> None:
+        # the forking thread is the only one now: the log (the parent's unfolded updates) is reset with
+        # the rest, as before; the fresh lock replaces one a vanished thread may have held
         self._lock = threading.Lock()
+        self._log = []
         self._v, self._has, self._n, self._s, self._mn, self._mx = 0.0, False, 0, 0.0, _INF, -_INF
 
 
@@ -464,7 +544,10 @@ class Metric:
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._key: Callable[[Mapping[str, object]], tuple[Any, ...]] = _key_function(names)
         self._overflow: _Child | None = None
-        self._dropped_recent: dict[tuple[str, ...], None] = {}
+        # distinct label sets beyond the cap: recently counted ones (cleaned values), and raw values known
+        # to go to the overflow series that did not fit into ``_cache`` (both FIFO, OVERFLOW_MEMORY each)
+        self._dropped_recent: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._overflowed: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         if not names:
             self._cache[()] = self._default = self._new_child(())
         self._specialise()
@@ -511,43 +594,59 @@ class Metric:
                 + (f"; missing {missing!r}" if missing else "")
                 + (f"; undeclared {undeclared!r}" if undeclared else "")
             )
+        raw = tuple(labels[k] for k in names)
+        overflow = self._overflow
+        if overflow is not None and raw in self._overflowed:
+            return overflow  # a label set already turned away: no redaction, no lock
         registry = self._registry
         limit = min(registry.max_label_value_length, MAX_LABEL_VALUE)
+        redact = registry.redact_cached
         clean = []
-        for k in names:
-            raw = labels[k]
-            text = raw if isinstance(raw, str) else str(raw)
-            text = registry.redact(text)
+        for v in raw:
+            text = redact(v if isinstance(v, str) else str(v))
             if len(text) > limit:
                 text = text[:limit]
             clean.append(text)
         values = tuple(clean)
+        cacheable = all(type(v) in _CACHEABLE for v in raw)
         with self._lock:
             child = self._children.get(values)
-            overflowed = False
             if child is None:
                 if len(self._children) - (self._overflow is not None) >= registry.max_label_sets:
-                    overflowed = True
                     child = self._overflow_child(values)
-                else:
-                    child = self._new_child(values)
-            raw = tuple(labels[k] for k in names)
-            if (
-                not overflowed
-                and all(type(v) in _CACHEABLE for v in raw)
-                and len(self._cache) < 4 * registry.max_label_sets + 16
-            ):
+                    if cacheable:
+                        self._remember_overflow(raw, child)
+                    return child
+                child = self._new_child(values)
+            if cacheable and len(self._cache) < 4 * registry.max_label_sets + 16:
                 self._cache[raw] = child
         return child
+
+    def _remember_overflow(self, raw: tuple[Any, ...], overflow: _Child) -> None:
+        """Remember (bounded) that ``raw`` goes to the overflow series, for good: the children never
+        shrink, so a label set turned away once is turned away every time. Only str/int values (as for
+        ``_cache``), and short ones, so the memory held stays small."""
+        for v in raw:
+            if type(v) is str and len(v) > OVERFLOW_KEY_MAX_CHARS:
+                return
+        if len(self._cache) < 2 * self._registry.max_label_sets + 16:
+            # the fast path itself: half the cache's room, the rest stays for other spellings (200 / "200")
+            self._cache[raw] = overflow
+            return
+        remembered = self._overflowed
+        remembered[raw] = None
+        if len(remembered) > OVERFLOW_MEMORY:
+            remembered.popitem(last=False)
 
     def _overflow_child(self, values: tuple[str, ...]) -> _Child:
         """Route a label set beyond the cap to the overflow series, counting distinct dropped sets."""
         if self._overflow is None:
             self._overflow = self._new_child(tuple(OVERFLOW_VALUE for _ in self.label_names))
-        if values not in self._dropped_recent:
-            self._dropped_recent[values] = None
-            if len(self._dropped_recent) > 4096:  # bounded memory: forget the oldest
-                self._dropped_recent.pop(next(iter(self._dropped_recent)))
+        recent = self._dropped_recent
+        if values not in recent:
+            recent[values] = None
+            if len(recent) > OVERFLOW_MEMORY:  # bounded memory: forget the oldest, in constant time
+                recent.popitem(last=False)
             self._registry.dropped_label_set(self.name)
         return self._overflow
 

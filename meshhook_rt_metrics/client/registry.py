@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +16,11 @@ from meshhook_rt_metrics.client.labels import Redactor, default_redactor
 log = logging.getLogger("meshhook_rt_metrics.client")
 
 M = TypeVar("M", bound=Metric)
+
+REDACTION_CACHE_SIZE = 4096
+"""Distinct label values whose redaction is remembered (FIFO); values longer than
+``REDACTION_CACHE_MAX_CHARS`` are redacted on each use instead (≤ ~3 MB at worst, per client)."""
+REDACTION_CACHE_MAX_CHARS = 256
 
 
 class Registry:
@@ -31,6 +38,10 @@ class Registry:
         self.max_label_sets = max_label_sets
         self.max_label_value_length = max_label_value_length
         self.redact: Redactor = redactor or default_redactor
+        # label value -> redacted value, bounded: the redactor runs once per distinct value, not once per
+        # slow-path call (values beyond the cardinality cap come back again and again)
+        self._redacted: OrderedDict[str, str] = OrderedDict()
+        self._redacted_by: Redactor = self.redact
         self._metrics: dict[str, Metric] = {}
         self._lock = threading.Lock()
         # held while cells are read and retired (flush) or summed (Prometheus scrape), so a scrape never
@@ -99,6 +110,27 @@ class Registry:
             metric.after_fork()
 
     # -- policy callbacks from instruments --------------------------------------------------------
+    def redact_cached(self, text: str) -> str:
+        """``redact(text)``, remembered for the last ``REDACTION_CACHE_SIZE`` distinct short values
+        (a redactor must be a pure function of its input)."""
+        cache = self._redacted
+        if self._redacted_by is not self.redact:  # replaced at run time: forget the old answers
+            cache = self._redacted = OrderedDict()
+            self._redacted_by = self.redact
+        try:
+            return cache[text]
+        except KeyError:
+            pass
+        clean = self.redact(text)
+        if len(text) <= REDACTION_CACHE_MAX_CHARS:
+            cache[text] = clean
+            if len(cache) > REDACTION_CACHE_SIZE:
+                # constant time, unlike next(iter(dict)) after many deletions; KeyError: another thread
+                # emptied it meanwhile
+                with contextlib.suppress(KeyError):
+                    cache.popitem(last=False)
+        return clean
+
     def invalid_value(self, metric: str, v: object, reason: str) -> None:
         if self.strict:
             raise ValueError(f"{metric}: {reason}, got {v!r}")

@@ -131,6 +131,15 @@ class ClientSettings(BaseSettings):
     )
     system_metrics: bool = Field(default=True, description="psutil process/host, GC and event-loop metrics.")
     host_metrics: bool = Field(default=True, description="Host-wide CPU, memory, disk and network metrics.")
+    host_metrics_interval: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "Seconds between host metric readings (taken at the first flush after each interval; "
+            "0: every flush). Host counters still ship every increase, only later."
+        ),
+    )
     service_name: str | None = Field(
         default=None,
         description="`service` label of process metrics (OTel service.name); default: the program name.",
