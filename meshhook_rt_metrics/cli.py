@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -17,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from meshhook_rt_metrics import logs
 from meshhook_rt_metrics.db import maintenance, migrator
 from meshhook_rt_metrics.localstack.postgres import PostgresError
 from meshhook_rt_metrics.localstack.stack import LocalStack
@@ -56,7 +58,12 @@ def _settings() -> StackSettings:
 
 def _stack(state_dir: Path | None) -> LocalStack:
     settings = _settings()
-    return LocalStack(state_dir or settings.state_dir, settings.db_port)
+    return LocalStack(
+        state_dir or settings.state_dir,
+        settings.db_port,
+        log_max_bytes=settings.log_max_bytes,
+        log_keep=settings.log_keep,
+    )
 
 
 def _say(message: str) -> None:
@@ -102,14 +109,34 @@ def up(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
-            for name, state in stack.status().items():
-                if state == "stopped":
-                    _say(f"{name} stopped unexpectedly; see {stack.log_dir}")
-                    stop.set()
+            _keep_running(stack)
     except KeyboardInterrupt:
         pass
     finally:
         stack.down(_say)
+
+
+def _keep_running(stack: LocalStack, seen: dict[str, int] | None = None) -> None:
+    """One round of the foreground watch: a service that died is restarted (by its supervisor, or here when
+    the supervisor itself is gone), PostgreSQL is started again; nothing tears the stack down but Ctrl-C."""
+    seen = _restarts_seen if seen is None else seen
+    if not stack.postgres.running():
+        _say("PostgreSQL stopped unexpectedly; starting it again")
+        try:
+            stack.postgres.start()
+        except PostgresError as exc:
+            console.print(f"[yellow]warning:[/yellow] {exc}")
+    for service in stack.services():
+        details = stack.service_details(service.name)
+        if details["restarts"] > seen.get(service.name, 0):
+            _say(f"{service.name} restarted ({details['restarts']}): {details['last_error']}")
+        seen[service.name] = details["restarts"]
+    for name in stack.start_services(lambda _: None):
+        _say(f"{name} stopped unexpectedly; started it again (logs in {stack.log_dir})")
+        seen[name] = 0
+
+
+_restarts_seen: dict[str, int] = {}
 
 
 @app.command()
@@ -139,11 +166,17 @@ def status(
             typer.echo(f"{key}={value}")
         return
     state = stack.status()
+    details = {service.name: stack.service_details(service.name) for service in stack.services()}
     if output is OutputFormat.json:
-        typer.echo(json.dumps({"services": state, "env": env}, indent=2))
+        typer.echo(json.dumps({"services": state, "supervision": details, "env": env}, indent=2))
         return
     for name, value in state.items():
-        console.print(f"{name:>12}: {value}")
+        line = f"{name:>12}: {value}"
+        if name in details:
+            line += f", restarts {details[name]['restarts']}"
+            if details[name]["last_error"]:
+                line += f", last error at {details[name]['last_error_at']}: {details[name]['last_error']}"
+        console.print(line, markup=False, highlight=False)
     for key, value in env.items():
         console.print(f"{key:>12}: {value}")
 
@@ -164,13 +197,20 @@ def migrate(
 
 @app.command()
 def maintain(
-    db_url: Annotated[str, typer.Option("--db-url", envvar="DATABASE_URL", help="Database to maintain.")],
+    db_url: Annotated[
+        str,
+        typer.Option(
+            "--db-url",
+            envvar=["MESHHOOK_METRICS_DATABASE_URL", "DATABASE_URL"],
+            help="Database to maintain (better in the environment: a command line is visible to ps).",
+        ),
+    ],
     loop: Annotated[
         bool, typer.Option("--loop", help="Keep running: publish sweeps and periodic maintenance.")
     ] = False,
 ) -> None:
     """Run maintenance (rollups, retention, partitions) once, or keep running where pg_cron cannot."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure(logging.INFO)
     if loop:
         settings = _settings()
         stop = threading.Event()
@@ -287,7 +327,7 @@ def alert_worker(
 
     from meshhook_rt_metrics.alerting.worker import AlertWorker
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines carry receiver URLs
     try:
         settings = _alert_settings(_stack(state_dir) if local else None, db_url)
@@ -433,17 +473,22 @@ def gateway(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the Supabase-compatible gateway (Data API RPC, Realtime, edge functions) in the foreground."""
-    from meshhook_rt_metrics.localstack.gateway.app import serve
+    import asyncio
+
+    from meshhook_rt_metrics.localstack.gateway.app import build_server
     from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig
     from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(log_level)
     stack = _stack(state_dir)
     config = GatewayConfig(
         db_url=db_url or stack.database_url,
         keys=keys_for_state_dir(stack.state_dir),
         host=host,
         port=port or stack.gateway_port,
+        # the Data API's login: from the environment (not argv, which ps shows), else the stack's
+        authenticator_password=os.environ.get("MESHHOOK_METRICS_AUTHENTICATOR_PASSWORD")
+        or stack.postgres.role_password("authenticator"),
         functions_dir=functions_dir.resolve(),
         deno=deno,
         deno_dir=stack.state_dir / "gateway" / "deno",
@@ -451,7 +496,9 @@ def gateway(
         replay_grace=replay_grace,
         access_token_lifetime=access_token_lifetime,
     )
-    serve(config, log_level.lower())
+    server = build_server(config, log_level.lower())
+    logs.redact_handlers()  # uvicorn installed handlers of its own
+    asyncio.run(server.serve())
 
 
 if __name__ == "__main__":

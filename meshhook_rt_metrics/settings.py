@@ -28,3 +28,11 @@ class StackSettings(BaseSettings):
     maintain_every: float = Field(
         default=60.0, gt=0, le=3600, description="Seconds between maintenance runs (rollups, retention)."
     )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Size at which a local stack service's log is rotated.",
+    )
+    log_keep: int = Field(
+        default=5, ge=1, le=100, description="Rotated logs kept per local stack service (<name>.log.1 ...)."
+    )

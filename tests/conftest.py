@@ -49,7 +49,12 @@ def cluster() -> Iterator[LocalPostgres]:
 def _fresh(cluster: LocalPostgres) -> TestDatabase:
     name = f"test_{next(_names)}"
     create_database(cluster, name, template=TEMPLATE)
-    return TestDatabase(name=name, url=cluster.url(database=name), admin_url=cluster.admin_url(name))
+    return TestDatabase(
+        name=name,
+        url=cluster.url(database=name),
+        admin_url=cluster.admin_url(name),
+        authenticator_password=cluster.role_password("authenticator"),
+    )
 
 
 @pytest.fixture(scope="module")

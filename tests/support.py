@@ -29,6 +29,8 @@ class TestDatabase:
     name: str
     url: str
     admin_url: str
+    authenticator_password: str = "authenticator"
+    """The cluster's generated password of ``authenticator`` (the gateway's Data API login)."""
 
 
 def new_project() -> uuid.UUID:

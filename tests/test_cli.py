@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 
@@ -128,6 +130,106 @@ def test_demo_sends_batches_and_shows_live_aggregates(state_dir: Path) -> None:
     assert "meshhook_webhook_requests_total" in result.stdout and "demo simulated" in result.stderr
 
 
+def supervision(state_dir: Path) -> dict[str, dict[str, object]]:
+    return json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)["supervision"]
+
+
+def wait_for(predicate, what: str, seconds: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    """Polls without asserting on durations (shared machine): the deadline only stops a hung test."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_no_service_has_a_database_password_on_its_command_line(state_dir: Path) -> None:
+    """``ps`` shows every argv: the DSNs reach the services through the environment."""
+    password = urlsplit(env_of(state_dir)["DATABASE_URL"]).password
+    assert password and password != "postgres", "a password generated for this state dir"
+    pids = [
+        int(pid)
+        for details in supervision(state_dir).values()
+        for pid in (details["pid"], details["child_pid"])
+        if pid
+    ]
+    assert len(pids) == 10, supervision(state_dir)  # five supervisors, five services
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert password not in cmdline and "postgresql://" not in cmdline, cmdline
+
+
+def test_the_gateways_data_api_logs_in_with_the_generated_password(state_dir: Path) -> None:
+    env = env_of(state_dir)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(env["SUPABASE_URL"] + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, "the gateway")
+    response = httpx.post(
+        env["SUPABASE_URL"] + "/rest/v1/rpc/no_such_function",
+        json={},
+        headers={"apikey": env["SUPABASE_ANON_KEY"]},
+        timeout=30,
+    )
+    assert response.status_code == 404 and response.json()["code"] == "PGRST202", response.text
+
+
+def test_status_shows_every_service_supervised(state_dir: Path) -> None:
+    details = supervision(state_dir)
+    assert set(details) == {"maintain", "gateway", "receiver", "alert-worker", "api"}
+    assert all(d["state"] == "running" and d["child_pid"] for d in details.values()), details
+    pretty = run("status", "--state-dir", str(state_dir)).stderr
+    assert "maintain: running (pid" in pretty and "restarts 0" in pretty
+
+
+def test_a_detached_service_that_dies_is_restarted_and_status_says_why(state_dir: Path) -> None:
+    before = supervision(state_dir)["maintain"]
+    os.kill(int(before["child_pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    wait_for(
+        lambda: (d := supervision(state_dir)["maintain"])["restarts"] == 1 and d["state"] == "running",
+        "maintain to be restarted",
+    )
+    after = supervision(state_dir)["maintain"]
+    assert after["pid"] == before["pid"] and after["child_pid"] != before["child_pid"]
+    assert str(after["last_error"]).startswith("killed by SIGKILL")
+    assert "restarts 1, last error at" in run("status", "--state-dir", str(state_dir)).stderr
+
+
+def test_no_key_token_secret_or_password_reaches_the_logs(state_dir: Path) -> None:
+    """A captured full run: everything the services wrote since ``up``, after a client used the keys."""
+    env = env_of(state_dir)
+    from websockets.sync.client import connect
+
+    ws_url = env["SUPABASE_URL"].replace("http", "ws") + "/realtime/v1/websocket"
+    with connect(f"{ws_url}?apikey={env['SUPABASE_SERVICE_ROLE_KEY']}&vsn=1.0.0") as socket:
+        socket.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "1"}))
+        socket.recv(timeout=30)
+    run("demo", "--state-dir", str(state_dir), "--seconds", "1")
+    secrets = {
+        "anon key": env["SUPABASE_ANON_KEY"],
+        "service key": env["SUPABASE_SERVICE_ROLE_KEY"],
+        "JWT secret": env["SUPABASE_JWT_SECRET"],
+        "database password": urlsplit(env["DATABASE_URL"]).password,
+        "superuser password": (state_dir / "pg" / "superuser-password").read_text().strip(),
+        "receiver URL": env["DEMO_RECEIVER_URL"],
+    }
+    logs = {p.name: p.read_text(errors="replace") for p in (state_dir / "logs").iterdir() if p.is_file()}
+    assert {"gateway.log", "maintain.log", "alert-worker.log", "api.log", "receiver.log"} <= set(logs)
+    assert "WebSocket /realtime/v1/websocket" in logs["gateway.log"], "the connection was logged"
+    leaks = [
+        (what, name)
+        for what, secret in secrets.items()
+        for name, text in logs.items()
+        if secret and secret in text
+    ]
+    assert not leaks, leaks
+
+
 def test_migrate_against_an_unreachable_database_fails_clearly() -> None:
     result = run("migrate", "--db-url", "postgresql://postgres:postgres@127.0.0.1:1/postgres", check=False)
     assert result.returncode == 1 and "error:" in result.stderr
@@ -151,6 +253,20 @@ def test_foreground_up_runs_every_service_until_stopped() -> None:
             time.sleep(0.5)
         assert services and all(state != "stopped" for state in services.values()), services
         assert {"postgres", "maintain", "gateway"} <= set(services)
+        # a service dies: its supervisor restarts it; the supervisor itself dies: the foreground restarts it
+        child = int(supervision(path)["receiver"]["child_pid"])  # type: ignore[call-overload]
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: supervision(path)["receiver"]["restarts"] == 1, "the receiver to be restarted")
+        gateway = int(supervision(path)["gateway"]["pid"])  # type: ignore[call-overload]
+        os.killpg(gateway, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                supervision(path)["gateway"]["pid"] not in (None, gateway)
+                and supervision(path)["gateway"]["child_pid"]
+            ),
+            "the foreground to start the gateway again",
+        )
+        assert proc.poll() is None, "one dying service does not tear the stack down"
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr

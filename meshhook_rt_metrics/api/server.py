@@ -6,14 +6,15 @@ import logging
 
 import uvicorn
 
+from meshhook_rt_metrics import logs
 from meshhook_rt_metrics.api.app import create_app
 from meshhook_rt_metrics.api.settings import ApiSettings
 
 
 def serve(settings: ApiSettings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.INFO)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.api_host,
         port=settings.api_port,
@@ -23,3 +24,5 @@ def serve(settings: ApiSettings) -> None:
         limit_concurrency=200,
         timeout_graceful_shutdown=10,
     )
+    logs.redact_handlers()  # uvicorn.Config installed its own handlers
+    uvicorn.Server(config).run()

@@ -30,30 +30,77 @@ def publish_once(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+
+
+def _backoff(failures: int) -> float:
+    return float(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, failures - 1)))
+
+
 def run_loop(
     db_url: str,
     publish_every: float = 0.5,
     maintain_every: float = 60.0,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run until ``stop`` is set, reconnecting with backoff when the database goes away."""
+    """Run until ``stop`` is set. Nothing ends the loop but ``stop``: a lost connection is re-established with
+    backoff, and any other error of a pass is logged with its traceback and that task (maintenance or
+    publishing, independently) is retried with backoff (0.5 s doubling to 30 s) while the other goes on."""
     stop = stop or threading.Event()
-    backoff = 0.5
-    next_maintain = 0.0
+    tasks: list[_Task] = [
+        _Task("maintenance", maintain_every, lambda conn: log.info("maintenance: %s", maintain_once(conn))),
+        _Task("publish", publish_every, publish_once),
+    ]
+    connect_failures = 0
     while not stop.is_set():
         try:
             with psycopg.connect(
                 db_url, autocommit=True, application_name="meshhook-metrics maintain"
             ) as conn:
-                backoff = 0.5
+                if connect_failures:
+                    log.info("database connection re-established")
+                connect_failures = 0
                 while not stop.is_set():
-                    if time.monotonic() >= next_maintain:
-                        report = maintain_once(conn)
-                        log.info("maintenance: %s", report)
-                        next_maintain = time.monotonic() + maintain_every
-                    publish_once(conn)
-                    stop.wait(publish_every)
-        except psycopg.OperationalError as exc:
-            log.warning("database unavailable (%s); retrying in %.1fs", exc.__class__.__name__, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+                    for task in tasks:
+                        task.run_if_due(conn)
+                    stop.wait(min(max(0.0, t.next_at - time.monotonic()) for t in tasks))
+        except Exception as exc:
+            connect_failures += 1
+            delay = _backoff(connect_failures)
+            if isinstance(exc, psycopg.OperationalError):
+                log.warning("database unavailable (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+            else:
+                log.exception("maintenance loop failed; reconnecting in %.1fs", delay)
+            stop.wait(delay)
+
+
+class _Task:
+    """One periodic job of the loop with its own schedule and failure backoff."""
+
+    def __init__(self, name: str, every: float, run: Any) -> None:
+        self.name = name
+        self.every = every
+        self.run = run
+        self.next_at = 0.0
+        self.failures = 0
+
+    def run_if_due(self, conn: psycopg.Connection[Any]) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        try:
+            self.run(conn)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the loop reconnects
+        except Exception:
+            if conn.broken or conn.closed:
+                raise
+            self.failures += 1
+            delay = max(self.every, _backoff(self.failures))
+            log.exception("%s failed (%d in a row); retrying in %.1fs", self.name, self.failures, delay)
+            self.next_at = time.monotonic() + delay
+        else:
+            if self.failures:
+                log.info("%s recovered after %d failure(s)", self.name, self.failures)
+            self.failures = 0
+            self.next_at = time.monotonic() + self.every

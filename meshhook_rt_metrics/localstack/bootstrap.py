@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from meshhook_rt_metrics.localstack.postgres import LocalPostgres
 
@@ -28,6 +30,7 @@ def bootstrap_database(cluster: LocalPostgres, database: str = "postgres") -> li
     with psycopg.connect(cluster.admin_url(database), autocommit=True) as conn:
         conn.execute(bootstrap_sql().encode())
         conn.execute(bootstrap_gateway_sql().encode())
+        set_role_passwords(conn, cluster)
         for name in OPTIONAL_EXTENSIONS:
             if cluster.binaries.has_extension(name):
                 conn.execute(f"create extension if not exists {name} with schema extensions")
@@ -39,6 +42,16 @@ def bootstrap_database(cluster: LocalPostgres, database: str = "postgres") -> li
             conn.execute("grant all on all sequences in schema cron to postgres")
             enabled.append("pg_cron")
     return enabled
+
+
+def set_role_passwords(conn: psycopg.Connection[Any], cluster: LocalPostgres) -> None:
+    """Give the login roles the state dir's generated passwords, sent as SCRAM verifiers (the server never
+    sees nor logs the plain text)."""
+    for role, password in cluster.ensure_passwords().items():
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+        conn.execute(
+            sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(verifier.decode()))
+        )
 
 
 def create_database(cluster: LocalPostgres, name: str, template: str | None = None) -> None:

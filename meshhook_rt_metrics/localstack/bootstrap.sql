@@ -17,14 +17,14 @@ begin
     create role service_role nologin noinherit bypassrls;
   end if;
   if not exists (select from pg_roles where rolname = 'authenticator') then
-    create role authenticator login noinherit password 'authenticator';
+    create role authenticator login noinherit;  -- password: bootstrap_database() (per state dir)
   end if;
   if not exists (select from pg_roles where rolname = 'supabase_realtime_admin') then
     create role supabase_realtime_admin nologin noinherit;
   end if;
   if not exists (select from pg_roles where rolname = 'postgres') then
     -- as on hosted Supabase: owns the migrations, NOT a superuser
-    create role postgres login nosuperuser createdb createrole replication bypassrls password 'postgres';
+    create role postgres login nosuperuser createdb createrole replication bypassrls;  -- password: as above
   end if;
 end
 $$;

@@ -8,6 +8,7 @@ wheel where none exist. ``initdb`` refuses root, so when running as root the ser
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -19,11 +20,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 SUPERUSER = "supabase_admin"
 """Superuser name, as on Supabase; the migrations' owner ``postgres`` is deliberately not a superuser."""
 
 DEFAULT_PORT = 54322
+LOGIN_ROLES = ("postgres", "authenticator")
+"""Roles that log in with a password: generated once per state dir (``<state-dir>/secrets/db-passwords.json``)."""
+LEGACY_PASSWORDS = {"postgres": "postgres", "authenticator": "authenticator"}
+"""What state dirs created before per-state-dir passwords used; ``up`` replaces them (``ensure_passwords``)."""
+
+HBA = """# written by meshhook-metrics: every connection, TCP or local socket, authenticates with SCRAM
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
 PRELOAD_CANDIDATES = ("pg_cron",)
 
 
@@ -107,6 +122,8 @@ class LocalPostgres:
         self.log_file = self.state_dir / "pg" / "postgres.log"
         self.port_file = self.state_dir / "pg" / "port"
         self.secret_file = self.state_dir / "pg" / "superuser-password"
+        self.secrets_dir = self.state_dir / "secrets"
+        self.passwords_file = self.secrets_dir / "db-passwords.json"
         self._preferred_port = port
         self._fast = fast
         self.binaries = find_binaries()
@@ -127,8 +144,31 @@ class LocalPostgres:
     def superuser_password(self) -> str:
         return self.secret_file.read_text().strip()
 
-    def url(self, role: str = "postgres", password: str = "postgres", database: str = "postgres") -> str:
-        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{database}"
+    def role_password(self, role: str) -> str:
+        """A login role's password: the state dir's generated one; a state dir from before they were generated
+        keeps the old fixed one until ``up`` replaces it."""
+        if not self.passwords_file.exists():
+            return LEGACY_PASSWORDS[role]
+        return str(json.loads(self.passwords_file.read_text())[role])
+
+    def ensure_passwords(self) -> dict[str, str]:
+        """The login roles' passwords, generated once per state dir: a 0600 file in a 0700 directory."""
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        if self.passwords_file.exists():
+            self.passwords_file.chmod(0o600)
+            return {role: str(pw) for role, pw in json.loads(self.passwords_file.read_text()).items()}
+        passwords = {role: secrets.token_urlsafe(24) for role in LOGIN_ROLES}
+        tmp = self.passwords_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(passwords, out)
+        os.replace(tmp, self.passwords_file)
+        return passwords
+
+    def url(self, role: str = "postgres", password: str | None = None, database: str = "postgres") -> str:
+        secret = self.role_password(role) if password is None else password
+        return f"postgresql://{role}:{quote(secret, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def admin_url(self, database: str = "postgres") -> str:
         return self.url(SUPERUSER, self.superuser_password, database)
@@ -145,9 +185,11 @@ class LocalPostgres:
             directory.mkdir(parents=True, exist_ok=True)
         self._hand_over(self.state_dir / "pg")
         self._allow_traversal()
+        self.ensure_passwords()
         password = secrets.token_urlsafe(24)
-        self.secret_file.write_text(password + "\n")
-        self.secret_file.chmod(0o600)
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
         pwfile = self.state_dir / "pg" / ".initpw"
         pwfile.write_text(password + "\n")
         self._hand_over(pwfile)
@@ -161,7 +203,7 @@ class LocalPostgres:
                     SUPERUSER,
                     "--pwfile",
                     str(pwfile),
-                    "--auth-local=trust",
+                    "--auth-local=scram-sha-256",
                     "--auth-host=scram-sha-256",
                     "--encoding=UTF8",
                     "--locale=C.UTF-8",
@@ -196,6 +238,16 @@ class LocalPostgres:
             "# written by meshhook-metrics; edit with care\n" + conf + "\n"
         )
         self._hand_over(self.data_dir / "postgresql.auto.conf")
+        self._write_hba()
+
+    def _write_hba(self) -> bool:
+        """SCRAM for every connection (clusters from before trusted local sockets); True when changed."""
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.exists() and hba.read_text() == HBA:
+            return False
+        hba.write_text(HBA)
+        self._hand_over(hba)
+        return True
 
     def running(self) -> bool:
         if not self.initialised:
@@ -209,7 +261,10 @@ class LocalPostgres:
         return result.returncode == 0
 
     def start(self, timeout: float = 60.0) -> None:
+        changed = self._write_hba()
         if self.running():
+            if changed:
+                self._run([self.binaries.path("pg_ctl"), "reload", "-D", str(self.data_dir)])
             return
         self._run(
             [

@@ -7,6 +7,7 @@ Services are detached processes with pid files, so ``down`` and ``status`` work 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from meshhook_rt_metrics.db import migrator
 from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
 from meshhook_rt_metrics.localstack.gateway.config import DEFAULT_PORT as GATEWAY_PORT
 from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
 from meshhook_rt_metrics.localstack.postgres import LocalPostgres, free_port
+from meshhook_rt_metrics.localstack.supervise import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 
 Progress = Callable[[str], None]
 
@@ -32,12 +35,22 @@ class Service:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    supervised: bool = False  # restarted when it dies (meshhook_rt_metrics.localstack.supervise)
+    supervised: bool = True  # restarted when it dies (meshhook_rt_metrics.localstack.supervise)
 
 
 class LocalStack:
-    def __init__(self, state_dir: Path, db_port: int = 54322, *, fast: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        db_port: int = 54322,
+        *,
+        fast: bool = False,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_keep: int = DEFAULT_KEEP,
+    ) -> None:
         self.state_dir = state_dir.resolve()
+        self.log_max_bytes = log_max_bytes
+        self.log_keep = log_keep
         self.postgres = LocalPostgres(self.state_dir, db_port, fast=fast)
         self.run_dir = self.state_dir / "run"
         self.log_dir = self.state_dir / "logs"
@@ -65,22 +78,17 @@ class LocalStack:
 
     # -- services -------------------------------------------------------------------------------
     def services(self) -> list[Service]:
-        """The background processes ``up --detach`` starts (later components add theirs here)."""
+        """The background processes ``up`` starts, each under the supervisor. No DSN on a command line:
+        ``ps`` shows every argv, so services get the database URL (with its password) from the environment or
+        compute it from the state dir."""
         cli = [sys.executable, "-m", "meshhook_rt_metrics.cli"]
+        database = {"MESHHOOK_METRICS_DATABASE_URL": self.database_url}
         return [
-            Service("maintain", [*cli, "maintain", "--loop", "--db-url", self.database_url]),
+            Service("maintain", [*cli, "maintain", "--loop"], env=database),
             Service(
                 "gateway",
-                [
-                    *cli,
-                    "gateway",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--db-url",
-                    self.database_url,
-                    "--port",
-                    str(self.gateway_port),
-                ],
+                [*cli, "gateway", "--state-dir", str(self.state_dir), "--port", str(self.gateway_port)],
+                env={"MESHHOOK_METRICS_AUTHENTICATOR_PASSWORD": self.postgres.role_password("authenticator")},
             ),
             Service(
                 "receiver",
@@ -88,32 +96,14 @@ class LocalStack:
             ),
             Service(
                 "alert-worker",
-                [
-                    *cli,
-                    "alert-worker",
-                    "--local",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--db-url",
-                    self.database_url,
-                ],
+                [*cli, "alert-worker", "--local", "--state-dir", str(self.state_dir)],
                 # the demo receiver listens on loopback, which the SSRF guard refuses unless allowed
                 env={"MESHHOOK_METRICS_ALERT_SSRF_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]'},
-                supervised=True,
             ),
             Service(
                 "api",
-                [
-                    *cli,
-                    "serve",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--db-url",
-                    self.database_url,
-                    "--port",
-                    str(self.api_port),
-                ],
-                env=self.dashboard_env(),
+                [*cli, "serve", "--state-dir", str(self.state_dir), "--port", str(self.api_port)],
+                env={**database, **self.dashboard_env()},
             ),
         ]
 
@@ -191,39 +181,97 @@ class LocalStack:
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
+    def _status_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
     def service_pid(self, name: str) -> int | None:
+        """The pid of a service's supervisor while that very process runs. The pid file records the process'
+        start time next to its pid: a pid reused by an unrelated process after a crash or reboot does not
+        match, so ``down`` never signals someone else's process group."""
         path = self._pid_file(name)
         if not path.exists():
             return None
-        pid = int(path.read_text().strip())
-        if not _alive(pid):
+        try:
+            fields = path.read_text().split()
+            pid = int(fields[0])
+        except (OSError, ValueError, IndexError):
+            path.unlink(missing_ok=True)
+            return None
+        recorded = fields[1] if len(fields) > 1 else None
+        if not _alive(pid) or not _same_process(pid, recorded):
             path.unlink(missing_ok=True)
             return None
         return pid
 
-    def start_services(self, progress: Progress = lambda _: None) -> None:
+    def service_details(self, name: str) -> dict[str, Any]:
+        """What ``status`` shows of a service: state, pids, restarts and the last error (from its supervisor)."""
+        pid = self.service_pid(name)
+        info: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(self._status_file(name).read_text())
+        if pid is None:
+            state = "stopped"
+        elif info.get("state") == "backoff":
+            state = "restarting"
+        else:
+            state = "running"
+        return {
+            "state": state,
+            "pid": pid,
+            "child_pid": info.get("child_pid") if pid else None,
+            "restarts": int(info.get("restarts") or 0),
+            "last_error": info.get("last_error"),
+            "last_error_at": info.get("last_error_at"),
+            "log": str(self.log_dir / f"{name}.log"),
+        }
+
+    def start_services(self, progress: Progress = lambda _: None) -> list[str]:
+        """Start every service that is not running; returns the names started."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        started: list[str] = []
         for service in self.services():
             if self.service_pid(service.name):
                 progress(f"{service.name}: already running")
                 continue
+            log = self.log_dir / f"{service.name}.log"
             argv = service.argv
             if service.supervised:
-                argv = [sys.executable, "-m", "meshhook_rt_metrics.localstack.supervise", "--", *argv]
-            with open(self.log_dir / f"{service.name}.log", "ab") as log:
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "meshhook_rt_metrics.localstack.supervise",
+                    "--name",
+                    service.name,
+                    "--log",
+                    str(log),
+                    "--status",
+                    str(self._status_file(service.name)),
+                    "--max-bytes",
+                    str(self.log_max_bytes),
+                    "--keep",
+                    str(self.log_keep),
+                    "--",
+                    *argv,
+                ]
+                # the supervisor writes the service's log; its own output is only a crash of its own
+                output = self.log_dir / "supervisor.log"
+            else:
+                output = log
+            self._status_file(service.name).unlink(missing_ok=True)
+            with open(output, "ab") as out:
                 proc = subprocess.Popen(
                     argv,
-                    stdout=log,
-                    stderr=log,
+                    stdout=out,
+                    stderr=out,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     env={**os.environ, **service.env},
                 )
-            self._pid_file(service.name).write_text(f"{proc.pid}\n")
-            progress(
-                f"{service.name}: started (pid {proc.pid}, log {self.log_dir / (service.name + '.log')})"
-            )
+            self._pid_file(service.name).write_text(f"{proc.pid} {process_start_time(proc.pid) or ''}\n")
+            started.append(service.name)
+            progress(f"{service.name}: started (pid {proc.pid}, log {log})")
+        return started
 
     def stop_services(self, progress: Progress = lambda _: None, timeout: float = 10.0) -> None:
         for service in reversed(self.services()):
@@ -235,7 +283,7 @@ class LocalStack:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.service_pid(service.name):
                 time.sleep(0.1)
-            if self.service_pid(service.name):
+            if self.service_pid(service.name):  # checked again: still the same process
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             self._pid_file(service.name).unlink(missing_ok=True)
@@ -266,11 +314,39 @@ class LocalStack:
         }
 
     def status(self) -> dict[str, str]:
+        """One line per process: ``running (pid N)``, ``restarting (pid N)`` (in its supervisor's backoff) or
+        ``stopped``; ``service_details`` has the restart counts and last errors."""
         state = {"postgres": "running" if self.postgres.running() else "stopped"}
         for service in self.services():
-            pid = self.service_pid(service.name)
-            state[service.name] = f"running (pid {pid})" if pid else "stopped"
+            details = self.service_details(service.name)
+            pid = details["pid"]
+            state[service.name] = f"{details['state']} (pid {pid})" if pid else "stopped"
         return state
+
+
+def process_start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc; psutil elsewhere): with the pid, an identity."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except Exception:
+        return None
+
+
+def _same_process(pid: int, recorded: str | None) -> bool:
+    """Whether ``pid`` is still the process the pid file was written for. Pid files from before start times
+    were recorded are trusted only when the process runs our code."""
+    if recorded:
+        return process_start_time(pid) == recorded
+    try:
+        return b"meshhook_rt_metrics" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -51,7 +51,7 @@ def test_the_local_flag_takes_the_stacks_database_gateway_and_keys(tmp_path: Pat
 def test_the_stack_runs_the_worker_supervised_and_lets_it_reach_the_demo_receiver(tmp_path: Path) -> None:
     services = {s.name: s for s in stack_in(tmp_path).services()}
     worker = services["alert-worker"]
-    assert worker.supervised and "--db-url" in worker.argv
+    assert worker.supervised and "--local" in worker.argv and "--db-url" not in worker.argv
     assert "127.0.0.0/8" in worker.env["MESHHOOK_METRICS_ALERT_SSRF_ALLOWED_NETWORKS"]
     assert "receiver" in services
 
@@ -61,6 +61,7 @@ def test_the_api_service_serves_the_dashboard_with_the_stacks_public_settings(tm
     api = {s.name: s for s in stack.services()}["api"]
     gateway = stack.gateway_env()
     assert api.env == {
+        "MESHHOOK_METRICS_DATABASE_URL": stack.database_url,  # the service's own login, not the page's
         "MESHHOOK_METRICS_SUPABASE_URL": gateway["SUPABASE_URL"],
         "MESHHOOK_METRICS_SUPABASE_ANON_KEY": gateway["SUPABASE_ANON_KEY"],
         "MESHHOOK_METRICS_DASHBOARD_DIR": str(REPO_DASHBOARD_BUILD),

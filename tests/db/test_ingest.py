@@ -13,6 +13,7 @@ import pytest
 from psycopg import errors
 
 from meshhook_rt_metrics.db.session import as_caller, claims_for_user
+from meshhook_rt_metrics.localstack.postgres import LocalPostgres
 from tests.support import TestDatabase, add_member, batch, counter, gauge, histogram, ingest, new_project
 
 
@@ -341,10 +342,10 @@ class TestWhoMayIngest:
             assert ingest(conn, batch(new_project(), [counter("x_total", 1)]))["status"] == "accepted"
 
     def test_a_direct_login_without_bypassrls_is_not_trusted(
-        self, conn: psycopg.Connection[Any], db: TestDatabase
+        self, conn: psycopg.Connection[Any], db: TestDatabase, cluster: LocalPostgres
     ) -> None:
         conn.execute("select 1")  # conn is the trusted owner; authenticator is not
-        url = db.url.replace("postgres:postgres@", "authenticator:authenticator@")
+        url = cluster.url("authenticator", database=db.name)
         with psycopg.connect(url, autocommit=True) as untrusted, pytest.raises(errors.InsufficientPrivilege):
             ingest(untrusted, batch(new_project(), [counter("x_total", 1)]))
 

@@ -47,8 +47,10 @@ class GatewayProcess:
         *,
         idle_timeout: float = 60.0,
         functions_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db = db
+        self.env = env or {}
         self.functions_dir = functions_dir or REPO / "supabase" / "functions"
         self.state_dir = state_dir
         self.port = free_port()
@@ -80,7 +82,12 @@ class GatewayProcess:
             "--functions-dir", str(self.functions_dir),
             "--idle-timeout", str(self.idle_timeout), "--log-level", "info",
         ]  # fmt: skip
-        env = dict(os.environ)
+        # the Data API's login password, through the environment (never on a command line)
+        env = {
+            **os.environ,
+            "MESHHOOK_METRICS_AUTHENTICATOR_PASSWORD": self.db.authenticator_password,
+            **self.env,
+        }
         if DENO.exists():
             env["MESHHOOK_METRICS_DENO"] = str(DENO)
         with open(self.log_path, "ab") as log:
@@ -117,9 +124,14 @@ class GatewayProcess:
 
 
 def start_gateway(
-    db: TestDatabase, state_dir: Path, *, idle_timeout: float = 60.0, functions_dir: Path | None = None
+    db: TestDatabase,
+    state_dir: Path,
+    *,
+    idle_timeout: float = 60.0,
+    functions_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(db, state_dir, idle_timeout=idle_timeout, functions_dir=functions_dir)
+    gateway = GatewayProcess(db, state_dir, idle_timeout=idle_timeout, functions_dir=functions_dir, env=env)
     gateway.start()
     try:
         yield gateway

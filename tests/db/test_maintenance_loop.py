@@ -1,0 +1,84 @@
+"""``maintain --loop`` outlives every error: a failing pass is logged and retried, publishing goes on.
+Also: the local cluster authenticates every connection (TCP and local socket) with the generated passwords."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from meshhook_rt_metrics.db import maintenance
+from meshhook_rt_metrics.localstack.postgres import LocalPostgres
+from tests.support import TestDatabase
+
+
+def wait_for(predicate, what: str, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_loop_survives_errors_other_than_a_lost_connection(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = {"maintain": 0, "publish": 0}
+
+    def failing_maintain(_conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        calls["maintain"] += 1
+        if calls["maintain"] <= 2:
+            raise RuntimeError("retention exploded")
+        return {}
+
+    def counting_publish(conn: psycopg.Connection[Any]) -> int:
+        calls["publish"] += 1
+        if calls["publish"] == 3:
+            conn.execute("select 1/0")  # a SQL error that is not a lost connection
+        return 0
+
+    monkeypatch.setattr(maintenance, "maintain_once", failing_maintain)
+    monkeypatch.setattr(maintenance, "publish_once", counting_publish)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            maintenance.run_loop(db.url, publish_every=0.01, maintain_every=0.01, stop=stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    caplog.set_level(logging.INFO, logger="meshhook_rt_metrics.db.maintenance")
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: (calls["maintain"] >= 3 and calls["publish"] >= 5) or not thread.is_alive(), "3 passes"
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors
+    assert calls["maintain"] >= 3 and calls["publish"] >= 5, calls
+    text = caplog.text
+    assert "maintenance failed (1 in a row)" in text and "retention exploded" in text
+    assert "publish failed (1 in a row)" in text and "maintenance recovered after 2 failure(s)" in text
+
+
+def test_the_local_cluster_refuses_wrong_passwords_on_tcp_and_on_its_socket(
+    cluster: LocalPostgres, db: TestDatabase
+) -> None:
+    with psycopg.connect(db.url) as conn:
+        assert conn.execute("select current_user").fetchone() == ("postgres",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(cluster.url(password="postgres", database=db.name))
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user="postgres", dbname=db.name)
+    with psycopg.connect(cluster.admin_url()) as admin:
+        methods = {row[0] for row in admin.execute("select auth_method from pg_hba_file_rules")}
+    assert methods == {"scram-sha-256"}
