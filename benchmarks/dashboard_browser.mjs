@@ -21,21 +21,12 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../dashboard/e2e/chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(join(here, '..', 'dashboard', 'package.json'));
 const { chromium } = require('playwright-core');
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync'
-];
 const VIEWPORT = { width: 1400, height: 1000 };
 
 // -- the instrumentation, injected before any script of the page -------------------------------------------
@@ -170,7 +161,7 @@ let storageState = null;
 let live = null;
 
 async function launch() {
-  browser ??= await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser ??= await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
   return browser;
 }
 

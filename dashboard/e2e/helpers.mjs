@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from './chromium.mjs';
 
 /** @param {string} name */
 function required(name) {
@@ -28,18 +29,8 @@ export const VIEWER = { email: 'viewer@other.meshhook.local', password: 'demo-vi
 /** A short unique token for label values and names. */
 export const unique = (prefix = 'e2e') => `${prefix}-${randomBytes(4).toString('hex')}`;
 
-const ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync'
-];
-
 export function launch() {
-  return chromium.launch({ executablePath: process.env.E2E_CHROMIUM ?? '/usr/bin/chromium', args: ARGS });
+  return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
 }
 
 /**
