@@ -310,7 +310,15 @@ def test_the_access_token_lifetime_is_configurable_by_env(
     from meshhook_rt_metrics.localstack.gateway.config import ACCESS_TOKEN_LIFETIME_ENV, GatewayConfig
 
     seen: list[GatewayConfig] = []
-    monkeypatch.setattr(gateway_app, "serve", lambda config, _level: seen.append(config))
+
+    class NoServer:  # the command builds a uvicorn server and runs it: record the config instead
+        def __init__(self, config: GatewayConfig, _level: str) -> None:
+            seen.append(config)
+
+        async def serve(self) -> None:
+            return None
+
+    monkeypatch.setattr(gateway_app, "build_server", NoServer)
     argv = ["gateway", "--state-dir", str(tmp_path), "--db-url", "postgresql://x@127.0.0.1:1/x"]
     assert CliRunner().invoke(app, argv).exit_code == 0
     assert seen[-1].access_token_lifetime == 3600  # GoTrue's default

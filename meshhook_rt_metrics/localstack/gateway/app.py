@@ -64,18 +64,26 @@ class Gateway:
             await self.auth.close()
 
     async def health(self, _request: Request) -> Response:
-        ready = self.realtime.feed.ready.is_set()
+        """200 only while Broadcast from Database works; 503 while the feed starts or restarts."""
+        ok = self.realtime.feed_running()
+        feed = self.realtime.feed.status.as_dict()
+        if not ok and feed["state"] == "running":
+            feed["state"] = "stopped"  # the task ended (it should never): not running, whatever it said
+        stats = self.realtime.hub.stats
         return JSONResponse(
             {
-                "status": "ok" if ready else "starting",
+                "status": "ok" if ok else ("starting" if feed["state"] == "starting" else "unavailable"),
+                "feed": feed,
                 "realtime": {
                     "connections": self.realtime.connections,
                     "subscriptions": self.realtime.hub.subscriber_count(),
-                    "database_messages": self.realtime.hub.stats.database_messages,
-                    "delivered": self.realtime.hub.stats.delivered,
+                    "database_messages": stats.database_messages,
+                    "delivered": stats.delivered,
+                    "rate_limited": stats.rate_limited,
+                    "unencodable": stats.unencodable,
                 },
             },
-            status_code=200 if ready else 503,
+            status_code=200 if ok else 503,
         )
 
     async def rest_other(self, request: Request) -> Response:

@@ -1,15 +1,34 @@
 """Request authentication shared by the HTTP routes, as Supabase's API gateway does it.
 
-The ``apikey`` (header or query) must be one of the project's keys; ``Authorization: Bearer`` carries
-the caller's token and falls back to the apikey when absent.
+The ``apikey`` (header or query) must be one of the project's keys — the anon key or the service role
+key, not just any token signed with the secret; ``Authorization: Bearer`` carries the caller's token
+and falls back to the apikey when absent. The caller's token must carry ``exp`` and ``iss`` (every token
+the stack issues does: keys, ``meshhook-metrics token``, ``/auth/v1`` sessions, the alert worker's).
 """
 
 from __future__ import annotations
+
+import hmac
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from meshhook_rt_metrics.localstack.gateway.keys import Claims, JwtKeys, TokenError
+
+
+def is_project_key(apikey: str, keys: JwtKeys) -> bool:
+    """Whether ``apikey`` is the anon or the service role key (compared in constant time)."""
+    given = apikey.encode()
+    return any(hmac.compare_digest(given, key.encode()) for key in (keys.anon_key, keys.service_role_key))
+
+
+def verify_token(token: str, keys: JwtKeys) -> Claims:
+    """Claims of a caller's token: valid signature, a ``role``, a future ``exp`` and an ``iss``."""
+    claims = keys.verify(token, require_exp=True)
+    iss = claims.raw.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise TokenError("JWT has no iss claim")
+    return claims
 
 
 class AuthFailure(Exception):  # noqa: N818  (an answer, not an error of ours)
@@ -42,21 +61,18 @@ def authenticate(conn: HTTPConnection, keys: JwtKeys) -> Claims:
                 status_code=401,
             )
         )
-    if apikey:
-        try:
-            keys.verify(apikey)
-        except TokenError as exc:
-            raise AuthFailure(
-                JSONResponse(
-                    {
-                        "message": "Invalid API key",
-                        "hint": "Double check your Supabase `anon` or `service_role` API key.",
-                    },
-                    status_code=401,
-                )
-            ) from exc
+    if apikey and not is_project_key(apikey, keys):
+        raise AuthFailure(
+            JSONResponse(
+                {
+                    "message": "Invalid API key",
+                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                },
+                status_code=401,
+            )
+        )
     try:
-        return keys.verify(token or apikey or "")
+        return verify_token(token or apikey or "", keys)
     except TokenError as exc:
         raise AuthFailure(
             JSONResponse(

@@ -32,7 +32,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meshhook_rt_metrics.localstack.gateway.auth import bearer
+from meshhook_rt_metrics.localstack.gateway.auth import bearer, is_project_key
 from meshhook_rt_metrics.localstack.gateway.config import GatewayConfig, connection_pool
 from meshhook_rt_metrics.localstack.gateway.keys import TokenError
 from meshhook_rt_metrics.localstack.gateway.rest import read_limited
@@ -182,10 +182,8 @@ class AuthApi:
         apikey = request.headers.get("apikey") or request.query_params.get("apikey")
         if not apikey:
             raise AuthError(401, "no_api_key", "No API key found in request")
-        try:
-            self.config.keys.verify(apikey)
-        except TokenError as exc:
-            raise AuthError(401, "invalid_api_key", "Invalid API key") from exc
+        if not is_project_key(apikey, self.config.keys):  # the anon or service key, not any token
+            raise AuthError(401, "invalid_api_key", "Invalid API key")
 
     async def _json(self, request: Request) -> dict[str, Any]:
         raw = await read_limited(request, MAX_BODY_BYTES)
@@ -193,7 +191,7 @@ class AuthApi:
             raise AuthError(413, "request_too_large", "Request body too large")
         try:
             body = json.loads(raw or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge ints, deep nesting
             raise AuthError(400, "bad_json", "Could not parse request body as JSON") from exc
         if not isinstance(body, dict):
             raise AuthError(400, "bad_json", "Could not parse request body as JSON: expected an object")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,32 @@ DEFAULT_SCHEMAS = ("public", "graphql_public", "metrics")
 ACCESS_TOKEN_LIFETIME_ENV = "MESHHOOK_METRICS_GATEWAY_ACCESS_TOKEN_LIFETIME"
 """Seconds an ``/auth/v1`` access token lives (``gateway --access-token-lifetime``); default 3600, as GoTrue's
 ``JWT_EXP``. Short values let tests watch clients refresh their sessions."""
+
+MAX_QUEUED_BYTES_ENV = "MESHHOOK_METRICS_GATEWAY_REALTIME_MAX_QUEUED_BYTES"
+"""Bytes of outgoing frames one Realtime socket may have pending (default 16 MiB); over it, close 1013."""
+CLIENT_BROADCASTS_PER_SECOND_ENV = "MESHHOOK_METRICS_GATEWAY_REALTIME_CLIENT_BROADCASTS_PER_SECOND"
+"""Client broadcasts one Realtime socket may send per second (default 100, Supabase's free-plan rate)."""
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+def default_max_queued_bytes() -> int:
+    return int(_env_number(MAX_QUEUED_BYTES_ENV, 16 * 1024 * 1024))
+
+
+def default_client_broadcasts_per_second() -> float:
+    return _env_number(CLIENT_BROADCASTS_PER_SECOND_ENV, 100.0)
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,12 @@ class GatewayConfig:
     """Seconds without any client frame (heartbeats count) before a socket is closed, as Phoenix does."""
     max_frame_bytes: int = 1024 * 1024
     max_channels_per_socket: int = 100
+    max_queued_bytes_per_socket: int = field(default_factory=default_max_queued_bytes)
+    """Bytes of frames a Realtime socket may have waiting to be sent (a client that does not read);
+    over it the socket is closed with 1013. ``MESHHOOK_METRICS_GATEWAY_REALTIME_MAX_QUEUED_BYTES``."""
+    client_broadcasts_per_second: float = field(default_factory=default_client_broadcasts_per_second)
+    """Client broadcasts per second per socket (bursts as many); the rest are dropped (0: no limit).
+    ``MESHHOOK_METRICS_GATEWAY_REALTIME_CLIENT_BROADCASTS_PER_SECOND``."""
     replay_grace: float = 30.0
     """After a restart, messages committed while the gateway was down reach channels joined this soon."""
     poll_interval: float = 1.0

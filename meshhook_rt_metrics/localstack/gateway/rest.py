@@ -201,6 +201,33 @@ def call_statement(fn: Function, keys: set[str]) -> sql.Composed:
     return sql.SQL("select to_json(_r)::text from (select 1) _one{}, lateral {} _r").format(source, call)
 
 
+def query_arguments(items: list[tuple[str, str]]) -> dict[str, Any]:
+    """Named arguments of a ``GET`` call (the ``apikey`` parameter is not one)."""
+    return {key: value for key, value in items if key != "apikey"}
+
+
+def body_arguments(raw: bytes) -> dict[str, Any] | JSONResponse:
+    """Named arguments of a ``POST`` body, else a ``PGRST102`` answer (never an exception)."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, ints over 4,300 digits, deep nesting
+        details = str(exc) if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        return error(400, "PGRST102", "Empty or invalid json", details=details)
+    if not isinstance(body, dict):
+        return error(400, "PGRST102", "Invalid body: expected a JSON object of named arguments")
+    return body
+
+
+def encode_arguments(args: dict[str, Any]) -> str | JSONResponse:
+    """The arguments as JSON text for ``json_to_record``, else a ``PGRST102`` answer."""
+    try:
+        return json.dumps(args)
+    except (ValueError, RecursionError) as exc:
+        return error(400, "PGRST102", "Empty or invalid json", details=type(exc).__name__)
+
+
 class DataApi:
     """RPC endpoint over a pool of ``authenticator`` connections."""
 
@@ -228,24 +255,11 @@ class DataApi:
 
     async def _arguments(self, request: Request) -> dict[str, Any] | JSONResponse:
         if request.method == "GET":
-            args: dict[str, Any] = {}
-            for key, value in request.query_params.multi_items():
-                if key == "apikey":
-                    continue
-                args[key] = value
-            return args
+            return query_arguments(request.query_params.multi_items())
         raw = await read_limited(request, MAX_BODY_BYTES)
         if raw is None:
             return error(413, "PGRST413", f"Payload too large: the limit is {MAX_BODY_BYTES} bytes")
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error(400, "PGRST102", "Empty or invalid json", details=str(exc))
-        if not isinstance(body, dict):
-            return error(400, "PGRST102", "Invalid body: expected a JSON object of named arguments")
-        return body
+        return body_arguments(raw)
 
     async def rpc(self, request: Request) -> Response:
         try:
@@ -258,10 +272,16 @@ class DataApi:
         args = await self._arguments(request)
         if isinstance(args, JSONResponse):
             return args
+        body = encode_arguments(args)
+        if isinstance(body, JSONResponse):
+            return body
         name = request.path_params["name"]
+        if "\x00" in name or "\x00" in schema or any("\x00" in key for key in args):
+            # PostgreSQL text cannot hold NUL: no function has such a name
+            return error(404, "PGRST202", "Could not find the function in the schema cache")
         try:
             async with self.pool.connection() as conn:
-                return await self._call(conn, request, claims, schema, name, args)
+                return await self._call(conn, request, claims, schema, name, args, body)
         except PoolTimeout:
             return error(503, "PGRST000", "Database client error. Retrying the connection.")
         except psycopg.OperationalError as exc:
@@ -278,6 +298,7 @@ class DataApi:
         schema: str,
         name: str,
         args: dict[str, Any],
+        body: str,
     ) -> Response:
         functions = await lookup(conn, schema, name)
         chosen = choose(functions, set(args))
@@ -314,7 +335,7 @@ class DataApi:
                     [item for pair in settings for item in pair],
                 )
                 await conn.execute("select set_config('role', %s, true)", (claims.role,))
-                cur = await conn.execute(statement, {"body": json.dumps(args)})
+                cur = await conn.execute(statement, {"body": body})
                 row = await cur.fetchone()
         except psycopg.OperationalError:
             raise

@@ -5,6 +5,11 @@ yields rows in commit order and keeps them while the gateway is down, so no mess
 restart. A statement trigger's NOTIFY (bootstrap_gateway.sql) wakes the feed within milliseconds; a
 slow poll covers a missed notification. The slot is read with the SQL interface (peek, deliver, then
 advance), so a crash between reading and delivering repeats messages rather than losing them.
+
+A row the feed cannot read (say a payload nested deeper than Python's JSON parser goes, or an integer
+with more digits than ``int`` parses) is skipped and counted, and the slot advances past it: one bad
+row never stops the feed nor makes the slot keep WAL. Any other failure restarts the session with
+backoff; :class:`FeedStatus` says how the feed is doing (``/health`` reports it).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -42,6 +47,28 @@ class DbMessage:
     id: str
     backlog: bool = False
     """Committed before this gateway started (read from the slot's backlog)."""
+
+
+@dataclass
+class FeedStatus:
+    """How the feed is doing, for ``/health``."""
+
+    state: str = "starting"
+    """``starting`` (first session not yet caught up), ``running``, ``restarting`` (waiting to retry
+    after an error) or ``stopped``."""
+    skipped_rows: int = 0
+    """Rows of ``realtime.messages`` that could not be read and were skipped (the slot moved on)."""
+    restarts: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description of an error (no message text: it could quote row data)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}{f' {sqlstate}' if sqlstate else ''}"
 
 
 def slot_name_for(database: str) -> str:
@@ -105,12 +132,17 @@ class PgOutputDecoder:
         return row
 
 
+class UnreadableRowError(ValueError):
+    """A row of ``realtime.messages`` the gateway cannot turn into a message."""
+
+
 def to_message(row: dict[str, str | None], backlog: bool) -> DbMessage | None:
+    """The message of a decoded row; None when the row is not a message; UnreadableRowError when broken."""
     raw = row.get("payload")
     try:
         payload = json.loads(raw) if raw is not None else None
-    except json.JSONDecodeError:
-        return None
+    except (ValueError, RecursionError) as exc:  # bad JSON, an int over 4,300 digits, deep nesting
+        raise UnreadableRowError(f"payload cannot be parsed ({type(exc).__name__})") from None
     topic, extension = row.get("topic"), row.get("extension")
     if topic is None or extension is None:
         return None
@@ -129,36 +161,61 @@ class DatabaseFeed:
     """Keeps reading the slot and hands each committed broadcast row to ``deliver``."""
 
     def __init__(
-        self, db_url: str, slot: str, deliver: Callable[[DbMessage], None], poll_interval: float
+        self,
+        db_url: str,
+        slot: str,
+        deliver: Callable[[DbMessage], None],
+        poll_interval: float,
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 5.0,
     ) -> None:
         self.db_url = db_url
         self.slot = slot
         self.deliver = deliver
         self.poll_interval = poll_interval
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
         self.decoder = PgOutputDecoder()
         self.ready = asyncio.Event()
+        self.status = FeedStatus()
         self._wake = asyncio.Event()
         self._started = False
+        self._backoff = min_backoff
 
     async def run(self) -> None:
-        """Run until cancelled; reconnects with backoff when the database goes away."""
-        backoff = 0.5
-        while True:
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except (psycopg.Error, OSError) as exc:
-                sqlstate = getattr(exc, "sqlstate", None)
-                log.warning(
-                    "database feed interrupted (%s%s); retrying in %.1fs",
-                    type(exc).__name__,
-                    f" {sqlstate}" if sqlstate else "",
-                    backoff,
-                )
+        """Run until cancelled; any failure restarts the session with backoff (0.5 s to 5 s)."""
+        try:
+            while True:
+                try:
+                    await self._session()
+                    raise RuntimeError("the database feed session ended")
+                except asyncio.CancelledError:
+                    raise
+                except (psycopg.Error, OSError) as exc:
+                    self._failed(exc)
+                    log.warning(
+                        "database feed interrupted (%s); retrying in %.1fs", describe(exc), self._backoff
+                    )
+                except Exception as exc:  # a bug: log it, and keep the feed alive
+                    self._failed(exc)
+                    log.error(
+                        "database feed failed (%s); restarting in %.1fs",
+                        describe(exc),
+                        self._backoff,
+                        exc_info=True,
+                    )
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, self.max_backoff)
+        finally:
             self.ready.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            self.status.state = "stopped"
+
+    def _failed(self, exc: BaseException) -> None:
+        self.ready.clear()
+        self.status.state = "restarting"
+        self.status.restarts += 1
+        self.status.last_error = describe(exc)
 
     async def _session(self) -> None:
         async with (
@@ -183,6 +240,8 @@ class DatabaseFeed:
                         pass
                     self._started = True
                     self.ready.set()
+                    self.status.state = "running"
+                    self._backoff = self.min_backoff
                     if watcher.done():
                         watcher.result()  # re-raise the listener's failure
                     with contextlib.suppress(TimeoutError):
@@ -219,11 +278,16 @@ class DatabaseFeed:
             (self.slot, upto, BATCH_ROWS, PUBLICATION),
         )
         rows = await cur.fetchall()
-        for _, data in rows:
-            decoded = self.decoder.decode(bytes(data))
-            if decoded is None:
+        for lsn, data in rows:
+            try:
+                decoded = self.decoder.decode(bytes(data))
+                message = to_message(decoded, backlog) if decoded is not None else None
+            except (ValueError, RecursionError, IndexError, struct.error) as exc:
+                # skip and count it; the slot advances past it below
+                self.status.skipped_rows += 1
+                self.status.last_error = f"skipped an unreadable row at {lsn}: {exc}"
+                log.warning("database feed skipped an unreadable row at %s: %s", lsn, exc)
                 continue
-            message = to_message(decoded, backlog)
             if message is None or message.extension != "broadcast":
                 continue
             try:

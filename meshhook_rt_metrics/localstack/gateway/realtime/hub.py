@@ -6,6 +6,7 @@ others. A frame is encoded once per protocol version and channel, whatever the n
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
     from meshhook_rt_metrics.localstack.gateway.keys import Claims
     from meshhook_rt_metrics.localstack.gateway.realtime.protocol import Codec
+
+log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 10_000
 
@@ -58,6 +61,10 @@ class HubStats:
     delivered: int = 0
     database_messages: int = 0
     client_broadcasts: int = 0
+    rate_limited: int = 0
+    """Client broadcasts dropped because their socket sent more than its rate allows."""
+    unencodable: int = 0
+    """Broadcasts dropped because they cannot be encoded (e.g. nested deeper than JSON encoding goes)."""
 
 
 class Hub:
@@ -107,7 +114,14 @@ class Hub:
                 continue
             codec = channel.conn.codec
             if codec.vsn not in encoded:
-                encoded[codec.vsn] = codec.encode_broadcast(topic, event, payload, meta, binary)
+                try:
+                    encoded[codec.vsn] = codec.encode_broadcast(topic, event, payload, meta, binary)
+                except (ValueError, RecursionError) as exc:
+                    log.warning(
+                        "dropped a broadcast on %s that cannot be encoded: %s", topic, type(exc).__name__
+                    )
+                    self.stats.unencodable += 1
+                    encoded[codec.vsn] = None
             frame = encoded[codec.vsn]
             if frame is not None:
                 channel.conn.push(frame)
@@ -133,9 +147,12 @@ class Hub:
         sent = 0
         for message in self._backlog:
             if message.topic == channel.sub_topic and message.private == channel.private:
-                frame = channel.conn.codec.encode_broadcast(
-                    channel.topic, message.event, message.payload, {"id": message.id}
-                )
+                try:
+                    frame = channel.conn.codec.encode_broadcast(
+                        channel.topic, message.event, message.payload, {"id": message.id}
+                    )
+                except (ValueError, RecursionError):
+                    continue
                 if frame is not None:
                     push(frame)
                     sent += 1

@@ -41,10 +41,19 @@ def _ref(value: Any) -> str | None:
     raise ProtocolError("ref must be a string or null")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _loads(text: str) -> Any:
+    """Strict JSON (no NaN/Infinity, which no client sends and no client could read back).
+
+    ``ValueError`` covers syntax errors and integers over Python's 4,300-digit limit;
+    ``RecursionError`` nesting deeper than the parser goes.
+    """
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("frame is not valid JSON") from exc
 
 

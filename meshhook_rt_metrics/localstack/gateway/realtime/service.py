@@ -42,13 +42,46 @@ class RealtimeService:
             pool=self.pool,
             idle_timeout=config.idle_timeout,
             max_channels=config.max_channels_per_socket,
+            max_queued_bytes=config.max_queued_bytes_per_socket,
+            client_broadcasts_per_second=config.client_broadcasts_per_second,
         )
         self.connections = 0
         self._feed_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
+        self._stopping = False
+        self._start_feed()
+
+    def _start_feed(self) -> None:
         self._feed_task = asyncio.create_task(self.feed.run(), name="realtime-feed")
+        self._feed_task.add_done_callback(self._feed_ended)
+
+    def _feed_ended(self, task: asyncio.Task[None]) -> None:
+        """The feed never ends on its own; should it anyway (a BaseException), start it again."""
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        log.error(
+            "the database feed task ended (%s); starting it again", type(exc).__name__ if exc else "no error"
+        )
+        self.feed.status.restarts += 1
+        asyncio.get_running_loop().call_later(self.feed.max_backoff, self._restart_feed)
+
+    def _restart_feed(self) -> None:
+        if not self._stopping:
+            self._start_feed()
+
+    def feed_running(self) -> bool:
+        """Whether Broadcast from Database works right now (the feed task is alive and caught up)."""
+        task = self._feed_task
+        return (
+            task is not None
+            and not task.done()
+            and self.feed.status.state == "running"
+            and self.feed.ready.is_set()
+        )
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -58,6 +91,7 @@ class RealtimeService:
         return True
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._feed_task is not None:
             self._feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -71,7 +105,7 @@ class RealtimeService:
             return
         token = ws.query_params.get("apikey") or ws.headers.get("apikey") or ""
         try:
-            claims = self.config.keys.verify(token, require_exp=True)
+            claims = self.config.keys.verify(token, require_exp=True)  # as Supabase Realtime: no iss check
         except TokenError as exc:
             message = "Token has expired" if exc.expired else f"Invalid token: {exc}"
             if not token:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from meshhook_rt_metrics.localstack.gateway.realtime.protocol import Codec, Fram
 log = logging.getLogger(__name__)
 
 OUTGOING_QUEUE = 10_000
+DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024
+DEFAULT_CLIENT_BROADCASTS_PER_SECOND = 100.0
+RATE_LIMIT_REASON = "Too many messages per second"
+_EMPTY_STR_SIZE = sys.getsizeof("")
 CLOSE_NORMAL = 1000
 CLOSE_INVALID = 1007
 CLOSE_POLICY = 1008
@@ -44,6 +49,38 @@ class Runtime:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     idle_timeout: float
     max_channels: int
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    """Bytes of frames a socket may have waiting to be sent; over it the socket is closed (1013)."""
+    client_broadcasts_per_second: float = DEFAULT_CLIENT_BROADCASTS_PER_SECOND
+    """Client broadcasts one socket may send per second (burst as many); more are dropped."""
+
+
+def frame_size(frame: str | bytes) -> int:
+    """Bytes a queued frame holds (O(1): a text frame's in-memory size, not its UTF-8 length)."""
+    if isinstance(frame, bytes):
+        return len(frame)
+    return len(frame) if frame.isascii() else sys.getsizeof(frame) - _EMPTY_STR_SIZE
+
+
+class TokenBucket:
+    """``rate`` events per second, bursts up to ``rate`` (at least one)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True  # no limit
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def expired_message(claims: Claims) -> str:
@@ -59,24 +96,44 @@ class Connection(Subscriber):
         self.rt = runtime
         self.channels: dict[str, Channel] = {}
         self.out: asyncio.Queue[str | bytes | None] = asyncio.Queue(OUTGOING_QUEUE)
+        self.queued_bytes = 0
+        """Bytes of frames queued or being sent."""
+        self.broadcasts = TokenBucket(runtime.client_broadcasts_per_second)
         self._close: tuple[int, str] | None = None
+        self._closing = asyncio.Event()
 
     # -- outgoing -------------------------------------------------------------------------------
     def push(self, frame: str | bytes) -> None:
         if self._close is not None:
+            return
+        size = frame_size(frame)
+        if self.queued_bytes and self.queued_bytes + size > self.rt.max_queued_bytes:
+            log.warning(
+                "closing a Realtime socket that does not keep up (over %d bytes pending)",
+                self.rt.max_queued_bytes,
+            )
+            self.close(
+                CLOSE_TRY_AGAIN,
+                f"too many pending messages: over the {self.rt.max_queued_bytes}-byte send buffer",
+            )
             return
         try:
             self.out.put_nowait(frame)
         except asyncio.QueueFull:
             log.warning("closing a Realtime socket that does not keep up (%d frames queued)", OUTGOING_QUEUE)
             self.close(CLOSE_TRY_AGAIN, "too many pending messages")
+            return
+        self.queued_bytes += size
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
-            if self.out.full():  # a stuck client: what is queued will never be read anyway
+            self._closing.set()
+            if code == CLOSE_TRY_AGAIN:  # a stuck client: what is queued will never be read anyway
                 while not self.out.empty():
-                    self.out.get_nowait()
+                    dropped = self.out.get_nowait()
+                    if dropped is not None:
+                        self.queued_bytes -= frame_size(dropped)
             # the writer sends what is queued before this marker, then closes
             self.out.put_nowait(None)
 
@@ -96,6 +153,7 @@ class Connection(Subscriber):
                 await self.ws.send_text(frame)
             else:
                 await self.ws.send_bytes(frame)
+            self.queued_bytes -= frame_size(frame)
         code, reason = self._close or (CLOSE_NORMAL, "")
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
@@ -104,15 +162,29 @@ class Connection(Subscriber):
     async def serve(self) -> None:
         writer = asyncio.create_task(self._writer())
         try:
-            while self._close is None:
-                try:
-                    message = await asyncio.wait_for(self.ws.receive(), self.rt.idle_timeout)
-                except TimeoutError:
-                    self.close(CLOSE_NORMAL, "heartbeat timeout")
-                    break
-                if message["type"] == "websocket.disconnect":
-                    break
-                await self._handle_raw(message)
+            closing = asyncio.ensure_future(self._closing.wait())
+            receive: asyncio.Future[Any] | None = None
+            try:
+                while self._close is None:
+                    receive = asyncio.ensure_future(self.ws.receive())
+                    done, _ = await asyncio.wait(
+                        (receive, closing), timeout=self.rt.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if receive not in done:  # idle, or closed by the server (e.g. over the send buffer)
+                        if not done:
+                            self.close(CLOSE_NORMAL, "heartbeat timeout")
+                        break
+                    message = receive.result()
+                    receive = None
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    await self._handle_raw(message)
+            finally:
+                closing.cancel()
+                if receive is not None and not receive.done():
+                    receive.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                        await receive
         except WebSocketDisconnect:
             pass
         finally:  # also on cancellation (server shutdown): leave the hub, flush and close
@@ -135,7 +207,11 @@ class Connection(Subscriber):
                 frame = self.codec.decode_binary(message["bytes"])
             else:
                 return
-        except ProtocolError as exc:
+        except (
+            ProtocolError,
+            ValueError,
+            RecursionError,
+        ) as exc:  # ProtocolError is the rule; the rest a net
             log.info("closing a Realtime socket after a malformed frame: %s", exc)
             self.close(CLOSE_INVALID, f"malformed message: {exc}")
             return
@@ -301,6 +377,12 @@ class Connection(Subscriber):
                         "reason": f"Unauthorized: You do not have permissions to write to this Channel topic: {channel.sub_topic}"
                     },
                 )
+            return
+        if not self.broadcasts.take():
+            # dropped, as Supabase drops messages over the rate; told only to senders asking for acks
+            self.rt.hub.stats.rate_limited += 1
+            if channel.ack:
+                self.reply(frame, "error", {"reason": RATE_LIMIT_REASON})
             return
         event, payload = envelope["event"], envelope.get("payload")
         self.rt.hub.stats.client_broadcasts += 1
