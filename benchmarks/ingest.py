@@ -329,6 +329,28 @@ DESIGNS: dict[str, Design] = {
         deferred=True,
         trusted_copy=True,
     ),
+    "D": Design(
+        "D",
+        "B with the rollup/totals sketches stored as integer key/count arrays, summed set-based in the pass "
+        "(raw points keep jsonb)",
+        ("b_append_only.sql", "d_int_sketch.sql"),
+        deferred=True,
+    ),
+    "D2": Design(
+        "D2",
+        "D, and each histogram point's buckets converted to key/count arrays once, at ingest, in the bucket "
+        "validation's scan; the pass unnests arrays",
+        ("b_append_only.sql", "d_int_sketch.sql", "d_ingest_arrays.sql"),
+        deferred=True,
+    ),
+    "CD": Design(
+        "CD",
+        "D's schema and pass with C's trusted path (ledger row + COPY of pre-resolved rows, no validation): "
+        "an upper bound",
+        ("b_append_only.sql", "d_int_sketch.sql"),
+        deferred=True,
+        trusted_copy=True,
+    ),
 }
 
 
