@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE_DIR ?= .meshhook
 SUPABASE := tools/node_modules/.bin/supabase
 
-.PHONY: up down test lint format bench install system-deps clean dashboard
+.PHONY: up down test lint format bench soak install system-deps clean dashboard
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: install ## Benchmarks (ratios against baselines measured in the same run)
 	@failed=""; for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || failed="$$failed $$b"; done; \
 	$(PY) -m benchmarks.summary > /dev/null && echo "== benchmarks/results/summary.md written"; \
 	if [ -n "$$failed" ]; then echo "failed or missed a goal:$$failed"; exit 1; fi
+
+soak: install ## Soak (not in CI): 30 min of the demo at 10x through every service, then the long fuzz/property runs
+	$(PY) -m benchmarks.soak
+	MESHHOOK_SOAK=1 $(VENV)/bin/pytest $(wildcard tests/fuzz) tests/api/test_schemathesis.py -p no:randomly -q
 
 clean:
 	rm -rf $(VENV) tools/node_modules dashboard/node_modules dashboard/build .mypy_cache .ruff_cache .pytest_cache

@@ -597,7 +597,7 @@ def analyse_broadcasts(page: dict[str, Any]) -> dict[str, Any]:
         key=lambda f: f["start"],
     )
     draws = sorted((d for d in page["draws"] if d.get("painted")), key=lambda d: d["t"])
-    total, wait, rtt, after = [], [], [], []
+    total, wait, rtt, after, first = [], [], [], [], []
     unmatched = 0
     for frame in frames:
         read = next((f for f in fetches if f["start"] >= frame["t"]), None)
@@ -605,6 +605,11 @@ def analyse_broadcasts(page: dict[str, Any]) -> dict[str, Any]:
         if read is None or draw is None:
             unmatched += 1
             continue
+        # a minute the page saw whole is drawn from the broadcast itself, before the SQL answer lands: the
+        # first redraw after the frame and before that read ends (a 5 s window tick could fall there too,
+        # at ~30 ms in 5 s, under 1 % of frames)
+        early = next((d for d in draws if frame["t"] <= d["t"] < read["end"]), None)
+        first.append((early or draw)["painted"] - frame["t"])
         total.append(draw["painted"] - frame["t"])
         wait.append(read["start"] - frame["t"])
         rtt.append(read["end"] - read["start"])
@@ -613,7 +618,8 @@ def analyse_broadcasts(page: dict[str, Any]) -> dict[str, Any]:
         "broadcasts": len(frames),
         "unmatched": unmatched,
         "frame_bytes": summary([f["bytes"] for f in frames]),
-        "broadcast_to_painted_ms": summary(total),
+        "broadcast_to_painted_ms": summary(first),
+        "broadcast_to_painted_from_sql_ms": summary(total),
         "broadcast_to_read_start_ms": summary(wait),
         # what the path costs without the wait for PanelData's 1 s read throttle (a projection, not measured)
         "broadcast_to_painted_without_throttle_wait_ms": summary(
@@ -728,6 +734,14 @@ def report(result: dict[str, Any]) -> None:
             fl["broadcast_to_painted_ms"]["p95"],
             f"<= {GOALS['broadcast_to_painted_p95_ms']:.0f}",
             yes(goals["broadcast_to_painted_met"]),
+        ],
+        [
+            "  broadcast -> painted from the SQL answer (ms)",
+            "",
+            fl["broadcast_to_painted_from_sql_ms"]["p50"],
+            fl["broadcast_to_painted_from_sql_ms"]["p95"],
+            "",
+            "",
         ],
         [
             "  broadcast -> tail read starts (ms)",
