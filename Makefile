@@ -74,7 +74,7 @@ bench: install ## Benchmarks (ratios against baselines measured in the same run)
 
 soak: install ## Soak (not in CI): 30 min of the demo at 10x through every service, then the long fuzz/property runs
 	$(PY) -m benchmarks.soak
-	MESHHOOK_SOAK=1 $(VENV)/bin/pytest $(wildcard tests/fuzz) tests/api/test_schemathesis.py -p no:randomly -q
+	MESHHOOK_SOAK=1 $(VENV)/bin/pytest $(wildcard tests/fuzz) tests/api/test_schemathesis.py tests/localstack/test_gateway_fuzz.py -p no:randomly -q
 
 clean:
 	rm -rf $(VENV) tools/node_modules dashboard/node_modules dashboard/build .mypy_cache .ruff_cache .pytest_cache
