@@ -36,7 +36,7 @@ export function alignDown(t, step) {
  * @param {Buffer} buffer
  * @param {{rev: number, from: number, to: number, step: number,
  *          series: Array<{labels: Record<string, string>, points: Array<[number, number|null]>}>}} answer
- * @returns {boolean} whether any step took the answer
+ * @returns {boolean} whether any value changed (a confirming answer needs no redraw)
  */
 export function applyAnswer(buffer, { rev, from, to, step, series }) {
   /** @type {Map<number, Map<string, number|null>>} */
@@ -54,8 +54,22 @@ export function applyAnswer(buffer, { rev, from, to, step, series }) {
       buffer.labels.set(key, one.labels);
     }
   }
-  for (const [t, values] of fresh) buffer.steps.set(t, { rev, values });
-  return fresh.size > 0;
+  let changed = false;
+  for (const [t, values] of fresh) {
+    changed ||= !sameValues(buffer.steps.get(t)?.values, values);
+    buffer.steps.set(t, { rev, values });
+  }
+  return changed;
+}
+
+/**
+ * @param {Map<string, number|null> | undefined} a
+ * @param {Map<string, number|null>} b
+ */
+function sameValues(a, b) {
+  if (!a || a.size !== b.size) return false;
+  for (const [key, value] of b) if (!a.has(key) || a.get(key) !== value) return false;
+  return true;
 }
 
 /**

@@ -64,6 +64,17 @@ describe('applyAnswer and readWindow', () => {
   });
 });
 
+describe('applyAnswer says whether anything changed', () => {
+  it('is false for an answer that only confirms what the buffer holds, true for new coverage or values', () => {
+    const buffer = createBuffer();
+    expect(applyAnswer(buffer, answer(1, 0, 120, [{ labels: ok, points: [[0, 1]] }]))).toBe(true);
+    expect(applyAnswer(buffer, answer(2, 0, 120, [{ labels: ok, points: [[0, 1]] }]))).toBe(false);
+    expect(applyAnswer(buffer, answer(3, 0, 180, [{ labels: ok, points: [[0, 1]] }]))).toBe(true); // step 120 now covered
+    expect(applyAnswer(buffer, answer(4, 0, 180, [{ labels: ok, points: [[0, 2]] }]))).toBe(true);
+    expect(applyAnswer(buffer, answer(0, 0, 180, [{ labels: ok, points: [[0, 9]] }]))).toBe(false); // older: ignored
+  });
+});
+
 describe('prune', () => {
   it('forgets steps outside the window and labels no step uses', () => {
     const buffer = createBuffer();

@@ -170,13 +170,15 @@ export class PanelData {
         )
       );
       if (this.destroyed || generation !== this.generation) return false;
+      let changed = false;
       answers.forEach((answer, i) => {
-        applyAnswer(this.buffers[i], { rev, from, to, step, series: answer.series });
+        changed = applyAnswer(this.buffers[i], { rev, from, to, step, series: answer.series }) || changed;
       });
       this.readUntil = Math.max(this.readUntil ?? to, to);
       this.error = null;
       this.live.noteData();
-      this.scheduleDraw();
+      // the SQL answer usually confirms what a broadcast already drew: no second redraw for the same picture
+      if (changed || this.frame === EMPTY_FRAME) this.scheduleDraw();
       return true;
     } catch (error) {
       if (this.destroyed || generation !== this.generation) return false;
