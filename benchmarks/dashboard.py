@@ -619,7 +619,8 @@ def analyse_broadcasts(page: dict[str, Any]) -> dict[str, Any]:
         "unmatched": unmatched,
         "frame_bytes": summary([f["bytes"] for f in frames]),
         "broadcast_to_painted_ms": summary(first),
-        "broadcast_to_painted_from_sql_ms": summary(total),
+        # the SQL answer that confirms a drawn minute causes no redraw; one that changes it is painted then
+        "broadcast_to_sql_answer_ms": summary([w + r for w, r in zip(wait, rtt, strict=True)]),
         "broadcast_to_read_start_ms": summary(wait),
         # what the path costs without the wait for PanelData's 1 s read throttle (a projection, not measured)
         "broadcast_to_painted_without_throttle_wait_ms": summary(
@@ -734,14 +735,6 @@ def report(result: dict[str, Any]) -> None:
             fl["broadcast_to_painted_ms"]["p95"],
             f"<= {GOALS['broadcast_to_painted_p95_ms']:.0f}",
             yes(goals["broadcast_to_painted_met"]),
-        ],
-        [
-            "  broadcast -> painted from the SQL answer (ms)",
-            "",
-            fl["broadcast_to_painted_from_sql_ms"]["p50"],
-            fl["broadcast_to_painted_from_sql_ms"]["p95"],
-            "",
-            "",
         ],
         [
             "  broadcast -> tail read starts (ms)",

@@ -9,6 +9,7 @@ instance to ``log2``): a different rounding path moves values that sit on a buck
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -85,11 +86,38 @@ class Sketch:
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Sketch:
+        """Decodes the wire form; ValueError for anything ``metrics.sketch_problem`` rejects (counts aside)."""
+        if not isinstance(wire, Mapping) or not set(wire) <= {"z", "p", "n"}:
+            raise ValueError("a sketch is an object of z, p and n")
         sketch = cls()
-        sketch.zero = int(wire.get("z") or 0)
-        sketch.pos = {int(k): int(c) for k, c in (wire.get("p") or {}).items()}
-        sketch.neg = {int(k): int(c) for k, c in (wire.get("n") or {}).items()}
+        sketch.zero = _wire_count(wire.get("z", 0), 0)
+        sketch.pos = _wire_store(wire.get("p", {}))
+        sketch.neg = _wire_store(wire.get("n", {}))
         return sketch
+
+
+_WIRE_KEY = re.compile(r"0|-?[1-9][0-9]{0,4}")
+
+
+def _wire_count(count: Any, least: int) -> int:
+    """A count as the wire writes it: an integer (or an integral float), >= least, at most 18 digits."""
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)
+    if isinstance(count, bool) or not isinstance(count, int) or not least <= count < 10**18:
+        raise ValueError(f"sketch counts are integers >= {least} of at most 18 digits, not {count!r}")
+    return count
+
+
+def _wire_store(store: Any) -> dict[int, int]:
+    """A bucket store: canonical integer keys in [-1036, 35488] -> counts >= 1."""
+    if not isinstance(store, Mapping):
+        raise ValueError("sketch stores p and n are objects of key: count")
+    decoded = {}
+    for k, c in store.items():
+        if not isinstance(k, str) or not _WIRE_KEY.fullmatch(k) or not -1036 <= int(k) <= 35488:
+            raise ValueError(f"sketch bucket keys are integers in [-1036, 35488], not {k!r}")
+        decoded[int(k)] = _wire_count(c, 1)
+    return decoded
 
 
 def quantile_of(
