@@ -8,8 +8,7 @@ import adapter from '@sveltejs/adapter-static';
 const config = {
   kit: {
     adapter: adapter({ pages: 'build', assets: 'build', fallback: 'index.html', strict: true }),
-    paths: { base: '/dashboard' },
-    output: { bundleStrategy: 'single' }
+    paths: { base: '/dashboard' }
   }
 };
 

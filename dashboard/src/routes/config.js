@@ -6,7 +6,8 @@ import { base } from '$app/paths';
 
 /** @returns {Promise<{supabaseUrl: string, supabaseAnonKey: string, apiUrl: string}>} */
 export async function loadConfig() {
-  const response = await fetch(`${base}/config.json`, { cache: 'no-store' });
+  // default cache mode: the preload in app.html answers it (the service sends config.json with no-cache)
+  const response = await fetch(`${base}/config.json`);
   if (!response.ok) throw new Error(`config.json: ${response.status} ${response.statusText}`);
   const config = await response.json();
   if (!config.supabaseUrl || !config.supabaseAnonKey) {

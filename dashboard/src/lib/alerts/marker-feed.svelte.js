@@ -8,6 +8,7 @@ import { alertMarkers } from './markers.js';
 import { resolveRange } from '../data/range.js';
 
 const LIMIT = 500;
+const FIRST_READ_DELAY_MS = 400;
 
 export class AlertMarkerFeed {
   /** @type {Array<{at: number, state: string, label: string, metric?: string}>} */
@@ -15,14 +16,18 @@ export class AlertMarkerFeed {
 
   /**
    * @param {{api: import('../data/api.js').MetricsApi, live: {subscribe: Function}, projectId: string, range: any,
-   *   now?: () => number}} options
+   *   now?: () => number, firstReadDelay?: number}} options
    */
-  constructor({ api, live, projectId, range, now = () => Date.now() }) {
+  constructor({ api, live, projectId, range, now = () => Date.now(), firstReadDelay = FIRST_READ_DELAY_MS }) {
+    this.firstReadDelay = firstReadDelay;
     this.api = api;
     this.projectId = projectId;
     this.range = range;
     this.now = now;
     this.destroyed = false;
+    this.started = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.firstRead = undefined;
     this.reader = coalesce(() => this.read());
     this.unsubscribe = live.subscribe(projectId, {
       alert: () => void this.reader.run(),
@@ -33,7 +38,14 @@ export class AlertMarkerFeed {
   /** @param {any} range */
   setRange(range) {
     this.range = range;
-    void this.reader.run();
+    if (this.started) {
+      void this.reader.run();
+      return;
+    }
+    // markers are an overlay: the first read waits a moment so that the charts' own first reads go first
+    // (a browser opens only six connections to one origin)
+    this.started = true;
+    this.firstRead = setTimeout(() => void this.reader.run(), this.firstReadDelay);
   }
 
   async read() {
@@ -57,6 +69,7 @@ export class AlertMarkerFeed {
 
   destroy() {
     this.destroyed = true;
+    clearTimeout(this.firstRead);
     this.unsubscribe();
   }
 }

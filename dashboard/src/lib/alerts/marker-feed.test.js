@@ -22,10 +22,10 @@ function setup() {
   /** @type {any} */
   const handlers = {};
   const live = { subscribe: (/** @type {string} */ _p, /** @type {any} */ h) => (Object.assign(handlers, h), () => (handlers.off = true)) };
-  const feed = new AlertMarkerFeed({ api: /** @type {any} */ (api), live, projectId: 'p1', range: { last: '1h' }, now: () => T });
+  const feed = new AlertMarkerFeed({ api: /** @type {any} */ (api), live, projectId: 'p1', range: { last: '1h' }, now: () => T, firstReadDelay: 0 });
   return { feed, calls, handlers, setHistory: (/** @type {any[]} */ h) => (history = h) };
 }
-const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
 
 describe('AlertMarkerFeed', () => {
   it('reads the history of the range and tags each marker with its rule metric, oldest first', async () => {
