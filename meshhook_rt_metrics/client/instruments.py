@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from meshhook_rt_metrics.client.labels import (
     MAX_LABEL_VALUE,
@@ -29,10 +29,8 @@ from meshhook_rt_metrics.client.labels import (
     check_label_names,
     check_metric_name,
 )
+from meshhook_rt_metrics.client.owner import InstrumentOwner
 from meshhook_rt_metrics.client.sketch import MULTIPLIER, ZERO_THRESHOLD, Sketch, value
-
-if TYPE_CHECKING:
-    from meshhook_rt_metrics.client.registry import Registry
 
 _INF = math.inf
 _log = math.log
@@ -521,7 +519,7 @@ class Metric:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: InstrumentOwner,
         name: str,
         help: str = "",
         labels: tuple[str, ...] | list[str] = (),
@@ -727,7 +725,7 @@ class Gauge(Metric):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: InstrumentOwner,
         name: str,
         help: str = "",
         labels: tuple[str, ...] | list[str] = (),
