@@ -9,7 +9,7 @@
  * `last` across workers and PostgreSQL-regex matchers therefore mean exactly what they mean in the API.
  * Redraws are batched to one per animation frame.
  */
-import { alignDown, applyAnswer, createBuffer, prune, readWindow } from './buffer.js';
+import { alignDown, applyAnswer, createBuffer, groupKey, prune, readWindow } from './buffer.js';
 import { groupOf, matcherPredicate, minuteValue } from './live-values.js';
 import { defaultStep, resolveRange } from './range.js';
 
@@ -232,7 +232,7 @@ export class PanelData {
       for (const item of items) {
         if (!matches(item.labels ?? {})) continue;
         const labels = groupOf(item.labels ?? {}, by);
-        const key = JSON.stringify(Object.keys(labels).sort().map((n) => [n, labels[n]]));
+        const key = groupKey(labels);
         if (!groups.has(key)) groups.set(key, { labels, items: [] });
         groups.get(key)?.items.push(item);
       }
