@@ -35,12 +35,13 @@ from meshhook_rt_metrics.api.alert_models import (
     ReceiverTest,
     RulePreview,
 )
-from meshhook_rt_metrics.api.alerts import field_problem, not_found, require_visible
+from meshhook_rt_metrics.api.alerts import HistoryPageDep, field_problem, not_found, require_visible
 from meshhook_rt_metrics.api.auth import Caller
 from meshhook_rt_metrics.api.db import Database
 from meshhook_rt_metrics.api.deps import ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
 from meshhook_rt_metrics.api.errors import ApiError
 from meshhook_rt_metrics.api.models import QueryTime, parse_step, utc
+from meshhook_rt_metrics.api.pagination import Key, Keyset
 
 router = APIRouter(prefix="/api/metrics/alerts", tags=["alerts"])
 
@@ -81,12 +82,15 @@ select m.id, m.key, case when m.kind = 'test' then null else m.rule_id end, m.re
       else '[]'::jsonb end) with ordinality as a (value, n)
   ), '[]'::jsonb)
 from metrics.alert_messages m
-where m.project_id = %(p)s and (%(s)s::text is null or m.status = %(s)s)
-  and (%(k)s::text is null or m.kind = %(k)s) and (%(r)s::uuid is null or m.rule_id = %(r)s)
-  and (%(c)s::uuid is null or m.receiver_id = %(c)s)
-order by m.created_at desc, m.id desc
-limit %(l)s
+where m.project_id = %s and (%s::text is null or m.status = %s)
+  and (%s::text is null or m.kind = %s) and (%s::uuid is null or m.rule_id = %s)
+  and (%s::uuid is null or m.receiver_id = %s)
+  and {condition}
 """
+DELIVERIES_ORDER = Keyset(
+    "alert_messages",
+    (Key("m.created_at", "timestamptz", descending=True), Key("m.id", "bigint", descending=True)),
+)
 DELIVERY_NAMES = (
     "id",
     "key",
@@ -159,18 +163,33 @@ def deliveries(
     who: CallerDep,
     db: DatabaseDep,
     project_id: UUID,
+    paging: HistoryPageDep,
+    response: Response,
     status: Annotated[DeliveryStatus | None, Query(description="dead: the dead letters.")] = None,
     kind: Annotated[DeliveryKind | None, Query(description="notification, repeat or test.")] = None,
     rule_id: Annotated[UUID | None, Query(description="Only this rule's messages.")] = None,
     receiver_id: Annotated[UUID | None, Query(description="Only the messages to this receiver.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:
     """The outbox's messages with their delivery status and the alerts they carried; never a receiver's
-    target or secret."""
-    params = {"p": project_id, "s": status, "k": kind, "r": rule_id, "c": receiver_id, "l": limit}
+    target or secret. Paginated (at most 1000 a page)."""
+    filters = {"status": status, "kind": kind, "rule_id": rule_id, "receiver_id": receiver_id}
+    page = paging.of(DELIVERIES_ORDER, project_id=project_id, **filters)
+    params = [
+        project_id,
+        status,
+        status,
+        kind,
+        kind,
+        rule_id,
+        rule_id,
+        receiver_id,
+        receiver_id,
+        *page.params,
+    ]
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
-        rows = conn.execute(DELIVERIES_SQL, params).fetchall()
+        found = conn.execute(DELIVERIES_SQL.format(condition=page.condition) + page.tail, params).fetchall()
+    rows = page.finish(found, lambda r: (r[9], r[0]), response)
     return DeliveryList(
         deliveries=[Delivery.model_validate(dict(zip(DELIVERY_NAMES, r, strict=True))) for r in rows]
     )

@@ -15,11 +15,11 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -45,6 +45,7 @@ from meshhook_rt_metrics.api.alert_models import (
 from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
 from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail, invalid_request
 from meshhook_rt_metrics.api.models import QueryTime, utc
+from meshhook_rt_metrics.api.pagination import Key, Keyset, PageDep, PageRequest, page_parameters
 
 router = APIRouter(prefix="/api/metrics/alerts", tags=["alerts"])
 
@@ -83,6 +84,25 @@ RULE_FKEYS = frozenset({"alert_silences_rule_fkey", "alert_mute_windows_rule_fke
 _PROBLEM_AT = re.compile(r"^\[(\d+)\](?:\.([a-z_]+))?: (.*)$", re.DOTALL)
 _KEY_AT = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*): (.*)$", re.DOTALL)
 _RECEIVER_AT = re.compile(r"^receiver_ids\[(\d+)\]: ")
+
+# sort keys of the lists (pagination.py); the last column is unique
+RULES_ORDER = Keyset("alert_rules", (Key("r.name", "text"), Key("r.id", "uuid")))
+RECEIVERS_ORDER = Keyset("alert_receivers", (Key("name", "text"), Key("id", "uuid")))
+SILENCES_ORDER = Keyset(
+    "alert_silences", (Key("s.ends_at", "timestamptz", descending=True), Key("s.id", "uuid"))
+)
+HISTORY_ORDER = Keyset(
+    "alert_events", (Key("e.at", "timestamptz", descending=True), Key("e.id", "bigint", descending=True))
+)
+HistoryPageDep = Annotated[PageRequest, Depends(page_parameters(default=100, most=1000))]
+SilenceState = Literal["active", "pending", "expired", "all"]
+# the silences of each state= (the state column of SILENCE_SELECT, as a condition)
+SILENCE_STATES: dict[str, str] = {
+    "active": "s.starts_at <= now() and s.ends_at > now()",
+    "pending": "s.starts_at > now() and s.ends_at > now()",
+    "expired": "s.ends_at <= now()",
+    "all": "true",
+}
 
 RULE_SELECT = """
 select r.id, r.project_id, r.name, r.description, r.metric, r.matchers, r.agg, r.group_by, r.window_length,
@@ -394,16 +414,21 @@ def create_receiver(who: CallerDep, db: DatabaseDep, body: ReceiverCreate) -> Re
     "/receivers",
     response_model=ReceiverList,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Receivers of a project (admins; other members get an empty list)",
+    summary="Receivers of a project by name (admins; other members get an empty list); paginated",
 )
-def list_receivers(who: CallerDep, db: DatabaseDep, project_id: UUID) -> ReceiverList:
+def list_receivers(
+    who: CallerDep, db: DatabaseDep, project_id: UUID, paging: PageDep, response: Response
+) -> ReceiverList:
+    page = paging.of(RECEIVERS_ORDER, project_id=project_id)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where project_id = %s order by name, id",
-            (project_id,),
+            f"select {RECEIVER_COLUMNS} from metrics.alert_receivers where project_id = %s and {page.condition}"
+            + page.tail,
+            [project_id, *page.params],
         ).fetchall()
-    return ReceiverList(receivers=[receiver_from(r) for r in rows])
+    shown = page.finish(rows, lambda r: (r[2], r[0]), response)
+    return ReceiverList(receivers=[receiver_from(r) for r in shown])
 
 
 @router.get(
@@ -523,25 +548,39 @@ def create_silence(who: CallerDep, db: DatabaseDep, body: SilenceCreate) -> Sile
     "/silences",
     response_model=SilenceList,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Silences of a project, latest end first",
+    summary="Silences of a project, latest end first; paginated",
 )
 def list_silences(
     who: CallerDep,
     db: DatabaseDep,
     project_id: UUID,
+    paging: PageDep,
+    response: Response,
+    state: Annotated[
+        SilenceState | None,
+        Query(
+            description="active: in effect now; pending: not started yet; expired: ended; all (the default)."
+        ),
+    ] = None,
     active: Annotated[
         bool | None,
-        Query(description="true: not ended yet (active or pending); false: expired; absent: all."),
+        Query(description="true: not ended yet (active or pending); false: expired. Not with `state`."),
     ] = None,
 ) -> SilenceList:
+    if state is not None and active is not None:
+        raise field_problem(["query", "active"], "give state or active, not both")
+    page = paging.of(SILENCES_ORDER, project_id=project_id, state=state, active=active)
+    condition = SILENCE_STATES[state or "all"]
+    if active is not None:
+        condition = "s.ends_at > now()" if active else SILENCE_STATES["expired"]
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            SILENCE_SELECT + " where s.project_id = %s and (%s::boolean is null or (s.ends_at > now()) = %s)"
-            " order by s.ends_at desc, s.id",
-            (project_id, active, active),
+            SILENCE_SELECT + f" where s.project_id = %s and {condition} and {page.condition}" + page.tail,
+            [project_id, *page.params],
         ).fetchall()
-    return SilenceList(silences=[silence_from(r) for r in rows])
+    shown = page.finish(rows, lambda r: (r[5], r[0]), response)
+    return SilenceList(silences=[silence_from(r) for r in shown])
 
 
 @router.get(
@@ -575,18 +614,19 @@ def end_silence(who: CallerDep, db: DatabaseDep, silence_id: UUID) -> Response:
     "/history",
     response_model=AlertHistory,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Alert state changes of a project, newest first",
+    summary="Alert state changes of a project, newest first; paginated (at most 1000 a page)",
 )
 def history(
     who: CallerDep,
     db: DatabaseDep,
     project_id: UUID,
+    paging: HistoryPageDep,
+    response: Response,
     rule_id: Annotated[UUID | None, Query(description="Only this rule's events.")] = None,
     from_: Annotated[
         QueryTime | None, Query(alias="from", description="Events at or after (RFC 3339 or epoch seconds).")
     ] = None,
     to: Annotated[QueryTime | None, Query(description="Events before (RFC 3339 or epoch seconds).")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertHistory:
     start = utc(from_) if from_ else None
     end = utc(to) if to else None
@@ -594,16 +634,18 @@ def history(
         raise invalid_request(
             [ErrorDetail(loc=["query", "from"], message="must be before to", type="value_error")]
         )
+    page = paging.of(HISTORY_ORDER, project_id=project_id, rule_id=rule_id, start=start, end=end)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
-        rows = conn.execute(
+        found = conn.execute(
             "select e.id, e.project_id, e.rule_id, e.rule_name, e.labels, e.state, e.previous, e.fingerprint,"
             " e.value, e.at from metrics.alert_events e"
-            " where e.project_id = %(p)s and (%(r)s::uuid is null or e.rule_id = %(r)s)"
-            " and (%(f)s::timestamptz is null or e.at >= %(f)s) and (%(t)s::timestamptz is null or e.at < %(t)s)"
-            " order by e.at desc, e.id desc limit %(l)s",
-            {"p": project_id, "r": rule_id, "f": start, "t": end, "l": limit},
+            " where e.project_id = %s and (%s::uuid is null or e.rule_id = %s)"
+            " and (%s::timestamptz is null or e.at >= %s) and (%s::timestamptz is null or e.at < %s)"
+            f" and {page.condition}" + page.tail,
+            [project_id, rule_id, rule_id, start, start, end, end, *page.params],
         ).fetchall()
+    rows = page.finish(found, lambda r: (r[9], r[0]), response)
     names = (
         "id",
         "project_id",
@@ -655,15 +697,20 @@ def create_rule(who: CallerDep, db: DatabaseDep, body: RuleCreate) -> Rule:
     "",
     response_model=RuleList,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Alert rules of a project",
+    summary="Alert rules of a project, by name; paginated",
 )
-def list_rules(who: CallerDep, db: DatabaseDep, project_id: UUID) -> RuleList:
+def list_rules(
+    who: CallerDep, db: DatabaseDep, project_id: UUID, paging: PageDep, response: Response
+) -> RuleList:
+    page = paging.of(RULES_ORDER, project_id=project_id)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            RULE_SELECT + " where r.project_id = %s order by r.name, r.id", (project_id,)
+            RULE_SELECT + f" where r.project_id = %s and {page.condition}" + page.tail,
+            [project_id, *page.params],
         ).fetchall()
-    return RuleList(rules=[rule_from(r) for r in rows])
+    shown = page.finish(rows, lambda r: (r[2], r[0]), response)
+    return RuleList(rules=[rule_from(r) for r in shown])
 
 
 @router.get(

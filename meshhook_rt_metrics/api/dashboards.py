@@ -32,12 +32,14 @@ from meshhook_rt_metrics.api.dashboard_models import (
 )
 from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
 from meshhook_rt_metrics.api.errors import ApiError, ErrorDetail, invalid_request
+from meshhook_rt_metrics.api.pagination import Key, Keyset, PageDep
 
 router = APIRouter(tags=["dashboards"])
 
 BASE = "/api/metrics/dashboards"
 COLUMNS = "id, project_id, name, spec, position, revision, created_by, created_at, updated_at"
 SPEC_CHECK = "dashboards_spec_check"
+ORDER = Keyset("dashboards", (Key("position", "bigint"), Key("name", "text"), Key("id", "uuid")))
 # "panels[2].thresholds[0].color: message": a JSON path of names and [indexes], then the message
 _PATH_AT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*): (.*)$", re.DOTALL)
 _STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
@@ -135,16 +137,21 @@ def list_projects(who: CallerDep, db: DatabaseDep) -> ProjectList:
     BASE,
     response_model=DashboardList,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Dashboards of a project, by position then name",
+    summary="Dashboards of a project, by position then name; paginated",
 )
-def list_dashboards(who: CallerDep, db: DatabaseDep, project_id: UUID) -> DashboardList:
+def list_dashboards(
+    who: CallerDep, db: DatabaseDep, project_id: UUID, paging: PageDep, response: Response
+) -> DashboardList:
+    page = paging.of(ORDER, project_id=project_id)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            f"select {COLUMNS} from metrics.dashboards where project_id = %s order by position, name, id",
-            (project_id,),
+            f"select {COLUMNS} from metrics.dashboards where project_id = %s and {page.condition}"
+            + page.tail,
+            [project_id, *page.params],
         ).fetchall()
-    return DashboardList(dashboards=[dashboard_from(r) for r in rows])
+    shown = page.finish(rows, lambda r: (r[4], r[2], r[0]), response)
+    return DashboardList(dashboards=[dashboard_from(r) for r in shown])
 
 
 @router.post(

@@ -28,9 +28,11 @@ from meshhook_rt_metrics.api.alerts import (
     translated,
 )
 from meshhook_rt_metrics.api.deps import CONFLICT, ERRORS, NOT_FOUND, CallerDep, DatabaseDep, visible_project
+from meshhook_rt_metrics.api.pagination import Key, Keyset, PageDep
 
 router = APIRouter(prefix="/api/metrics/alerts/mute-windows", tags=["alerts"])
 
+ORDER = Keyset("alert_mute_windows", (Key("name", "text"), Key("id", "uuid")))
 COLUMNS = "id, project_id, rule_id, name, weekdays, start_time::text, end_time::text, time_zone, created_by, created_at"
 
 
@@ -97,16 +99,21 @@ def create_window(who: CallerDep, db: DatabaseDep, body: MuteWindowCreate) -> Mu
     "",
     response_model=MuteWindowList,
     responses={**ERRORS, **NOT_FOUND},
-    summary="Mute windows of a project, by name",
+    summary="Mute windows of a project, by name; paginated",
 )
-def list_windows(who: CallerDep, db: DatabaseDep, project_id: UUID) -> MuteWindowList:
+def list_windows(
+    who: CallerDep, db: DatabaseDep, project_id: UUID, paging: PageDep, response: Response
+) -> MuteWindowList:
+    page = paging.of(ORDER, project_id=project_id)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            f"select {COLUMNS} from metrics.alert_mute_windows where project_id = %s order by name, id",
-            (project_id,),
+            f"select {COLUMNS} from metrics.alert_mute_windows where project_id = %s and {page.condition}"
+            + page.tail,
+            [project_id, *page.params],
         ).fetchall()
-    return MuteWindowList(mute_windows=[window_from(r) for r in rows])
+    shown = page.finish(rows, lambda r: (r[3], r[0]), response)
+    return MuteWindowList(mute_windows=[window_from(r) for r in shown])
 
 
 @router.get(

@@ -19,26 +19,34 @@ from meshhook_rt_metrics.api.models import (
     ScrapeTokenList,
     utc,
 )
+from meshhook_rt_metrics.api.pagination import Key, Keyset, PageDep
 
 router = APIRouter(tags=["scrape tokens"])
 
+ORDER = Keyset("scrape_tokens", (Key("created_at", "timestamptz"), Key("id", "uuid")))
 TOKEN_COLUMNS = (
     "id, project_id, name, token_prefix, created_by, created_at, expires_at, revoked_at, last_used_at"
 )
 
 
 @router.get("/api/metrics/scrape-tokens", response_model=ScrapeTokenList, responses=ERRORS)
-def list_tokens(who: CallerDep, db: DatabaseDep, project_id: UUID) -> ScrapeTokenList:
-    """Tokens of a project (visible to its admins; other members get an empty list)."""
+def list_tokens(
+    who: CallerDep, db: DatabaseDep, project_id: UUID, paging: PageDep, response: Response
+) -> ScrapeTokenList:
+    """Tokens of a project, oldest first (visible to its admins; other members get an empty list);
+    paginated (docs/api.md, "Lists")."""
+    page = paging.of(ORDER, project_id=project_id)
     with db.caller(who.claims) as conn:
         visible_project(conn, project_id, who)
         rows = conn.execute(
-            f"select {TOKEN_COLUMNS} from metrics.scrape_tokens where project_id = %s order by created_at, id",
-            (project_id,),
+            f"select {TOKEN_COLUMNS} from metrics.scrape_tokens where project_id = %s and {page.condition}"
+            + page.tail,
+            [project_id, *page.params],
         ).fetchall()
+    shown = page.finish(rows, lambda r: (r[5], r[0]), response)
     names = TOKEN_COLUMNS.split(", ")
     return ScrapeTokenList(
-        tokens=[ScrapeTokenInfo.model_validate(dict(zip(names, r, strict=True))) for r in rows]
+        tokens=[ScrapeTokenInfo.model_validate(dict(zip(names, r, strict=True))) for r in shown]
     )
 
 

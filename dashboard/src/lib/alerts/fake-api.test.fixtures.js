@@ -190,6 +190,8 @@ export function fakeApi(routes = {}) {
   }
   return Object.assign(api, {
     get: (/** @type {string} */ p, /** @type {any} */ params) => answer('GET', p, params, undefined),
+    // a list is one page here (a route's answer holds every row); api.test.js tests following `Link`
+    list: (/** @type {string} */ p, /** @type {any} */ params) => answer('GET', p, params, undefined),
     post: (/** @type {string} */ p, /** @type {any} */ body) => answer('POST', p, undefined, body ?? {}),
     put: (/** @type {string} */ p, /** @type {any} */ body) => answer('PUT', p, undefined, body ?? {}),
     patch: (/** @type {string} */ p, /** @type {any} */ body) => answer('PATCH', p, undefined, body ?? {}),

@@ -55,7 +55,7 @@ export class AlertMarkerFeed {
       this.api.get('/api/metrics/alerts/history', {
         project_id, from: new Date(from * 1000).toISOString(), to: new Date((to + 60) * 1000).toISOString(), limit: LIMIT
       }),
-      this.api.get('/api/metrics/alerts', { project_id })
+      this.api.list('/api/metrics/alerts', { project_id }, 'rules')
     ]);
     if (this.destroyed) return;
     const metricOf = new Map((rules?.rules ?? []).map((/** @type {any} */ r) => [r.id, r.metric]));

@@ -16,6 +16,11 @@ function setup() {
     async get(path, params) {
       calls.push({ path, params });
       if (path.endsWith('/history')) return { events: history };
+      throw new Error(`unexpected GET ${path}`);
+    },
+    /** @param {string} path @param {any} params @param {string} key */
+    async list(path, params, key) {
+      calls.push({ path, params, key });
       return { rules: [{ id: 'r1', metric: 'hooks_total' }] };
     }
   };

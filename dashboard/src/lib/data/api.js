@@ -90,6 +90,19 @@ export function createMetricsApi({
    * @param {AbortSignal} [signal]
    */
   async function request(method, path, params, body, signal) {
+    return (await exchange(method, path, params, body, signal)).json;
+  }
+
+  /**
+   * The answer's JSON and the `cursor` of its `Link: <...>; rel="next"` header (null on a list's last page).
+   * @param {string} method
+   * @param {string} path
+   * @param {Record<string, unknown>} [params]
+   * @param {unknown} [body]
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<{json: any, next: string|null}>}
+   */
+  async function exchange(method, path, params, body, signal) {
     const url = new URL(root + path, root ? undefined : globalThis.location?.origin ?? 'http://localhost');
     for (const [name, value] of Object.entries(params ?? {})) {
       if (value === undefined || value === null) continue;
@@ -120,7 +133,7 @@ export function createMetricsApi({
       const fresh = await refreshToken().catch(() => null);
       if (fresh && fresh !== token) response = await send(fresh);
     }
-    if (response.status === 204) return null;
+    if (response.status === 204) return { json: null, next: null };
     const text = await response.text();
     /** @type {any} */
     let json = null;
@@ -138,7 +151,7 @@ export function createMetricsApi({
         json
       );
     }
-    return json;
+    return { json, next: nextCursor(response.headers.get('link')) };
   }
 
   return {
@@ -156,6 +169,26 @@ export function createMetricsApi({
     },
     /** @param {string} path @param {Record<string, unknown>} [params] @param {AbortSignal} [signal] */
     get: (path, params, signal) => request('GET', path, params, undefined, signal),
+    /**
+     * Every row of a paginated list (`GET` with `limit`/`cursor`, docs/api.md "Lists"): the first answer with
+     * `answer[key]` holding the rows of all its pages, read by following `Link` rel="next" (the same request
+     * with the link's `cursor`, so a proxy's view of the URL does not matter). At most `maxPages` pages.
+     * @param {string} path
+     * @param {Record<string, unknown>} params
+     * @param {string} key  the body's list: 'rules', 'receivers', 'silences', ...
+     * @param {{signal?: AbortSignal, maxPages?: number}} [options]
+     * @returns {Promise<any>}
+     */
+    async list(path, params, key, { signal, maxPages = 100 } = {}) {
+      let { json, next } = await exchange('GET', path, { limit: MAX_PAGE, ...params }, undefined, signal);
+      const first = json ?? {};
+      const rows = [...(first[key] ?? [])];
+      for (let pages = 1; next && pages < maxPages; pages++) {
+        ({ json, next } = await exchange('GET', path, { limit: MAX_PAGE, ...params, cursor: next }, undefined, signal));
+        rows.push(...(json?.[key] ?? []));
+      }
+      return { ...first, [key]: rows };
+    },
     /** @param {string} path @param {unknown} body */
     post: (path, body) => request('POST', path, undefined, body ?? {}),
     /** @param {string} path @param {unknown} body */
@@ -168,6 +201,28 @@ export function createMetricsApi({
 }
 
 /** @typedef {ReturnType<typeof createMetricsApi>} MetricsApi */
+
+/** The largest page the service gives (`limit` of its lists). */
+export const MAX_PAGE = 500;
+
+/**
+ * The `cursor` of the `rel="next"` link of a `Link` header (RFC 8288), or null.
+ * @param {string|null} header
+ * @returns {string|null}
+ */
+export function nextCursor(header) {
+  for (const part of (header ?? '').split(/,(?=\s*<)/)) {
+    const found = /^\s*<([^>]*)>(.*)$/.exec(part);
+    const rel = found && /;\s*rel\s*=\s*(?:"([^"]*)"|([^;\s]+))/i.exec(found[2]);
+    if (!found || !rel || !(rel[1] ?? rel[2]).toLowerCase().split(/\s+/).includes('next')) continue;
+    try {
+      return new URL(found[1], 'http://link.invalid').searchParams.get('cursor');
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
 
 /**
  * `getToken` and `refreshToken` for createMetricsApi from a supabase-js client's session.

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { ApiError, createMetricsApi, fieldErrors } from './api.js';
+import { ApiError, MAX_PAGE, createMetricsApi, fieldErrors, nextCursor } from './api.js';
 
 /** @param {Array<{status: number, body?: any}>} answers */
 function fakeFetch(answers) {
@@ -57,5 +57,49 @@ describe('createMetricsApi', () => {
     });
     const api = createMetricsApi({ getToken: async () => null, fetch: /** @type {any} */ (fetch) });
     await expect(api.get('/x')).rejects.toMatchObject({ status: 0, code: 'network_error' });
+  });
+});
+
+describe('paginated lists', () => {
+  it('nextCursor takes the cursor of the rel="next" link only', () => {
+    expect(nextCursor(null)).toBe(null);
+    expect(nextCursor('<http://h/api/metrics/alerts?project_id=p&limit=2&cursor=abc_-1>; rel="next"')).toBe('abc_-1');
+    expect(nextCursor('</x?cursor=p1>; rel="prev", </x?cursor=n1>; rel=next')).toBe('n1');
+    expect(nextCursor('</x?cursor=p1>; rel="prev"')).toBe(null);
+    expect(nextCursor('</x?cursor=a%2Cb>; title="a, b"; rel="first next"')).toBe('a,b');
+  });
+
+  it('list follows Link rel="next" with the same request plus its cursor, and joins the pages', async () => {
+    /** @type {string[]} */
+    const urls = [];
+    const pages = [
+      { body: { rules: [{ id: 1 }, { id: 2 }] }, link: '<http://internal:9000/api/metrics/alerts?project_id=p&limit=500&cursor=c1>; rel="next"' },
+      { body: { rules: [{ id: 3 }] }, link: '<http://internal:9000/api/metrics/alerts?project_id=p&limit=500&cursor=c2>; rel="next"' },
+      { body: { rules: [] }, link: null }
+    ];
+    const fetch = vi.fn(async (/** @type {string} */ url) => {
+      urls.push(url);
+      const { body, link } = /** @type {any} */ (pages.shift());
+      return new Response(JSON.stringify(body), { status: 200, headers: link ? { link } : {} });
+    });
+    const api = createMetricsApi({ baseUrl: 'http://svc/prefix', getToken: async () => 't', fetch: /** @type {any} */ (fetch) });
+    const answer = await api.list('/api/metrics/alerts', { project_id: 'p' }, 'rules');
+    expect(answer.rules.map((/** @type {any} */ r) => r.id)).toEqual([1, 2, 3]);
+    expect(urls.map((u) => [new URL(u).origin + new URL(u).pathname, new URL(u).searchParams.get('cursor')])).toEqual([
+      ['http://svc/prefix/api/metrics/alerts', null],
+      ['http://svc/prefix/api/metrics/alerts', 'c1'],
+      ['http://svc/prefix/api/metrics/alerts', 'c2']
+    ]);
+    expect(urls.every((u) => new URL(u).searchParams.get('limit') === String(MAX_PAGE))).toBe(true);
+  });
+
+  it('list stops after maxPages', async () => {
+    const fetch = vi.fn(async () =>
+      new Response(JSON.stringify({ silences: [{ id: 1 }] }), { status: 200, headers: { link: '</s?cursor=again>; rel="next"' } })
+    );
+    const api = createMetricsApi({ baseUrl: 'http://svc', getToken: async () => 't', fetch: /** @type {any} */ (fetch) });
+    const answer = await api.list('/s', { project_id: 'p', state: 'active' }, 'silences', { maxPages: 3 });
+    expect(answer.silences).toHaveLength(3);
+    expect(fetch).toHaveBeenCalledTimes(3);
   });
 });
