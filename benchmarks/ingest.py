@@ -3,8 +3,8 @@
 Both are measured in ONE run on the SAME database, with the same batches and the same number of
 concurrent connections, so the ratio does not depend on the machine:
 
-- ingest: ``select metrics.ingest(batch)`` per batch (validation, series look-up, ledger, raw points,
-  the statement triggers: minute rollups, cumulative totals and the coalesced live publish);
+- ingest: ``select metrics.ingest(batch)`` per batch (validation, series look-up, ledger, raw points), and
+  the rollup pass that merges them (minute rollups, cumulative totals, late marks, the live publish);
 - COPY: ``COPY ... FROM STDIN`` of the same points as rows with the columns of ``metrics.points``, into a
   plain table without index, trigger, partitioning or row-level security;
 - floor: the same COPY plus, in the same transaction, an upsert of the batch into per-minute
@@ -17,14 +17,13 @@ Payloads are serialised before timing: only the database work and the wire are m
 its own transaction (autocommit) for both. Goal of issue 2: >= 100,000 points/s and >= 0.5 of COPY.
 Issue 14 adds, per design and phase:
 
-- ``--designs A,B,C``: each design runs in its own scratch database cloned from a migrated template, with
-  its SQL from ``benchmarks/designs/`` applied on top (see DESIGNS and benchmarks/designs/README.md), and
-  its own COPY phase in the same database as the baseline of its ratio;
+- ``--designs B,C``: each design runs in its own scratch database cloned from a migrated template (a
+  prototype design's SQL from ``benchmarks/designs/`` applied on top, see DESIGNS), with its own COPY
+  phase in the same database as the baseline of its ratio;
 - DB CPU per point: user + system CPU of every PostgreSQL server process (psutil over the postmaster's
-  tree, sampled every 0.1 s) over the phase; for deferred designs the phase lasts until the rollup pass
+  tree, sampled every 0.1 s) over the phase; the phase lasts until the rollup pass
   has caught up (its time and CPU count), and the pass loop's share is reported apart;
-- a loop like ``meshhook-metrics maintain --loop`` every ``--pass-interval``: ``publish_pending()`` (A) or
-  ``rollup_pass()`` (B, C);
+- a loop like ``meshhook-metrics maintain --loop`` every ``--pass-interval``: ``rollup_pass()``;
 - freshness: one-point probe batches during the ingest phase, commit -> value in its rollup_1m minute
   (what metrics.query reads) and -> on the live topic (the prober's backend is left out of the CPU);
 - correctness: rollup_1m and series_totals against a recomputation from the raw points (CHECK_SQL);
@@ -32,8 +31,8 @@ Issue 14 adds, per design and phase:
   --workers 20 --rate 6000``).
 
     .venv/bin/python -m benchmarks.ingest                  # throwaway local PostgreSQL, durable settings
-    .venv/bin/python -m benchmarks.ingest --designs A,B,C --batch-size 300 --sources 20 --series 300 --batches 200
-    DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest   # design A only
+    .venv/bin/python -m benchmarks.ingest --designs B,C --batch-size 300 --sources 20 --series 300 --batches 200
+    DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest   # design B only
 
 With DATABASE_URL, the database must carry the migrations and the role must ingest directly (a trusted
 role such as ``postgres``); the benchmark writes into a random project and drops its COPY table after.
@@ -119,7 +118,7 @@ class Phase:
     batches: int = 0
     seconds: float = 0.0
     batch_seconds: list[float] = field(default_factory=list)
-    writers_seconds: float = 0.0  # until the last batch committed (a deferred design then catches up)
+    writers_seconds: float = 0.0  # until the last batch committed (the rollup pass then catches up)
     cpu_seconds: float | None = None  # PostgreSQL server CPU (user + system, all processes) over the phase
     pass_cpu_seconds: float | None = None  # of which the pass loop's backend (rollup pass / publish sweep)
 
@@ -301,57 +300,29 @@ class Design:
     name: str
     description: str
     sql_files: tuple[str, ...]  # under benchmarks/designs/, applied in order as the owner (postgres)
-    deferred: bool  # rollups by a periodic pass (metrics.rollup_pass) instead of the statement trigger
     trusted_copy: bool = (
         False  # the timed phase COPYs rows into metrics.points (ledger + COPY) instead of the RPC
     )
 
 
 DESIGNS: dict[str, Design] = {
-    "A": Design(
-        "A",
-        "current: metrics.ingest + per-statement trigger rollup (points_rollup), publish sweep every pass interval",
-        (),
-        deferred=False,
-    ),
     "B": Design(
         "B",
-        "append-only metrics.ingest (no rollup trigger) + metrics.rollup_pass() every pass interval "
-        "(xid watermark, set-based merge, publish)",
-        ("b_append_only.sql",),
-        deferred=True,
+        "current (migration 20261206000500): append-only metrics.ingest + metrics.rollup_pass() every pass "
+        "interval (xid watermark, set-based merge, publish)",
+        (),
     ),
     "C": Design(
         "C",
-        "B's schema; trusted path: ledger row + COPY (text) of pre-resolved rows into metrics.points, "
-        "no validation (an upper bound for a validated staging path) + the same pass",
-        ("b_append_only.sql",),
-        deferred=True,
-        trusted_copy=True,
-    ),
-    "D": Design(
-        "D",
-        "B with the rollup/totals sketches stored as integer key/count arrays, summed set-based in the pass "
-        "(raw points keep jsonb)",
-        ("b_append_only.sql", "d_int_sketch.sql"),
-        deferred=True,
-    ),
-    "D2": Design(
-        "D2",
-        "D, and each histogram point's buckets converted to key/count arrays once, at ingest, in the bucket "
-        "validation's scan; the pass unnests arrays",
-        ("b_append_only.sql", "d_int_sketch.sql", "d_ingest_arrays.sql"),
-        deferred=True,
-    ),
-    "CD": Design(
-        "CD",
-        "D's schema and pass with C's trusted path (ledger row + COPY of pre-resolved rows, no validation): "
-        "an upper bound",
-        ("b_append_only.sql", "d_int_sketch.sql"),
-        deferred=True,
+        "B plus a trusted path: ledger row + COPY (text) of pre-resolved rows into metrics.points, no "
+        "validation (an upper bound for a validated staging path) + the same pass",
+        (),
         trusted_copy=True,
     ),
 }
+"""Designs A (per-statement trigger rollups, replaced by B) and D (integer-array sketches, within noise of B)
+were measured with prototype SQL under benchmarks/designs/ until B landed; their figures are in
+docs/architecture.md ("Ingest designs side by side") and their SQL in the git history."""
 
 
 # -- database ---------------------------------------------------------------------------------------
@@ -365,7 +336,7 @@ class Cluster:
     def database_for(self, design: Design, tag: str) -> str:
         if self.pg is None:
             if design.sql_files:
-                raise SystemExit("designs other than A need the local throwaway cluster (unset DATABASE_URL)")
+                raise SystemExit("prototype designs need the local throwaway cluster (unset DATABASE_URL)")
             return self.url
         name = f"bench_{tag}_{design.name.lower()}"
         with psycopg.connect(self.pg.admin_url(), autocommit=True) as conn:
@@ -479,7 +450,7 @@ def run_phase(
     pass_pids: set[int] | None = None,
 ) -> Phase:
     """Run ``work`` over ``jobs`` on ``workers`` connections (one transaction per job); time the whole
-    phase, including ``finish`` (a deferred design's catch-up), and the server's CPU over it."""
+    phase, including ``finish`` (the rollup pass's catch-up), and the server's CPU over it."""
     phase = Phase(name)
     todo: queue.Queue[Any] = queue.Queue()
     for k, job in enumerate(jobs):
@@ -668,11 +639,11 @@ def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID) -> dict[str
 
 # -- background pass loop and freshness probes ------------------------------------------------------
 class PassLoop:
-    """What pg_cron or `meshhook-metrics maintain --loop` does: design A sweeps publish_pending(), a
-    deferred design runs rollup_pass(); every ``interval`` seconds on one long-lived connection."""
+    """What pg_cron or `meshhook-metrics maintain --loop` does: metrics.rollup_pass() every ``interval``
+    seconds on one long-lived connection."""
 
-    def __init__(self, url: str, design: Design, interval: float) -> None:
-        self.sql = "select metrics.rollup_pass()" if design.deferred else "select metrics.publish_pending()"
+    def __init__(self, url: str, interval: float) -> None:
+        self.sql = "select metrics.rollup_pass()"
         self.interval = interval
         self.conn = psycopg.connect(url, autocommit=True)
         self.backend_pid = int(self.conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
@@ -727,7 +698,7 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 
 
 def drain(url: str, pids: set[int] | None = None) -> Callable[[], None]:
-    """A deferred design's catch-up: run the pass until no committed point is left behind its watermark
+    """The catch-up after a phase: run the pass until no committed point is left behind its watermark
     (its backend joins ``pids``, whose CPU is reported as the pass's)."""
 
     def run() -> None:
@@ -735,10 +706,7 @@ def drain(url: str, pids: set[int] | None = None) -> Callable[[], None]:
             if pids is not None:
                 pids.add(int(conn.execute("select pg_backend_pid()").fetchone()[0]))  # type: ignore[index]
             while True:
-                row = conn.execute("select metrics.rollup_pass()").fetchone()
-                if row and row[0].get("skipped"):
-                    time.sleep(0.005)
-                    continue
+                conn.execute("select metrics.rollup_pass()")
                 left = conn.execute(
                     "select count(*) from metrics.points"
                     " where xid >= (select xid_watermark from metrics.rollup_pass_state)"
@@ -922,6 +890,7 @@ class DesignOutcome:
     messages: int
     floor: Phase | None = None
     floor_sketch: Phase | None = None
+    storage: dict[str, Any] | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -939,16 +908,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--designs",
-        default="A",
+        default="B",
         help="comma-separated designs to run side by side, each in its own scratch database: "
         + "; ".join(f"{d.name} = {d.description}" for d in DESIGNS.values())
-        + " (default A)",
+        + " (default B)",
     )
     parser.add_argument(
         "--pass-interval",
         type=float,
         default=0.5,
-        help="seconds between publish sweeps / rollup passes (0.5)",
+        help="seconds between rollup passes (0.5, as maintain --loop; pg_cron runs one a second)",
     )
     parser.add_argument(
         "--probe-every",
@@ -1032,9 +1001,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         }
         create_scratch_tables(conn)
     copies = [(copy_text(work.project, pts, series_ids, s, i), len(pts)) for s, i, pts in work.batches]
-    if design.deferred:
-        drain(url)()
-    loop = PassLoop(url, design, args.pass_interval)
+    drain(url)()
+    loop = PassLoop(url, args.pass_interval)
     prober = Prober(url, work.project, args.probe_every)
     meter.excluded.add(prober.backend_pid)
     floor = floor_sketch = None
@@ -1047,7 +1015,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
                 ingest_job(conn, work.payloads[0])
         prober.start()
         pass_pids = {loop.backend_pid}
-        finish = drain(url, pass_pids) if design.deferred else None
+        finish = drain(url, pass_pids)
         if design.trusted_copy:
             jobs = [
                 (data, n, str(work.project), s, i)
@@ -1107,17 +1075,60 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         with psycopg.connect(url, autocommit=True) as conn:
             drop_scratch_tables(conn)
     with psycopg.connect(url, autocommit=True) as conn:
-        if design.deferred:
-            drain(url)()
+        drain(url)()
         conn.execute("select metrics.publish_pending()")
         check = check_rollups(conn, work.project)
         counted = conn.execute(
             "select count(*) from realtime.messages where topic = metrics.topic(%s)", (work.project,)
         ).fetchone()
         messages = int(counted[0]) if counted else 0
+        storage = storage_per_row(conn)
     return DesignOutcome(
-        design, cold, ingest, copy, check, prober.summary(), loop.summary(), messages, floor, floor_sketch
+        design,
+        cold,
+        ingest,
+        copy,
+        check,
+        prober.summary(),
+        loop.summary(),
+        messages,
+        floor,
+        floor_sketch,
+        storage,
     )
+
+
+def storage_per_row(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Bytes on disk per raw point and per minute rollup row (heap, indexes, TOAST: small runs overstate it by
+    their partly filled pages), and the average row size by metric kind (``pg_column_size``, which does not
+    depend on the run's size), for docs/capacity.md."""
+    row = conn.execute(
+        "select (select coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) from pg_inherits i"
+        "        where i.inhparent = 'metrics.points'::regclass),"
+        " (select count(*) from metrics.points),"
+        " pg_total_relation_size('metrics.rollup_1m'), (select count(*) from metrics.rollup_1m)"
+    ).fetchone()
+    assert row is not None
+    points_bytes, points, minute_bytes, minutes = (int(v) for v in row)
+    by_kind = {
+        f"{table}:{kind}": float(size)
+        for table, kind, size in conn.execute(
+            "select 'points', f.kind, round(avg(pg_column_size(p.*)), 1) from metrics.points p"
+            " join metrics.series s on s.id = p.series_id"
+            " join metrics.families f on f.project_id = s.project_id and f.name = s.name group by 2"
+            " union all"
+            " select 'rollup_1m', f.kind, round(avg(pg_column_size(r.*)), 1) from metrics.rollup_1m r"
+            " join metrics.series s on s.id = r.series_id"
+            " join metrics.families f on f.project_id = s.project_id and f.name = s.name group by 2"
+        )
+    }
+    return {
+        "bytes_per_point": round(points_bytes / points, 1) if points else None,
+        "bytes_per_minute_row": round(minute_bytes / minutes, 1) if minutes else None,
+        "row_bytes_by_kind": by_kind,
+        "points": points,
+        "minute_rows": minutes,
+    }
 
 
 def create_scratch_tables(conn: psycopg.Connection[Any]) -> None:
@@ -1208,6 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
             "pass_loop": out.loop,
             "check": out.check,
             "live_messages": out.messages,
+            "storage": out.storage,
         }
         if out.floor and out.floor_sketch:
             entry["floor"] = out.floor.summary()

@@ -220,8 +220,10 @@ def maintain(
         return
     try:
         with psycopg.connect(db_url, autocommit=True) as conn:
+            sent = maintenance.publish_once(
+                conn
+            )  # the rollup pass first: minutes merged before hours roll up
             report = maintenance.maintain_once(conn)
-            sent = maintenance.publish_once(conn)
     except psycopg.Error as exc:
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps({**report, "messages_published": sent}, indent=2, default=str))

@@ -23,7 +23,10 @@ class StackSettings(BaseSettings):
         description="Preferred port of the embedded PostgreSQL (0: any free port).",
     )
     publish_every: float = Field(
-        default=0.5, gt=0, le=60, description="Seconds between sweeps that publish pending live updates."
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Seconds between rollup passes (merge committed points, publish live updates).",
     )
     maintain_every: float = Field(
         default=60.0, gt=0, le=3600, description="Seconds between maintenance runs (rollups, retention)."

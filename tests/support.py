@@ -8,13 +8,15 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from meshhook_rt_metrics.db.session import as_caller, claims_for_user
 
@@ -108,10 +110,57 @@ def batch(
     }
 
 
-def ingest(conn: psycopg.Connection[Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+def ingest(
+    conn: psycopg.Connection[Any], payload: Mapping[str, Any], *, merge: bool = True
+) -> dict[str, Any]:
+    """``metrics.ingest`` of one batch, then (``merge``) what the rollup pass does with it once committed."""
     row = conn.execute("select metrics.ingest(%s::jsonb)", (json.dumps(payload),)).fetchone()
     assert row is not None
+    if merge:
+        merge_points(conn)
     return dict(row[0])
+
+
+@contextlib.contextmanager
+def rollup_loop(url: str, every: float = 0.2) -> Iterator[None]:
+    """Run ``metrics.rollup_pass()`` every ``every`` seconds in a thread, as the stack's maintain loop (0.5 s)
+    or pg_cron (1 s) do: for tests of what follows an ingest by itself (rollups, totals, live messages)."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True, application_name="tests rollup loop") as conn:
+                while not stop.wait(every):
+                    conn.execute("select metrics.rollup_pass()")
+        except BaseException as exc:  # reported when the block ends
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    if errors:
+        raise errors[0]
+
+
+def merge_points(conn: psycopg.Connection[Any]) -> None:
+    """Merge the points ingested so far into the rollups, as ``metrics.rollup_pass()`` does every 0.5-1 s.
+
+    In autocommit mode the pass itself runs. Inside a transaction (possibly acting as a signed-in caller), the
+    transaction's own points are merged by ``metrics.rollup_now()`` as the session's login role, and the
+    caller's role is restored: the pass would merge exactly these points once the transaction commits.
+    """
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("select metrics.rollup_pass()")
+        return
+    role = conn.execute("select current_user").fetchone()[0]  # type: ignore[index]
+    conn.execute("set local role none")
+    conn.execute("select metrics.rollup_now()")
+    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
 
 
 def roll_up(conn: psycopg.Connection[Any]) -> None:

@@ -1,7 +1,8 @@
-"""The loop that runs the SQL maintenance and publish functions where pg_cron cannot.
+"""The loop that runs the SQL rollup pass and maintenance functions where pg_cron cannot.
 
-Debian's pg_cron 1.4 has no second-level schedules, so live publishing of trailing updates is swept
-from here every ``publish_every`` seconds; ``metrics.maintain()`` runs every ``maintain_every``.
+Debian's pg_cron 1.4 has no second-level schedules, so the rollup pass (``metrics.publish_pending()``: merge
+the committed points into the rollups, then publish live updates) runs from here every ``publish_every``
+seconds; ``metrics.maintain()`` runs every ``maintain_every``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def maintain_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def publish_once(conn: psycopg.Connection[Any]) -> int:
-    """Publish every project's pending live updates that its rate limit allows; returns messages sent."""
+    """One rollup pass: merge every committed point into the rollups, then publish every project's pending live
+    updates that its rate limit allows; returns messages sent."""
     row = conn.execute("select metrics.publish_pending()").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 

@@ -80,6 +80,7 @@ select pg_temp.no_claims();
 select ok((select t.token_hash = sha256(convert_to(i.token, 'UTF8')) and t.created_by = 'aa000000-0000-4000-8000-0000000000ad'
            from metrics.scrape_tokens t join issued i on i.id = t.id),
   'the stored hash is the returned token''s, the author the caller');
+select metrics.rollup_now();
 select isnt_empty($$select * from metrics.scrape((select token from issued))$$, 'the token scrapes');
 select is(current_setting('metrics.issued_scrape_token', true), '', 'the secret does not linger in the session');
 select pg_temp.claims('aa000000-0000-4000-8000-0000000000ad');
@@ -140,6 +141,7 @@ update metrics.families set created_at = now() - interval '1 day' where name = '
 select metrics.ingest(jsonb_build_object('project_id', '00000000-0000-4000-8000-000000000001', 'source', 'w',
   'batch_id', 'a', 'points', jsonb_build_array(jsonb_build_object('name', 'shared_total', 'kind', 'gauge',
     'ts', extract(epoch from now()), 'count', 1, 'sum', 7, 'min', 7, 'max', 7, 'last', 7, 'help', 'hijacked'))));
+select metrics.rollup_now();
 select results_eq($$select kind, help, project_id from metrics.exposition_rows() where name = 'shared_total'$$,
   $$values ('counter', 'Jobs done', 'ff000000-0000-4000-8000-0000000000ff'::uuid)$$,
   'the all-projects exposition keeps the oldest family''s kind and HELP; the other kind is left out');

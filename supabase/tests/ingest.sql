@@ -1,7 +1,7 @@
 -- Ingest: a valid batch is stored (points, series, families, ledger, project) and a resend changes nothing.
 begin;
 set local client_min_messages = warning;
-select plan(16);
+select plan(20);
 
 create function pg_temp.batch(p_source text, p_batch_id text) returns jsonb language sql as $$
   select jsonb_build_object(
@@ -56,7 +56,9 @@ select is((select count(*) from metrics.projects where id = '0a000000-0000-4000-
   'the project row is created on its first batch');
 select is((select points from metrics.batches where source = 'worker-1' and batch_id = 'b-1'), 4,
   'the batch ledger records (source, batch_id)');
-select is((select sum(count) from metrics.rollup_1m), 9::numeric, 'the rollup trigger saw all 9 events');
+select is((select count(*) from metrics.rollup_1m), 0::bigint, 'ingest only appends: the rollup pass merges');
+select is((metrics.rollup_now() ->> 'points')::integer, 4, 'the pass merges the transaction''s 4 points');
+select is((select sum(count) from metrics.rollup_1m), 9::numeric, 'the rollups saw all 9 events');
 
 -- resending the same (source, batch_id) changes nothing
 insert into results (res) select metrics.ingest(pg_temp.batch('worker-1', 'b-1'));
@@ -64,6 +66,7 @@ select is((select res from results where n = 2),
   '{"status": "duplicate", "points": 0, "series_created": 0, "overflowed": 0}'::jsonb,
   'a resent batch is reported as a duplicate');
 select is((select count(*) from metrics.points), 4::bigint, 'a resent batch stores no points');
+select is((metrics.rollup_now() ->> 'points')::integer, 0, 'a resent batch leaves nothing to merge');
 select is((select sum(count) from metrics.rollup_1m), 9::numeric, 'a resent batch does not change the rollups');
 select is((select count(*) from metrics.batches), 1::bigint, 'a resent batch adds no ledger row');
 
@@ -73,6 +76,7 @@ select is((select res ->> 'status' from results where n = 3), 'accepted', 'the s
 select is((select (res ->> 'series_created')::integer from results where n = 3), 0, 'known series are reused');
 insert into results (res) select metrics.ingest(pg_temp.batch('worker-1', 'b-2'));
 select is((select res ->> 'status' from results where n = 4), 'accepted', 'a new batch_id from the same source is accepted');
+select is((metrics.rollup_now() ->> 'points')::integer, 8, 'merging again takes only the points not merged yet');
 select is((select sum(count) from metrics.rollup_1m), 27::numeric, 'three accepted batches, three times the events');
 
 select * from finish();

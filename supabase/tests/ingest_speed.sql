@@ -34,7 +34,7 @@ select throws_ok(pg_temp.hist('{"z": 1, "n": {"4": 2}}', 2), '22023',
 select is((select count(*) from metrics.points where project_id = '0b000000-0000-4000-8000-00000000000b'), 0::bigint,
   'nothing of a rejected batch is stored');
 
--- one statement, two minutes of one histogram and a counter: rollups and totals from the same pass
+-- one statement, two minutes of one histogram and a counter: rollups and totals from one rollup pass
 select is(metrics.ingest(jsonb_build_object(
   'project_id', '0b000000-0000-4000-8000-00000000000b', 'source', 's', 'batch_id', 'two-minutes',
   'points', jsonb_build_array(
@@ -47,6 +47,7 @@ select is(metrics.ingest(jsonb_build_object(
     jsonb_build_object('name', 'c_total', 'kind', 'counter', 'ts', extract(epoch from now()) - 70, 'count', 1, 'sum', 4),
     jsonb_build_object('name', 'c_total', 'kind', 'counter', 'ts', extract(epoch from now()) - 10, 'count', 1, 'sum', 5)
   ))) ->> 'status', 'accepted', 'a batch spanning two minutes is accepted');
+select metrics.rollup_now();
 select is(
   (select array_agg(r.count order by r.bucket) from metrics.rollup_1m r join metrics.series s on s.id = r.series_id
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h'),

@@ -12,9 +12,16 @@ create function pg_temp.pt(p_name text, p_kind text, p_labels jsonb, p_offset in
   select jsonb_build_object('name', p_name, 'kind', p_kind, 'labels', p_labels,
     'ts', extract(epoch from pg_temp.t0() + p_offset), 'count', p_count, 'sum', p_sum) || p_extra
 $$;
-create function pg_temp.ingest(p_batch_id text, variadic p_points jsonb[]) returns text language sql as $$
-  select metrics.ingest(jsonb_build_object('project_id', '0a000000-0000-4000-8000-00000000000a', 'source', 'w',
-    'batch_id', p_batch_id, 'points', to_jsonb(p_points))) ->> 'status'
+-- one ingest statement, merged as the rollup pass merges it once committed
+create function pg_temp.ingest(p_batch_id text, variadic p_points jsonb[]) returns text language plpgsql as $$
+declare
+  v_status text;
+begin
+  v_status := metrics.ingest(jsonb_build_object('project_id', '0a000000-0000-4000-8000-00000000000a', 'source', 'w',
+    'batch_id', p_batch_id, 'points', to_jsonb(p_points))) ->> 'status';
+  perform metrics.rollup_now();
+  return v_status;
+end
 $$;
 -- one query's (labels, minute offset from t0, value) rows
 create function pg_temp.q(p_metric text, p_agg text, p_matchers jsonb default '[]', p_by text[] default null)
@@ -84,6 +91,7 @@ select is(metrics.ingest(jsonb_build_object('project_id', '0a000000-0000-4000-80
         'count', 4, 'sum', 4),
       jsonb_build_object('name', 'meshhook_old_total', 'kind', 'counter', 'ts', extract(epoch from date_trunc('hour', now()) - interval '2 hours' + interval '20 minutes'),
         'count', 7, 'sum', 7)))) ->> 'status', 'accepted', 'setup: points in the hour before last (closed)');
+select metrics.rollup_now();
 select cmp_ok(metrics.rollup_hours(), '>', 0, 'setup: hourly rollups');
 delete from metrics.rollup_1m r using metrics.series s where s.id = r.series_id and s.name = 'meshhook_old_total';
 select is(

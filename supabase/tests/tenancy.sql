@@ -33,6 +33,7 @@ select is(metrics.ingest(pg_temp.batch('0a000000-0000-4000-8000-00000000000a', '
   'setup: A''s batch is accepted');
 select is(metrics.ingest(pg_temp.batch('0b000000-0000-4000-8000-00000000000b', 'b-1')) ->> 'status', 'accepted',
   'setup: B''s batch is accepted');
+select metrics.rollup_now();
 select is(metrics.rollup_hours(), 4, 'setup: hourly rollups of both projects');
 
 -- the editor of A

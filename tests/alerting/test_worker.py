@@ -222,10 +222,15 @@ def test_a_receiver_down_for_a_while_gets_each_notice_once_it_is_back(
     world.fail("/a")
     assert receiver.wait(lambda: len(receiver.keys("/down")) == 4, timeout=30)
     assert len(set(receiver.keys("/down"))) == 1
-    row = world.conn.execute(
-        "select status, attempts from metrics.alert_messages where project_id = %s", (world.project,)
-    ).fetchone()
-    assert row == ("sent", 4)
+
+    def delivery() -> tuple[str, int] | None:
+        row = world.conn.execute(
+            "select status, attempts from metrics.alert_messages where project_id = %s", (world.project,)
+        ).fetchone()
+        return (str(row[0]), int(row[1])) if row else None
+
+    # the worker records the 200 after the receiver has answered it
+    assert receiver.wait(lambda: delivery() == ("sent", 4), timeout=10), delivery()
 
 
 def test_a_failing_receiver_neither_delays_nor_repeats_the_others(world: World, receiver: Receiver) -> None:

@@ -25,7 +25,7 @@ from meshhook_rt_metrics.client import (
     Sketch,
     SupabaseSink,
 )
-from tests.support import TestDatabase
+from tests.support import TestDatabase, merge_points
 
 
 def _batch(project: str, points: list[dict[str, Any]], batch_id: str = "b1") -> dict[str, Any]:
@@ -45,8 +45,10 @@ def _counter_point(**extra: Any) -> dict[str, Any]:
 
 
 def rollup_totals(url: str, project: str, name: str) -> dict[str, Any]:
-    """count/sum/min/max summed or merged over all minutes and series of a metric."""
+    """count/sum/min/max summed or merged over all minutes and series of a metric, once the rollup pass has
+    merged everything committed so far."""
     with psycopg.connect(url) as conn:
+        merge_points(conn)
         row = conn.execute(
             """select coalesce(sum(r.count), 0), coalesce(sum(r.sum), 0), min(r.min), max(r.max)
                from metrics.rollup_1m r join metrics.series s on s.id = r.series_id

@@ -24,7 +24,7 @@ import pytest
 
 from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys, keys_for_state_dir
 from meshhook_rt_metrics.localstack.gateway.realtime.feed import drop_slot, slot_name_for
-from tests.support import TestDatabase, stop_group
+from tests.support import TestDatabase, rollup_loop, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = Path(__file__).resolve().parent / "js"
@@ -134,7 +134,8 @@ def start_gateway(
     gateway = GatewayProcess(db, state_dir, idle_timeout=idle_timeout, functions_dir=functions_dir, env=env)
     gateway.start()
     try:
-        yield gateway
+        with rollup_loop(db.url):  # the stack runs the gateway beside the maintain loop's rollup pass
+            yield gateway
     finally:
         gateway.stop()
         # a database with a logical replication slot cannot be dropped

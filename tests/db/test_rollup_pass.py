@@ -1,0 +1,218 @@
+"""The rollup pass (migration 20261206000500, issue #14): ingest only appends; ``metrics.rollup_pass()`` merges
+the points of finished transactions exactly once. These scenarios need several sessions (a transaction held
+open across passes, two passes at once, a rollup running while late points arrive); the single-session rules
+are in supabase/tests/ingest.sql and publish.sql, and rollups equal to a recomputation from the raw points in
+tests/db/test_rollup_property.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support import TestDatabase, batch, gauge, ingest
+
+
+@pytest.fixture
+def conn(fresh_db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(fresh_db.url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def other(fresh_db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(fresh_db.url, autocommit=True) as connection:
+        yield connection
+
+
+def events(conn: psycopg.Connection[Any], project: uuid.UUID) -> int:
+    row = conn.execute(
+        "select coalesce(sum(count), 0)::int from metrics.rollup_1m where project_id = %s", (project,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_pass(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = conn.execute("select metrics.rollup_pass()").fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def send(conn: psycopg.Connection[Any], project: uuid.UUID, value: float, ts: float | None = None) -> str:
+    point = gauge("check_gauge", value)
+    if ts is not None:
+        point["ts"] = ts
+    return str(ingest(conn, batch(project, [point]), merge=False)["status"])
+
+
+def test_ingest_appends_and_the_pass_merges_once(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    send(conn, project, 1)
+    assert events(conn, project) == 0, "ingest itself merges nothing"
+    assert run_pass(conn)["points"] == 1
+    assert run_pass(conn)["points"] == 0, "a second pass finds nothing new"
+    assert events(conn, project) == 1
+    state = conn.execute(
+        "select passes >= 1, points >= 1, last_pass_at is not null from metrics.rollup_pass_state"
+    )
+    assert state.fetchone() == (True, True, True)
+
+
+def test_a_transaction_held_open_across_passes_is_merged_once_after_it_commits(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any]
+) -> None:
+    project = uuid.uuid4()
+    send(conn, project, 1)
+    run_pass(conn)
+    other.execute("begin")
+    send(other, project, 2)
+    send(conn, project, 3)  # commits while the older transaction is still open
+    for _ in range(3):
+        run_pass(conn)
+    held_back = events(conn, project)
+    other.execute("commit")
+    run_pass(conn)
+    after = events(conn, project)
+    run_pass(conn)
+    # the later commit waits behind the open transaction (the watermark is the oldest running xid)
+    assert (held_back, after, events(conn, project)) == (1, 3, 3)
+
+
+def test_a_rolled_back_ingest_leaves_nothing_and_a_resend_is_a_duplicate(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any]
+) -> None:
+    project = uuid.uuid4()
+    payload = batch(project, [gauge("check_gauge", 4)])
+    other.execute("begin")
+    ingest(other, payload, merge=False)
+    other.execute("rollback")
+    run_pass(conn)
+    assert events(conn, project) == 0
+    assert ingest(conn, payload, merge=False)["status"] == "accepted"
+    assert ingest(conn, payload, merge=False)["status"] == "duplicate"
+    run_pass(conn)
+    assert events(conn, project) == 1
+
+
+def test_a_rolled_back_pass_is_redone_by_the_next(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any]
+) -> None:
+    """A pass that dies before its commit (here: rolled back) leaves the watermark where it was."""
+    project = uuid.uuid4()
+    send(conn, project, 5)
+    other.execute("begin")
+    assert run_pass(other)["points"] == 1
+    other.execute("rollback")
+    assert events(conn, project) == 0
+    assert run_pass(conn)["points"] == 1
+    assert events(conn, project) == 1
+
+
+def test_a_second_pass_waits_for_the_first_and_merges_nothing_twice(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any], fresh_db: TestDatabase
+) -> None:
+    project = uuid.uuid4()
+    send(conn, project, 1)
+    other.execute("begin")
+    first = run_pass(other)  # holds the pass's lock until it commits
+    second: dict[str, Any] = {}
+
+    def waiting_pass() -> None:
+        with psycopg.connect(fresh_db.url, autocommit=True, application_name="second-pass") as c:
+            second.update(run_pass(c))
+
+    thread = threading.Thread(target=waiting_pass)
+    thread.start()
+    wait_for_lock_wait(conn, "second-pass")
+    send(conn, project, 2)  # committed while the second pass waits: it merges this one only
+    other.execute("commit")
+    thread.join(timeout=30)
+    assert (first["points"], second["points"]) == (1, 1)
+    assert events(conn, project) == 2
+
+
+def test_rollup_now_merges_a_transactions_points_and_the_pass_skips_them(
+    conn: psycopg.Connection[Any],
+) -> None:
+    project = uuid.uuid4()
+    conn.execute("begin")
+    send(conn, project, 1)
+    assert conn.execute("select metrics.rollup_now() ->> 'points'").fetchone() == ("1",)
+    send(conn, project, 2)
+    assert conn.execute("select metrics.rollup_now() ->> 'points'").fetchone() == ("1",)
+    conn.execute("commit")
+    assert run_pass(conn)["points"] == 0
+    assert events(conn, project) == 2
+
+
+def test_late_points_wait_for_a_running_hourly_rollup_and_are_marked_late(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any], fresh_db: TestDatabase
+) -> None:
+    """A point of an hour that a rollup is rolling up right now: the pass waits for that rollup's commit, so it
+    compares with the watermark the rollup leaves behind and marks the hour late (not lost from the hour)."""
+    project = uuid.uuid4()
+    two_hours_ago = time.time() - 7200
+    send(conn, project, 1, ts=two_hours_ago)
+    run_pass(conn)
+    send(conn, project, 2, ts=two_hours_ago)  # committed, not merged yet, when the hourly rollup starts
+    other.execute("begin")
+    assert other.execute("select metrics.rollup_hours()").fetchone()[0] >= 1  # type: ignore[index]
+    report: dict[str, Any] = {}
+
+    def waiting_pass() -> None:
+        with psycopg.connect(fresh_db.url, autocommit=True, application_name="late-pass") as c:
+            report.update(run_pass(c))
+
+    thread = threading.Thread(target=waiting_pass)
+    thread.start()
+    wait_for_lock_wait(conn, "late-pass")
+    other.execute("commit")
+    thread.join(timeout=30)
+    assert report["points"] == 1
+    late = conn.execute("select count(*) from metrics.late_hours").fetchone()
+    assert late == (1,), "the hour rolled up meanwhile is due again"
+
+
+def test_a_running_writer_delays_current_points_without_blocking_the_pass(
+    conn: psycopg.Connection[Any], other: psycopg.Connection[Any]
+) -> None:
+    """The known cost of the watermark: points committed after a writing transaction began wait for its end
+    (never lost or doubled), and the pass does not block on it."""
+    project = uuid.uuid4()
+    other.execute("begin")
+    other.execute("select metrics.rollup_hours(), metrics.rollup_five_minutes()")  # writes: has an xid
+    send(conn, project, 1)
+    conn.execute("set statement_timeout = '5s'")
+    assert run_pass(conn)["points"] == 0
+    other.execute("rollback")
+    assert run_pass(conn)["points"] == 1
+    assert events(conn, project) == 1
+
+
+def test_the_pass_publishes_the_merged_minute(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    send(conn, project, 77)
+    run_pass(conn)
+    row = conn.execute(
+        "select count(*) from realtime.messages where topic = metrics.topic(%s)"
+        " and payload -> 'series' @> '[{\"last\": 77}]'",
+        (project,),
+    ).fetchone()
+    assert row == (1,)
+
+
+def wait_for_lock_wait(conn: psycopg.Connection[Any], application: str) -> None:
+    for _ in range(400):
+        row = conn.execute(
+            "select 1 from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+            (application,),
+        ).fetchone()
+        if row:
+            return
+        time.sleep(0.025)
+    raise AssertionError(f"{application} never waited for a lock")
