@@ -65,7 +65,7 @@ test: lint dashboard ## Everything: lint, dashboard unit tests (Vitest), Python 
 	cd dashboard && npx vitest run
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook
+BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook edge_ingest
 
 bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON + summary.md in benchmarks/results/
 	@failed=""; for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || failed="$$failed $$b"; done; \

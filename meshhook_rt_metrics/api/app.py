@@ -4,6 +4,7 @@ middleware and the routers. The routes live in one router per concept:
 
 - ``query_routes.py``: GET /api/metrics, /api/metrics/series;
 - ``scrape_tokens.py``: /api/metrics/scrape-tokens;
+- ``ingest_tokens.py``: /api/metrics/ingest-tokens (for the metrics-ingest edge function);
 - ``histogram_boundaries.py``: /api/metrics/histogram-boundaries;
 - ``exposition_routes.py``: GET /metrics;
 - ``alert_routers.py``: /api/metrics/alerts... (rules, receivers, silences, history, mute windows, state);
@@ -28,6 +29,7 @@ from meshhook_rt_metrics.api import (
     exposition_routes,
     health,
     histogram_boundaries,
+    ingest_tokens,
     query_routes,
     scrape_tokens,
 )
@@ -104,10 +106,12 @@ def create_app(
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["authorization", "content-type", "apikey", "x-client-info"],
+        expose_headers=["Link"],  # the next page of a list (pagination.py)
         max_age=600,
     )
     app.include_router(query_routes.router)
     app.include_router(scrape_tokens.router)
+    app.include_router(ingest_tokens.router)
     app.include_router(histogram_boundaries.router)
     app.include_router(exposition_routes.router)
     for alert_router in ALERT_ROUTERS:

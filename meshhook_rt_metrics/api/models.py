@@ -160,6 +160,42 @@ class ScrapeTokenList(BaseModel):
     tokens: list[ScrapeTokenInfo]
 
 
+class IngestTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: UUID
+    name: StrictStr = Field(default="", max_length=200)
+    expires_at: Timestamp | None = Field(default=None, description="Optional expiry (must be in the future).")
+
+
+class IngestTokenInfo(BaseModel):
+    id: UUID
+    project_id: UUID
+    name: str
+    token_prefix: str
+    created_by: UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class IngestTokenCreated(BaseModel):
+    id: UUID
+    project_id: UUID
+    name: str
+    token: str = Field(
+        description="The bearer token (mhi_...) for the metrics-ingest edge function; shown once, stored only hashed."
+    )
+    token_prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class IngestTokenList(BaseModel):
+    tokens: list[IngestTokenInfo]
+
+
 class BoundariesPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

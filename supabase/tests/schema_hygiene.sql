@@ -56,7 +56,7 @@ select is(
   array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
         where p.pronamespace = 'metrics'::regnamespace and pg_catalog.has_function_privilege('anon', p.oid, 'execute')
         order by 1),
-  array['metrics.role_rank(text)', 'metrics.scrape(text,text[])', 'metrics.topic(uuid)', 'metrics.topic_project_id(text)',
+  array['metrics.ingest_http(jsonb,text)', 'metrics.role_rank(text)', 'metrics.scrape(text,text[])', 'metrics.topic(uuid)', 'metrics.topic_project_id(text)',
         'metrics.user_project_ids(text)'],
   'anon may execute exactly the helpers granted to it'
 );
@@ -66,9 +66,11 @@ select is(
         where p.pronamespace = 'metrics'::regnamespace and p.prosecdef
           and pg_catalog.has_function_privilege('authenticated', p.oid, 'execute')
         order by 1),
-  array['metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
+  array['metrics.create_ingest_token(uuid,text,timestamp with time zone)',
+        'metrics.five_minutes_complete_until()', 'metrics.hours_complete_until()', 'metrics.ingest(jsonb)',
+        'metrics.ingest_http(jsonb,text)', 'metrics.list_ingest_tokens(uuid)',
         'metrics.query_horizon(uuid,timestamp with time zone,timestamp with time zone,interval)',
-        'metrics.queue_test_alert(uuid)',
+        'metrics.queue_test_alert(uuid)', 'metrics.revoke_ingest_token(uuid)',
         'metrics.scrape(text,text[])', 'metrics.user_project_ids(text)'],
   'the only security definer functions signed-in users may call are the API ones meant for them'
 );

@@ -68,6 +68,9 @@ def endpoints(world: World, project: uuid.UUID) -> list[tuple[str, str, dict[str
         ("GET", "/api/metrics/scrape-tokens", {"params": {"project_id": pid}}),
         ("POST", "/api/metrics/scrape-tokens", {"json": {"project_id": pid, "name": "x"}}),
         ("DELETE", f"/api/metrics/scrape-tokens/{uuid.uuid4()}", {}),
+        ("GET", "/api/metrics/ingest-tokens", {"params": {"project_id": pid}}),
+        ("POST", "/api/metrics/ingest-tokens", {"json": {"project_id": pid, "name": "x"}}),
+        ("DELETE", f"/api/metrics/ingest-tokens/{uuid.uuid4()}", {}),
         ("GET", "/api/metrics/histogram-boundaries", {"params": {"project_id": pid}}),
         (
             "PUT",

@@ -337,9 +337,9 @@ class DataApi:
                 await conn.execute("select set_config('role', %s, true)", (claims.role,))
                 cur = await conn.execute(statement, {"body": body})
                 row = await cur.fetchone()
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and not (exc.sqlstate or "").startswith("28"):
+                raise  # the connection failed; 28xxx raised by a function is the function's answer (403)
             diag = exc.diag
             sqlstate = exc.sqlstate or "XX000"
             if sqlstate == "22023" and (diag.message_primary or "").startswith('role "'):
