@@ -13,15 +13,9 @@ of each, their ratio to the baseline, and the CPU the function's Deno process sp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,11 +25,8 @@ import httpx
 import psutil
 
 from benchmarks import _report
+from benchmarks._gateway import local_gateway
 from meshhook_rt_metrics.client.sinks import Batch, PostgresSink
-from meshhook_rt_metrics.db import migrator
-from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
-from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
-from meshhook_rt_metrics.localstack.postgres import LocalPostgres
 
 REPO = Path(__file__).resolve().parents[1]
 DENO = REPO / "tests" / "localstack" / "js" / "node_modules" / ".bin" / "deno"
@@ -44,12 +35,6 @@ BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 # the function may cost at most this much less throughput than the trusted direct path (it adds HTTP, Deno,
 # the Data API and a definer function; the baseline is the fastest path there is)
 GOAL_MIN_RATIO = 0.1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def otlp_request(points: int, seq: int, cumulative: bool, start_ns: int) -> dict[str, Any]:
@@ -269,43 +254,11 @@ def main() -> None:
     if not DENO.exists():
         raise SystemExit("Deno is not installed: make install")
 
-    state_dir = Path(tempfile.mkdtemp(prefix="meshhook-edge-bench-"))
-    pg = LocalPostgres(state_dir, port=0, fast=False)
-    gateway: subprocess.Popen[bytes] | None = None
-    try:
-        pg.init()
-        pg.start()
-        bootstrap_database(pg)
-        migrator.migrate(pg.url())
-        keys = keys_for_state_dir(state_dir)
-        port = _free_port()
-        log = open(state_dir / "gateway.log", "wb")  # noqa: SIM115  (open for the gateway's lifetime)
-        env = {**os.environ, "MESHHOOK_METRICS_DENO": str(DENO),
-               "MESHHOOK_METRICS_AUTHENTICATOR_PASSWORD": pg.role_password("authenticator")}  # fmt: skip
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "meshhook_rt_metrics.cli", "gateway", "--state-dir", str(state_dir),
-             "--db-url", pg.url(), "--port", str(port), "--log-level", "warning",
-             "--functions-dir", str(REPO / "supabase" / "functions")],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if gateway.poll() is not None:
-                raise SystemExit((state_dir / "gateway.log").read_text())
-            time.sleep(0.1)
-
-        runs = measure(args, url, keys, pg.url(), gateway.pid, state_dir)
-    finally:
-        if gateway is not None and gateway.poll() is None:
-            os.killpg(gateway.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                gateway.wait(10)
-        pg.destroy()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    env = {"MESHHOOK_METRICS_DENO": str(DENO)}
+    with local_gateway(
+        "meshhook-edge-bench-", ["--functions-dir", str(REPO / "supabase" / "functions")], env
+    ) as stack:
+        runs = measure(args, stack.url, stack.keys, stack.db_url, stack.pid, stack.state_dir)
 
     baseline = runs["postgres_sink"]["points_per_second"]
     for run in runs.values():

@@ -21,40 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import psycopg
 import websockets
 
 from benchmarks import _report
-from meshhook_rt_metrics.db import migrator
-from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
-from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
-from meshhook_rt_metrics.localstack.postgres import LocalPostgres
+from benchmarks._gateway import local_gateway
 
 GOAL_P99_MS = 200.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -241,39 +223,8 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=2.0, help="Seconds to wait for the last deliveries.")
     args = parser.parse_args()
 
-    state_dir = Path(tempfile.mkdtemp(prefix="meshhook-fanout-"))
-    pg = LocalPostgres(state_dir, port=0, fast=False)
-    gateway: subprocess.Popen[bytes] | None = None
-    try:
-        pg.init()
-        pg.start()
-        bootstrap_database(pg)
-        migrator.migrate(pg.url())
-        keys = keys_for_state_dir(state_dir)
-        port = _free_port()
-        log = open(state_dir / "gateway.log", "wb")  # noqa: SIM115  (open for the gateway's lifetime)
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "meshhook_rt_metrics.cli", "gateway", "--state-dir", str(state_dir),
-             "--db-url", pg.url(), "--port", str(port), "--log-level", "warning"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if gateway.poll() is not None:
-                raise SystemExit((state_dir / "gateway.log").read_text())
-            time.sleep(0.1)
-        result = asyncio.run(run(args, url, keys, pg.url(), gateway.pid))
-    finally:
-        if gateway is not None and gateway.poll() is None:
-            os.killpg(gateway.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                gateway.wait(10)
-        pg.destroy()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with local_gateway("meshhook-fanout-") as stack:
+        result = asyncio.run(run(args, stack.url, stack.keys, stack.db_url, stack.pid))
 
     latency = result["latency_ms"]
     print(_report.table(

@@ -126,7 +126,9 @@ class SeriesResponse(BaseModel):
     truncated: bool = Field(description="True when more series match than `limit`.")
 
 
-class ScrapeTokenCreate(BaseModel):
+class ProjectTokenCreate(BaseModel):
+    """A new per-project bearer token (scrape or ingest): its name and optional expiry."""
+
     model_config = ConfigDict(extra="forbid")
 
     project_id: UUID
@@ -134,7 +136,9 @@ class ScrapeTokenCreate(BaseModel):
     expires_at: Timestamp | None = Field(default=None, description="Optional expiry (must be in the future).")
 
 
-class ScrapeTokenInfo(BaseModel):
+class ProjectTokenInfo(BaseModel):
+    """A per-project token as listed: never the token itself, only its prefix."""
+
     id: UUID
     project_id: UUID
     name: str
@@ -146,50 +150,46 @@ class ScrapeTokenInfo(BaseModel):
     last_used_at: datetime | None
 
 
-class ScrapeTokenCreated(BaseModel):
+class ProjectTokenCreated(BaseModel):
+    """A token just created: the only answer that carries the token."""
+
     id: UUID
     project_id: UUID
     name: str
-    token: str = Field(description="The bearer token for Prometheus; shown once, stored only hashed.")
+    token: str = Field(description="The bearer token; shown once, stored only hashed.")
     token_prefix: str
     created_at: datetime
     expires_at: datetime | None
+
+
+class ScrapeTokenCreate(ProjectTokenCreate):
+    """A scrape token for Prometheus (``GET /metrics`` of one project)."""
+
+
+class ScrapeTokenInfo(ProjectTokenInfo):
+    pass
+
+
+class ScrapeTokenCreated(ProjectTokenCreated):
+    token: str = Field(description="The bearer token for Prometheus; shown once, stored only hashed.")
 
 
 class ScrapeTokenList(BaseModel):
     tokens: list[ScrapeTokenInfo]
 
 
-class IngestTokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    project_id: UUID
-    name: StrictStr = Field(default="", max_length=200)
-    expires_at: Timestamp | None = Field(default=None, description="Optional expiry (must be in the future).")
+class IngestTokenCreate(ProjectTokenCreate):
+    """An ingest token for the metrics-ingest edge function (writes one project, reads nothing)."""
 
 
-class IngestTokenInfo(BaseModel):
-    id: UUID
-    project_id: UUID
-    name: str
-    token_prefix: str
-    created_by: UUID | None
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+class IngestTokenInfo(ProjectTokenInfo):
+    pass
 
 
-class IngestTokenCreated(BaseModel):
-    id: UUID
-    project_id: UUID
-    name: str
+class IngestTokenCreated(ProjectTokenCreated):
     token: str = Field(
         description="The bearer token (mhi_...) for the metrics-ingest edge function; shown once, stored only hashed."
     )
-    token_prefix: str
-    created_at: datetime
-    expires_at: datetime | None
 
 
 class IngestTokenList(BaseModel):

@@ -5,7 +5,9 @@
 --                             revoked only through the definer functions below, by project admins or the
 --                             service role; a revoked token stays revoked; usable for nothing but ingest.
 --   metrics.ingest_streams    cumulative -> delta state per stream (OTLP cumulative sums and histograms): the
---                             last cumulative value seen, its start time (a new start time is a reset) and ts.
+--                             last cumulative value seen, its start time (a newer start time is a reset, an
+--                             older one a late export of an earlier process life: dropped) and ts; for
+--                             exponential histograms also their native buckets (metrics.exp_buckets_delta).
 --   metrics.ingest_grants     transaction-local proof that metrics.ingest_http checked an ingest token; what
 --                             lets metrics.assert_can_write accept a token caller (anon) for that project only.
 --   metrics.ingest_http       the entry point: authorises (token, or the caller's own rights), converts
@@ -215,20 +217,24 @@ comment on function metrics.assert_can_write(uuid) is
 -- cumulative -> delta --------------------------------------------------------------------------------------------
 create table metrics.ingest_streams (
   project_id uuid not null references metrics.projects (id) on delete cascade,
-  stream text not null check (char_length(stream) between 1 and 2000),
-  start_ns text not null check (char_length(start_ns) <= 40),
+  stream text not null check (char_length(stream) between 1 and 200),
+  start_ns text not null check (start_ns ~ '^([0-9]{1,40})?$'),
   ts timestamptz not null,
   count bigint not null,
   sum double precision not null,
   sketch jsonb,
+  buckets jsonb,
   updated_at timestamptz not null default now(),
   primary key (project_id, stream)
 );
 create index ingest_streams_updated_at_idx on metrics.ingest_streams (updated_at);
 comment on table metrics.ingest_streams is
   'Cumulative -> delta conversion state of HTTP ingest (OTLP cumulative sums and histograms), one row per '
-  'stream (metric, attributes and resource, as the producer names it): the last cumulative count, sum and '
-  'sketch with their start time (start_ns, unix nanoseconds as text; another start is a reset) and time. '
+  'stream (a key the producer computes from metric, attributes, scope and resource: the edge function sends the '
+  'SHA-256 hex of that identity): the last cumulative count, sum and sketch (and the native buckets of an '
+  'exponential histogram) with their start time (start_ns, unix nanoseconds as decimal text, compared as '
+  'numbers: a newer start is a reset, an older one a stale export) and time; start_ns = '''' (empty) marks a row '
+  'inserted by the converting transaction itself to lock a new stream (no state yet). '
   'Written only by metrics.ingest_http in the transaction that stores the deltas; rows idle for '
   'longer than metrics.config.max_past are deleted by metrics.prune_ingest_streams.';
 comment on index metrics.ingest_streams_updated_at_idx is 'Pruning of idle streams.';
@@ -266,6 +272,56 @@ comment on function metrics.sketch_subtract(jsonb, jsonb) is
   'Bucket-wise difference a - b of two sketches (a later and an earlier state of one cumulative sketch); '
   'null when some bucket of b holds more than a''s (a reset).';
 
+create function metrics.exp_buckets_delta(p_new jsonb, p_old jsonb)
+returns jsonb
+language sql immutable parallel safe set search_path = ''
+as $$
+  -- buckets: {"scale": s, "z": zero count, "p"|"n": {"<index at scale s>": [count, "p"|"n"|"z", sketch key]}}
+  with shift as (
+    select (p_old ->> 'scale')::integer - (p_new ->> 'scale')::integer as d
+  ),
+  old as (  -- the older state downscaled to the newer scale: index i at scale s is index floor(i / 2^d) at s - d
+    select st.store, pg_catalog.floor(b.key::numeric / pg_catalog.power(2::numeric, sh.d))::bigint as idx,
+      sum((b.value ->> 0)::bigint) as c
+    from shift sh cross join (values ('p'), ('n')) as st (store)
+    cross join lateral pg_catalog.jsonb_each(coalesce(p_old -> st.store, '{}'::jsonb)) b
+    where sh.d >= 0
+    group by 1, 2
+  ),
+  new as (
+    select st.store, b.key::bigint as idx, (b.value ->> 0)::bigint as c, b.value ->> 1 as slot_store,
+      (b.value ->> 2)::integer as slot_key
+    from (values ('p'), ('n')) as st (store)
+    cross join lateral pg_catalog.jsonb_each(coalesce(p_new -> st.store, '{}'::jsonb)) b
+  ),
+  d as (
+    select n.slot_store, n.slot_key, n.c - coalesce(o.c, 0) as c
+    from new n left join old o on o.store = n.store and o.idx = n.idx
+  )
+  select case
+    when p_new is null or p_old is null or (select sh.d from shift sh) is distinct from greatest((select sh.d from shift sh), 0)
+      or coalesce((p_new ->> 'z')::bigint, 0) < coalesce((p_old ->> 'z')::bigint, 0)
+      or exists (select from old o left join new n on n.store = o.store and n.idx = o.idx where coalesce(n.c, 0) < o.c)
+      then null
+    else pg_catalog.jsonb_build_object(
+      'z', coalesce((p_new ->> 'z')::bigint, 0) - coalesce((p_old ->> 'z')::bigint, 0)
+        + coalesce((select sum(d.c) from d where d.slot_store = 'z'), 0),
+      'p', (select coalesce(pg_catalog.jsonb_object_agg(x.k, x.c), '{}'::jsonb) from (
+              select d.slot_key::text as k, sum(d.c) as c from d where d.slot_store = 'p' group by d.slot_key
+              having sum(d.c) > 0) x),
+      'n', (select coalesce(pg_catalog.jsonb_object_agg(x.k, x.c), '{}'::jsonb) from (
+              select d.slot_key::text as k, sum(d.c) as c from d where d.slot_store = 'n' group by d.slot_key
+              having sum(d.c) > 0) x))
+  end
+$$;
+comment on function metrics.exp_buckets_delta(jsonb, jsonb) is
+  'The cumulative -> delta rule of exponential histograms, in their own bucket space: the older state p_old is '
+  'downscaled to the newer scale (an SDK only lowers the scale of a cumulative stream, merging pairs of buckets), '
+  'subtracted bucket by bucket from p_new, and the differences are placed in the sketch buckets p_new names for '
+  'its indexes. Null (a reset) when p_new has the higher scale, or some bucket or the zero count went down. '
+  'Buckets: {"scale", "z", "p"|"n": {"<index>": [count, store, sketch key]}} (cumulative.buckets, made by the '
+  'edge function''s otlp.ts).';
+
 create function metrics.sketch_extremes(p_sketch jsonb, out lo double precision, out hi double precision)
 language sql immutable parallel safe set search_path = ''
 as $$
@@ -289,7 +345,7 @@ declare
   v_out jsonb;
   v_dup record;
 begin
-  -- one point per stream and batch; only counters and histograms are cumulative
+  -- one point per stream and batch; only counters and histograms are cumulative; buckets on histograms only
   select c.idx, c.stream, c.kind into v_dup
   from (
     select e.idx - 1 as idx, e.p -> 'cumulative' ->> 'stream' as stream, e.p ->> 'kind' as kind,
@@ -299,22 +355,42 @@ begin
     where pg_catalog.jsonb_typeof(e.p) = 'object' and e.p ? 'cumulative'
   ) c
   where c.nth > 1 or c.kind is distinct from 'counter' and c.kind is distinct from 'histogram'
-    or pg_catalog.jsonb_typeof(c.c) <> 'object' or (c.c - '{stream,start}'::text[]) <> '{}'::jsonb
+    or pg_catalog.jsonb_typeof(c.c) <> 'object' or (c.c - '{stream,start,buckets}'::text[]) <> '{}'::jsonb
     or pg_catalog.jsonb_typeof(c.c -> 'stream') is distinct from 'string'
-    or pg_catalog.char_length(c.stream) not between 1 and 2000
+    or pg_catalog.char_length(c.stream) not between 1 and 200
     or pg_catalog.jsonb_typeof(c.c -> 'start') is distinct from 'string'
-    or pg_catalog.char_length(c.c ->> 'start') > 40
+    or (c.c ->> 'start') !~ '^[0-9]{1,40}$'
+    or (c.c ? 'buckets' and (c.kind is distinct from 'histogram' or pg_catalog.jsonb_typeof(c.c -> 'buckets') <> 'object'))
   order by c.idx
   limit 1;
   if found then
     perform metrics.reject(pg_catalog.format('points[%s].cumulative', v_dup.idx),
-      'an object {stream, start} (strings; one point per stream and batch), on counters and histograms only');
+      'an object {stream (1 to 200 characters), start (unix nanoseconds, decimal digits), buckets (histograms '
+      'only, optional)}; one point per stream and batch; on counters and histograms only');
   end if;
   if not exists (select from pg_catalog.jsonb_array_elements(p_points) e (p) where e.p ? 'cumulative') then
     return p_points;
   end if;
+  -- the conversion reads ts, count and sum: a cumulative point is checked by the validator before it
+  if exists (
+    select from pg_catalog.jsonb_array_elements(p_points) e (p)
+    where e.p ? 'cumulative' and not (metrics.is_finite_number(e.p -> 'ts') and metrics.is_finite_number(e.p -> 'sum')
+      and metrics.is_count(e.p -> 'count', 0))
+  ) then
+    perform metrics.reject_first_problem(
+      (select pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(e.p) = 'object' then e.p - 'cumulative' else e.p end
+         order by e.idx) from pg_catalog.jsonb_array_elements(p_points) with ordinality e (p, idx)),
+      (select c from metrics.config c), now(), 'a cumulative point needs numbers ts, count and sum');
+  end if;
 
-  -- lock the streams' state rows in key order (concurrent exports of one stream convert one after the other)
+  -- lock the streams' state rows in key order (concurrent exports of one stream convert one after the other);
+  -- a new stream first gets a row without state (start_ns ''), so that a concurrent first export of it waits too
+  insert into metrics.ingest_streams as s (project_id, stream, start_ns, ts, count, sum)
+  select p_project_id, e.p -> 'cumulative' ->> 'stream', '', '-infinity', 0, 0
+  from pg_catalog.jsonb_array_elements(p_points) e (p)
+  where e.p ? 'cumulative'
+  order by 2
+  on conflict (project_id, stream) do nothing;
   perform from metrics.ingest_streams s
   where s.project_id = p_project_id
     and s.stream in (select e.p -> 'cumulative' ->> 'stream' from pg_catalog.jsonb_array_elements(p_points) e (p))
@@ -324,40 +400,50 @@ begin
   begin
     with x as (
       select e.idx, e.p as point, e.p ->> 'kind' as kind, e.p -> 'cumulative' ->> 'stream' as stream,
-        e.p -> 'cumulative' ->> 'start' as start_ns,
+        e.p -> 'cumulative' ->> 'start' as start_ns, (e.p -> 'cumulative' ->> 'start')::numeric as start,
         pg_catalog.to_timestamp((e.p ->> 'ts')::double precision) as ts,
         (e.p ->> 'count')::numeric::bigint as count, (e.p ->> 'sum')::double precision as sum,
-        nullif(e.p -> 'sketch', 'null'::jsonb) as sketch
+        nullif(e.p -> 'sketch', 'null'::jsonb) as sketch,
+        nullif(e.p -> 'cumulative' -> 'buckets', 'null'::jsonb) as buckets
       from pg_catalog.jsonb_array_elements(p_points) with ordinality as e (p, idx)
     ),
-    c as (
-      select x.*, s.stream is not null and s.start_ns = x.start_ns and x.ts <= s.ts as stale, r.reset, r.dcount,
-        r.dsketch, case when r.reset then x.sum else x.sum - s.sum end as dsum
+    xs as (
+      -- start times compare as numbers: an older start is a late export of an earlier process life (stale)
+      select x.*, s.stream as s_stream, s.ts as s_ts, s.count as s_count, s.sum as s_sum, s.sketch as s_sketch,
+        s.buckets as s_buckets, nullif(s.start_ns, '')::numeric as s_start
       from x
       left join metrics.ingest_streams s on s.project_id = p_project_id and s.stream = x.stream
+      where x.stream is not null
+    ),
+    c as (
+      select xs.*, xs.s_start is not null and (xs.start < xs.s_start or (xs.start = xs.s_start and xs.ts <= xs.s_ts))
+          as stale,
+        r.reset, r.dcount, r.dsketch, case when r.reset then xs.sum else xs.sum - xs.s_sum end as dsum
+      from xs
       cross join lateral (
-        select case when x.kind = 'histogram' and s.stream is not null and s.start_ns = x.start_ns
-          then metrics.sketch_subtract(x.sketch, s.sketch) end as sub
+        select case when xs.kind = 'histogram' and xs.s_start = xs.start then
+          case when xs.buckets is not null then metrics.exp_buckets_delta(xs.buckets, xs.s_buckets)
+               else metrics.sketch_subtract(xs.sketch, xs.s_sketch) end
+        end as sub
       ) as sb
       cross join lateral (
-        select s.stream is null or s.start_ns <> x.start_ns or x.sum < s.sum or x.count < s.count
-          or (x.kind = 'histogram' and sb.sub is null) as reset
+        select xs.s_start is null or xs.start <> xs.s_start or xs.sum < xs.s_sum or xs.count < xs.s_count
+          or (xs.kind = 'histogram' and sb.sub is null) as reset
       ) as r0
       cross join lateral (
         select r0.reset,
-          case when r0.reset then x.count else x.count - s.count end as dcount,
-          case when r0.reset then x.sketch else sb.sub end as dsketch
+          case when r0.reset then xs.count else xs.count - xs.s_count end as dcount,
+          case when r0.reset then xs.sketch else sb.sub end as dsketch
       ) as r
-      where x.stream is not null
     ),
     state as (
-      insert into metrics.ingest_streams as s (project_id, stream, start_ns, ts, count, sum, sketch, updated_at)
-      select p_project_id, c.stream, c.start_ns, c.ts, c.count, c.sum, c.sketch, now()
+      insert into metrics.ingest_streams as s (project_id, stream, start_ns, ts, count, sum, sketch, buckets, updated_at)
+      select p_project_id, c.stream, c.start::text, c.ts, c.count, c.sum, c.sketch, c.buckets, now()
       from c where not c.stale
       order by c.stream
       on conflict (project_id, stream) do update set
         start_ns = excluded.start_ns, ts = excluded.ts, count = excluded.count, sum = excluded.sum,
-        sketch = excluded.sketch, updated_at = excluded.updated_at
+        sketch = excluded.sketch, buckets = excluded.buckets, updated_at = excluded.updated_at
       returning 1
     ),
     out as (
@@ -389,11 +475,16 @@ begin
 end
 $$;
 comment on function metrics.cumulative_to_delta(uuid, jsonb) is
-  'Turns the cumulative points of a batch (points with "cumulative": {"stream", "start"}, count, sum and sketch '
-  'since start) into deltas against metrics.ingest_streams and records the new state. Reset (the whole value '
-  'is the delta) when the stream is new, its start changed, or a count, sum or bucket went down; a point not '
-  'later than the state (a late retry) and a histogram without new values are dropped; a counter keeps a '
-  'zero delta. Internal to metrics.ingest_http.';
+  'Turns the cumulative points of a batch (points with "cumulative": {"stream", "start"[, "buckets"]}, count, sum '
+  'and sketch since start) into deltas against metrics.ingest_streams and records the new state. Start times '
+  'compare as numbers. Reset (the whole value is the delta) when the stream is new, its start is newer, or a '
+  'count, sum or bucket went down; a point with an older start (an earlier process life) or of the same start '
+  'and not later than the state (a late retry) is dropped, and so is a histogram without new values; a counter '
+  'keeps a zero delta. Histograms subtract bucket by bucket: exponential ones (with buckets) in their own bucket '
+  'space (metrics.exp_buckets_delta), the others in sketch space (metrics.sketch_subtract). The stream rows are '
+  'created (without state) and locked in stream order first, so concurrent exports of a stream, its first ones '
+  'too, convert one after the other. ts, count and sum of cumulative points are validated first. Internal to '
+  'metrics.ingest_http.';
 
 create function metrics.ingest_http(p_batch jsonb, p_token text default null)
 returns jsonb
@@ -431,7 +522,14 @@ begin
     v_project := v_token.project_id;
     p_batch := p_batch || pg_catalog.jsonb_build_object('project_id', v_project);
     if v_token.last_used_at is null or v_token.last_used_at < now() - interval '1 minute' then
-      update metrics.ingest_tokens set last_used_at = now() where id = v_token.id;
+      -- best effort and never waiting: a concurrent request holding the row records the use; the row lock is
+      -- held until the commit, so concurrent requests sharing the token must not queue behind it
+      update metrics.ingest_tokens t set last_used_at = now()
+      where t.id = (
+        select l.id from metrics.ingest_tokens l
+        where l.id = v_token.id and (l.last_used_at is null or l.last_used_at < now() - interval '1 minute')
+        for update skip locked
+      );
     end if;
     insert into metrics.ingest_grants (txid, backend_pid, project_id)
     values (pg_catalog.pg_current_xact_id(), pg_catalog.pg_backend_pid(), v_project);
@@ -538,6 +636,7 @@ grant execute on function metrics.create_ingest_token(uuid, text, timestamptz),
 grant execute on function metrics.ingest_http(jsonb, text) to anon, authenticated, service_role;
 grant execute on function metrics.prune_ingest_streams() to service_role;
 grant execute on function metrics.sketch_subtract(jsonb, jsonb), metrics.sketch_extremes(jsonb),
+  metrics.exp_buckets_delta(jsonb, jsonb),
   metrics.is_project_admin(uuid) to service_role;
 
 -- PostgreSQL grants EXECUTE to PUBLIC on every new function: only the grants above stand

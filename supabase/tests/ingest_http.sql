@@ -2,7 +2,7 @@
 -- one project), metrics.ingest_http (token or own rights), cumulative -> delta state kept with the batch ledger.
 begin;
 set local client_min_messages = warning;
-select plan(39);
+select plan(51);
 
 insert into metrics.projects (id) values
   ('0a000000-0000-4000-8000-00000000000a'), ('0b000000-0000-4000-8000-00000000000b');
@@ -132,6 +132,56 @@ select is((select jsonb_build_object('count', p.count, 'sum', p.sum, 'sketch', p
   '{"count": 2, "sum": 6, "sketch": {"z": 0, "p": {"35": 2}, "n": {}}}'::jsonb, 'the stored delta is the bucket-wise difference');
 select ok((select p.min >= 1.9 and p.max <= 2.02 from metrics.points p join metrics.series s on s.id = p.series_id
     where s.name = 'meshhook_step_seconds' order by p.ts desc limit 1), 'with min and max from its buckets');
+
+-- exponential histograms convert in their own bucket space: a rescale (scale 10 -> 3) is no reset -----------------
+-- 10 values near 1 at scale 10 (index 0, sketch key 1), then one value 1000: the SDK rescales to 3, index 0 holds
+-- the 10 (sketch key 3 there), index 79 the 1000 (sketch key 345)
+select is(metrics.exp_buckets_delta(
+    '{"scale": 0, "z": 1, "p": {"-1": [6, "p", -17], "3": [1, "p", 139]}, "n": {}}',
+    '{"scale": 1, "z": 1, "p": {"-1": [2, "p", -9], "-2": [3, "p", -26]}, "n": {}}'),
+  '{"z": 0, "p": {"-17": 1, "139": 1}, "n": {}}'::jsonb,
+  'exp_buckets_delta downscales the older state (index -1 and -2 at scale 1 are -1 at scale 0) before subtracting');
+select is(metrics.exp_buckets_delta('{"scale": 2, "z": 0, "p": {"0": [5, "p", 4]}}', '{"scale": 1, "z": 0, "p": {"0": [1, "p", 9]}}'),
+  null, 'a higher scale than the state''s is a reset');
+select is(metrics.exp_buckets_delta('{"scale": 1, "z": 0, "p": {"0": [5, "p", 9]}}', '{"scale": 1, "z": 0, "p": {"0": [1, "p", 9], "7": [1, "p", 90]}}'),
+  null, 'a bucket of the state missing from the newer export is a reset');
+set local role anon;
+select is(metrics.ingest_http(pg_temp.batch('x1', jsonb_build_array(jsonb_build_object('name', 'meshhook_exp_seconds', 'kind', 'histogram',
+    'ts', extract(epoch from now() - interval '20 seconds'), 'count', 10, 'sum', 10, 'min', 1, 'max', 1,
+    'sketch', '{"z": 0, "p": {"1": 10}, "n": {}}'::jsonb, 'cumulative', jsonb_build_object('stream', 'hx', 'start', '5',
+      'buckets', '{"scale": 10, "z": 0, "p": {"0": [10, "p", 1]}, "n": {}}'::jsonb)))),
+  (select token from tokens where who = 'a')) ->> 'status', 'accepted', 'a cumulative exponential histogram at scale 10');
+select is(metrics.ingest_http(pg_temp.batch('x2', jsonb_build_array(jsonb_build_object('name', 'meshhook_exp_seconds', 'kind', 'histogram',
+    'ts', extract(epoch from now() - interval '10 seconds'), 'count', 11, 'sum', 1010, 'min', 1, 'max', 1000,
+    'sketch', '{"z": 0, "p": {"3": 10, "345": 1}, "n": {}}'::jsonb, 'cumulative', jsonb_build_object('stream', 'hx', 'start', '5',
+      'buckets', '{"scale": 3, "z": 0, "p": {"0": [10, "p", 3], "79": [1, "p", 345]}, "n": {}}'::jsonb)))),
+  (select token from tokens where who = 'a')) ->> 'points', '1', 'its next state, rescaled to 3');
+reset role;
+select is((select jsonb_build_object('count', sum(p.count), 'sum', sum(p.sum)) from metrics.points p
+    join metrics.series s on s.id = p.series_id where s.name = 'meshhook_exp_seconds'),
+  '{"count": 11, "sum": 1010}'::jsonb, 'the rescale stored 11 values in all, not 21');
+select is((select p.sketch from metrics.points p join metrics.series s on s.id = p.series_id
+    where s.name = 'meshhook_exp_seconds' order by p.ts desc limit 1),
+  '{"z": 0, "p": {"345": 1}, "n": {}}'::jsonb, 'the delta is the one new value, in the sketch bucket of the new scale');
+
+-- start times compare as numbers; an older start is a late export of an earlier process life ----------------------
+set local role anon;
+select is(metrics.ingest_http(pg_temp.batch('s1', pg_temp.counter(7, '30', '20 seconds')), (select token from tokens where who = 'a')) ->> 'points',
+  '0', 'an export with an older start (30 < 200, though ''30'' > ''200'' as text) is stale: nothing stored');
+select is(metrics.ingest_http(pg_temp.batch('s2', pg_temp.counter(1, '1000', '15 seconds')), (select token from tokens where who = 'a')) ->> 'points',
+  '1', 'a newer start (1000 > 200, though ''1000'' < ''200'' as text) is a reset');
+reset role;
+select is(pg_temp.total('0a000000-0000-4000-8000-00000000000a', 'meshhook_jobs_total'), 21::double precision,
+  'the stale export added nothing, the reset its whole value: 20 + 1');
+
+-- a cumulative point is validated before its conversion ------------------------------------------------------------
+set local role anon;
+select throws_ok(format($$select metrics.ingest_http(pg_temp.batch('v1', (pg_temp.counter(30, '1000', '5 seconds') #- '{0,ts}')), %L)$$,
+  (select token from tokens where who = 'a')), '22023', 'points[0].ts: required number (epoch seconds)',
+  'a cumulative point without ts is refused, not silently dropped');
+select throws_ok(format($$select metrics.ingest_http(pg_temp.batch('v2', jsonb_set(pg_temp.counter(30, '1000', '5 seconds'), '{0,cumulative,start}', '"12a"')), %L)$$,
+  (select token from tokens where who = 'a')), '22023', null, 'a start that is not decimal digits is refused');
+reset role;
 
 -- revocation is for good ------------------------------------------------------------------------------------------
 select pg_temp.claims('aa000000-0000-4000-8000-0000000000ad');

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -164,6 +165,28 @@ def test_cumulative_exports_become_deltas_and_gzip_is_accepted(
         (project,),
     ).fetchone() == (0,)
     assert count == 5
+
+
+def test_cumulative_exports_of_a_process_with_long_resource_attributes(
+    http: httpx.Client, gateway: GatewayProcess, owner: psycopg.Connection[Any]
+) -> None:
+    """Kubernetes-style resources (dozens of long attributes): the stream key is a hash, not their JSON."""
+    project = uuid.uuid4()
+    token = ingest_token(http, gateway, project)
+    start = time.time_ns() - 60 * 10**9
+    for value in (4, 9):
+        request = otlp([counter("pod_jobs", value, cumulative=True, start=start)])
+        request["resourceMetrics"][0]["resource"]["attributes"] += [
+            {"key": f"k8s.pod.label.{i}", "value": {"stringValue": "x" * 100}} for i in range(40)
+        ]
+        response = http.post(f"{FN}/v1/metrics", json=request, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        time.sleep(0.002)
+    assert totals(owner, project, "pod_jobs") == (2, 9.0)  # 4, then 9 - 4
+    (stream,) = owner.execute(
+        "select stream from metrics.ingest_streams where project_id = %s", (project,)
+    ).fetchone() or ("",)
+    assert re.fullmatch(r"[0-9a-f]{64}", stream), stream
 
 
 def test_batch_format_with_service_key_and_user_jwts(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -33,6 +34,8 @@ COMBOS = [
     (protocol, temporality) for protocol in ("json", "proto") for temporality in ("delta", "cumulative")
 ]
 VALUES = [0.003, 0.02, 0.2, 0.2, 0.7, 3, 0.05, 1.5, 0.4]  # first run (two exports), then the restarted one
+# <prefix>_wide_seconds: ten values near 1 in the first export, 1000 in the second (the SDK rescales in between)
+WIDE = [1 + i / 1000 for i in range(10)] + [1000.0]
 BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 DEADLINE = 30.0
 
@@ -90,6 +93,21 @@ def poll(what: str, check: Any, owner: psycopg.Connection[Any]) -> Any:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not so within {DEADLINE}s: {exc}") from None
             time.sleep(0.3)
+
+
+def assert_exponential(got: dict[str, float]) -> None:
+    """Quantiles of the exponential histograms: within half a bucket (<= 2.2 % at the SDK's scale for VALUES) plus
+    the sketch's 1 %; the rescaled one keeps its exact sum and its median near 1."""
+    exact = sorted(VALUES)
+    median = exact[len(exact) // 2]  # 0.2
+    p90 = exact[math.floor(0.9 * (len(exact) - 1))]  # 1.5 (the lowest-rank convention of sketch_quantile)
+    assert median == 0.2 and p90 == 1.5
+    assert abs(got["exp_p50"] - median) <= 0.035 * median, got
+    assert abs(got["exp_p90"] - p90) <= 0.035 * p90, got
+    # a cumulative exponential histogram that rescaled between two exports: 11 values, not 10 + 11
+    assert got["wide_count"] == len(WIDE), got
+    assert math.isclose(got["wide_sum"], sum(WIDE), rel_tol=1e-9), got
+    assert abs(got["wide_p50"] - 1.005) <= 0.035, got
 
 
 def test_official_exporters_delta_and_cumulative_show_the_same_values(
@@ -155,6 +173,9 @@ def test_official_exporters_delta_and_cumulative_show_the_same_values(
                 "step_p50": query(f"{p}_step_seconds", "p50")[-1],
                 "exp_p50": query(f"{p}_exp_seconds", "p50")[-1],
                 "exp_p90": query(f"{p}_exp_seconds", "p90")[-1],
+                "wide_count": sum(query(f"{p}_wide_seconds", "count")),
+                "wide_sum": sum(query(f"{p}_wide_seconds", "sum")),
+                "wide_p50": query(f"{p}_wide_seconds", "p50")[-1],
             }
 
         got = poll(f"{p} via GET /api/metrics", api_values, owner)
@@ -162,8 +183,7 @@ def test_official_exporters_delta_and_cumulative_show_the_same_values(
         median = exact[len(exact) // 2]  # 0.2 (so is its neighbour: any rank convention agrees)
         # explicit buckets: within half the width of the value's bucket (0.1, 0.25], plus the sketch's 1 %
         assert abs(got["step_p50"] - median) <= (0.25 - 0.1) / 2 + 0.01 * median, got
-        # exponential buckets: within half a bucket (<= 2.2 % at the SDK's scale here) plus 1 %
-        assert abs(got["exp_p50"] - median) <= 0.035 * median, got
+        assert_exponential(got)
 
         def metrics_values(p: str = p) -> dict[tuple[str, str], float]:
             values = exposition()
@@ -187,3 +207,43 @@ def test_official_exporters_delta_and_cumulative_show_the_same_values(
         (project,),
     ).fetchone()
     assert negative == (0,)
+
+
+def test_the_documented_worker_setup_runs(gateway: GatewayProcess) -> None:
+    """The first code block of docs/ingest-http.md's "OpenTelemetry JS" section, as written, with the packages the
+    tests pin: its imports resolve (a named import a package lacks is a SyntaxError in ESM) and its exporter
+    exports delta."""
+    node = shutil.which("node")
+    assert node, "node is not installed"
+    doc = (REPO / "docs" / "ingest-http.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## OpenTelemetry JS") :]
+    block = section[section.index("```js\n") + len("```js\n") :]
+    block = block[: block.index("```")]
+    assert "temporalityPreference" in block and "new OTLPMetricExporter" in block, block
+    check = (
+        'import { AggregationTemporality as T_, InstrumentType as I_ } from "@opentelemetry/sdk-metrics";\n'
+        "if (exporter.selectAggregationTemporality(I_.COUNTER) !== T_.DELTA) throw new Error('not delta');\n"
+        "if (exporter.selectAggregationTemporality(I_.UP_DOWN_COUNTER) !== T_.CUMULATIVE) throw new Error('udc');\n"
+        "await provider.shutdown();\nconsole.log('documented setup ok');\nprocess.exit(0);\n"
+    )
+    script = REPO / "tools" / "otel" / ".doc_worker_check.mjs"
+    script.write_text(block + check, encoding="utf-8")
+    try:
+        result = subprocess.run(
+            [node, str(script)],
+            cwd=REPO / "tools",
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "SUPABASE_URL": gateway.url,
+                "MESHHOOK_METRICS_INGEST_TOKEN": "mhi_doc_check",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        script.unlink()
+    assert result.returncode == 0 and "documented setup ok" in result.stdout, (
+        f"{result.stdout}\n{result.stderr}"
+    )

@@ -4,10 +4,13 @@
 //   node tools/otel/export.mjs <json config>
 //   config: {url, token, protocol: "json"|"proto", temporality: "delta"|"cumulative", prefix, run: "first"|"restart",
 //            instance}
+// run "first" exports twice, "restart" once (a new process); <prefix>_wide_seconds gets 1 + i/1000 (i < 10) in the
+// first export and 1000 in the second: a rescale of the exponential histogram between two cumulative exports.
 // Prints one JSON line: {"exports": <number of exports>, "failed": [<error messages>]}; exit 1 when one failed.
+// the imports of docs/ingest-http.md ("OpenTelemetry JS"), the JSON exporter besides the protobuf one
 import { AggregationTemporality, AggregationType, MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
-import { AggregationTemporalityPreference, OTLPMetricExporter as JsonExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { OTLPMetricExporter as ProtoExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
+import { OTLPMetricExporter as JsonExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 
 const config = JSON.parse(process.argv[2]);
@@ -16,9 +19,7 @@ const inner = new Exporter({
   url: config.url,
   headers: { Authorization: `Bearer ${config.token}` },
   compression: config.protocol === "proto" ? "gzip" : "none",
-  temporalityPreference: config.temporality === "delta"
-    ? AggregationTemporalityPreference.DELTA
-    : AggregationTemporalityPreference.CUMULATIVE,
+  temporalityPreference: config.temporality === "delta" ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE,
 });
 const failed = [];
 let exports = 0;
@@ -44,7 +45,10 @@ const provider = new MeterProvider({
     "service.instance.id": config.instance ?? "worker-1",
   }),
   readers: [reader],
-  views: [{ instrumentName: `${p}_exp_seconds`, aggregation: { type: AggregationType.EXPONENTIAL_HISTOGRAM } }],
+  views: [`${p}_exp_seconds`, `${p}_wide_seconds`].map((instrumentName) => ({
+    instrumentName,
+    aggregation: { type: AggregationType.EXPONENTIAL_HISTOGRAM },
+  })),
 });
 const meter = provider.getMeter("meshhook-otel-test", "1.0.0");
 const jobs = meter.createCounter(`${p}_jobs_total`, { description: "Jobs done" });
@@ -52,6 +56,8 @@ const inflight = meter.createUpDownCounter(`${p}_inflight`);
 const boundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const step = meter.createHistogram(`${p}_step_seconds`, { unit: "s", advice: { explicitBucketBoundaries: boundaries } });
 const exp = meter.createHistogram(`${p}_exp_seconds`, { unit: "s" });
+// values near 1, then one of 1000: the SDK lowers the scale of the (cumulative) exponential histogram in between
+const wide = meter.createHistogram(`${p}_wide_seconds`, { unit: "s" });
 let depth = 0;
 meter.createObservableGauge(`${p}_queue_depth`).addCallback((result) => result.observe(depth, { queue: "jobs" }));
 const record = (values) => values.forEach((v) => { step.record(v, { node_type: "http" }); exp.record(v, { node_type: "http" }); });
@@ -60,8 +66,10 @@ if (config.run === "first") {
   jobs.add(5, { queue: "a" });
   inflight.add(10);
   record([0.003, 0.02, 0.2, 0.2, 0.7, 3]);
+  for (let i = 0; i < 10; i++) wide.record(1 + i / 1000);
   depth = 42;
   await reader.forceFlush();
+  wide.record(1000);
   jobs.add(7, { queue: "a" });
   inflight.add(-3);
   record([0.05, 1.5]);

@@ -12,7 +12,18 @@
 import { convert, OtlpError } from "./otlp.ts";
 import { decodeRequest, encodeResponse, encodeStatus } from "./proto.ts";
 
-const MAX_BODY = Number(Deno.env.get("MESHHOOK_INGEST_MAX_BODY_BYTES") ?? 4 * 1024 * 1024);
+/** The body size limit from MESHHOOK_INGEST_MAX_BODY_BYTES (unset or empty: 4 MiB); anything but a positive integer
+ * stops the function at start with a clear error rather than leaving it without a limit. */
+export function maxBodyBytes(raw: string | undefined): number {
+  if (raw === undefined || raw.trim() === "") return 4 * 1024 * 1024;
+  const n = Number(raw.trim());
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) {
+    throw new Error(`MESHHOOK_INGEST_MAX_BODY_BYTES must be a positive integer number of bytes, not "${raw}"`);
+  }
+  return n;
+}
+
+const MAX_BODY = maxBodyBytes(Deno.env.get("MESHHOOK_INGEST_MAX_BODY_BYTES"));
 /** a gzip body may expand to at most this many times the limit */
 const MAX_INFLATE = 8;
 const RESOURCE_ATTRIBUTES = (Deno.env.get("MESHHOOK_INGEST_RESOURCE_ATTRIBUTES") ?? "")
@@ -23,7 +34,7 @@ const MAX_POINTS = 50000;
 // gRPC status codes for google.rpc.Status bodies
 const GRPC = { 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 413: 8, 415: 3, 500: 13, 502: 14, 503: 14 } as const;
 
-class HttpError extends Error {
+export class HttpError extends Error {
   constructor(readonly status: number, message: string) {
     super(message);
   }
@@ -134,14 +145,38 @@ async function ingest(who: Caller, batch: Record<string, unknown>, describe: (wh
   if (response.ok) return body as unknown as IngestResult;
   const code = typeof body.code === "string" ? body.code : "";
   const message = typeof body.message === "string" ? body.message : "";
-  if (code === "22023" || code === "P0001" || code === "22P02") throw new HttpError(400, describe(message));
-  if (code === "28000") throw new HttpError(401, "invalid ingest token (unknown, revoked or expired)");
-  if (code === "42501") throw new HttpError(403, message || "not allowed to write this project's metrics");
-  if (response.status === 401 || code.startsWith("PGRST3")) throw new HttpError(401, message || "invalid JWT");
-  if (response.status === 403) throw new HttpError(403, message || "forbidden");
-  if (response.status >= 400 && response.status < 500) throw new HttpError(400, message || `rejected (${response.status})`);
-  console.error(`metrics-ingest: database error ${response.status} ${code}`);
-  throw new HttpError(502, "the database could not store the batch; retry later");
+  throw databaseError(response.status, code, message, who.token !== null, describe);
+}
+
+/**
+ * The HTTP error for a failed call of metrics.ingest_http (Data API status and error code). Only what says the
+ * request itself is wrong is a 400 (OTLP exporters do not retry it): data exceptions, SQLSTATE class 22, which
+ * includes metrics.reject's 22023 naming the problem. 28000 (ingest token) and JWT errors are 401; 42501 is 401
+ * for an anonymous caller (as the Data API answers), else 403. Transient database states (classes 40, 53, 57,
+ * 08) are 503; anything else (a missing function PGRST202, a schema not exposed PGRST106, a conflict, a server
+ * error, ...) is a deployment or server problem: 502, logged with its status and code, so that exporters retry
+ * instead of dropping data.
+ */
+export function databaseError(
+  status: number,
+  code: string,
+  message: string,
+  withToken: boolean,
+  describe: (m: string) => string = (m) => m,
+): HttpError {
+  if (code.startsWith("22")) return new HttpError(400, describe(message || "invalid batch"));
+  if (code === "28000") return new HttpError(401, "invalid ingest token (unknown, revoked or expired)");
+  if (code === "42501") {
+    const text = message || "not allowed to write this project's metrics";
+    return new HttpError(status === 401 && !withToken ? 401 : 403, text);
+  }
+  if (/^PGRST3\d\d$/.test(code) || status === 401) return new HttpError(401, message || "invalid JWT");
+  if (status === 403 && code === "") return new HttpError(403, message || "forbidden");
+  console.error(`metrics-ingest: database API error ${status} ${code || "(no code)"}`);
+  if (/^(40|53|57|08)/.test(code) || status === 503 || status === 504) {
+    return new HttpError(503, "the database is busy or unavailable; retry later");
+  }
+  return new HttpError(502, "the database could not store the batch; retry later");
 }
 
 async function sha256hex(parts: (string | Uint8Array)[]): Promise<string> {

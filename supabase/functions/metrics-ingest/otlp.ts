@@ -8,13 +8,32 @@
 //   Histogram             histogram: each explicit bucket's count goes to the sketch bucket of ONE
 //                         representative value (the bucket's midpoint; see representative()), so the sketch
 //                         of a cumulative histogram is linear in its bucket counts and differences stay exact
-//   ExponentialHistogram  histogram: each bucket's count at its log-midpoint base^(i + 1/2)
+//   ExponentialHistogram  histogram: each bucket's count at its log-midpoint base^(i + 1/2); a cumulative one
+//                         also carries its native buckets (cumulative.buckets: scale, zero count and, per bucket
+//                         index, its count and the sketch bucket it maps to), because the SDK rescales: its
+//                         cumulative -> delta conversion is done in the exponential bucket space
+//                         (metrics.exp_buckets_delta), not in sketch space
 //   Summary               rejected (partial success): quantiles cannot be merged
 // Resource: service.name -> service, service.instance.id -> instance, host.name -> host, on the metrics the
 // Python client gives them to (process/runtime: service, instance; system/host: host) and, for any metric, the
 // resource attributes on the allow-list. Data point attributes are the labels. Names follow Prometheus rules.
 
+import { createHash } from "node:crypto";
 import { type Sketch, sketchAdd, sketchValue } from "./sketch.ts";
+
+/** Where one value went in a sketch: its store and key ("z" with key 0 for the zero bucket). */
+export type Slot = ["z" | "p" | "n", number];
+
+/**
+ * The native buckets of a cumulative exponential histogram: scale, zero count and, per store ("p" positive, "n"
+ * negative) and bucket index (at this scale), [count, store, key] of the sketch bucket the index maps to.
+ */
+export interface ExpBuckets {
+  scale: number;
+  z: number;
+  p: Record<string, [number, Slot[0], number]>;
+  n: Record<string, [number, Slot[0], number]>;
+}
 
 export interface Point {
   name: string;
@@ -29,7 +48,8 @@ export interface Point {
   sketch?: Sketch;
   unit?: string;
   help?: string;
-  cumulative?: { stream: string; start: string };
+  /** stream: SHA-256 hex of the stream's identity; start: unix nanoseconds as a decimal string */
+  cumulative?: { stream: string; start: string; buckets?: ExpBuckets };
 }
 
 export interface Conversion {
@@ -236,14 +256,19 @@ interface MetricContext {
   unit?: string;
   help?: string;
   resourceLabels: Record<string, string>;
-  streamPrefix: string;
+  /** the identity of the resource and scope, canonical JSON */
+  streamIdentity: unknown[];
   now: number;
   out: Conversion;
 }
 
-function stream(ctx: MetricContext, pointAttributes: [string, string][]): string {
+/**
+ * A stream's key: the SHA-256 (hex) of its canonical identity, [resource attributes sorted, scope name, scope
+ * version, metric name, point attributes sorted] as JSON: 64 characters however long the attributes.
+ */
+export function stream(ctx: { original: string; streamIdentity: unknown[] }, pointAttributes: [string, string][]): string {
   const attrs = [...pointAttributes].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  return `${ctx.streamPrefix}${JSON.stringify([ctx.original, attrs])}`;
+  return createHash("sha256").update(JSON.stringify([...ctx.streamIdentity, ctx.original, attrs]), "utf8").digest("hex");
 }
 
 function base(ctx: MetricContext, point: Json, field: string, attrs: [string, string][]) {
@@ -330,12 +355,14 @@ function convertHistogram(ctx: MetricContext, data: Json, exponential: boolean) 
     const sketch: Sketch = { z: 0, p: {}, n: {} };
     const values: number[] = [];
     let placed = 0;
-    const add = (value: number, n: number) => {
-      if (n <= 0) return;
-      sketchAdd(sketch, value, n);
+    const add = (value: number, n: number): Slot | null => {
+      if (n <= 0) return null;
+      const slot = sketchAdd(sketch, value, n);
       values.push(value);
       placed += n;
+      return slot;
     };
+    const native: ExpBuckets | undefined = exponential && t === CUMULATIVE ? { scale: 0, z: 0, p: {}, n: {} } : undefined;
     if (!exponential) {
       const bounds = list(raw.explicitBounds, ctx.original, `${field}.explicitBounds`).map((b, j) =>
         number(b, ctx.original, `${field}.explicitBounds[${j}]`)
@@ -358,10 +385,12 @@ function convertHistogram(ctx: MetricContext, data: Json, exponential: boolean) 
         throw new OtlpError(ctx.original, `${field}.scale`, "must be an integer in [-10, 20]");
       }
       const factor = Math.pow(2, -scale);
+      if (native) native.scale = scale;
       const buckets = (b: unknown, sign: 1 | -1, name: string) => {
         const store = object(b, ctx.original, `${field}.${name}`);
         const offset = number(store.offset ?? 0, ctx.original, `${field}.${name}.offset`);
         if (!Number.isInteger(offset)) throw new OtlpError(ctx.original, `${field}.${name}.offset`, "must be an integer");
+        const where = sign > 0 ? native?.p : native?.n;
         list(store.bucketCounts, ctx.original, `${field}.${name}.bucketCounts`).forEach((c, j) => {
           const n = count(c, ctx.original, `${field}.${name}.bucketCounts[${j}]`);
           if (n === 0) return;
@@ -371,10 +400,14 @@ function convertHistogram(ctx: MetricContext, data: Json, exponential: boolean) 
           if (sign > 0 && lo !== undefined && value < lo) value = lo;
           if (sign < 0 && lo !== undefined && -value < lo) value = -lo;
           if (sign < 0 && hi !== undefined && -value > hi) value = -hi;
-          add(sign * value, n);
+          const slot = add(sign * value, n)!;
+          // (cumulative: no min/max clamp above, so the slot is a function of scale and index alone)
+          if (where) where[String(offset + j)] = [n, slot[0], slot[1]];
         });
       };
-      add(0, count(raw.zeroCount, ctx.original, `${field}.zeroCount`));
+      const zero = count(raw.zeroCount, ctx.original, `${field}.zeroCount`);
+      add(0, zero);
+      if (native) native.z = zero;
       buckets(raw.positive, 1, "positive");
       buckets(raw.negative, -1, "negative");
     }
@@ -395,7 +428,7 @@ function convertHistogram(ctx: MetricContext, data: Json, exponential: boolean) 
       sketch,
     } as Point;
     if (point.min! > point.max!) point.min = point.max;
-    if (t === CUMULATIVE) point.cumulative = { stream: stream(ctx, attrs), start };
+    if (t === CUMULATIVE) point.cumulative = { stream: stream(ctx, attrs), start, ...(native ? { buckets: native } : {}) };
     ctx.out.points.push(point);
   });
 }
@@ -415,11 +448,12 @@ export function convert(request: unknown, options: ConvertOptions = {}): Convers
       const who = resource.get("service.instance.id") ?? resource.get("host.name") ?? "";
       out.source = `otlp/${resource.get("service.name") ?? "unknown_service"}${who ? `/${who}` : ""}`.slice(0, 200);
     }
-    const resourceKey = JSON.stringify([...resource.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+    const resourceKey = [...resource.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     list(rm.scopeMetrics, null, `resourceMetrics[${r}].scopeMetrics`).forEach((smRaw, s) => {
       const sm = object(smRaw, null, `resourceMetrics[${r}].scopeMetrics[${s}]`);
       const scope = object(sm.scope, null, `resourceMetrics[${r}].scopeMetrics[${s}].scope`);
-      const streamPrefix = `${resourceKey}|${typeof scope.name === "string" ? scope.name : ""}|`;
+      const streamIdentity = [resourceKey, typeof scope.name === "string" ? scope.name : "",
+        typeof scope.version === "string" ? scope.version : ""];
       list(sm.metrics, null, `resourceMetrics[${r}].scopeMetrics[${s}].metrics`).forEach((mRaw, m) => {
         const where = `resourceMetrics[${r}].scopeMetrics[${s}].metrics[${m}]`;
         const metric = object(mRaw, null, where);
@@ -435,7 +469,7 @@ export function convert(request: unknown, options: ConvertOptions = {}): Convers
           unit: unitOf(metric.unit),
           help: typeof metric.description === "string" && metric.description !== "" ? metric.description.slice(0, 1024) : undefined,
           resourceLabels: identityLabels(name, resource, allow),
-          streamPrefix,
+          streamIdentity,
           now,
           out,
         };
@@ -453,5 +487,27 @@ export function convert(request: unknown, options: ConvertOptions = {}): Convers
     });
   });
   if (out.source === "") out.source = "otlp/unknown_service";
+  out.points = latestPerStream(out.points);
   return out;
+}
+
+/**
+ * One point per cumulative stream (metrics.ingest_http takes one per stream and batch): when a request holds
+ * several (an exporter that batched two collections), the latest wins, as its cumulative value includes the
+ * others': the newer start time, then the later time, then the later in the request.
+ */
+export function latestPerStream(points: Point[]): Point[] {
+  const latest = new Map<string, number>();
+  points.forEach((p, i) => {
+    if (p.cumulative === undefined) return;
+    const j = latest.get(p.cumulative.stream);
+    if (j !== undefined) {
+      const q = points[j];
+      const a = BigInt(p.cumulative.start), b = BigInt(q.cumulative!.start);
+      if (a < b || (a === b && p.ts < q.ts)) return;
+    }
+    latest.set(p.cumulative.stream, i);
+  });
+  if (latest.size === points.filter((p) => p.cumulative !== undefined).length) return points;
+  return points.filter((p, i) => p.cumulative === undefined || latest.get(p.cumulative.stream) === i);
 }

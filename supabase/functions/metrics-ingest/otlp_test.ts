@@ -11,7 +11,8 @@ import {
 } from "npm:@opentelemetry/sdk-metrics@3.1.1";
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from "npm:@opentelemetry/otlp-transformer@0.301.2";
 import { resourceFromAttributes } from "npm:@opentelemetry/resources@3.1.1";
-import { convert, labelName, metricName, OtlpError, type Point, representative } from "./otlp.ts";
+import { databaseError, maxBodyBytes } from "./handler.ts";
+import { convert, type ExpBuckets, labelName, metricName, OtlpError, type Point, representative } from "./otlp.ts";
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from "./proto.ts";
 import { sketchKey, sketchQuantile, sketchValue } from "./sketch.ts";
 
@@ -153,6 +154,79 @@ Deno.test("cumulative: monotonic sums and histograms carry their stream and star
   assert(b.cumulative!.stream !== a1.cumulative!.stream, "streams are per resource");
 });
 
+Deno.test("stream keys are the SHA-256 of the stream identity, short however long the resource attributes", async () => {
+  const { reader, meter } = sdk(AggregationTemporality.CUMULATIVE);
+  meter.createCounter("meshhook_jobs_total").add(1, { queue: "a" });
+  const request = json(await reader.take());
+  const [a] = byName(convert(request).points, "meshhook_jobs_total");
+  assert(/^[0-9a-f]{64}$/.test(a.cumulative!.stream), `stream ${a.cumulative!.stream}`);
+  equal(byName(convert(proto(await reader.take())).points, "meshhook_jobs_total")[0].cumulative!.stream, a.cumulative!.stream,
+    "the same stream from protobuf and in the next export");
+  // Kubernetes-style resources: many long attributes (the JSON of the identity is > 2,000 characters)
+  request.resourceMetrics[0].resource.attributes.push(
+    ...Array.from({ length: 40 }, (_, i) => ({ key: `k8s.pod.label.${i}`, value: { stringValue: "x".repeat(100) } })),
+  );
+  const [long] = byName(convert(request).points, "meshhook_jobs_total");
+  assert(/^[0-9a-f]{64}$/.test(long.cumulative!.stream) && long.cumulative!.stream !== a.cumulative!.stream);
+  // the order of resource attributes does not matter
+  request.resourceMetrics[0].resource.attributes.reverse();
+  equal(byName(convert(request).points, "meshhook_jobs_total")[0].cumulative!.stream, long.cumulative!.stream);
+});
+
+/** The older native buckets downscaled to the newer scale and subtracted, placed in the newer export's sketch buckets
+ * (an oracle of metrics.exp_buckets_delta, the one implementation of the rule, in SQL). */
+function expDelta(older: ExpBuckets, newer: ExpBuckets): Record<string, number> | null {
+  const shift = older.scale - newer.scale;
+  if (shift < 0) return null;
+  const out: Record<string, number> = {};
+  for (const store of ["p", "n"] as const) {
+    const down: Record<string, number> = {};
+    for (const [i, [c]] of Object.entries(older[store])) {
+      const j = String(Math.floor(Number(i) / 2 ** shift));
+      down[j] = (down[j] ?? 0) + c;
+    }
+    for (const [j, c] of Object.entries(down)) if ((newer[store][j]?.[0] ?? 0) < c) return null;
+    for (const [j, [c, slot, key]] of Object.entries(newer[store])) {
+      const d = c - (down[j] ?? 0);
+      if (d > 0) out[`${slot}${key}`] = (out[`${slot}${key}`] ?? 0) + d;
+    }
+  }
+  return out;
+}
+
+Deno.test("cumulative exponential histograms carry their native buckets: a rescale keeps the delta exact", async () => {
+  const { reader, meter } = sdk(AggregationTemporality.CUMULATIVE);
+  const hist = meter.createHistogram("meshhook_exp_seconds");
+  for (let i = 0; i < 10; i++) hist.record(1 + i / 1000);
+  const first = convert(proto(await reader.take())).points[0];
+  hist.record(1000); // widens the range: the SDK lowers the scale of the cumulative stream
+  const secondJson = json(await reader.take());
+  const second = convert(secondJson).points[0];
+  equal(convert(proto(await reader.take())).points[0].cumulative!.buckets, second.cumulative!.buckets, "JSON and protobuf alike");
+  const b1 = first.cumulative!.buckets!, b2 = second.cumulative!.buckets!;
+  assert(b2.scale < b1.scale, `the SDK rescaled (${b1.scale} -> ${b2.scale})`);
+  equal(b2.scale, secondJson.resourceMetrics[0].scopeMetrics[0].metrics[0].exponentialHistogram.dataPoints[0].scale);
+  equal([first.count, second.count], [10, 11]);
+  // every native bucket names the sketch bucket its count went to: the buckets add up to the sketch
+  for (const [point, b] of [[first, b1], [second, b2]] as const) {
+    const sketch: Record<string, number> = {};
+    for (const [c, slot, key] of Object.values(b.p)) sketch[key] = (sketch[key] ?? 0) + (slot === "p" ? c : 0);
+    equal(sketch, Object.fromEntries(Object.entries(point.sketch!.p).map(([k, c]) => [k, c])), "buckets -> sketch");
+  }
+  // the sketch keys of the old state do not nest in the new ones (why sketch-space subtraction reset) ...
+  assert(Object.keys(first.sketch!.p).some((k) => !(k in second.sketch!.p)), "the keys moved");
+  // ... but in bucket space the difference is the one new value, in the sketch bucket of 1000
+  const top = Math.max(...Object.keys(b2.p).map(Number));
+  equal(expDelta(b1, b2), { [`p${sketchKey(Math.pow(2, (top + 0.5) / 2 ** b2.scale))}`]: 1 });
+  const [[onlyKey, one]] = Object.entries(expDelta(b1, b2)!);
+  equal(one, 1);
+  assert(Math.abs(sketchValue(Number(onlyKey.slice(1))) - 1000) / 1000 < 0.1, "at about 1000");
+  // a delta exponential histogram carries no buckets
+  const { reader: dr, meter: dm } = sdk(AggregationTemporality.DELTA);
+  dm.createHistogram("meshhook_exp_seconds").record(3);
+  assert(convert(json(await dr.take())).points[0].cumulative === undefined);
+});
+
 Deno.test("explicit histograms: one representative per bucket, documented accuracy", () => {
   const bounds = [0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000];
   equal(representative(bounds, 0), 0, "(-inf, 0] at 0");
@@ -246,4 +320,49 @@ Deno.test("sketch keys agree with the Python client and SQL", () => {
   // metrics.sketch_key(1) = 0, (2) = ceil(ln 2 * 49.998...) = 35; the value of a key is within 1 %
   equal([sketchKey(1), sketchKey(2), sketchKey(0.001)], [0, 35, -345]);
   for (const v of [1e-6, 0.37, 1, 42, 1e9]) assert(Math.abs(sketchValue(sketchKey(v)) - v) / v <= 0.01);
+});
+
+Deno.test("two points of one cumulative stream in a request: the latest is kept, not a 400 for the request", () => {
+  const point = (ts: string, start: string, value: number) => ({ timeUnixNano: ts, startTimeUnixNano: start, asInt: String(value),
+    attributes: [{ key: "queue", value: { stringValue: "a" } }] });
+  const request = { resourceMetrics: [{ scopeMetrics: [{ metrics: [{ name: "jobs_total", sum: {
+    aggregationTemporality: 2, isMonotonic: true, dataPoints: [
+      point("1700000002000000000", "1000", 7), point("1700000001000000000", "1000", 5), point("1700000000000000000", "999", 9),
+    ],
+  } }, { name: "other_total", sum: { aggregationTemporality: 2, isMonotonic: true, dataPoints: [point("1700000000000000000", "1", 1)] } }] }] }] };
+  const { points, rejected } = convert(request);
+  equal(points.map((p) => [p.name, p.sum]), [["jobs_total", 7], ["other_total", 1]], "the latest of the stream, and the other stream");
+  equal(rejected, 0);
+});
+
+Deno.test("database errors: only a bad request is a 400; deployment and server problems are retryable", () => {
+  const status = (s: number, code: string, token = true) => databaseError(s, code, "m", token).status;
+  equal(status(400, "22023"), 400, "metrics.reject names the problem");
+  equal(status(400, "22P02"), 400, "a data exception");
+  equal(status(401, "28000"), 401, "an invalid ingest token");
+  equal(status(401, "42501", true), 403, "a token of another project");
+  equal(status(401, "42501", false), 401, "anonymous without a token (as the Data API)");
+  equal(status(403, "42501", false), 403, "a signed-in user without rights");
+  equal(status(401, "PGRST301", false), 401, "an invalid JWT");
+  equal(status(404, "PGRST202"), 502, "the function is missing (a bad deploy): retry, not drop");
+  equal(status(406, "PGRST106"), 502, "the schema is not exposed");
+  equal(status(409, "23505"), 502, "a conflict");
+  equal(status(400, "P0001"), 502, "an unexpected raise");
+  equal(status(400, "PGRST102"), 502, "a request the function built wrong");
+  equal(status(500, "40001"), 503, "a serialization failure");
+  equal(status(503, ""), 503, "the database is unavailable");
+  equal(status(500, "XX000"), 502);
+});
+
+Deno.test("MESHHOOK_INGEST_MAX_BODY_BYTES: a positive integer, else a clear error at start", () => {
+  equal([maxBodyBytes(undefined), maxBodyBytes(""), maxBodyBytes("1024")], [4 * 1024 * 1024, 4 * 1024 * 1024, 1024]);
+  for (const bad of ["4MB", "abc", "-1", "0", "1.5", "1e99"]) {
+    let message = "";
+    try {
+      maxBodyBytes(bad);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(message.includes("MESHHOOK_INGEST_MAX_BODY_BYTES") && message.includes(bad), `"${bad}": ${message}`);
+  }
 });

@@ -21,16 +21,19 @@ export function sketchValue(key: number): number {
   return Math.exp(key / MULTIPLIER + LOG_VALUE_FACTOR);
 }
 
-export function sketchAdd(sketch: Sketch, value: number, count = 1): void {
+/** Adds count values to the sketch; returns the bucket they went to: ["p" | "n", key] or ["z", 0]. */
+export function sketchAdd(sketch: Sketch, value: number, count = 1): ["z" | "p" | "n", number] {
   if (value >= ZERO_THRESHOLD) {
-    const k = String(sketchKey(value));
+    const k = sketchKey(value);
     sketch.p[k] = (sketch.p[k] ?? 0) + count;
+    return ["p", k];
   } else if (value <= -ZERO_THRESHOLD) {
-    const k = String(sketchKey(-value));
+    const k = sketchKey(-value);
     sketch.n[k] = (sketch.n[k] ?? 0) + count;
-  } else {
-    sketch.z += count;
+    return ["n", k];
   }
+  sketch.z += count;
+  return ["z", 0];
 }
 
 /** The q-quantile (0..1) of a sketch, as metrics.sketch_quantile reports it (lowest rank convention). */
