@@ -78,9 +78,9 @@ def test_pg_cron_runs_maintenance_where_it_is_installed(state_dir: Path) -> None
         jobs = conn.execute("select jobname, schedule, command from cron.job order by jobname").fetchall()
         note = conn.execute("select metrics.schedule_maintenance()").fetchone()
     assert ("meshhook-metrics-maintain", "* * * * *", "select metrics.maintain()") in jobs
-    # without second schedules, a minutely rollup pass keeps data flowing even without the CLI loop
-    assert ("meshhook-metrics-publish", "* * * * *", "select metrics.publish_pending()") in jobs
-    assert note is not None and 'run "meshhook-metrics maintain --loop" for live rollups' in note[0]
+    # a minutely job that runs a rollup pass every 0.5 s: sub-second passes under any pg_cron version
+    assert ("meshhook-metrics-publish", "* * * * *", "call metrics.run_rollup_passes()") in jobs
+    assert note is not None and "rollup passes every 0.5 s" in note[0]
 
 
 def test_the_maintainer_publishes_trailing_updates(state_dir: Path) -> None:

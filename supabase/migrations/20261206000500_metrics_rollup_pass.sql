@@ -4,7 +4,7 @@
 -- totals. Concurrent workers flushing the same series serialised on those rows' locks, and every statement
 -- merged its own jsonb sketches (125-175 us of database CPU per point; benchmarks/ingest.py, design A).
 -- Now: metrics.ingest (unchanged) only validates, writes the ledger, resolves series and appends raw points;
--- metrics.rollup_pass(), run every second by pg_cron (every 0.5 s by `meshhook-metrics maintain --loop`),
+-- metrics.rollup_pass(), run every 0.5 s (pg_cron: metrics.run_rollup_passes(); or `meshhook-metrics maintain --loop`),
 -- merges the points of every finished transaction since its watermark in one set-based statement and
 -- publishes the touched projects (design B: 49-79 us per point, no row-lock wall; docs/architecture.md).
 --
@@ -217,7 +217,7 @@ $$;
 comment on function metrics.rollup_pass() is
   'Merges the points of every finished transaction since the watermark (metrics.rollup_points) and moves the '
   'watermark in the same transaction (exactly once), then publishes every project with queued minutes its '
-  'rate limit allows. Run every second by pg_cron (metrics.publish_pending) or maintain --loop.';
+  'rate limit allows. Run every 0.5 s by metrics.run_rollup_passes() (pg_cron) or maintain --loop.';
 revoke execute on function metrics.rollup_pass() from public;
 grant execute on function metrics.rollup_pass() to service_role;
 
@@ -245,7 +245,7 @@ comment on function metrics.rollup_now() is
 revoke execute on function metrics.rollup_now() from public;
 grant execute on function metrics.rollup_now() to service_role;
 
--- the sweep pg_cron (>= 1.5, every second) and the CLI loop already run: now the pass, which also publishes
+-- the sweep the CLI loop (and earlier pg_cron schedules) already run: now the pass, which also publishes
 create or replace function metrics.publish_pending()
 returns integer
 language plpgsql volatile security definer set search_path = ''
@@ -256,8 +256,8 @@ end
 $$;
 comment on function metrics.publish_pending() is
   'Runs the rollup pass (metrics.rollup_pass: merges committed points, then publishes every project''s queued '
-  'changes its rate limit allows); returns the messages sent. Run every second by pg_cron >= 1.5 or every '
-  '0.5 s by meshhook-metrics maintain --loop.';
+  'changes its rate limit allows); returns the messages sent. Run every 0.5 s by metrics.run_rollup_passes() '
+  '(pg_cron) or meshhook-metrics maintain --loop.';
 
 comment on table metrics.points is
   'Raw deltas, one row per series per flush of a worker, partitioned by UTC day (metrics.points_YYYYMMDD). '
@@ -266,7 +266,7 @@ comment on table metrics.rollup_1m is
   'Per-minute aggregates merged from raw deltas by metrics.rollup_pass(): count, sum, min, max, last value '
   '(and when), and a mergeable sketch for histograms.';
 
--- maintain() no longer sweeps: the pass does, every second, and it must never wait for a rollup lock that a
+-- maintain() no longer sweeps: the pass does, every 0.5 s, and it must never wait for a rollup lock that a
 -- maintenance run holding the pass's lock would wait for in turn
 create or replace function metrics.maintain()
 returns jsonb
@@ -294,7 +294,39 @@ comment on function metrics.maintain() is
   'partition DDL (raw partitions for yesterday..+2 days, drops past retention; short lock timeouts with '
   'retries, busy ones deferred to the next run), last so that its locks on metrics.points are held only until '
   'the commit. Safe to run concurrently (a second run skips). Returns a report. The rollup pass and live '
-  'publish run apart (metrics.publish_pending, every second).';
+  'publish run apart (metrics.rollup_pass, every 0.5 s).';
+
+-- no SET clause: a procedure with one cannot COMMIT (every name below is schema-qualified)
+create procedure metrics.run_rollup_passes(p_seconds double precision default 55, p_every double precision default 0.5)
+language plpgsql
+as $$
+declare
+  v_until timestamptz := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_seconds);
+  v_started timestamptz;
+begin
+  if p_seconds is null or p_seconds <= 0 or p_seconds > 3600 or p_every is null or p_every < 0.1 or p_every > 60 then
+    raise exception using
+      errcode = '22023',
+      message = pg_catalog.format('run_rollup_passes(%s, %s): seconds must be in (0, 3600], every in [0.1, 60]',
+        p_seconds, p_every);
+  end if;
+  while pg_catalog.clock_timestamp() < v_until loop
+    v_started := pg_catalog.clock_timestamp();
+    perform metrics.rollup_pass();
+    -- each pass its own transaction: its rollups and live messages go out now, and no transaction id is held
+    commit;
+    perform pg_catalog.pg_sleep(greatest(0, p_every
+      - extract(epoch from pg_catalog.clock_timestamp() - v_started)::double precision));
+    commit;
+  end loop;
+end
+$$;
+comment on procedure metrics.run_rollup_passes(double precision, double precision) is
+  'Runs metrics.rollup_pass() every p_every seconds (each pass committed on its own) for p_seconds: pg_cron '
+  'calls it every minute (CALL as the job''s only statement), which gives sub-second passes under any pg_cron '
+  'version, whose schedules stop at one second (1.5+) or one minute (older).';
+revoke execute on procedure metrics.run_rollup_passes(double precision, double precision) from public;
+grant execute on procedure metrics.run_rollup_passes(double precision, double precision) to service_role;
 
 create or replace function metrics.schedule_maintenance()
 returns text
@@ -302,33 +334,27 @@ language plpgsql volatile set search_path = ''
 as $$
 declare
   v_version text;
-  v_every text := '* * * * *';
 begin
   select e.extversion into v_version from pg_catalog.pg_extension e where e.extname = 'pg_cron';
   if v_version is null then
     return 'pg_cron not installed: run "meshhook-metrics maintain --loop" instead';
   end if;
-  if pg_catalog.string_to_array(pg_catalog.split_part(v_version, '-', 1), '.')::integer[] >= array[1, 5] then
-    v_every := '1 seconds';
-  end if;
   -- built at run time: the cron schema may not exist where this function is compiled or linted
   execute pg_catalog.format('select %I.schedule($1, $2, $3)', 'cron')
     using 'meshhook-metrics-maintain', '* * * * *', 'select metrics.maintain()';
+  -- replaces the per-second publish sweep of earlier versions (same job name)
   execute pg_catalog.format('select %I.schedule($1, $2, $3)', 'cron')
-    using 'meshhook-metrics-publish', v_every, 'select metrics.publish_pending()';
-  if v_every = '1 seconds' then
-    return 'scheduled maintenance every minute and rollup passes every second with pg_cron ' || v_version;
-  end if;
-  return 'scheduled maintenance and rollup passes every minute with pg_cron ' || v_version
-    || ' (no second schedules: run "meshhook-metrics maintain --loop" for live rollups)';
+    using 'meshhook-metrics-publish', '* * * * *', 'call metrics.run_rollup_passes()';
+  return 'scheduled maintenance every minute and rollup passes every 0.5 s (a minutely job) with pg_cron '
+    || v_version;
 end
 $$;
 comment on function metrics.schedule_maintenance() is
-  'Schedules metrics.maintain() every minute and the rollup pass (metrics.publish_pending) every second with '
-  'pg_cron >= 1.5, every minute with older pg_cron, when pg_cron is installed; idempotent (cron.schedule '
-  'replaces jobs by name). Call again after enabling pg_cron.';
+  'Schedules metrics.maintain() every minute and metrics.run_rollup_passes() (a rollup pass every 0.5 s for 55 s) '
+  'every minute when pg_cron is installed; idempotent (cron.schedule replaces jobs by name). Call again after '
+  'enabling pg_cron.';
 
--- reschedule where pg_cron is available (older pg_cron gets its minutely pass)
+-- reschedule where pg_cron is available
 select metrics.schedule_maintenance();
 
 -- publish: the rate limit tolerates the pass's jitter (the rest as in 20261127000100) -------------------------
@@ -358,7 +384,7 @@ begin
   select ps.last_sent_at into v_last
   from metrics.publish_state ps where ps.project_id = p_project_id
   for update skip locked;
-  -- a pass on the interval's own cadence (pg_cron every second, 1 s interval) is not skipped for a few
+  -- a pass on the interval's own cadence (e.g. every second, 1 s interval) is not skipped for a few
   -- milliseconds of jitter: the interval less a tenth, at most 100 ms
   if not found or v_last > pg_catalog.clock_timestamp() - v_interval
       + least(v_interval / 10, interval '100 milliseconds') then

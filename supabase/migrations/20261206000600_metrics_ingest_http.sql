@@ -626,8 +626,8 @@ comment on function metrics.maintain() is
   'idle OTLP cumulative streams (metrics.prune_ingest_streams), then the partition DDL (raw partitions for '
   'yesterday..+2 days, drops past retention; short lock timeouts with retries, busy ones deferred to the next '
   'run), last so that its locks on metrics.points are held only until the commit. Safe to run concurrently (a '
-  'second run skips). Returns a report. The rollup pass and live publish run apart (metrics.publish_pending, '
-  'every second).';
+  'second run skips). Returns a report. The rollup pass and live publish run apart (metrics.rollup_pass, '
+  'every 0.5 s).';
 
 grant execute on function metrics.create_ingest_token(uuid, text, timestamptz),
   metrics.list_ingest_tokens(uuid),

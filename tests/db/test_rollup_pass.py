@@ -216,3 +216,42 @@ def wait_for_lock_wait(conn: psycopg.Connection[Any], application: str) -> None:
             return
         time.sleep(0.025)
     raise AssertionError(f"{application} never waited for a lock")
+
+
+def test_run_rollup_passes_commits_every_pass_while_it_runs(
+    conn: psycopg.Connection[Any], fresh_db: TestDatabase
+) -> None:
+    """What pg_cron calls every minute: passes every ``p_every`` seconds, each committed on its own, so a
+    point is merged and visible long before the procedure returns."""
+    project = uuid.uuid4()
+    before = conn.execute("select passes from metrics.rollup_pass_state").fetchone()[0]  # type: ignore[index]
+
+    def passes() -> None:
+        with psycopg.connect(fresh_db.url, autocommit=True) as c:
+            c.execute("call metrics.run_rollup_passes(3, 0.2)")
+
+    thread = threading.Thread(target=passes)
+    thread.start()
+    try:
+        send(conn, project, 1)
+        deadline = time.monotonic() + 2
+        while events(conn, project) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events(conn, project) == 1, "not merged within 2 s"
+        assert thread.is_alive(), "merged only when the procedure ended"
+    finally:
+        thread.join(timeout=30)
+    after = conn.execute("select passes from metrics.rollup_pass_state").fetchone()[0]  # type: ignore[index]
+    assert after - before >= 1
+    # 3 s at 0.2 s: many passes, each its own transaction (only those with points count in `passes`)
+    assert conn.execute(
+        "select count(*) from realtime.messages where topic = metrics.topic(%s)", (project,)
+    ).fetchone() == (1,)
+
+
+@pytest.mark.parametrize(("seconds", "every"), [(0, 0.5), (55, 0.01), (4000, 0.5), (55, 61)])
+def test_run_rollup_passes_refuses_bad_arguments(
+    conn: psycopg.Connection[Any], seconds: float, every: float
+) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="seconds must be in"):
+        conn.execute("call metrics.run_rollup_passes(%s, %s)", (seconds, every))
