@@ -70,6 +70,7 @@ class Database:
                     "migrations": "unknown",
                     "detail": "no access to the migration history",
                 }
+            rollups = self._rollup_status(conn)
         pending = [v for v in expected if v not in applied]
         return {
             "database": "ok",
@@ -77,4 +78,16 @@ class Database:
             "expected": len(expected),
             "applied": len(applied),
             "pending": pending,
+            **rollups,
         }
+
+    @staticmethod
+    def _rollup_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        """``metrics.rollup_status()``: whether the rollup pass keeps up (``unknown`` without access)."""
+        try:
+            with conn.transaction():
+                row = conn.execute("select pending_points, stalled from metrics.rollup_status()").fetchone()
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction):
+            return {"rollups": "unknown"}
+        assert row is not None
+        return {"rollups": "stalled" if row[1] else "current", "rollup_pending_points": int(row[0])}

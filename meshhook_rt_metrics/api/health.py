@@ -1,4 +1,5 @@
-"""GET /healthz: the database reachable and every migration this service knows applied (no token)."""
+"""GET /healthz: the database reachable, every migration this service knows applied, and the rollup pass keeping
+up (no token)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz(db: DatabaseDep) -> Any:
-    """Database reachable and every migration this service knows applied (no authentication)."""
+    """Database reachable, every migration this service knows applied, rollups not stalled (no authentication)."""
     try:
         state = db.health()
     except Exception as exc:
@@ -29,12 +30,14 @@ def healthz(db: DatabaseDep) -> Any:
             ).model_dump(),
             status_code=503,
         )
-    ok = state["migrations"] in ("current", "unknown")
+    ok = state["migrations"] in ("current", "unknown") and state.get("rollups") != "stalled"
     health = Health(
         status="ok" if ok else "degraded",
         database=state["database"],
         migrations=state["migrations"],
         pending=state.get("pending", []),
+        rollups=state.get("rollups", "unknown"),
+        rollup_pending_points=state.get("rollup_pending_points"),
         detail=state.get("detail"),
     )
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)

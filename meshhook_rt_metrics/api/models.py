@@ -223,4 +223,10 @@ class Health(BaseModel):
     database: str
     migrations: str
     pending: list[str] = Field(default_factory=list)
+    rollups: Literal["current", "stalled", "unknown"] = Field(
+        default="unknown",
+        description="stalled: points wait and no rollup pass merged any for a minute (no pass runs, or a long "
+        "transaction holds the watermark back); unknown: the service's role may not ask.",
+    )
+    rollup_pending_points: int | None = Field(default=None, description="Points not merged into rollups yet.")
     detail: str | None = None

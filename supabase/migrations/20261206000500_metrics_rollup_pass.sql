@@ -44,8 +44,8 @@ alter table metrics.rollup_pass_state enable row level security;
 -- monitoring may read how far the pass is (the service role bypasses RLS); only the definers write
 grant select on metrics.rollup_pass_state to service_role;
 -- every transaction that will insert points after this migration has an id at or above this snapshot's xmin
-insert into metrics.rollup_pass_state (xid_watermark)
-values (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()));
+insert into metrics.rollup_pass_state (xid_watermark, last_pass_at)
+values (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), now());
 
 create function metrics.rollup_points(p_from xid8, p_to xid8)
 returns jsonb
@@ -220,6 +220,23 @@ comment on function metrics.rollup_pass() is
   'rate limit allows. Run every 0.5 s by metrics.run_rollup_passes() (pg_cron) or maintain --loop.';
 revoke execute on function metrics.rollup_pass() from public;
 grant execute on function metrics.rollup_pass() to service_role;
+
+create function metrics.rollup_status(out pending_points bigint, out last_merge_at timestamptz, out stalled boolean)
+language sql stable security definer set search_path = ''
+as $$
+  -- pending: points at or past the watermark (committed, or of transactions still running)
+  select pg_catalog.count(p.*), s.last_pass_at,
+    pg_catalog.count(p.*) > 0 and coalesce(s.last_pass_at, '-infinity') < now() - interval '1 minute'
+  from metrics.rollup_pass_state s
+  left join metrics.points p on p.xid >= s.xid_watermark
+  group by s.last_pass_at
+$$;
+comment on function metrics.rollup_status() is
+  'How far the rollup pass is: points not merged yet, when a pass last merged any, and stalled (points '
+  'waiting and no merge for a minute: no pass runs, or a long transaction holds the watermark back). For '
+  'health checks; counts only, no tenant data.';
+revoke execute on function metrics.rollup_status() from public;
+grant execute on function metrics.rollup_status() to service_role;
 
 create function metrics.rollup_now()
 returns jsonb

@@ -233,6 +233,21 @@ def test_healthz(client: httpx.Client, conn: psycopg.Connection[Any]) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def test_healthz_reports_a_stalled_rollup_pass(client: httpx.Client, conn: psycopg.Connection[Any]) -> None:
+    """Points waiting and no merge for a minute (no pass runs): degraded, until a pass merges them."""
+    conn.execute("select metrics.rollup_pass()")
+    ok = client.get("/healthz").json()
+    assert ok["rollups"] == "current" and ok["rollup_pending_points"] == 0
+    ingest(conn, batch(uuid.uuid4(), [counter("meshhook_stalled_total", 1)]), merge=False)
+    assert client.get("/healthz").json()["rollups"] == "current", "waiting points alone are not a stall"
+    conn.execute("update metrics.rollup_pass_state set last_pass_at = now() - interval '2 minutes'")
+    stalled = client.get("/healthz")
+    assert stalled.status_code == 503
+    assert stalled.json()["rollups"] == "stalled" and stalled.json()["rollup_pending_points"] >= 1
+    conn.execute("select metrics.rollup_pass()")
+    assert client.get("/healthz").json() == ok | {"rollups": "current", "rollup_pending_points": 0}
+
+
 def test_limits_cors_and_openapi(client: httpx.Client, world: World) -> None:
     big = {"project_id": str(world.project_a), "name": "x" * 70000}
     response = client.post("/api/metrics/scrape-tokens", json=big, headers=world.headers(world.admin_a))
