@@ -36,6 +36,9 @@ def check_label_names(metric: str, names: tuple[str, ...]) -> None:
             )
 
 
+# The edge function redacts OTLP label values with a TypeScript twin of these patterns
+# (supabase/functions/metrics-ingest/redact.ts); tests/redaction_vectors.json is the contract both are tested
+# against. Change both or neither.
 _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # passwords in URLs: scheme://user:password@host -> keep the user, hide the password
     (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\g<head>" + REDACTED + "@"),

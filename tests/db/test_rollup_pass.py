@@ -120,15 +120,7 @@ def test_a_second_pass_waits_for_the_first_and_merges_nothing_twice(
     send(conn, project, 1)
     other.execute("begin")
     first = run_pass(other)  # holds the pass's lock until it commits
-    second: dict[str, Any] = {}
-
-    def waiting_pass() -> None:
-        with psycopg.connect(fresh_db.url, autocommit=True, application_name="second-pass") as c:
-            second.update(run_pass(c))
-
-    thread = threading.Thread(target=waiting_pass)
-    thread.start()
-    wait_for_lock_wait(conn, "second-pass")
+    thread, second = pass_waiting_for_a_lock(conn, fresh_db.url)
     send(conn, project, 2)  # committed while the second pass waits: it merges this one only
     other.execute("commit")
     thread.join(timeout=30)
@@ -162,15 +154,7 @@ def test_late_points_wait_for_a_running_hourly_rollup_and_are_marked_late(
     send(conn, project, 2, ts=two_hours_ago)  # committed, not merged yet, when the hourly rollup starts
     other.execute("begin")
     assert other.execute("select metrics.rollup_hours()").fetchone()[0] >= 1  # type: ignore[index]
-    report: dict[str, Any] = {}
-
-    def waiting_pass() -> None:
-        with psycopg.connect(fresh_db.url, autocommit=True, application_name="late-pass") as c:
-            report.update(run_pass(c))
-
-    thread = threading.Thread(target=waiting_pass)
-    thread.start()
-    wait_for_lock_wait(conn, "late-pass")
+    thread, report = pass_waiting_for_a_lock(conn, fresh_db.url)
     other.execute("commit")
     thread.join(timeout=30)
     assert report["points"] == 1
@@ -204,6 +188,23 @@ def test_the_pass_publishes_the_merged_minute(conn: psycopg.Connection[Any]) -> 
         (project,),
     ).fetchone()
     assert row == (1,)
+
+
+def pass_waiting_for_a_lock(
+    conn: psycopg.Connection[Any], url: str
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """A rollup pass on a connection of its own, started in a thread and returned once it waits for a lock;
+    its report fills the dict when it ends."""
+    report: dict[str, Any] = {}
+
+    def waiting_pass() -> None:
+        with psycopg.connect(url, autocommit=True, application_name="waiting-pass") as c:
+            report.update(run_pass(c))
+
+    thread = threading.Thread(target=waiting_pass)
+    thread.start()
+    wait_for_lock_wait(conn, "waiting-pass")
+    return thread, report
 
 
 def wait_for_lock_wait(conn: psycopg.Connection[Any], application: str) -> None:

@@ -189,6 +189,39 @@ def test_cumulative_exports_of_a_process_with_long_resource_attributes(
     assert re.fullmatch(r"[0-9a-f]{64}", stream), stream
 
 
+def test_secrets_in_otlp_attributes_are_redacted_in_the_stored_labels(
+    http: httpx.Client, gateway: GatewayProcess, owner: psycopg.Connection[Any]
+) -> None:
+    """A password URL and a JWT in data-point attributes are stored as the Python client would label them."""
+    project = uuid.uuid4()
+    token = ingest_token(http, gateway, project)
+    jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJlX2J5dGVz"
+    metric = counter("meshhook.http.client.requests", 2)
+    metric["sum"]["dataPoints"][0]["attributes"] = [
+        {"key": "url.full", "value": {"stringValue": "https://svc:hunter2pw@hooks.example.com/v1/x"}},
+        {"key": "http.request.header.authorization", "value": {"stringValue": f"Bearer {jwt}"}},
+        {"key": "upstream.token", "value": {"stringValue": jwt}},
+        {"key": "http.route", "value": {"stringValue": "/api/hooks/[slug]"}},
+    ]
+    response = http.post(
+        f"{FN}/v1/metrics", json=otlp([metric]), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.text
+    assert totals(owner, project, "meshhook_http_client_requests") == (1, 2.0)
+    rows = owner.execute("select labels from metrics.series where project_id = %s", (project,)).fetchall()
+    assert rows == [
+        (
+            {
+                "url_full": "https://svc:[REDACTED]@hooks.example.com/v1/x",
+                "http_request_header_authorization": "Bearer [REDACTED]",
+                "upstream_token": "[REDACTED]",
+                "http_route": "/api/hooks/[slug]",
+            },
+        )
+    ]
+    assert "hunter2pw" not in json.dumps(rows) and "eyJhbGci" not in json.dumps(rows)
+
+
 def test_batch_format_with_service_key_and_user_jwts(
     http: httpx.Client, gateway: GatewayProcess, owner: psycopg.Connection[Any]
 ) -> None:

@@ -17,8 +17,11 @@
 // Resource: service.name -> service, service.instance.id -> instance, host.name -> host, on the metrics the
 // Python client gives them to (process/runtime: service, instance; system/host: host) and, for any metric, the
 // resource attributes on the allow-list. Data point attributes are the labels. Names follow Prometheus rules.
+// Every label value is redacted (redact.ts, the twin of the Python client's default_redactor) in base(), the one
+// place a point's labels are made; stream identities (hashed, never stored as text) keep the values as sent.
 
 import { createHash } from "node:crypto";
+import { redactLabels } from "./redact.ts";
 import { type Sketch, sketchAdd, sketchValue } from "./sketch.ts";
 
 /** Where one value went in a sketch: its store and key ("z" with key 0 for the zero bucket). */
@@ -276,7 +279,8 @@ function base(ctx: MetricContext, point: Json, field: string, attrs: [string, st
   const start = nanos(point.startTimeUnixNano, ctx.original, `${field}.startTimeUnixNano`);
   const out: Partial<Point> = {
     name: ctx.name,
-    labels: { ...ctx.resourceLabels, ...labels(attrs, ctx.original) },
+    // secrets in attribute values (a password in url.full, a token) never become label values
+    labels: redactLabels({ ...ctx.resourceLabels, ...labels(attrs, ctx.original) }),
     ts: time === "0" ? ctx.now : seconds(time),
   };
   if (ctx.unit !== undefined) out.unit = ctx.unit;

@@ -366,3 +366,46 @@ Deno.test("MESHHOOK_INGEST_MAX_BODY_BYTES: a positive integer, else a clear erro
     assert(message.includes("MESHHOOK_INGEST_MAX_BODY_BYTES") && message.includes(bad), `"${bad}": ${message}`);
   }
 });
+
+Deno.test("label values are redacted like the Python client's: point attributes and allowed resource attributes", () => {
+  const jwt = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJlX2J5dGVz";
+  const s = (key: string, value: string) => ({ key, value: { stringValue: value } });
+  const attributes = [
+    s("url.full", "https://alice:hunter2@api.example.com/v1/hooks"),
+    s("http.request.header.authorization", `Bearer ${jwt}`),
+    s("http.route", "/api/hooks/[slug]"),
+    { key: "extra", value: { kvlistValue: { values: [s("q", "api_key=s3cr3t&page=2")] } } },
+  ];
+  const request = { resourceMetrics: [{
+    resource: { attributes: [s("service.name", "worker"), s("service.instance.id", "sk_live_51HxYzAbCdEfGhIjKlMn"),
+      s("deployment.environment", "prod token=abc")] },
+    scopeMetrics: [{ metrics: [
+      { name: "requests", sum: { aggregationTemporality: 1, isMonotonic: true, dataPoints: [{ attributes, asInt: "1" }] } },
+      { name: "process_cpu_seconds", sum: { aggregationTemporality: 2, isMonotonic: true,
+        dataPoints: [{ attributes, asDouble: 2, startTimeUnixNano: "1", timeUnixNano: "2" }] } },
+      { name: "latency", histogram: { aggregationTemporality: 1,
+        dataPoints: [{ attributes, count: "1", sum: 1, explicitBounds: [1], bucketCounts: ["1", "0"] }] } },
+    ] }],
+  }] };
+  const out = convert(request, { now: 5, resourceAttributes: ["deployment.environment"] });
+  equal(out.points.length, 3);
+  const want = {
+    deployment_environment: "prod token=[REDACTED]",
+    extra: '{"q":"api_key=[REDACTED]&page=2"}',
+    http_request_header_authorization: "Bearer [REDACTED]",
+    http_route: "/api/hooks/[slug]",
+    url_full: "https://alice:[REDACTED]@api.example.com/v1/hooks",
+  };
+  equal(out.points[0].labels, want, "an application metric");
+  const sorted = (o: Record<string, string>) => Object.fromEntries(Object.entries(o).sort());
+  equal(sorted(out.points[1].labels), sorted({ ...want, service: "worker", instance: "[REDACTED]" }), "a process metric");
+  equal(out.points[2].labels, want, "a histogram");
+  const text = JSON.stringify(out.points);
+  for (const secret of ["hunter2", "eyJhbG", "s3cr3t", "sk_live", "abc\""]) assert(!text.includes(secret), `${secret} in ${text}`);
+  // the stream identity keeps the values as sent: two secrets that redact alike are still two streams
+  const other = structuredClone(request);
+  other.resourceMetrics[0].scopeMetrics[0].metrics[1].sum!.dataPoints[0].attributes[0] = s("url.full", "https://alice:other@api.example.com/v1/hooks");
+  const [p] = convert(other, { now: 5, resourceAttributes: ["deployment.environment"] }).points.filter((q) => q.cumulative);
+  equal(p.labels, out.points[1].labels);
+  assert(p.cumulative!.stream !== out.points[1].cumulative!.stream, "streams differing by a secret stay apart");
+});
