@@ -55,10 +55,15 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         REDACTED,
     ),
-    # key=value pairs whose key says it is secret
+    # key=value pairs whose key says it is secret. The key word must be followed directly by optional spaces and
+    # "=" or ":" (so "tokenizer=", "secretary=", "password_hint=" are not keys) and must not follow a letter or
+    # digit ("mytoken=", "v2token=" are other words), but may follow "_" or "-": a prefixed name like
+    # "client_secret=", "db_password=", "x-api-key:", "AUTH_TOKEN=" is a secret too. (?<![^\W_]) is "not after a
+    # word character other than _" (\b alone failed after "_").
     (
         re.compile(
-            r"(?i)\b((?:api[_-]?key|apikey|secret|password|passwd|pwd|token|access[_-]?token)\s*[=:]\s*)[^\s&;,]+"
+            r"(?i)(?<![^\W_])"
+            r"((?:api[_-]?key|apikey|secret|password|passwd|pwd|token|access[_-]?token)\s*[=:]\s*)[^\s&;,]+"
         ),
         r"\1" + REDACTED,
     ),

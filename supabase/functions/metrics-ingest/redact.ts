@@ -24,6 +24,8 @@ const WORD = "[\\p{L}\\p{N}_]";
 const START = `(?<!${WORD})`;
 /** Python's \b, where the previous character is known to be a word character (after a letter or digit). */
 const END = `(?!${WORD})`;
+/** Python's (?<![^\W_]): not after a word character other than "_" (a letter or digit). */
+const AFTER_NON_ALNUM = "(?<![\\p{L}\\p{N}])";
 /** Python's \b, anywhere. */
 const BOUNDARY = `(?:(?<=${WORD})(?!${WORD})|(?<!${WORD})(?=${WORD}))`;
 /** The characters Python's IGNORECASE lets an ASCII letter match besides its two ASCII cases. */
@@ -63,10 +65,11 @@ const PATTERNS: readonly [RegExp, string][] = [
     ),
     REDACTED,
   ],
-  // key=value pairs whose key says it is secret
+  // key=value pairs whose key says it is secret: the key word directly followed by optional spaces and "=" or ":",
+  // and not after a letter or digit (but after "_" or "-": "client_secret=", "x-api-key:", "AUTH_TOKEN=")
   [
     new RegExp(
-      `${START}((?:${ci("api")}[_\\-]?${ci("key")}|${ci("apikey")}|${ci("secret")}|${ci("password")}|${ci("passwd")}` +
+      `${AFTER_NON_ALNUM}((?:${ci("api")}[_\\-]?${ci("key")}|${ci("apikey")}|${ci("secret")}|${ci("password")}|${ci("passwd")}` +
         `|${ci("pwd")}|${ci("token")}|${ci("access")}[_\\-]?${ci("token")})[${SPACE}]*[=:][${SPACE}]*)[^${SPACE}&;,]+`,
       "gu",
     ),
