@@ -220,9 +220,8 @@ def maintain(
         return
     try:
         with psycopg.connect(db_url, autocommit=True) as conn:
-            sent = maintenance.publish_once(
-                conn
-            )  # the rollup pass first: minutes merged before hours roll up
+            # the rollup pass first: minutes merged before their hours roll up
+            sent = maintenance.publish_once(conn)
             report = maintenance.maintain_once(conn)
     except psycopg.Error as exc:
         raise _fail(str(exc)) from exc
