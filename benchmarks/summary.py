@@ -159,6 +159,30 @@ def _realtime_fanout(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _edge_ingest(d: dict[str, Any]) -> list[Row]:
+    """Each path through the metrics-ingest edge function against PostgresSink in the same run."""
+    goal = _get(d, "goals", "min_ratio_to_postgres_sink")
+    baseline = _get(d, "runs", "postgres_sink", "points_per_second")
+    rows = []
+    for name, run in (d.get("runs") or {}).items():
+        if name == "postgres_sink" or not isinstance(run, dict):
+            continue
+        ratio = run.get("ratio_to_postgres_sink")
+        rows.append(
+            _row(
+                f"edge function {name}: points/s vs PostgresSink",
+                run.get("points_per_second"),
+                baseline,
+                ratio,
+                f">= {goal}" if _num(goal) else None,
+                float(ratio) >= float(goal) if _num(goal) and _num(ratio) else None,  # type: ignore[arg-type]
+                "points/s",
+                f"{_fmt(run.get('function_cpu_ms_per_1000_points'))} ms function CPU per 1,000 points",
+            )
+        )
+    return rows or _generic(d)
+
+
 def _ingest(d: dict[str, Any]) -> list[Row]:
     """Per design: ingest throughput against a plain COPY of the same points in the same run."""
     goals = d.get("goals") or {}
@@ -232,6 +256,7 @@ READERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "alert_latency": _alert_latency,
     "realtime_fanout": _realtime_fanout,
     "ingest": _ingest,
+    "edge_ingest": _edge_ingest,
 }
 
 
