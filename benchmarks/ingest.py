@@ -17,9 +17,8 @@ Payloads are serialised before timing: only the database work and the wire are m
 its own transaction (autocommit) for both. Goal of issue 2: >= 100,000 points/s and >= 0.5 of COPY.
 Issue 14 adds, per design and phase:
 
-- ``--designs B,C``: each design runs in its own scratch database cloned from a migrated template (a
-  prototype design's SQL from ``benchmarks/designs/`` applied on top, see DESIGNS), with its own COPY
-  phase in the same database as the baseline of its ratio;
+- ``--designs B,C``: each design runs in its own scratch database cloned from a migrated template (see
+  DESIGNS), with its own COPY phase in the same database as the baseline of its ratio;
 - DB CPU per point: user + system CPU of every PostgreSQL server process (psutil over the postmaster's
   tree, sampled every 0.1 s) over the phase; the phase lasts until the rollup pass
   has caught up (its time and CPU count), and the pass loop's share is reported apart;
@@ -290,16 +289,12 @@ def copy_text(
 
 
 # -- designs ---------------------------------------------------------------------------------------
-DESIGNS_DIR = Path(__file__).resolve().parent / "designs"
-
-
 @dataclass(frozen=True)
 class Design:
-    """A way of rolling up ingested points, applied to a scratch database on top of the migrations."""
+    """A way of ingesting the same points into the migrated schema."""
 
     name: str
     description: str
-    sql_files: tuple[str, ...]  # under benchmarks/designs/, applied in order as the owner (postgres)
     trusted_copy: bool = (
         False  # the timed phase COPYs rows into metrics.points (ledger + COPY) instead of the RPC
     )
@@ -310,19 +305,17 @@ DESIGNS: dict[str, Design] = {
         "B",
         "current (migration 20261206000500): append-only metrics.ingest + metrics.rollup_pass() every pass "
         "interval (xid watermark, set-based merge, publish)",
-        (),
     ),
     "C": Design(
         "C",
         "B plus a trusted path: ledger row + COPY (text) of pre-resolved rows into metrics.points, no "
         "validation (an upper bound for a validated staging path) + the same pass",
-        (),
         trusted_copy=True,
     ),
 }
 """Designs A (per-statement trigger rollups, replaced by B) and D (integer-array sketches, within noise of B)
 were measured with prototype SQL under benchmarks/designs/ until B landed; their figures are in
-docs/architecture.md ("Ingest designs side by side") and their SQL in the git history."""
+docs/architecture.md ("Ingest: designs side by side ...") and their SQL in the git history."""
 
 
 # -- database ---------------------------------------------------------------------------------------
@@ -335,18 +328,12 @@ class Cluster:
 
     def database_for(self, design: Design, tag: str) -> str:
         if self.pg is None:
-            if design.sql_files:
-                raise SystemExit("prototype designs need the local throwaway cluster (unset DATABASE_URL)")
             return self.url
         name = f"bench_{tag}_{design.name.lower()}"
         with psycopg.connect(self.pg.admin_url(), autocommit=True) as conn:
             conn.execute(f'drop database if exists "{name}"')
         create_database(self.pg, name, template="bench_template")
-        url = self.pg.url(database=name)
-        with psycopg.connect(url, autocommit=True) as conn:
-            for file in design.sql_files:
-                conn.execute((DESIGNS_DIR / file).read_text().encode())
-        return url
+        return self.pg.url(database=name)
 
 
 @contextlib.contextmanager
@@ -837,8 +824,6 @@ def code_version() -> dict[str, Any]:
     digest = hashlib.sha256()
     for migration in migrator.discover():
         digest.update(migration.path.name.encode() + b"\0" + migration.path.read_bytes())
-    for file in sorted(DESIGNS_DIR.glob("*.sql")):
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"],
         cwd=RESULTS.parent.parent,
@@ -846,7 +831,7 @@ def code_version() -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
-    return {"git": commit.stdout.strip() or None, "migrations_and_designs_sha256": digest.hexdigest()}
+    return {"git": commit.stdout.strip() or None, "migrations_sha256": digest.hexdigest()}
 
 
 def machine() -> dict[str, Any]:
@@ -1210,7 +1195,6 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {
             "design": out.design.name,
             "description": out.design.description,
-            "sql_files": [f"benchmarks/designs/{f}" for f in out.design.sql_files],
             "first_batch_ms": round(1000 * out.cold_seconds, 1),
             "ingest": out.ingest.summary(),
             "copy": out.copy.summary(),
