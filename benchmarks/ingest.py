@@ -605,7 +605,10 @@ with raw as (
     count(*) filter (where coalesce(t.sketch -> 'p', '{}') <> coalesce(x.sketch -> 'p', '{}')
       or coalesce(t.sketch -> 'n', '{}') <> coalesce(x.sketch -> 'n', '{}')
       or coalesce((t.sketch ->> 'z')::bigint, 0) <> coalesce((x.sketch ->> 'z')::bigint, 0)) as sketch_diff
-  from per_series x full join (select * from metrics.series_totals where project_id = %(p)s) t using (series_id)
+  from per_series x full join (
+    select t.series_id, t.count, t.sum, metrics.series_total_sketch(t.series_id) as sketch
+    from metrics.series_totals t where t.project_id = %(p)s
+  ) t using (series_id)
 )
 select jsonb_build_object(
   'rollup_1m', (select to_jsonb(m) from minutes m),

@@ -57,7 +57,7 @@ select is(
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h' order by r.bucket limit 1),
   metrics.sketch_from_values(array[1, 2, 3, -5, 0]), 'a minute''s sketch is the sketch of all its values');
 select is(
-  (select t.sketch from metrics.series_totals t join metrics.series s on s.id = t.series_id
+  (select metrics.series_total_sketch(t.series_id) from metrics.series_totals t join metrics.series s on s.id = t.series_id
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h'),
   metrics.sketch_from_values(array[1, 2, 3, -5, 0, 2, 2]), 'the totals'' sketch holds every minute''s values');
 select is(

@@ -100,7 +100,18 @@ def test_rollups_equal_recomputation_whatever_the_order_and_resends(
             " from metrics.rollup_1m r join metrics.series s on s.id = r.series_id where r.project_id = %s",
             (project,),
         ).fetchall()
+        totals = conn.execute(
+            "select t.count, t.sum, metrics.series_total_sketch(t.series_id) is not distinct from"
+            "   (select metrics.sketch_union(p.sketch) from metrics.points p where p.series_id = t.series_id),"
+            " (select array[sum(p.count), sum(p.sum)] from metrics.points p where p.series_id = t.series_id)"
+            " from metrics.series_totals t where t.project_id = %s",
+            (project,),
+        ).fetchall()
 
+    assert len(totals) == len({(name, str(sorted(labels.items()))) for name, labels, *_ in rows})
+    for count, total, sketch_ok, raw in totals:
+        assert (count, total) == (raw[0], pytest.approx(raw[1], rel=1e-12, abs=1e-9)), "totals = raw points"
+        assert sketch_ok, "the whole total sketch (folded minutes + open ones) = the merge of every point's"
     assert len(rows) == len(expected)
     for (
         name,
