@@ -228,16 +228,19 @@ def make_points(
     catalogue: list[Series],
     batch_no: int,
     size: int,
-    base_ts: float,
     rng: random.Random,
     variants: list[dict[str, Any]],
+    seconds_per_batch: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One batch: successive flushes of every series (one delta row per series per flush)."""
+    """One batch: successive flushes of every series (one delta row per series per flush). ``ts`` is an
+    offset in seconds from the start of the phase (``Workload.stamped``): batch_no * ``seconds_per_batch``
+    when paced (the schedule's own time), else the flush number modulo 240 (4 minutes)."""
     points = []
     for k in range(size):
         s = catalogue[(batch_no * size + k) % len(catalogue)]
         flush = (batch_no * size + k) // len(catalogue)
-        ts = round(base_ts + (flush % 240), 3)
+        offset = batch_no * seconds_per_batch if seconds_per_batch else flush % 240
+        ts = round(offset, 3)
         point: dict[str, Any] = {"name": s.name, "kind": s.kind, "labels": s.labels, "ts": ts}
         if s.kind == "counter":
             n = rng.randint(1, 50)
@@ -298,6 +301,8 @@ class Design:
     trusted_copy: bool = (
         False  # the timed phase COPYs rows into metrics.points (ledger + COPY) instead of the RPC
     )
+    validated: bool = False  # ... through metrics.begin_copy_batch / check_copied_points
+    setup: str = ""  # SQL run in the design's database before its phases
 
 
 DESIGNS: dict[str, Design] = {
@@ -306,10 +311,24 @@ DESIGNS: dict[str, Design] = {
         "current (migration 20261206000500): append-only metrics.ingest + metrics.rollup_pass() every pass "
         "interval (xid watermark, set-based merge, publish)",
     ),
+    "T": Design(
+        "T",
+        "B as before migration 20261206000700: every pass merges each histogram series' deltas into its totals' "
+        "sketch (the fold watermark pinned at infinity, so every minute counts as folded and no fold runs)",
+        setup="update metrics.rollup_pass_state set sketches_folded_before = 'infinity'",
+    ),
     "C": Design(
         "C",
-        "B plus a trusted path: ledger row + COPY (text) of pre-resolved rows into metrics.points, no "
-        "validation (an upper bound for a validated staging path) + the same pass",
+        "B plus the validated COPY path (migration 20261206000800): metrics.begin_copy_batch (tenancy, ledger), COPY "
+        "(text) of rows with resolved series ids into metrics.points, metrics.check_copied_points (ingest's rules) "
+        "+ the same pass",
+        trusted_copy=True,
+        validated=True,
+    ),
+    "U": Design(
+        "U",
+        "B plus an unvalidated trusted COPY: ledger row + COPY of the same rows, no rule checked (the upper bound "
+        "of any COPY path) + the same pass",
         trusted_copy=True,
     ),
 }
@@ -517,7 +536,7 @@ POINT_COLUMNS = "project_id, series_id, ts, source, batch_id, count, sum, min, m
 
 
 def trusted_copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str, str]) -> int:
-    """Design C's timed work: the ledger row (exactly once) and a COPY of resolved rows into metrics.points,
+    """Design U's timed work: the ledger row (exactly once) and a COPY of resolved rows into metrics.points,
     in one transaction; no parsing or validation in the database (the rows come from a trusted service)."""
     data, n, project, source, batch_id = job
     with conn.transaction(), conn.cursor() as cur:
@@ -530,6 +549,21 @@ def trusted_copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, 
             return 0
         with cur.copy(f"copy metrics.points ({POINT_COLUMNS}) from stdin") as copy:
             copy.write(data)
+    return n
+
+
+def validated_copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str, str]) -> int:
+    """Design C's timed work, what a trusted producer runs per batch in one transaction: begin the batch
+    (tenancy, ledger: false for a duplicate), COPY its rows, check them with ingest's rules."""
+    data, n, project, source, batch_id = job
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("select metrics.begin_copy_batch(%s, %s, %s, %s)", (project, source, batch_id, n))
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        with cur.copy(f"copy metrics.points ({POINT_COLUMNS}) from stdin") as copy:
+            copy.write(data)
+        cur.execute("select metrics.check_copied_points()")
     return n
 
 
@@ -858,12 +892,34 @@ def machine() -> dict[str, Any]:
 # -- main -------------------------------------------------------------------------------------------
 @dataclass
 class Workload:
+    """Points with ``ts`` relative to the phase start: ``stamped`` makes them absolute just before a design
+    runs, so that they fall in the minutes being written (as a live fleet's do), not in minutes long closed."""
+
     project: uuid.UUID
     warmup: tuple[str, str, list[dict[str, Any]]]  # one point per series: creates every series (cold path)
     batches: list[
         tuple[str, str, list[dict[str, Any]]]
     ]  # (source, batch_id, points); [0] is the COPY warm-up
-    payloads: list[tuple[str, int]]  # (ingest JSON, points), aligned with batches
+
+    def stamped(self, start: float) -> Workload:
+        def shift(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{**p, "ts": round(start + p["ts"], 3)} for p in points]
+
+        return Workload(
+            self.project,
+            (*self.warmup[:2], shift(self.warmup[2])),
+            [(s, i, shift(pts)) for s, i, pts in self.batches],
+        )
+
+    def payloads(self) -> list[tuple[str, int]]:
+        """(ingest JSON, points), aligned with batches, serialised before timing."""
+        return [
+            (
+                json.dumps({"project_id": str(self.project), "source": s, "batch_id": i, "points": pts}),
+                len(pts),
+            )
+            for s, i, pts in self.batches
+        ]
 
 
 @dataclass
@@ -929,9 +985,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def build_workload(settings: Settings) -> Workload:
+def build_workload(settings: Settings, rate: float | None = None) -> Workload:
     """A warm-up batch with one point of every series, plus ``settings.batches`` + 1 batches (the first is
-    the COPY warm-up), serialised up front."""
+    the COPY warm-up); paced at ``rate`` points/s, batch b is stamped b * batch_size / rate seconds in."""
     say(
         f"building {settings.batches + 1} batches of {settings.batch_size:,} points over {settings.series:,} "
         f"series from {settings.sources} sources"
@@ -940,23 +996,19 @@ def build_workload(settings: Settings) -> Workload:
     catalogue = series_catalogue(settings.series)
     variants = histogram_variants(rng, 64)
     project = uuid.uuid4()
-    base_ts = time.time() - 300
+    every = settings.batch_size / rate if rate else None
     # every series exists before the timed phases (a batch smaller than the catalogue would leave series
     # uncreated, and their COPY rows without an id: the KeyError of issue 14)
-    warmup = ("bench-warmup", "series", make_points(catalogue, 0, len(catalogue), base_ts, rng, variants))
+    warmup = ("bench-warmup", "series", make_points(catalogue, 0, len(catalogue), rng, variants))
     batches = [
         (
             f"bench-worker-{b % settings.sources}",
             f"batch-{b}",
-            make_points(catalogue, b, settings.batch_size, base_ts, rng, variants),
+            make_points(catalogue, b, settings.batch_size, rng, variants, every),
         )
         for b in range(settings.batches + 1)
     ]
-    payloads = [
-        (json.dumps({"project_id": str(project), "source": s, "batch_id": i, "points": pts}), len(pts))
-        for s, i, pts in batches
-    ]
-    return Workload(project, warmup, batches, payloads)
+    return Workload(project, warmup, batches)
 
 
 def measure_design(  # noqa: PLR0915 - one design's phases, in order
@@ -970,8 +1022,12 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
 ) -> DesignOutcome:
     url = cluster.database_for(design, tag)
     say(f"\n== design {design.name}: {design.description}")
+    work = work.stamped(time.time())
+    payloads = work.payloads()
     every = max(1, settings.batches // 8)
     with psycopg.connect(url, autocommit=True) as conn:
+        if design.setup:  # before any point, so that the design holds from the first one
+            conn.execute(design.setup)
         meter = CpuMeter(conn)
         t0 = time.perf_counter()
         s, i, pts = work.warmup
@@ -998,9 +1054,10 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         with psycopg.connect(url, autocommit=True) as conn:
             copy_job(conn, copies[0])  # warm-up, not timed
             if design.trusted_copy:
-                trusted_copy_job(conn, (copies[0][0], copies[0][1], str(work.project), *work.batches[0][:2]))
+                copy_batch = validated_copy_job if design.validated else trusted_copy_job
+                copy_batch(conn, (copies[0][0], copies[0][1], str(work.project), *work.batches[0][:2]))
             else:
-                ingest_job(conn, work.payloads[0])
+                ingest_job(conn, payloads[0])
         prober.start()
         pass_pids = {loop.backend_pid}
         finish = drain(url, pass_pids)
@@ -1017,7 +1074,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
                 url,
                 jobs,
                 settings.workers,
-                trusted_copy_job,
+                validated_copy_job if design.validated else trusted_copy_job,
                 every,
                 meter,
                 finish,
@@ -1032,7 +1089,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
             ingest = run_phase(
                 "ingest",
                 url,
-                work.payloads[1:],
+                payloads[1:],
                 settings.workers,
                 ingest_job,
                 every,
@@ -1153,7 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.database = "DATABASE_URL"
         settings.durability = "as configured on that server"
     load_before = os.getloadavg()[0]
-    work = build_workload(settings)
+    work = build_workload(settings, args.rate)
     tag = uuid.uuid4().hex[:6]
     outcomes: list[DesignOutcome] = []
     with database(env_url) as cluster:

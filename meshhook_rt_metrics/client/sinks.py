@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from meshhook_rt_metrics.client.copy_path import CopyPath
+
 Batch = dict[str, Any]
 
 
@@ -78,12 +80,15 @@ _FORK_ORPHANS: list[Any] = []
 
 
 class PostgresSink:
-    """``select metrics.ingest(batch)`` over one psycopg 3 connection, reconnecting after failures."""
+    """``select metrics.ingest(batch)`` over one psycopg 3 connection, reconnecting after failures; with
+    ``copy`` (the default), batches whose series it has resolved take the validated COPY path instead
+    (``client/copy_path.py``), unless the login role may not COPY (then the RPC, from then on)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, copy: bool = True) -> None:
         self._url = url
         self._timeout = timeout
         self._conn: Any = None
+        self._copy = CopyPath() if copy else None
 
     def __repr__(self) -> str:
         return f"PostgresSink({redact_url(self._url)!r})"
@@ -107,7 +112,11 @@ class PostgresSink:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
+            copied = self._send_copy(batch)
+            if copied is not None:
+                return copied
             row = self._conn.execute("select metrics.ingest(%s::jsonb)", (encode(batch),)).fetchone()
+            self._learn(batch)
         except psycopg.Error as exc:
             state = getattr(exc, "sqlstate", None)
             if is_invalid_batch_state(state):  # 22xxx / 23xxx: the batch itself is invalid
@@ -124,6 +133,34 @@ class PostgresSink:
             raise SinkError(f"{type(exc).__name__}: {redact_url(str(exc).strip())}") from exc
         result = row[0] if row else None
         return result if isinstance(result, dict) else {"status": "accepted"}
+
+    def _send_copy(self, batch: Batch) -> dict[str, Any] | None:
+        """The COPY path's result, or None: series not resolved yet, or the role may not COPY."""
+        from psycopg import errors
+
+        if self._copy is None:
+            return None
+        try:
+            result: dict[str, Any] | None = self._copy.send(self._conn, batch)
+            return result
+        except errors.InsufficientPrivilege:
+            self._copy = None  # e.g. a login role without INSERT on metrics.points: the RPC only
+            return None
+
+    def _learn(self, batch: Batch) -> None:
+        """After the RPC stored the batch: learn its series ids. Only an optimisation, so a failure never
+        fails the send (the batch is stored); a role that may not read the series gets the RPC only."""
+        import psycopg
+        from psycopg import errors
+
+        if self._copy is None:
+            return
+        try:
+            self._copy.learn(self._conn, batch)
+        except errors.InsufficientPrivilege:
+            self._copy = None
+        except psycopg.Error:
+            pass  # e.g. the connection dropped: the next send reconnects, a later RPC learns again
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -279,3 +279,81 @@ def test_postgres_sink_error_classes(error: Exception, expected: type[Exception]
         sink.send(_batch(str(uuid.uuid4()), [_counter_point()]))
     if expected is SinkError:
         assert not isinstance(info.value, (InvalidBatchError, NotAuthorisedError))
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgresSink's validated COPY path (client/copy_path.py, migration 20261206000800)
+# ---------------------------------------------------------------------------------------------------
+def _histogram_point(values: list[float], **extra: Any) -> dict[str, Any]:
+    sketch = Sketch()
+    sketch.extend(values)
+    return {
+        "name": "meshhook_workflow_step_duration_seconds",
+        "kind": "histogram",
+        "labels": {"node_type": "http_call"},
+        "ts": time.time(),
+        "count": len(values),
+        "sum": sum(values),
+        "min": min(values),
+        "max": max(values),
+        "sketch": sketch.to_wire(),
+        **extra,
+    }
+
+
+def test_postgres_sink_copies_batches_of_known_series(db: TestDatabase) -> None:
+    project = str(uuid.uuid4())
+    sink = PostgresSink(db.url)
+    first = sink.send(_batch(project, [_counter_point(), _histogram_point([0.1, 0.2])], batch_id="b1"))
+    assert first["status"] == "accepted" and "path" not in first, "new series: the RPC creates them"
+    second = sink.send(_batch(project, [_counter_point(), _histogram_point([0.3])], batch_id="b2"))
+    assert second == {"status": "accepted", "points": 2, "series_created": 0, "overflowed": 0, "path": "copy"}
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["status"] == "duplicate"
+    with pytest.raises(InvalidBatchError, match=r"points\[0\]\.sum: .*counter"):
+        sink.send(_batch(project, [_counter_point(sum=-1)], batch_id="b3"))
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 6
+    hist = rollup_totals(db.url, project, "meshhook_workflow_step_duration_seconds")
+    assert hist["count"] == 3 and hist["sketch"].count == 3
+    sink.close()
+
+
+def test_postgres_sink_keeps_the_rpc_for_overflow_and_other_kinds(db: TestDatabase) -> None:
+    project = str(uuid.uuid4())
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("insert into metrics.projects (id, series_quota) values (%s, 1)", (project,))
+    sink = PostgresSink(db.url)
+    sink.send(_batch(project, [_counter_point()], batch_id="b1"))
+    over = _counter_point(labels={"outcome": "rejected"})
+    result = sink.send(_batch(project, [_counter_point(), over], batch_id="b2"))
+    assert result["overflowed"] == 1 and "path" not in result
+    again = sink.send(_batch(project, [_counter_point(), over], batch_id="b3"))
+    assert "path" not in again and again["overflowed"] == 1, "an overflowed series is never copied"
+    with pytest.raises(InvalidBatchError, match="is a counter, not a gauge"):
+        sink.send(_batch(project, [_counter_point(kind="gauge", min=1, max=1, last=1)], batch_id="b4"))
+    # the overflow series has the metric's name too: 3 + 2 * (3 + 3)
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 15
+    sink.close()
+
+
+@pytest.mark.parametrize("reads_series", [False, True], ids=["cannot-read-series", "cannot-copy"])
+def test_postgres_sink_falls_back_to_the_rpc_without_copy_rights(
+    db: TestDatabase, reads_series: bool
+) -> None:
+    """A login role trusted to ingest (BYPASSRLS) but without the COPY path's rights: it cannot look its
+    series up, or it can but may not begin a COPY batch."""
+    role, password = f"ingest_only_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with psycopg.connect(db.admin_url, autocommit=True) as admin:
+        admin.execute(f"create role {role} login bypassrls password '{password}'")
+        admin.execute(f"grant usage on schema metrics to {role}")
+        admin.execute(f"grant execute on function metrics.ingest(jsonb) to {role}")
+        if reads_series:
+            admin.execute(f"grant select on metrics.series, metrics.families to {role}")
+    project = str(uuid.uuid4())
+    url = db.url.replace("postgres:", f"{role}:", 1).replace(db.url.split(":")[2].split("@")[0], password, 1)
+    sink = PostgresSink(url)
+    for n in range(3):
+        result = sink.send(_batch(project, [_counter_point()], batch_id=f"b{n}"))
+        assert result["status"] == "accepted" and "path" not in result
+    assert sink._copy is None, "the sink gave the COPY path up"
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
+    sink.close()
