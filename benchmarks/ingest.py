@@ -27,17 +27,23 @@ Issue 14 adds, per design and phase:
   (what metrics.query reads) and -> on the live topic (the prober's backend is left out of the CPU);
 - correctness: rollup_1m and series_totals against a recomputation from the raw points (CHECK_SQL);
 - ``--rate``: pace the ingest phase (the reference fleet: ``--batch-size 300 --sources 20 --series 300
-  --workers 20 --rate 6000``).
+  --workers 20 --rate 6000``);
+- timestamps "live": stamped just before each design runs, from its start on (paced: on the schedule's own
+  clock), so they fall in the minutes being written, as a fleet's do (the rollup pass folds closed minutes'
+  sketches into the totals, metrics.fold_sketches).
 
-    .venv/bin/python -m benchmarks.ingest                  # throwaway local PostgreSQL, durable settings
-    .venv/bin/python -m benchmarks.ingest --designs B,C --batch-size 300 --sources 20 --series 300 --batches 200
-    DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest   # design B only
+    .venv/bin/python -m benchmarks.ingest                      # the three workloads in turn (make bench)
+    .venv/bin/python -m benchmarks.ingest --workload realistic --designs B,T,C,U
+    .venv/bin/python -m benchmarks.ingest --batch-size 300 --sources 20 --series 2000   # a custom workload
+    DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest --designs B
 
 With DATABASE_URL, the database must carry the migrations and the role must ingest directly (a trusted
-role such as ``postgres``); the benchmark writes into a random project and drops its COPY table after.
+role such as ``postgres``); the benchmark writes into a random project and drops its COPY table after
+(designs other than B and C change server state: use them only on a throwaway database).
 Without it, a PostgreSQL cluster is created in a temporary directory with the server's DEFAULT durable
 settings (fsync and synchronous_commit on; not the tests' fast mode) and destroyed at the end.
-JSON results go to benchmarks/results/ingest-<timestamp>.json.
+JSON results go to benchmarks/results/ingest-<workload>.json (a custom workload: ingest-custom-<time>.json,
+which the summary leaves out).
 """
 
 from __future__ import annotations
@@ -652,6 +658,46 @@ select jsonb_build_object(
 """
 
 
+WORKLOADS: dict[str, dict[str, Any]] = {
+    # the issue's two workloads for the ratio, and the reference fleet for CPU per point and freshness
+    "default": {
+        "batches": 20,
+        "batch_size": 5000,
+        "series": 2000,
+        "sources": 4,
+        "workers": None,
+        "rate": None,
+    },
+    "realistic": {
+        "batches": 200,
+        "batch_size": 300,
+        "series": 300,
+        "sources": 20,
+        "workers": None,
+        "rate": None,
+    },
+    "fleet": {"batches": 600, "batch_size": 300, "series": 300, "sources": 20, "workers": 20, "rate": 6000.0},
+}
+WORKLOAD_FLAGS = ("batches", "batch_size", "series", "sources", "workers", "rate")
+
+
+def _describe(workload: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in workload.items() if v is not None)
+
+
+def workload_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
+    """``args`` with the named workload's values where no flag was given (workers: the CPU count)."""
+    out = argparse.Namespace(**vars(args))
+    for key, value in WORKLOADS[name].items():
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    if out.workers is None:
+        out.workers = os.cpu_count() or 1
+    out.workload = name if not args.custom else "custom"
+    out.no_floor = args.no_floor or name != "default"
+    return out
+
+
 def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID) -> dict[str, Any]:
     row = conn.execute(CHECK_SQL, {"p": project}).fetchone()
     assert row is not None
@@ -939,23 +985,27 @@ class DesignOutcome:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per phase (default 20)")
-    parser.add_argument("--batch-size", type=int, default=5000, help="points per batch (default 5000)")
-    parser.add_argument("--series", type=int, default=2000, help="distinct series (default 2000)")
-    parser.add_argument("--sources", type=int, default=4, help="sources (workers sending batches; default 4)")
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="concurrent database connections in each phase (default: CPU count)",
+        "--workload",
+        choices=sorted(WORKLOADS),
+        help="a named workload (flags below override its values); without it and without workload flags, "
+        "all three run in turn, each written to benchmarks/results/ingest-<workload>.json: "
+        + "; ".join(f"{k}: {_describe(v)}" for k, v in WORKLOADS.items()),
+    )
+    parser.add_argument("--batches", type=int, help="timed batches per phase (default workload: 20)")
+    parser.add_argument("--batch-size", type=int, help="points per batch (default workload: 5000)")
+    parser.add_argument("--series", type=int, help="distinct series (default workload: 2000)")
+    parser.add_argument("--sources", type=int, help="sources (workers sending batches; default workload: 4)")
+    parser.add_argument(
+        "--workers", type=int, help="concurrent database connections in each phase (default: CPU count)"
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--designs",
-        default="B",
+        default="B,C",
         help="comma-separated designs to run side by side, each in its own scratch database: "
         + "; ".join(f"{d.name} = {d.description}" for d in DESIGNS.values())
-        + " (default B)",
+        + " (default B,C)",
     )
     parser.add_argument(
         "--pass-interval",
@@ -972,12 +1022,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rate",
         type=float,
-        default=None,
         help="pace the ingest phase at this many points/s (e.g. 6000 = the reference fleet: 20 workers x 300 "
         "series at 1 s flush) to measure DB CPU per point at a given load instead of the maximum throughput",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the floor and floor+ phases")
     args = parser.parse_args(argv)
+    args.custom = any(getattr(args, k) is not None for k in WORKLOAD_FLAGS)
     args.design_list = [d.strip().upper() for d in args.designs.split(",") if d.strip()]
     unknown = [d for d in args.design_list if d not in DESIGNS]
     if unknown:
@@ -1204,6 +1254,17 @@ def us_per_point(phase: Phase | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workload is None and not args.custom:
+        for name, values in WORKLOADS.items():
+            say(f"\n==== workload {name}: {_describe(values)}")
+            run(workload_args(args, name), argv)
+        return 0
+    run(workload_args(args, args.workload or "default"), argv)
+    return 0
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """One workload, every design of ``args``, written to benchmarks/results."""
     settings = Settings(args.batches, args.batch_size, args.series, args.sources, args.workers, args.seed)
     env_url = os.environ.get("DATABASE_URL")
     if env_url:
@@ -1280,9 +1341,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"load average (1 min) before/after: {load_before:.2f}/{load_after:.2f} on {os.cpu_count()} CPUs")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS / (
+        f"ingest-{args.workload}.json" if args.workload != "custom" else f"ingest-custom-{stamp}.json"
+    )
     result = {
         "benchmark": "ingest",
+        "workload": args.workload,
         "command": " ".join(["python -m benchmarks.ingest", *(argv if argv is not None else sys.argv[1:])]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -1302,7 +1367,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     path.write_text(json.dumps(result, indent=2) + "\n")
     say(f"results: {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ def test_rows_must_be_the_begun_batchs_and_of_its_series(conn: psycopg.Connectio
     series_ids(conn, project, [mine])
     series_ids(conn, other, [theirs])
     mine["ts"] = theirs["ts"] = time.time()
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"points\[1\]\.series_id: \d+ is not a series"):
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match=r"points\[1\]\.series_id: \d+ is not a series"
+    ):
         copy_batch(conn, project, [mine, theirs])
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="must be those of the batch begun"):
         copy_batch(conn, project, [mine], row_project=other)
@@ -192,12 +194,15 @@ def test_the_protocol_is_one_begun_batch_per_transaction(conn: psycopg.Connectio
     project = uuid.uuid4()
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no batch begun"):
         conn.execute("select metrics.check_copied_points()")
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="already begun"), conn.transaction():
+    with (
+        pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="already begun"),
+        conn.transaction(),
+    ):
         conn.execute("select metrics.begin_copy_batch(%s, 's', 'a', 1)", (project,))
         conn.execute("select metrics.begin_copy_batch(%s, 's', 'b', 1)", (project,))
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="batch.points: must not be empty"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"batch\.points: must not be empty"):
         conn.execute("select metrics.begin_copy_batch(%s, 's', 'c', 0)", (project,))
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="batch.source"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"batch\.source"):
         conn.execute("select metrics.begin_copy_batch(%s, '', 'c', 1)", (project,))
 
 
