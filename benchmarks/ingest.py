@@ -30,7 +30,7 @@ Issue 14 adds, per design and phase:
   --workers 20 --rate 6000``);
 - timestamps "live": stamped just before each design runs, from its start on (paced: on the schedule's own
   clock), so they fall in the minutes being written, as a fleet's do (the rollup pass folds closed minutes'
-  sketches into the totals, metrics.fold_sketches).
+  minutes into the totals, metrics.fold_totals).
 
     .venv/bin/python -m benchmarks.ingest                      # the three workloads in turn (make bench)
     .venv/bin/python -m benchmarks.ingest --workload realistic --designs B,T,C,U
@@ -319,9 +319,10 @@ DESIGNS: dict[str, Design] = {
     ),
     "T": Design(
         "T",
-        "B as before migration 20261206000700: every pass merges each histogram series' deltas into its totals' "
-        "sketch (the fold watermark pinned at infinity, so every minute counts as folded and no fold runs)",
-        setup="update metrics.rollup_pass_state set sketches_folded_before = 'infinity'",
+        "B as before migration 20261206000700: every pass upserts the totals of each series it touches (a merge "
+        "into the cumulative sketch for histograms; the fold watermark pinned at infinity, so every minute counts "
+        "as folded and no fold runs)",
+        setup="update metrics.rollup_pass_state set totals_folded_before = 'infinity'",
     ),
     "C": Design(
         "C",
@@ -647,7 +648,7 @@ with raw as (
       or coalesce((t.sketch ->> 'z')::bigint, 0) <> coalesce((x.sketch ->> 'z')::bigint, 0)) as sketch_diff
   from per_series x full join (
     select t.series_id, t.count, t.sum, metrics.series_total_sketch(t.series_id) as sketch
-    from metrics.series_totals t where t.project_id = %(p)s
+    from metrics.series_totals_current t where t.project_id = %(p)s
   ) t using (series_id)
 )
 select jsonb_build_object(

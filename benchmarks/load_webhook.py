@@ -449,7 +449,7 @@ def client_self_report(db_url: str, project: str) -> dict[str, Any]:
     CPU and the requests it counted, from ``metrics.series_totals``."""
     import psycopg
 
-    sql = """select s.name, t.count, t.sum from metrics.series s join metrics.series_totals t on t.series_id = s.id
+    sql = """select s.name, t.count, t.sum from metrics.series s join metrics.series_totals_current t on t.series_id = s.id
              where s.project_id = %s and s.name = any(%s)"""
     names = [
         "meshhook_metrics_client_flush_cpu_seconds_total",

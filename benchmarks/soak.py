@@ -513,7 +513,7 @@ def totals_check(
             """select s.name, s.labels, f.kind, coalesce(t.count, 0), coalesce(t.sum, 0)
                from metrics.series s
                join metrics.families f on f.project_id = s.project_id and f.name = s.name
-               left join metrics.series_totals t on t.series_id = s.id
+               left join metrics.series_totals_current t on t.series_id = s.id
                where s.project_id = %s and s.name = any(%s)""",
             (project, names),
         ).fetchall()

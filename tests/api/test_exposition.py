@@ -167,9 +167,15 @@ def test_counters_never_go_backwards(
     ingest(conn, batch(world.project_a, [counter(REQS, 5, {"outcome": "ok", "signature": "valid"})]))
     grown = samples(scrape(client, token).text)[key]
     assert grown == before + 5
-    # retention deletes the minutes and hours the totals came from: the exported total stays
+    # retention deletes the minutes and hours the totals came from: the exported total stays. (Retention
+    # reaches only minutes days old, long folded into the totals: the open minutes, which the exposition
+    # adds, stay. Here every folded minute goes.)
     conn.execute("select metrics.maintain()")
-    conn.execute("delete from metrics.rollup_1m where project_id = %s", (world.project_a,))
+    conn.execute(
+        "delete from metrics.rollup_1m where project_id = %s"
+        " and bucket < (select totals_folded_before from metrics.rollup_pass_state)",
+        (world.project_a,),
+    )
     conn.execute("delete from metrics.rollup_1h where project_id = %s", (world.project_a,))
     assert samples(scrape(client, token).text)[key] == grown
     api.restart()

@@ -168,7 +168,7 @@ def test_overlapping_batches_in_any_order_neither_deadlock_nor_lose_anything(db:
     with psycopg.connect(db.url) as conn:
         mismatched = conn.execute(
             "select s.name, s.labels from metrics.series s"
-            " join metrics.series_totals t on t.series_id = s.id"
+            " join metrics.series_totals_current t on t.series_id = s.id"
             " cross join lateral (select sum(r.count) as count, sum(r.sum) as sum, metrics.sketch_union(r.sketch) as sketch"
             "   from metrics.rollup_1m r where r.series_id = s.id) m"
             " cross join lateral (select sum(p.count) as count, sum(p.sum) as sum, metrics.sketch_union(p.sketch) as sketch"
@@ -180,7 +180,7 @@ def test_overlapping_batches_in_any_order_neither_deadlock_nor_lose_anything(db:
             (project,),
         ).fetchall()
         events = conn.execute(
-            "select sum(count) from metrics.series_totals where project_id = %s", (project,)
+            "select sum(count) from metrics.series_totals_current where project_id = %s", (project,)
         ).fetchone()
     assert mismatched == []
     assert events == (4 * 6 * 12 * (1 + 3),)

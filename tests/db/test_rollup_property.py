@@ -104,7 +104,7 @@ def test_rollups_equal_recomputation_whatever_the_order_and_resends(
             "select t.count, t.sum, metrics.series_total_sketch(t.series_id) is not distinct from"
             "   (select metrics.sketch_union(p.sketch) from metrics.points p where p.series_id = t.series_id),"
             " (select array[sum(p.count), sum(p.sum)] from metrics.points p where p.series_id = t.series_id)"
-            " from metrics.series_totals t where t.project_id = %s",
+            " from metrics.series_totals_current t where t.project_id = %s",
             (project,),
         ).fetchall()
 

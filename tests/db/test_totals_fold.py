@@ -1,7 +1,7 @@
-"""Totals' sketches folded once a minute (migration 20261206000700, issue #14): ``series_totals.sketch`` holds
-the minutes before the fold watermark, the minute rollups at or after it the rest. Whatever the timing, the
-whole (``metrics.series_total_sketch``, and the exposition's buckets) equals the merge of every point sent,
-each counted once: folded minutes, open minutes, late points into a folded minute, and a fold deferred by an
+"""Totals folded once a minute (migration 20261206000700, issue #14): ``series_totals`` holds the minutes
+before the fold watermark, the minute rollups at or after it the rest. Whatever the timing, the whole
+(``metrics.series_totals_current``, ``metrics.series_total_sketch``, the exposition) equals what was sent, each
+point counted once: folded minutes, open minutes, late points into a folded minute, and a fold deferred by an
 open ``metrics.rollup_now()`` transaction."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import TestDatabase, batch, histogram, ingest
+from tests.support import TestDatabase, batch, counter, histogram, ingest
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def conn(fresh_db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
         # an empty database: moving the watermark back keeps "every sketch before it is in the totals" true
         connection.execute(
             "update metrics.rollup_pass_state"
-            " set sketches_folded_before = date_trunc('minute', now()) - interval '10 minutes'"
+            " set totals_folded_before = date_trunc('minute', now()) - interval '10 minutes'"
         )
         yield connection
 
@@ -46,7 +46,7 @@ def run_pass(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def fold_watermark(conn: psycopg.Connection[Any]) -> Any:
-    row = conn.execute("select sketches_folded_before from metrics.rollup_pass_state").fetchone()
+    row = conn.execute("select totals_folded_before from metrics.rollup_pass_state").fetchone()
     assert row is not None
     return row[0]
 
@@ -57,18 +57,31 @@ def parts(conn: psycopg.Connection[Any], project: uuid.UUID) -> dict[str, Any]:
         """
         select t.sketch as folded,
           (select metrics.sketch_union(r.sketch) from metrics.rollup_1m r
-           where r.series_id = t.series_id and r.bucket < s.sketches_folded_before) as folded_minutes,
+           where r.series_id = t.series_id and r.bucket < s.totals_folded_before) as folded_minutes,
           metrics.series_total_sketch(t.series_id) as whole,
           (select metrics.sketch_union(p.sketch) from metrics.points p where p.series_id = t.series_id) as sent,
           (select count(*) from metrics.rollup_1m r
-           where r.series_id = t.series_id and r.bucket >= s.sketches_folded_before) as open_minutes
-        from metrics.series_totals t, metrics.rollup_pass_state s
+           where r.series_id = t.series_id and r.bucket >= s.totals_folded_before) as open_minutes,
+          array[t.count, (select sum(r.count) from metrics.rollup_1m r
+                          where r.series_id = t.series_id and r.bucket < s.totals_folded_before)] as counts,
+          array[c.count, (select sum(p.count) from metrics.points p where p.series_id = t.series_id)] as current
+        from metrics.series_totals t
+        join metrics.series_totals_current c using (series_id), metrics.rollup_pass_state s
         where t.project_id = %s
         """,
         (project,),
     ).fetchone()
     assert row is not None
-    return dict(zip(("folded", "folded_minutes", "whole", "sent", "open_minutes"), row, strict=True))
+    got = dict(
+        zip(
+            ("folded", "folded_minutes", "whole", "sent", "open_minutes", "counts", "current"),
+            row,
+            strict=True,
+        )
+    )
+    assert got["counts"][0] == got["counts"][1], "the totals' count is exactly the folded minutes'"
+    assert got["current"][0] == got["current"][1], "current totals = every point sent"
+    return got
 
 
 def test_a_pass_folds_closed_minutes_and_leaves_the_open_one(conn: psycopg.Connection[Any]) -> None:
@@ -146,3 +159,26 @@ def test_rollup_now_refuses_repeatable_read(other: psycopg.Connection[Any]) -> N
     with pytest.raises(psycopg.errors.InvalidTransactionState, match="read committed"), other.transaction():
         send(other, project, [1.0], ago=0)
         other.execute("select metrics.rollup_now()")
+
+
+def test_open_minutes_count_without_a_totals_row(conn: psycopg.Connection[Any]) -> None:
+    """The pass leaves the totals alone for open minutes: a new series has none until the fold, yet current
+    totals, series discovery and the exposition see its points."""
+    project = uuid.uuid4()
+    point = counter("jobs_total", 4)
+    assert ingest(conn, batch(project, [point]), merge=False)["status"] == "accepted"
+    run_pass(conn)
+    assert conn.execute(
+        "select count(*) from metrics.series_totals where project_id = %s", (project,)
+    ).fetchone() == (0,)
+    current = conn.execute(
+        "select count, sum, updated_at is not null from metrics.series_totals_current where project_id = %s",
+        (project,),
+    ).fetchone()
+    assert current == (1, 4.0, True)
+    seen = conn.execute("select last_seen is not null from metrics.list_series(%s)", (project,)).fetchone()
+    assert seen == (True,)
+    exported = conn.execute(
+        "select value from metrics.exposition_rows(%s, false) where name = 'jobs_total'", (project,)
+    ).fetchone()
+    assert exported == (4.0,)

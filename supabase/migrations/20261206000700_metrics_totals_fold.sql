@@ -1,40 +1,72 @@
--- Issue #14: the totals' sketches are folded once a minute instead of merged on every rollup pass.
+-- Issue #14: the totals are folded once a minute instead of upserted on every rollup pass.
 --
--- Measured (docs/architecture.md, "Where the time goes now"): merging every histogram series' new minute
--- deltas into its cumulative sketch in metrics.series_totals was a quarter to a third of a pass's merge
--- statement (~0.4 ms per histogram series per pass), and only a scrape (every 15-60 s) reads that sketch.
--- Now a total sketch is two parts: series_totals.sketch holds the minutes before a watermark
--- (rollup_pass_state.sketches_folded_before), and the minute rollups at or after it hold the rest. The pass
--- merges into the totals' sketches only the points of minutes already folded (late points); about once a
--- minute, metrics.fold_sketches() folds the minutes that closed since into the totals and moves the
--- watermark, in the pass's transaction. Counts, sums and last values of the totals stay current every pass.
--- Readers take both parts through metrics.series_sketch_parts() (the exposition) or metrics.series_total_sketch().
+-- Measured (docs/architecture.md, "Where the time goes now"): the pass's upsert into metrics.series_totals
+-- (one row per series touched, every 0.5 s: count, sum, last, and for histograms a merge into the cumulative
+-- sketch) was a quarter to a third of its merge statement, for totals that only a scrape (every 15-60 s)
+-- and series discovery read. Now the totals are two parts: metrics.series_totals holds the minutes before a
+-- watermark (rollup_pass_state.totals_folded_before), the minute rollups at or after it hold the rest. The
+-- pass writes the totals only for points of minutes already folded (late points); about once a minute,
+-- metrics.fold_totals() folds the minutes that closed since into the totals and moves the watermark, in the
+-- pass's transaction. Readers take both parts: metrics.series_totals_current (count, sum, last, updated_at)
+-- and metrics.series_sketch_parts() / metrics.series_total_sketch() (the sketch).
 --
--- Exactly once: a minute row's sketch counts in the totals' part if its minute is before the watermark, in
--- the minutes' part otherwise, never both. The pass and the fold run under the pass's lock; a transaction
--- of metrics.rollup_now() holds a shared lock that a fold must take exclusively (or skip that pass), so no
--- fold reads the minutes before such a transaction's merge is committed.
+-- Exactly once: a minute row counts in the totals if its minute is before the watermark, in the open minutes
+-- otherwise, never both. The pass and the fold run under the pass's lock; a transaction of
+-- metrics.rollup_now() holds a shared lock that a fold must take exclusively (or skip that pass), so no fold
+-- reads the minutes before such a transaction's merge is committed.
 
-alter table metrics.rollup_pass_state add column sketches_folded_before timestamptz;
+alter table metrics.rollup_pass_state add column totals_folded_before timestamptz;
 -- every sketch merged so far is in the totals: the watermark starts after every existing minute row
 update metrics.rollup_pass_state
-set sketches_folded_before = greatest(
+set totals_folded_before = greatest(
   pg_catalog.date_trunc('minute', now()) + interval '1 minute',
   (select max(r.bucket) + interval '1 minute' from metrics.rollup_1m r)
 );
-alter table metrics.rollup_pass_state alter column sketches_folded_before set not null;
-comment on column metrics.rollup_pass_state.sketches_folded_before is
-  'Fold watermark: the sketches of minutes before it are in metrics.series_totals.sketch, those of minutes at or '
-  'after it only in metrics.rollup_1m (metrics.series_sketch_parts).';
+alter table metrics.rollup_pass_state alter column totals_folded_before set not null;
+comment on column metrics.rollup_pass_state.totals_folded_before is
+  'Fold watermark: the minutes before it are in metrics.series_totals, those at or after it only in '
+  'metrics.rollup_1m (metrics.series_totals_current, metrics.series_sketch_parts add them).';
+comment on table metrics.series_totals is
+  'Per-series totals of the minutes before rollup_pass_state.totals_folded_before (folded about once a minute by '
+  'metrics.fold_totals; late points of such minutes are added by the pass): count and sum of every accepted '
+  'delta, last value (by timestamp, ties to the larger value) and the merged sketch. Never touched by retention. '
+  'Current totals: metrics.series_totals_current (and metrics.series_total_sketch for the sketch).';
 comment on column metrics.series_totals.sketch is
-  'The merged sketch of the minutes before rollup_pass_state.sketches_folded_before (folded about once a minute); '
-  'the whole total sketch is this plus the later minute rollups: metrics.series_total_sketch(series_id).';
+  'The merged sketch of the folded minutes; the whole total sketch: metrics.series_total_sketch(series_id).';
+-- per-pass upserts are gone; the fold's once-a-minute updates find room on the page (HOT, no index entry)
+alter table metrics.series_totals set (fillfactor = 70);
 
 -- the exposition (security invoker) reads the fold watermark: a time, no tenant data
 create policy rollup_pass_state_read on metrics.rollup_pass_state for select to authenticated using (true);
 comment on policy rollup_pass_state_read on metrics.rollup_pass_state is
   'Signed-in callers read the fold watermark (the only column granted to them), for metrics.series_sketch_parts.';
-grant select (sketches_folded_before) on metrics.rollup_pass_state to authenticated;
+grant select (totals_folded_before) on metrics.rollup_pass_state to authenticated;
+
+create view metrics.series_totals_current with (security_invoker = true) as
+select s.id as series_id, s.project_id,
+  coalesce(t.count, 0) + coalesce(o.count, 0) as count,
+  coalesce(t.sum, 0) + coalesce(o.sum, 0) as sum,
+  metrics.later_last(t.last, t.last_ts, o.last, o.last_ts) as last,
+  greatest(t.last_ts, o.last_ts) as last_ts,
+  greatest(t.updated_at, o.updated_at) as updated_at
+from metrics.series s
+left join metrics.series_totals t on t.series_id = s.id
+-- grouped, not a lateral probe per series: a scrape reads the open minutes of a project in one index range
+-- (rollup_1m_project_bucket_idx); a filter on one series or project reaches inside through the join keys
+left join (
+  select r.series_id, r.project_id, sum(r.count)::bigint as count, sum(r.sum) as sum,
+    (max(array[extract(epoch from r.last_ts)::double precision, r.last]) filter (where r.last_ts is not null))[2] as last,
+    max(r.last_ts) as last_ts, max(r.updated_at) as updated_at
+  from metrics.rollup_1m r
+  where r.bucket >= (select ps.totals_folded_before from metrics.rollup_pass_state ps)
+  group by r.series_id, r.project_id
+) as o on o.series_id = s.id and o.project_id = s.project_id
+where t.series_id is not null or o.series_id is not null;
+comment on view metrics.series_totals_current is
+  'Current per-series totals: metrics.series_totals (the folded minutes) plus the minutes not folded yet (one or '
+  'two minute rollups a series): count, sum, last value and its time, and updated_at (when its last points were '
+  'merged). Security invoker: row-level security of the tables applies.';
+grant select on metrics.series_totals_current to authenticated, service_role;
 
 create function metrics.series_sketch_parts(p_series_id bigint)
 returns setof jsonb
@@ -43,7 +75,7 @@ as $$
   select t.sketch from metrics.series_totals t where t.series_id = p_series_id and t.sketch is not null
   union all
   select r.sketch from metrics.rollup_1m r
-  where r.series_id = p_series_id and r.bucket >= (select s.sketches_folded_before from metrics.rollup_pass_state s) and r.sketch is not null
+  where r.series_id = p_series_id and r.bucket >= (select s.totals_folded_before from metrics.rollup_pass_state s) and r.sketch is not null
 $$;
 comment on function metrics.series_sketch_parts(bigint) is
   'The parts whose merge is a series'' total sketch: its folded sketch in metrics.series_totals and the sketches '
@@ -62,7 +94,7 @@ comment on function metrics.series_total_sketch(bigint) is
 revoke execute on function metrics.series_total_sketch(bigint) from public;
 grant execute on function metrics.series_total_sketch(bigint) to authenticated, service_role;
 
-create function metrics.fold_sketches()
+create function metrics.fold_totals()
 returns integer
 language plpgsql volatile security definer set search_path = '' set timezone = 'UTC'
 as $$
@@ -73,33 +105,40 @@ declare
   v_to timestamptz := pg_catalog.date_trunc('minute', now() - interval '30 seconds');
   v_series integer;
 begin
-  select s.sketches_folded_before into strict v_from from metrics.rollup_pass_state s;
+  select s.totals_folded_before into strict v_from from metrics.rollup_pass_state s;
   if v_to <= v_from then
     return 0;
   end if;
   -- a transaction of metrics.rollup_now() still open holds this lock shared: its merges are not visible
   -- yet, so fold on a later pass rather than wait for it
-  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('metrics.fold_sketches')) then
+  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('metrics.fold_totals')) then
     return 0;
   end if;
-  with folded as (
-    select r.series_id, metrics.sketch_union(r.sketch) as sketch
-    from metrics.rollup_1m r
-    where r.bucket >= v_from and r.bucket < v_to and r.sketch is not null
-    group by r.series_id
-  )
-  update metrics.series_totals t set sketch = metrics.sketch_merge(t.sketch, f.sketch)
-  from folded f
-  where t.series_id = f.series_id;
+  insert into metrics.series_totals as t (series_id, project_id, count, sum, last, last_ts, sketch, updated_at)
+  select r.series_id, r.project_id, sum(r.count)::bigint, sum(r.sum),
+    (max(array[extract(epoch from r.last_ts)::double precision, r.last]) filter (where r.last_ts is not null))[2],
+    max(r.last_ts), metrics.sketch_union(r.sketch), max(r.updated_at)
+  from metrics.rollup_1m r
+  where r.bucket >= v_from and r.bucket < v_to
+  group by r.series_id, r.project_id
+  order by r.series_id
+  on conflict (series_id) do update set
+    count = t.count + excluded.count,
+    sum = t.sum + excluded.sum,
+    last = metrics.later_last(t.last, t.last_ts, excluded.last, excluded.last_ts),
+    last_ts = greatest(t.last_ts, excluded.last_ts),
+    sketch = case when excluded.sketch is null then t.sketch else metrics.sketch_merge(t.sketch, excluded.sketch) end,
+    updated_at = greatest(t.updated_at, excluded.updated_at);
   get diagnostics v_series = row_count;
-  update metrics.rollup_pass_state s set sketches_folded_before = v_to;
+  update metrics.rollup_pass_state s set totals_folded_before = v_to;
   return v_series;
 end
 $$;
-comment on function metrics.fold_sketches() is
-  'Folds the sketches of the minutes that closed (30 s ago) since the fold watermark into metrics.series_totals '
-  'and moves the watermark; returns the series folded. Called by metrics.rollup_pass() under its lock.';
-revoke execute on function metrics.fold_sketches() from public;
+comment on function metrics.fold_totals() is
+  'Folds the minutes that closed (30 s ago) since the fold watermark into metrics.series_totals (count, sum, last, '
+  'sketch; updated_at: their latest merge) and moves the watermark; returns the series folded. Called by '
+  'metrics.rollup_pass() under its lock; skipped while a metrics.rollup_now() transaction is open.';
+revoke execute on function metrics.fold_totals() from public;
 
 create or replace function metrics.rollup_points(p_from xid8, p_to xid8)
 returns jsonb
@@ -108,9 +147,9 @@ as $$
 declare
   v_points bigint;
   v_minutes bigint;
-  -- minutes before it are folded into the totals' sketches: this range's points of such minutes (late
-  -- ones) join them here; the later, open minutes stay in rollup_1m until metrics.fold_sketches()
-  v_folded timestamptz := (select s.sketches_folded_before from metrics.rollup_pass_state s);
+  -- minutes before it are folded into the totals: this range's points of such minutes (late ones) join them
+  -- here; the later, open minutes stay in rollup_1m until metrics.fold_totals()
+  v_folded timestamptz := (select s.totals_folded_before from metrics.rollup_pass_state s);
 begin
   with new_points as materialized (
     select p.project_id, p.series_id, p.ts, p.count, p.sum, p.min, p.max, p.last, p.sketch
@@ -181,8 +220,9 @@ begin
     select m.series_id, m.project_id, sum(m.count), sum(m.sum),
       (max(array[extract(epoch from m.last_ts)::double precision, m.last]) filter (where m.last_ts is not null))[2],
       max(m.last_ts),
-      metrics.sketch_union(m.sketch) filter (where m.bucket < v_folded)
+      metrics.sketch_union(m.sketch)
     from minute_rows m
+    where m.bucket < v_folded
     group by m.series_id, m.project_id
     order by m.series_id
     on conflict (series_id) do update set
@@ -259,8 +299,8 @@ begin
     set xid_watermark = v_to, passes = s.passes + 1, points = s.points + (v_result ->> 'points')::bigint,
       last_pass_at = now(), last_points = (v_result ->> 'points')::integer;
   end if;
-  -- closed minutes' sketches into the totals, about once a minute (after this pass's merge, which it includes)
-  v_result := v_result || pg_catalog.jsonb_build_object('folded', metrics.fold_sketches());
+  -- closed minutes into the totals, about once a minute (after this pass's merge, which it includes)
+  v_result := v_result || pg_catalog.jsonb_build_object('folded', metrics.fold_totals());
   -- live publish of every project with queued minutes (this pass's and those a rate limit held back)
   for v_project in select distinct q.project_id from metrics.publish_queue q loop
     v_sent := v_sent + metrics.publish_project(v_project);
@@ -281,12 +321,12 @@ begin
     return pg_catalog.jsonb_build_object('points', 0, 'minutes', 0);
   end if;
   -- held to the end of this transaction: no fold runs while this transaction's merges are uncommitted, so
-  -- none can miss them (metrics.fold_sketches); and after a fold, the new watermark is read below
+  -- none can miss them (metrics.fold_totals); and after a fold, the new watermark is read below
   if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
     raise exception 'metrics.rollup_now() needs a read committed transaction, not %',
       pg_catalog.current_setting('transaction_isolation') using errcode = '25000';
   end if;
-  perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('metrics.fold_sketches'));
+  perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('metrics.fold_totals'));
   v_result := metrics.rollup_points(v_self, (v_self::text::numeric + 1)::text::xid8);
   -- merged: out of every later range (the pass, and this function called again)
   update metrics.points set xid = null where xid = v_self;
@@ -335,7 +375,7 @@ as $$
     -- without the sketches: 10,000 rows with them outgrow work_mem and spill to disk
     select t.series_id, s.project_id, s.name, s.labels, f.kind, f.unit, f.help, f.boundaries, f.edges,
       f.metric_order, t.count, t.sum, t.last
-    from metrics.series_totals t
+    from metrics.series_totals_current t
     join metrics.series s on s.id = t.series_id
     join fam f on f.project_id = s.project_id and f.name = s.name
     where (p_project_id is null or t.project_id = p_project_id)
@@ -402,15 +442,42 @@ comment on function metrics.exposition_rows(uuid, boolean, interval, interval, t
 comment on function metrics.rollup_now() is
   'Read-your-writes inside one read committed transaction (tests, tools): merges the points this transaction '
   'inserted so far and marks them merged (xid null) so that the pass never merges them again; no fold of the '
-  'totals'' sketches runs until the transaction ends. Costs an update per point; ingest paths leave merging '
+  'totals runs until the transaction ends. Costs an update per point; ingest paths leave merging '
   'to metrics.rollup_pass().';
 comment on function metrics.rollup_points(xid8, xid8) is
-  'Merges the raw points of the transactions p_from <= xid < p_to into the minute rollups, the totals (their '
-  'sketches only for minutes already folded: metrics.fold_sketches), the publish queue and the late hour / '
+  'Merges the raw points of the transactions p_from <= xid < p_to into the minute rollups, the totals (only '
+  'the points of minutes already folded: metrics.fold_totals), the publish queue and the late hour / '
   '5-minute marks, set-based: sketch buckets summed once per series and minute. The caller guarantees that no '
   'range is merged twice (metrics.rollup_pass, metrics.rollup_now).';
 comment on function metrics.rollup_pass() is
   'Merges the points of every finished transaction since the watermark (metrics.rollup_points) and moves the '
-  'watermark in the same transaction (exactly once), folds the closed minutes'' sketches into the totals about '
-  'once a minute (metrics.fold_sketches), then publishes every project with queued minutes its rate limit '
+  'watermark in the same transaction (exactly once), folds the closed minutes into the totals about '
+  'once a minute (metrics.fold_totals), then publishes every project with queued minutes its rate limit '
   'allows. Run every 0.5 s by metrics.run_rollup_passes() (pg_cron) or maintain --loop.';
+
+create or replace function metrics.list_series(
+  p_project_id uuid, p_metric text default null, p_matchers jsonb default '[]'::jsonb, p_limit integer default 1000
+)
+returns table (name text, labels jsonb, last_seen timestamptz)
+language plpgsql stable security invoker set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  v_matchers jsonb := coalesce(p_matchers, '[]'::jsonb);
+  v_problem text := metrics.matchers_problem(v_matchers);
+begin
+  -- the rule and the error of metrics.query's p_matchers (22023, HTTP 400 through the Data API)
+  if v_problem is not null then
+    perform metrics.reject('p_matchers', v_problem);
+  end if;
+  return query
+    select s.name, s.labels, t.updated_at
+    from metrics.series s
+    left join metrics.series_totals_current t on t.series_id = s.id
+    where s.project_id = p_project_id
+      and (p_metric is null or s.name = p_metric)
+      and metrics.series_matches(s.labels, v_matchers)
+    order by s.name, s.labels
+    limit greatest(least(coalesce(p_limit, 1000), 10000), 0);
+end
+$$;
