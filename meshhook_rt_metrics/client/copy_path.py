@@ -56,8 +56,7 @@ class CopyPath:
                     "path": "copy",
                 }
             with cur.copy(f"copy metrics.points ({COLUMNS}) from stdin") as copy:
-                for point, series_id in zip(points, ids, strict=True):
-                    copy.write_row(copy_row(project, batch, point, series_id))
+                copy.write(copy_text(project, batch, ids))
             cur.execute("select metrics.check_copied_points()")
         return {
             "status": "accepted",
@@ -94,20 +93,39 @@ def days(points: list[dict[str, Any]]) -> list[date]:
     return sorted({datetime.fromtimestamp(float(p["ts"]), UTC).date() for p in points})
 
 
-def copy_row(project: str, batch: Batch, point: dict[str, Any], series_id: int) -> tuple[Any, ...]:
-    from psycopg.types.json import Jsonb  # psycopg is PostgresSink's dependency only
+def copy_text(project: str, batch: Batch, ids: list[int]) -> bytes:
+    """The batch as COPY text rows, formatted here: a third of the client CPU of psycopg's per-value
+    adaptation (``write_row``), which made a COPY flush dearer for the worker than the RPC's JSON."""
+    source, batch_id = _text(str(batch["source"])), _text(str(batch["batch_id"]))
+    lines = []
+    for point, series_id in zip(batch["points"], ids, strict=True):
+        sketch = point.get("sketch")
+        row = (
+            _text(project),
+            str(series_id),
+            datetime.fromtimestamp(float(point["ts"]), UTC).isoformat(),
+            source,
+            batch_id,
+            _count(point["count"]),
+            repr(float(point["sum"])),
+            _number(point.get("min")),
+            _number(point.get("max")),
+            _number(point.get("last")),
+            r"\N" if sketch is None else _text(json.dumps(sketch, separators=(",", ":"))),
+        )
+        lines.append("\t".join(row))
+    return ("\n".join(lines) + "\n").encode()
 
-    sketch = point.get("sketch")
-    return (
-        project,
-        series_id,
-        datetime.fromtimestamp(float(point["ts"]), UTC),
-        batch["source"],
-        batch["batch_id"],
-        point["count"],
-        point["sum"],
-        point.get("min"),
-        point.get("max"),
-        point.get("last"),
-        Jsonb(sketch) if sketch is not None else None,
-    )
+
+def _count(value: Any) -> str:
+    """An integral count as an integer; anything else as written, for the database to refuse."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _number(value: Any) -> str:
+    return r"\N" if value is None else repr(float(value))
+
+
+def _text(value: str) -> str:
+    """A COPY text field: backslash, tab, newline and carriage return escaped."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
