@@ -48,6 +48,13 @@ select is(metrics.ingest(jsonb_build_object(
     jsonb_build_object('name', 'c_total', 'kind', 'counter', 'ts', extract(epoch from now()) - 10, 'count', 1, 'sum', 5)
   ))) ->> 'status', 'accepted', 'a batch spanning two minutes is accepted');
 select metrics.rollup_now();
+-- (on failure below: the fold watermark and what the rollup tables hold)
+select diag('fold watermark ', s.totals_folded_before, ', now ', now(), ', minutes ',
+  (select jsonb_agg(jsonb_build_object('bucket', r.bucket, 'count', r.count)) from metrics.rollup_1m r
+   where r.project_id = '0b000000-0000-4000-8000-00000000000b'),
+  ', totals ', (select count(*) from metrics.series_totals t where t.project_id = '0b000000-0000-4000-8000-00000000000b'))
+from metrics.rollup_pass_state s
+where not exists (select from metrics.series_totals_current c where c.project_id = '0b000000-0000-4000-8000-00000000000b');
 select is(
   (select array_agg(r.count order by r.bucket) from metrics.rollup_1m r join metrics.series s on s.id = r.series_id
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h'),
@@ -57,11 +64,11 @@ select is(
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h' order by r.bucket limit 1),
   metrics.sketch_from_values(array[1, 2, 3, -5, 0]), 'a minute''s sketch is the sketch of all its values');
 select is(
-  (select metrics.series_total_sketch(t.series_id) from metrics.series_totals t join metrics.series s on s.id = t.series_id
+  (select metrics.series_total_sketch(t.series_id) from metrics.series_totals_current t join metrics.series s on s.id = t.series_id
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'h'),
   metrics.sketch_from_values(array[1, 2, 3, -5, 0, 2, 2]), 'the totals'' sketch holds every minute''s values');
 select is(
-  (select (t.count, t.sum) from metrics.series_totals t join metrics.series s on s.id = t.series_id
+  (select (t.count, t.sum) from metrics.series_totals_current t join metrics.series s on s.id = t.series_id
    where s.project_id = '0b000000-0000-4000-8000-00000000000b' and s.name = 'c_total'),
   (2::bigint, 9::double precision), 'counter totals add up across minutes');
 
