@@ -49,10 +49,10 @@ select is(metrics.ingest(jsonb_build_object(
   ))) ->> 'status', 'accepted', 'a batch spanning two minutes is accepted');
 select metrics.rollup_now();
 -- (on failure below: the fold watermark and what the rollup tables hold)
-select diag('fold watermark ', s.totals_folded_before, ', now ', now(), ', minutes ',
+select diag(format('fold watermark %s, now %s, minutes %s, totals %s', s.totals_folded_before, now(),
   (select jsonb_agg(jsonb_build_object('bucket', r.bucket, 'count', r.count)) from metrics.rollup_1m r
    where r.project_id = '0b000000-0000-4000-8000-00000000000b'),
-  ', totals ', (select count(*) from metrics.series_totals t where t.project_id = '0b000000-0000-4000-8000-00000000000b'))
+  (select count(*) from metrics.series_totals t where t.project_id = '0b000000-0000-4000-8000-00000000000b')))
 from metrics.rollup_pass_state s
 where not exists (select from metrics.series_totals_current c where c.project_id = '0b000000-0000-4000-8000-00000000000b');
 select is(
