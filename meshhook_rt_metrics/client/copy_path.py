@@ -6,7 +6,9 @@ duplicate), a COPY of the points with their series ids into ``metrics.points``, 
 both) and fails the transaction on any bad point with ingest's error. It saves the database the JSON parse and
 the look-up of every point's series by name and labels (docs/architecture.md, "Performance").
 
-Series ids are learnt after the RPC: a batch with a series this path has not resolved goes through
+The COPY path never has the last word on a batch: when it refuses one (class 22/23), the sink forgets the
+project's ids and sends the batch through the RPC, whose verdict (the same rules, the same message) stands;
+a series id gone stale is thereby learnt again. Series ids are learnt after the RPC: a batch with a series this path has not resolved goes through
 ``metrics.ingest`` (which creates series, checks kinds and the quota), then the ids of its series are read
 back. A series the database redirected to its metric's overflow series, or whose kind differs from its
 family's, is never resolved, so its batches keep taking the RPC, which handles both.
@@ -66,6 +68,12 @@ class CopyPath:
             "path": "copy",
         }
 
+    def forget(self, project: str) -> None:
+        """Drop what was learnt of a project: after the COPY path refused a batch (a bad point, or a series
+        id gone stale), the RPC decides, and the ids are learnt again."""
+        self._ids = {k: v for k, v in self._ids.items() if k[0] != project}
+        self._rpc_only = {k for k in self._rpc_only if k[0] != project}
+
     def learn(self, conn: Any, batch: Batch) -> None:
         """After an RPC: read back the ids of the batch's series not known yet."""
         project = str(batch["project_id"])
@@ -94,8 +102,8 @@ def days(points: list[dict[str, Any]]) -> list[date]:
 
 
 def copy_text(project: str, batch: Batch, ids: list[int]) -> bytes:
-    """The batch as COPY text rows, formatted here: a third of the client CPU of psycopg's per-value
-    adaptation (``write_row``), which made a COPY flush dearer for the worker than the RPC's JSON."""
+    """The batch as COPY text rows, formatted here in one go: cheaper for the worker than psycopg's
+    per-value adaptation (``write_row``)."""
     source, batch_id = _text(str(batch["source"])), _text(str(batch["batch_id"]))
     lines = []
     for point, series_id in zip(batch["points"], ids, strict=True):

@@ -135,7 +135,9 @@ class PostgresSink:
         return result if isinstance(result, dict) else {"status": "accepted"}
 
     def _send_copy(self, batch: Batch) -> dict[str, Any] | None:
-        """The COPY path's result, or None: series not resolved yet, or the role may not COPY."""
+        """The COPY path's result, or None: series not resolved yet, the role may not COPY, or the COPY path
+        refused the batch (then the RPC gives the verdict)."""
+        import psycopg
         from psycopg import errors
 
         if self._copy is None:
@@ -145,6 +147,11 @@ class PostgresSink:
             return result
         except errors.InsufficientPrivilege:
             self._copy = None  # e.g. a login role without INSERT on metrics.points: the RPC only
+            return None
+        except psycopg.Error as exc:
+            if not is_invalid_batch_state(getattr(exc, "sqlstate", None)):
+                raise
+            self._copy.forget(str(batch["project_id"]))
             return None
 
     def _learn(self, batch: Batch) -> None:

@@ -314,6 +314,26 @@ def test_postgres_sink_copies_batches_of_known_series(db: TestDatabase) -> None:
     assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 6
     hist = rollup_totals(db.url, project, "meshhook_workflow_step_duration_seconds")
     assert hist["count"] == 3 and hist["sketch"].count == 3
+    # the refused batch made the sink forget the project's ids: the next batch learns them again
+    assert "path" not in sink.send(_batch(project, [_counter_point()], batch_id="b4"))
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b5"))["path"] == "copy"
+    sink.close()
+
+
+def test_postgres_sink_relearns_a_series_id_gone_stale(db: TestDatabase) -> None:
+    """A series deleted under the sink (by hand: the product never deletes one) fails the COPY path's check;
+    the batch goes through the RPC, which creates the series again, and nothing is lost."""
+    project = str(uuid.uuid4())
+    sink = PostgresSink(db.url)
+    sink.send(_batch(project, [_counter_point()], batch_id="b1"))
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["path"] == "copy"
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("select metrics.rollup_pass()")
+        conn.execute("delete from metrics.series where project_id = %s", (project,))
+    result = sink.send(_batch(project, [_counter_point()], batch_id="b3"))
+    assert result["status"] == "accepted" and result["series_created"] == 1 and "path" not in result
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b4"))["path"] == "copy"
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 6
     sink.close()
 
 
