@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import TestDatabase, batch, counter, histogram, ingest
+from meshhook_rt_metrics.db.session import as_caller
+from tests.support import TestDatabase, add_member, batch, counter, histogram, ingest, user_claims
 
 
 @pytest.fixture
@@ -182,3 +183,24 @@ def test_open_minutes_count_without_a_totals_row(conn: psycopg.Connection[Any]) 
         "select value from metrics.exposition_rows(%s, false) where name = 'jobs_total'", (project,)
     ).fetchone()
     assert exported == (4.0,)
+
+
+def test_members_read_the_current_totals_of_their_projects_only(conn: psycopg.Connection[Any]) -> None:
+    mine, theirs, user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    add_member(conn, mine, user, "viewer")
+    for project in (mine, theirs):
+        send(conn, project, [0.1, 0.2], ago=0)  # an open minute: read through the view's second part
+        send(conn, project, [0.3], ago=300)  # a folded one: read through series_totals
+    run_pass(conn)
+    their_series = conn.execute("select id from metrics.series where project_id = %s", (theirs,)).fetchone()
+    assert their_series is not None
+    with as_caller(conn, user_claims(user)):
+        seen = conn.execute(
+            "select project_id, count from metrics.series_totals_current where project_id in (%s, %s)",
+            (mine, theirs),
+        ).fetchall()
+        assert seen == [(mine, 3)]
+        assert conn.execute(
+            "select metrics.series_total_sketch(%s), (select count(*) from metrics.series_sketch_parts(%s))",
+            (their_series[0], their_series[0]),
+        ).fetchone() == (None, 0)
