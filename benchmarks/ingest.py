@@ -17,7 +17,7 @@ Payloads are serialised before timing: only the database work and the wire are m
 its own transaction (autocommit) for both. Goal of issue 2: >= 100,000 points/s and >= 0.5 of COPY.
 Issue 14 adds, per design and phase:
 
-- ``--designs B,C``: each design runs in its own scratch database cloned from a migrated template (see
+- ``--designs B,K``: each design runs in its own scratch database cloned from a migrated template (see
   DESIGNS), with its own COPY phase in the same database as the baseline of its ratio;
 - DB CPU per point: user + system CPU of every PostgreSQL server process (psutil over the postmaster's
   tree, sampled every 0.1 s) over the phase; the phase lasts until the rollup pass
@@ -72,6 +72,7 @@ from typing import Any
 
 import psycopg
 
+from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.client.sketch import Sketch
 from meshhook_rt_metrics.db import migrator
 from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database, create_database
@@ -260,6 +261,12 @@ def make_points(
     return points
 
 
+def known_literals(points: list[dict[str, Any]], series_ids: dict[tuple[str, str], int]) -> tuple[str, ...]:
+    """The same points as metrics.ingest_known's array literals, as the client formats them."""
+    ids = [series_ids[(p["name"], json.dumps(p.get("labels") or {}, sort_keys=True))] for p in points]
+    return array_literals(points, ids)
+
+
 def copy_text(
     project: uuid.UUID,
     points: list[dict[str, Any]],
@@ -308,6 +315,7 @@ class Design:
         False  # the timed phase COPYs rows into metrics.points (ledger + COPY) instead of the RPC
     )
     validated: bool = False  # ... through metrics.begin_copy_batch / check_copied_points
+    known: bool = False  # the timed phase calls metrics.ingest_known (the client's path for known series)
     setup: str = ""  # SQL run in the design's database before its phases
 
 
@@ -331,6 +339,13 @@ DESIGNS: dict[str, Design] = {
         "+ the same pass",
         trusted_copy=True,
         validated=True,
+    ),
+    "K": Design(
+        "K",
+        "B plus the known-series call (migration 20261206001000, PostgresSink's path once it knows its series): "
+        "metrics.ingest_known with the batch as typed arrays (series ids, epoch seconds, count, sum, min, max, "
+        "last, sketch) in one statement: envelope, tenancy, ledger, ingest's rules, insert + the same pass",
+        known=True,
     ),
     "U": Design(
         "U",
@@ -572,6 +587,36 @@ def validated_copy_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str
             copy.write(data)
         cur.execute("select metrics.check_copied_points()")
     return n
+
+
+def known_job(conn: psycopg.Connection[Any], job: tuple[tuple[str, ...], int, str, str, str]) -> int:
+    """Design K's timed work: one call of metrics.ingest_known with the batch's array literals (formatted
+    before the timing, as design C's COPY text is)."""
+    literals, n, project, source, batch_id = job
+    row = conn.execute(INGEST_KNOWN, (project, source, batch_id, *literals)).fetchone()
+    if not row or row[0]["status"] != "accepted":
+        raise RuntimeError(f"ingest_known did not accept a batch: {row}")
+    return n
+
+
+def timed_ingest(
+    design: Design,
+    work: Workload,
+    payloads: list[tuple[str, int]],
+    copies: list[tuple[bytes, int]],
+    knowns: list[tuple[tuple[str, ...], int, str, str, str]],
+) -> tuple[str, list[Any], Callable[[psycopg.Connection[Any], Any], int], str]:
+    """A design's timed phase: its name, the jobs after the warm-up batch, the job and what it goes through."""
+    if design.known:
+        return "known", knowns[1:], known_job, "through metrics.ingest_known"
+    if design.trusted_copy:
+        jobs = [
+            (data, n, str(work.project), s, i)
+            for (data, n), (s, i, _) in zip(copies[1:], work.batches[1:], strict=True)
+        ]
+        job = validated_copy_job if design.validated else trusted_copy_job
+        return "trusted", jobs, job, "ledger + COPY into metrics.points,"
+    return "ingest", payloads[1:], ingest_job, "through metrics.ingest"
 
 
 def floor_job(conn: psycopg.Connection[Any], job: tuple[bytes, int, str, str]) -> int:
@@ -1003,10 +1048,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--designs",
-        default="B,C",
+        default="B,K",
         help="comma-separated designs to run side by side, each in its own scratch database: "
         + "; ".join(f"{d.name} = {d.description}" for d in DESIGNS.values())
-        + " (default B,C)",
+        + " (default B,K: the client's two paths)",
     )
     parser.add_argument(
         "--pass-interval",
@@ -1096,6 +1141,9 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         }
         create_scratch_tables(conn)
     copies = [(copy_text(work.project, pts, series_ids, s, i), len(pts)) for s, i, pts in work.batches]
+    knowns = [
+        (known_literals(pts, series_ids), len(pts), str(work.project), s, i) for s, i, pts in work.batches
+    ]
     drain(url)()
     loop = PassLoop(url, args.pass_interval)
     prober = Prober(url, work.project, args.probe_every)
@@ -1104,7 +1152,9 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             copy_job(conn, copies[0])  # warm-up, not timed
-            if design.trusted_copy:
+            if design.known:
+                known_job(conn, knowns[0])
+            elif design.trusted_copy:
                 copy_batch = validated_copy_job if design.validated else trusted_copy_job
                 copy_batch(conn, (copies[0][0], copies[0][1], str(work.project), *work.batches[0][:2]))
             else:
@@ -1112,44 +1162,21 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         prober.start()
         pass_pids = {loop.backend_pid}
         finish = drain(url, pass_pids)
-        if design.trusted_copy:
-            jobs = [
-                (data, n, str(work.project), s, i)
-                for (data, n), (s, i, _) in zip(copies[1:], work.batches[1:], strict=True)
-            ]
-            say(
-                f"ingest: {settings.batches} batches, ledger + COPY into metrics.points, on {settings.workers} connection(s)"
-            )
-            ingest = run_phase(
-                "trusted",
-                url,
-                jobs,
-                settings.workers,
-                validated_copy_job if design.validated else trusted_copy_job,
-                every,
-                meter,
-                finish,
-                args.rate,
-                settings.batch_size,
-                pass_pids,
-            )
-        else:
-            say(
-                f"ingest: {settings.batches} batches through metrics.ingest on {settings.workers} connection(s)"
-            )
-            ingest = run_phase(
-                "ingest",
-                url,
-                payloads[1:],
-                settings.workers,
-                ingest_job,
-                every,
-                meter,
-                finish,
-                args.rate,
-                settings.batch_size,
-                pass_pids,
-            )
+        phase, jobs, job, via = timed_ingest(design, work, payloads, copies, knowns)
+        say(f"ingest: {settings.batches} batches {via} on {settings.workers} connection(s)")
+        ingest = run_phase(
+            phase,
+            url,
+            jobs,
+            settings.workers,
+            job,
+            every,
+            meter,
+            finish,
+            args.rate,
+            settings.batch_size,
+            pass_pids,
+        )
         prober.close()
         say(
             f"COPY:   {settings.batches} batches into an unindexed, untriggered table on {settings.workers} connection(s)"

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from meshhook_rt_metrics.client.copy_path import CopyPath
+from meshhook_rt_metrics.client.known_series import KnownSeries
 
 Batch = dict[str, Any]
 
@@ -81,14 +81,15 @@ _FORK_ORPHANS: list[Any] = []
 
 class PostgresSink:
     """``select metrics.ingest(batch)`` over one psycopg 3 connection, reconnecting after failures; with
-    ``copy`` (the default), batches whose series it has resolved take the validated COPY path instead
-    (``client/copy_path.py``), unless the login role may not COPY (then the RPC, from then on)."""
+    ``known_series`` (the default), batches whose series it has resolved take ``metrics.ingest_known``
+    instead (``client/known_series.py``), unless the login role may not call it or the database does not
+    have it yet (then the RPC, from then on)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, copy: bool = True) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, known_series: bool = True) -> None:
         self._url = url
         self._timeout = timeout
         self._conn: Any = None
-        self._copy = CopyPath() if copy else None
+        self._known = KnownSeries() if known_series else None
 
     def __repr__(self) -> str:
         return f"PostgresSink({redact_url(self._url)!r})"
@@ -112,9 +113,9 @@ class PostgresSink:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
-            copied = self._send_copy(batch)
-            if copied is not None:
-                return copied
+            fast = self._send_known(batch)
+            if fast is not None:
+                return fast
             row = self._conn.execute("select metrics.ingest(%s::jsonb)", (encode(batch),)).fetchone()
             self._learn(batch)
         except psycopg.Error as exc:
@@ -134,24 +135,25 @@ class PostgresSink:
         result = row[0] if row else None
         return result if isinstance(result, dict) else {"status": "accepted"}
 
-    def _send_copy(self, batch: Batch) -> dict[str, Any] | None:
-        """The COPY path's result, or None: series not resolved yet, the role may not COPY, or the COPY path
-        refused the batch (then the RPC gives the verdict)."""
+    def _send_known(self, batch: Batch) -> dict[str, Any] | None:
+        """The known-series path's result, or None: series not resolved yet, the role may not take the path
+        or the database lacks it, or the path refused the batch (then the RPC gives the verdict)."""
         import psycopg
         from psycopg import errors
 
-        if self._copy is None:
+        if self._known is None:
             return None
         try:
-            result: dict[str, Any] | None = self._copy.send(self._conn, batch)
-            return result
-        except errors.InsufficientPrivilege:
-            self._copy = None  # e.g. a login role without INSERT on metrics.points: the RPC only
+            return self._known.send(self._conn, batch)
+        except (errors.InsufficientPrivilege, errors.UndefinedFunction):
+            self._known = (
+                None  # a role without EXECUTE on metrics.ingest_known, or not migrated: the RPC only
+            )
             return None
         except psycopg.Error as exc:
             if not is_invalid_batch_state(getattr(exc, "sqlstate", None)):
                 raise
-            self._copy.forget(str(batch["project_id"]))
+            self._known.forget(str(batch["project_id"]))
             return None
 
     def _learn(self, batch: Batch) -> None:
@@ -160,12 +162,12 @@ class PostgresSink:
         import psycopg
         from psycopg import errors
 
-        if self._copy is None:
+        if self._known is None:
             return
         try:
-            self._copy.learn(self._conn, batch)
+            self._known.learn(self._conn, batch)
         except errors.InsufficientPrivilege:
-            self._copy = None
+            self._known = None
         except psycopg.Error:
             pass  # e.g. the connection dropped: the next send reconnects, a later RPC learns again
 

@@ -282,7 +282,7 @@ def test_postgres_sink_error_classes(error: Exception, expected: type[Exception]
 
 
 # ---------------------------------------------------------------------------------------------------
-# PostgresSink's validated COPY path (client/copy_path.py, migration 20261206000800)
+# PostgresSink's known-series path (client/known_series.py, metrics.ingest_known: migration 20261206001000)
 # ---------------------------------------------------------------------------------------------------
 def _histogram_point(values: list[float], **extra: Any) -> dict[str, Any]:
     sketch = Sketch()
@@ -301,13 +301,19 @@ def _histogram_point(values: list[float], **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_postgres_sink_copies_batches_of_known_series(db: TestDatabase) -> None:
+def test_postgres_sink_sends_batches_of_known_series_in_one_call(db: TestDatabase) -> None:
     project = str(uuid.uuid4())
     sink = PostgresSink(db.url)
     first = sink.send(_batch(project, [_counter_point(), _histogram_point([0.1, 0.2])], batch_id="b1"))
     assert first["status"] == "accepted" and "path" not in first, "new series: the RPC creates them"
     second = sink.send(_batch(project, [_counter_point(), _histogram_point([0.3])], batch_id="b2"))
-    assert second == {"status": "accepted", "points": 2, "series_created": 0, "overflowed": 0, "path": "copy"}
+    assert second == {
+        "status": "accepted",
+        "points": 2,
+        "series_created": 0,
+        "overflowed": 0,
+        "path": "known",
+    }
     assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["status"] == "duplicate"
     with pytest.raises(InvalidBatchError, match=r"points\[0\]\.sum: .*counter"):
         sink.send(_batch(project, [_counter_point(sum=-1)], batch_id="b3"))
@@ -316,23 +322,23 @@ def test_postgres_sink_copies_batches_of_known_series(db: TestDatabase) -> None:
     assert hist["count"] == 3 and hist["sketch"].count == 3
     # the refused batch made the sink forget the project's ids: the next batch learns them again
     assert "path" not in sink.send(_batch(project, [_counter_point()], batch_id="b4"))
-    assert sink.send(_batch(project, [_counter_point()], batch_id="b5"))["path"] == "copy"
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b5"))["path"] == "known"
     sink.close()
 
 
 def test_postgres_sink_relearns_a_series_id_gone_stale(db: TestDatabase) -> None:
-    """A series deleted under the sink (by hand: the product never deletes one) fails the COPY path's check;
-    the batch goes through the RPC, which creates the series again, and nothing is lost."""
+    """A series deleted under the sink (by hand: the product never deletes one) fails the known-series
+    path's check; the batch goes through the RPC, which creates the series again, and nothing is lost."""
     project = str(uuid.uuid4())
     sink = PostgresSink(db.url)
     sink.send(_batch(project, [_counter_point()], batch_id="b1"))
-    assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["path"] == "copy"
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["path"] == "known"
     with psycopg.connect(db.url, autocommit=True) as conn:
         conn.execute("select metrics.rollup_pass()")
         conn.execute("delete from metrics.series where project_id = %s", (project,))
     result = sink.send(_batch(project, [_counter_point()], batch_id="b3"))
     assert result["status"] == "accepted" and result["series_created"] == 1 and "path" not in result
-    assert sink.send(_batch(project, [_counter_point()], batch_id="b4"))["path"] == "copy"
+    assert sink.send(_batch(project, [_counter_point()], batch_id="b4"))["path"] == "known"
     assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 6
     sink.close()
 
@@ -347,7 +353,9 @@ def test_postgres_sink_keeps_the_rpc_for_overflow_and_other_kinds(db: TestDataba
     result = sink.send(_batch(project, [_counter_point(), over], batch_id="b2"))
     assert result["overflowed"] == 1 and "path" not in result
     again = sink.send(_batch(project, [_counter_point(), over], batch_id="b3"))
-    assert "path" not in again and again["overflowed"] == 1, "an overflowed series is never copied"
+    assert "path" not in again and again["overflowed"] == 1, (
+        "an overflowed series never takes the known-series path"
+    )
     with pytest.raises(InvalidBatchError, match="is a counter, not a gauge"):
         sink.send(_batch(project, [_counter_point(kind="gauge", min=1, max=1, last=1)], batch_id="b4"))
     # the overflow series has the metric's name too: 3 + 2 * (3 + 3)
@@ -355,12 +363,14 @@ def test_postgres_sink_keeps_the_rpc_for_overflow_and_other_kinds(db: TestDataba
     sink.close()
 
 
-@pytest.mark.parametrize("reads_series", [False, True], ids=["cannot-read-series", "cannot-copy"])
-def test_postgres_sink_falls_back_to_the_rpc_without_copy_rights(
+@pytest.mark.parametrize(
+    "reads_series", [False, True], ids=["cannot-read-series", "cannot-call-ingest-known"]
+)
+def test_postgres_sink_falls_back_to_the_rpc_without_the_known_series_rights(
     db: TestDatabase, reads_series: bool
 ) -> None:
-    """A login role trusted to ingest (BYPASSRLS) but without the COPY path's rights: it cannot look its
-    series up, or it can but may not begin a COPY batch."""
+    """A login role trusted to ingest (BYPASSRLS) but without the known-series path's rights: it cannot look
+    its series up, or it can but may not call metrics.ingest_known."""
     role, password = f"ingest_only_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with psycopg.connect(db.admin_url, autocommit=True) as admin:
         admin.execute(f"create role {role} login bypassrls password '{password}'")
@@ -374,6 +384,26 @@ def test_postgres_sink_falls_back_to_the_rpc_without_copy_rights(
     for n in range(3):
         result = sink.send(_batch(project, [_counter_point()], batch_id=f"b{n}"))
         assert result["status"] == "accepted" and "path" not in result
-    assert sink._copy is None, "the sink gave the COPY path up"
+    assert sink._known is None, "the sink gave the known-series path up"
     assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
+    sink.close()
+
+
+def test_postgres_sink_falls_back_to_the_rpc_on_a_database_without_ingest_known(
+    fresh_db: TestDatabase,
+) -> None:
+    """A database migrated before metrics.ingest_known existed (dropped here to stand for one): the batch
+    goes through the RPC, nothing is spooled for ever or lost."""
+    with psycopg.connect(fresh_db.url, autocommit=True) as conn:
+        conn.execute(
+            "drop function metrics.ingest_known(uuid, text, text, bigint[], double precision[], bigint[],"
+            " double precision[], double precision[], double precision[], double precision[], jsonb[])"
+        )
+    project = str(uuid.uuid4())
+    sink = PostgresSink(fresh_db.url)
+    for n in range(3):
+        result = sink.send(_batch(project, [_counter_point()], batch_id=f"b{n}"))
+        assert result["status"] == "accepted" and "path" not in result
+    assert sink._known is None, "the sink gave the known-series path up"
+    assert rollup_totals(fresh_db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
     sink.close()

@@ -1,0 +1,122 @@
+"""PostgresSink's fast path for series it knows: ``metrics.ingest_known``, one call with typed arrays.
+
+A batch whose series ids the sink has learnt goes as arrays (series ids, epoch seconds, count, sum, min, max,
+last, sketch) in one statement, which opens the batch (tenancy and the ledger: a resent batch is a duplicate),
+applies the rules ``metrics.ingest`` applies (one SQL function for both) and stores the rows. It saves the
+database the JSON parse and the look-up of every point's series by name and labels, and the worker the round
+trips of a COPY (docs/architecture.md, "Performance"). The arrays are written as PostgreSQL array literals
+here, in one go: cheaper for the worker than adapting every value.
+
+This path never has the last word on a batch: when it refuses one (class 22/23), the sink forgets the
+project's ids and sends the batch through the RPC, whose verdict (the same rules, the same message) stands;
+a series id gone stale is thereby learnt again. Series ids are learnt after the RPC: a batch with a series
+this path has not resolved goes through ``metrics.ingest`` (which creates series, checks kinds and the
+quota), then the ids of its series are read back. A series the database redirected to its metric's overflow
+series, or whose kind differs from its family's, is never resolved, so its batches keep taking the RPC,
+which handles both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Batch = dict[str, Any]
+SeriesKey = tuple[str, str, str, str]  # project, metric name, kind, labels as canonical JSON
+
+
+def series_key(project: str, point: dict[str, Any]) -> SeriesKey:
+    labels = json.dumps(point.get("labels") or {}, sort_keys=True, separators=(",", ":"))
+    return (project, str(point["name"]), str(point["kind"]), labels)
+
+
+INGEST_KNOWN = (
+    "select metrics.ingest_known(%s, %s, %s, %s::bigint[], %s::float8[], %s::bigint[], %s::float8[],"
+    " %s::float8[], %s::float8[], %s::float8[], %s::jsonb[])"
+)
+
+
+class KnownSeries:
+    """Series ids learnt so far, and the one-call path for batches whose series are all known."""
+
+    def __init__(self) -> None:
+        self._ids: dict[SeriesKey, int] = {}
+        self._rpc_only: set[SeriesKey] = set()  # looked up after an RPC and not found: overflow, kind clash
+
+    def send(self, conn: Any, batch: Batch) -> dict[str, Any] | None:
+        """The batch through ``metrics.ingest_known``, or None when a series is not resolved (send it
+        through the RPC)."""
+        project = str(batch["project_id"])
+        points = batch["points"]
+        ids = [self._ids.get(series_key(project, p), 0) for p in points]  # 0: not resolved (ids are > 0)
+        if not points or not all(ids):
+            return None
+        row = conn.execute(
+            INGEST_KNOWN,
+            (project, str(batch["source"]), str(batch["batch_id"]), *array_literals(points, ids)),
+        ).fetchone()
+        result: dict[str, Any] = dict(row[0]) if row and isinstance(row[0], dict) else {"status": "accepted"}
+        result["path"] = "known"
+        return result
+
+    def forget(self, project: str) -> None:
+        """Drop what was learnt of a project: after this path refused a batch (a bad point, or a series id
+        gone stale), the RPC decides, and the ids are learnt again."""
+        self._ids = {k: v for k, v in self._ids.items() if k[0] != project}
+        self._rpc_only = {k for k in self._rpc_only if k[0] != project}
+
+    def learn(self, conn: Any, batch: Batch) -> None:
+        """After an RPC: read back the ids of the batch's series not known yet."""
+        project = str(batch["project_id"])
+        wanted = {series_key(project, p) for p in batch["points"]} - self._ids.keys() - self._rpc_only
+        if not wanted:
+            return
+        ordered = sorted(wanted)
+        rows = conn.execute(
+            "select s.id, s.name, f.kind, s.labels from metrics.series s"
+            " join metrics.families f on f.project_id = s.project_id and f.name = s.name"
+            " where s.project_id = %s"
+            " and (s.name, s.labels) in (select * from unnest(%s::text[], %s::jsonb[]))",
+            (project, [k[1] for k in ordered], [k[3] for k in ordered]),
+        ).fetchall()
+        found = {series_key(project, {"name": n, "kind": k, "labels": lb}): i for i, n, k, lb in rows}
+        for key in wanted:
+            if key in found:
+                self._ids[key] = found[key]
+            else:
+                self._rpc_only.add(key)
+
+
+def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...]:
+    """The batch's columns as PostgreSQL array literals (series ids, ts, count, sum, min, max, last, sketch).
+
+    Each numeric column is encoded by ``json.dumps`` in one C call: a JSON array of numbers (``null`` for
+    none, ``NaN``/``Infinity`` for the database to refuse) is an array literal once its brackets are braces."""
+    columns = (
+        ids,
+        [p["ts"] for p in points],
+        [_count(p["count"]) for p in points],
+        [p["sum"] for p in points],
+        [p.get("min") for p in points],
+        [p.get("max") for p in points],
+        [p.get("last") for p in points],
+    )
+    sketches = [p.get("sketch") for p in points]
+    return (
+        *("{" + _dumps(column)[1:-1] + "}" for column in columns),
+        "{" + ",".join("NULL" if s is None else _quoted(_dumps(s)) for s in sketches) + "}",
+    )
+
+
+def _count(value: Any) -> Any:
+    """An integral count as an integer (3.0 -> 3); anything else as it is, for the database to refuse."""
+    return value if type(value) is int or not float(value).is_integer() else int(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _quoted(value: str) -> str:
+    """An array element in double quotes: backslash and double quote escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
