@@ -19,6 +19,7 @@ which handles both.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 Batch = dict[str, Any]
@@ -44,16 +45,18 @@ class KnownSeries:
         self._rpc_only: set[SeriesKey] = set()  # looked up after an RPC and not found: overflow, kind clash
 
     def send(self, conn: Any, batch: Batch) -> dict[str, Any] | None:
-        """The batch through ``metrics.ingest_known``, or None when a series is not resolved (send it
-        through the RPC)."""
+        """The batch through ``metrics.ingest_known``, or None when a series is not resolved or a value is
+        not a number (send it through the RPC)."""
         project = str(batch["project_id"])
         points = batch["points"]
         ids = [self._ids.get(series_key(project, p), 0) for p in points]  # 0: not resolved (ids are > 0)
         if not points or not all(ids):
             return None
+        literals = array_literals(points, ids)
+        if literals is None:
+            return None
         row = conn.execute(
-            INGEST_KNOWN,
-            (project, str(batch["source"]), str(batch["batch_id"]), *array_literals(points, ids)),
+            INGEST_KNOWN, (project, str(batch["source"]), str(batch["batch_id"]), *literals)
         ).fetchone()
         result: dict[str, Any] = dict(row[0]) if row and isinstance(row[0], dict) else {"status": "accepted"}
         result["path"] = "known"
@@ -87,8 +90,9 @@ class KnownSeries:
                 self._rpc_only.add(key)
 
 
-def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...]:
-    """The batch's columns as PostgreSQL array literals (series ids, ts, count, sum, min, max, last, sketch).
+def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...] | None:
+    """The batch's columns as PostgreSQL array literals (series ids, ts, count, sum, min, max, last, sketch),
+    or None when a value is not a number (a string, a boolean, a list: the RPC judges it by its JSON types).
 
     Each numeric column is encoded by ``json.dumps`` in one C call: a JSON array of numbers (``null`` for
     none, ``NaN``/``Infinity`` for the database to refuse) is an array literal once its brackets are braces."""
@@ -101,16 +105,24 @@ def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, .
         [p.get("max") for p in points],
         [p.get("last") for p in points],
     )
+    texts = [_dumps(column)[1:-1] for column in columns]
+    if any(_NOT_A_NUMBER.search(text) for text in texts):
+        return None
     sketches = [p.get("sketch") for p in points]
     return (
-        *("{" + _dumps(column)[1:-1] + "}" for column in columns),
+        *("{" + text + "}" for text in texts),
         "{" + ",".join("NULL" if s is None else _quoted(_dumps(s)) for s in sketches) + "}",
     )
 
 
+_NOT_A_NUMBER = re.compile(r'["\[\]{}]|true|false')
+"""What the inside of a JSON array of numbers, nulls, NaN and infinities never holds."""
+
+
 def _count(value: Any) -> Any:
-    """An integral count as an integer (3.0 -> 3); anything else as it is, for the database to refuse."""
-    return value if type(value) is int or not float(value).is_integer() else int(value)
+    """An integral float count as an integer (3.0 -> 3); anything else as it is, for the database (a
+    number) or the RPC (anything else) to judge."""
+    return int(value) if type(value) is float and value.is_integer() else value
 
 
 def _dumps(value: Any) -> str:

@@ -79,6 +79,15 @@ _FORK_ORPHANS: list[Any] = []
 """Connections inherited through fork: kept referenced so their finaliser never closes the parent's socket."""
 
 
+def _path_unavailable(exc: Exception) -> bool:
+    """The known-series function is missing or this role may not execute it (not: may not write a project)."""
+    from psycopg import errors
+
+    return isinstance(exc, errors.UndefinedFunction) or (
+        isinstance(exc, errors.InsufficientPrivilege) and "permission denied for function" in str(exc)
+    )
+
+
 class PostgresSink:
     """``select metrics.ingest(batch)`` over one psycopg 3 connection, reconnecting after failures; with
     ``known_series`` (the default), batches whose series it has resolved take ``metrics.ingest_known``
@@ -139,22 +148,20 @@ class PostgresSink:
         """The known-series path's result, or None: series not resolved yet, the role may not take the path
         or the database lacks it, or the path refused the batch (then the RPC gives the verdict)."""
         import psycopg
-        from psycopg import errors
 
         if self._known is None:
             return None
         try:
             return self._known.send(self._conn, batch)
-        except (errors.InsufficientPrivilege, errors.UndefinedFunction):
-            self._known = (
-                None  # a role without EXECUTE on metrics.ingest_known, or not migrated: the RPC only
-            )
-            return None
         except psycopg.Error as exc:
-            if not is_invalid_batch_state(getattr(exc, "sqlstate", None)):
+            state = getattr(exc, "sqlstate", None) or ""
+            if is_invalid_batch_state(state):
+                self._known.forget(str(batch["project_id"]))
+            elif _path_unavailable(exc):
+                self._known = None  # no EXECUTE on metrics.ingest_known, or not migrated: the RPC from now on
+            elif not state.startswith("42"):  # connection, timeout, ...: the send fails, the batch is spooled
                 raise
-            self._known.forget(str(batch["project_id"]))
-            return None
+            return None  # any other refusal (e.g. 42501 for the project): the RPC's verdict stands
 
     def _learn(self, batch: Batch) -> None:
         """After the RPC stored the batch: learn its series ids. Only an optimisation, so a failure never

@@ -25,6 +25,7 @@ from meshhook_rt_metrics.client import (
     Sketch,
     SupabaseSink,
 )
+from meshhook_rt_metrics.client.known_series import series_key
 from tests.support import TestDatabase, merge_points
 
 
@@ -406,4 +407,72 @@ def test_postgres_sink_falls_back_to_the_rpc_on_a_database_without_ingest_known(
         assert result["status"] == "accepted" and "path" not in result
     assert sink._known is None, "the sink gave the known-series path up"
     assert rollup_totals(fresh_db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
+    sink.close()
+
+
+class _KnownThenRpc:
+    """A connection whose metrics.ingest_known call fails with ``exc`` and whose RPC accepts the batch."""
+
+    closed = False
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+        self.statements: list[str] = []
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        self.statements.append(query.split("(", 1)[0])
+        if "ingest_known" in query:
+            raise self.exc
+        return _Rows([({"status": "accepted", "points": 1},)])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+@pytest.mark.parametrize(
+    ("error", "path_kept"),
+    [
+        (psycopg.errors.InsufficientPrivilege("permission denied for function ingest_known"), False),
+        (psycopg.errors.UndefinedFunction("function metrics.ingest_known(...) does not exist"), False),
+        (psycopg.errors.InsufficientPrivilege("not allowed to write project 0b6f"), True),
+        (psycopg.errors.AmbiguousFunction("function metrics.ingest_known is not unique"), True),
+    ],
+    ids=["no-execute", "not-migrated", "project-refused", "other-42"],
+)
+def test_postgres_sink_lets_the_rpc_judge_what_the_known_series_path_refuses(
+    error: Exception, path_kept: bool
+) -> None:
+    """Only a missing function or EXECUTE right gives the path up; any other refusal of class 42 sends the
+    batch through the RPC and keeps the path for the next one. Nothing is raised, nothing lost."""
+    project = str(uuid.uuid4())
+    point = _counter_point()
+    sink = PostgresSink("postgresql://unused")
+    assert sink._known is not None
+    sink._known._ids[series_key(project, point)] = 7
+    conn = _KnownThenRpc(error)
+    sink._conn = conn
+    result = sink.send(_batch(project, [point]))
+    assert result["status"] == "accepted" and "path" not in result
+    assert conn.statements == ["select metrics.ingest_known", "select metrics.ingest"]
+    assert (sink._known is not None) is path_kept
+
+
+def test_postgres_sink_without_the_known_series_path_always_takes_the_rpc(db: TestDatabase) -> None:
+    project = str(uuid.uuid4())
+    sink = PostgresSink(db.url, known_series=False)
+    for n in range(3):
+        result = sink.send(_batch(project, [_counter_point()], batch_id=f"b{n}"))
+        assert result["status"] == "accepted" and "path" not in result
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
     sink.close()

@@ -158,3 +158,59 @@ def test_only_trusted_producers_may_call_it(conn: psycopg.Connection[Any]) -> No
         with pytest.raises(psycopg.errors.InsufficientPrivilege), as_caller(conn, claims):
             ingest_known(conn, project, [point])
     assert stored(conn, project) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("count", None), ("sum", None), ("ts", None), ("ts", 1e20), ("ts", -1e20)],
+    ids=["null-count", "null-sum", "null-ts", "ts-past-range", "ts-before-range"],
+)
+def test_missing_and_out_of_range_values_fail_as_on_the_rpc(
+    conn: psycopg.Connection[Any], field: str, value: float | None
+) -> None:
+    """A NULL array element is a missing field; a finite time PostgreSQL cannot hold is outside the window:
+    the same error as the RPC gives for the JSON null or number."""
+    project = uuid.uuid4()
+    point = gauge("depth", 1)
+    series_ids(conn, project, [point])
+    point.update(ts=time.time())
+    point[field] = value
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as via_rpc:
+        ingest(conn, batch(project, [wire(point)]))
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as via_known:
+        ingest_known(conn, project, [point])
+    assert via_known.value.diag.message_primary == via_rpc.value.diag.message_primary
+    assert stored(conn, project) == 0
+
+
+def test_null_arrays_and_ids_from_any_index_are_named(conn: psycopg.Connection[Any]) -> None:
+    project, other = uuid.uuid4(), uuid.uuid4()
+    mine, theirs = counter("jobs_total", 1), counter("jobs_total", 1)
+    series_ids(conn, project, [mine])
+    series_ids(conn, other, [theirs])
+    mine["ts"] = time.time()
+    literals = list(array_literals([mine, mine], [mine["series_id"], theirs["series_id"]]) or ())
+    # an array may start at any index: the message names the id of the point, not a subscript
+    literals[0] = f"[5:6]={literals[0]}"
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue,
+        match=rf"points\[1\]\.series_id: {theirs['series_id']} is not a series of project {project}",
+    ):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "b-index", *literals))
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"points\[0\]\.series_id: null is not"):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "b-null-id", "{NULL,NULL}", *literals[1:]))
+    one = array_literals([mine], [mine["series_id"]]) or ()
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"batch\.points: every array"):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "b-null-array", one[0], None, *one[2:]))
+    assert stored(conn, project) == 0
+
+
+def test_open_batch_is_no_entry_point(conn: psycopg.Connection[Any]) -> None:
+    """The envelope helper runs inside the definer functions only: no API role may call it directly."""
+    for role in ("anon", "authenticated", "service_role"):
+        row = conn.execute(
+            "select has_function_privilege(%s,"
+            " 'metrics.open_batch(uuid, text, text, integer, metrics.config)', 'execute')",
+            (role,),
+        ).fetchone()
+        assert row == (False,), role
