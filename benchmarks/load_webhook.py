@@ -869,6 +869,31 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def summary_row(
+    figure: str,
+    value: float,
+    baseline: float | None,
+    ratio: float | None,
+    goal: str,
+    met: bool | None,
+    load: str,
+    unit: str,
+    spread: list[float] | None = None,
+) -> dict[str, Any]:
+    """One row of the summary table (benchmarks/summary.py reads these keys)."""
+    return {
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+        "load": load,
+        "unit": unit,
+        "ratio_spread": spread,
+    }
+
+
 def in_context_rows(costs: dict[str, list[float]], requests: int) -> list[dict[str, Any]]:
     """The in-context rows: each instrumented variant's added CPU per request against the plain service's
     (medians over runs), and ours against prometheus_client's (the issue's 0.3 goal)."""
@@ -880,17 +905,7 @@ def in_context_rows(costs: dict[str, list[float]], requests: int) -> list[dict[s
 
     def row(figure: str, value: float, baseline: float, goal: str, met: bool | None) -> dict[str, Any]:
         ratio = value / baseline if baseline else None
-        return {
-            "figure": f"[in context] {figure}",
-            "value": value,
-            "baseline": baseline,
-            "ratio": ratio,
-            "goal": goal,
-            "met": met,
-            "load": load,
-            "unit": "us",
-            "ratio_spread": None,
-        }
+        return summary_row(f"[in context] {figure}", value, baseline, ratio, goal, met, load, "us")
 
     ratio = added["ours"] / added["prometheus"] if added["prometheus"] > 0 else float("inf")
     return [
@@ -935,19 +950,7 @@ def figures(  # noqa: PLR0915
     ) -> None:
         if load.startswith("h2load"):
             figure = f"[{'saturation' if '--rps' not in load else 'fixed rate'}] {figure}"
-        rows.append(
-            {
-                "figure": figure,
-                "value": value,
-                "baseline": baseline,
-                "ratio": ratio,
-                "goal": goal,
-                "met": met,
-                "load": load,
-                "unit": unit,
-                "ratio_spread": spread,
-            }
-        )
+        rows.append(summary_row(figure, value, baseline, ratio, goal, met, load, unit, spread))
 
     for load in ("saturation", "fixed_rate"):
         d = a[load]
