@@ -31,6 +31,9 @@ def series_key(project: str, point: dict[str, Any]) -> SeriesKey:
     return (project, str(point["name"]), str(point["kind"]), labels)
 
 
+LEARN_CHUNK = 500
+"""Series looked up per query after an RPC."""
+
 INGEST_KNOWN = (
     "select metrics.ingest_known(%s, %s, %s, %s::bigint[], %s::float8[], %s::bigint[], %s::float8[],"
     " %s::float8[], %s::float8[], %s::float8[], %s::jsonb[])"
@@ -69,21 +72,23 @@ class KnownSeries:
         self._rpc_only = {k for k in self._rpc_only if k[0] != project}
 
     def learn(self, conn: Any, batch: Batch) -> None:
-        """After an RPC: read back the ids of the batch's series not known yet."""
+        """After an RPC: read back the ids of the batch's series not known yet, ``LEARN_CHUNK`` at a time
+        (a first flush of many series would otherwise hold all their rows at once)."""
         project = str(batch["project_id"])
-        wanted = {series_key(project, p) for p in batch["points"]} - self._ids.keys() - self._rpc_only
-        if not wanted:
-            return
-        ordered = sorted(wanted)
+        wanted = sorted({series_key(project, p) for p in batch["points"]} - self._ids.keys() - self._rpc_only)
+        for start in range(0, len(wanted), LEARN_CHUNK):
+            self._learn_chunk(conn, project, wanted[start : start + LEARN_CHUNK])
+
+    def _learn_chunk(self, conn: Any, project: str, keys: list[SeriesKey]) -> None:
         rows = conn.execute(
             "select s.id, s.name, f.kind, s.labels from metrics.series s"
             " join metrics.families f on f.project_id = s.project_id and f.name = s.name"
             " where s.project_id = %s"
             " and (s.name, s.labels) in (select * from unnest(%s::text[], %s::jsonb[]))",
-            (project, [k[1] for k in ordered], [k[3] for k in ordered]),
+            (project, [k[1] for k in keys], [k[3] for k in keys]),
         ).fetchall()
         found = {series_key(project, {"name": n, "kind": k, "labels": lb}): i for i, n, k, lb in rows}
-        for key in wanted:
+        for key in keys:
             if key in found:
                 self._ids[key] = found[key]
             else:

@@ -24,6 +24,7 @@ from meshhook_rt_metrics.client import (
     SinkError,
     Sketch,
     SupabaseSink,
+    known_series,
 )
 from meshhook_rt_metrics.client.known_series import series_key
 from tests.support import TestDatabase, merge_points
@@ -475,4 +476,20 @@ def test_postgres_sink_without_the_known_series_path_always_takes_the_rpc(db: Te
         result = sink.send(_batch(project, [_counter_point()], batch_id=f"b{n}"))
         assert result["status"] == "accepted" and "path" not in result
     assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 9
+    sink.close()
+
+
+def test_postgres_sink_learns_many_series_a_chunk_at_a_time(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Series ids are read back a chunk at a time (bounded memory on a first flush of many series); every
+    chunk is learnt, so the next batch of the same series takes the known-series path whole."""
+    monkeypatch.setattr(known_series, "LEARN_CHUNK", 2)
+    project = str(uuid.uuid4())
+    points = [_counter_point(labels={"outcome": f"o{i}"}) for i in range(5)]
+    sink = PostgresSink(db.url)
+    assert "path" not in sink.send(_batch(project, points, batch_id="b1"))
+    assert sink._known is not None and len(sink._known._ids) == 5
+    assert sink.send(_batch(project, points, batch_id="b2"))["path"] == "known"
+    assert rollup_totals(db.url, project, "meshhook_webhook_requests_total")["sum"] == 30
     sink.close()
