@@ -48,3 +48,28 @@ def write(name: str, command: str, payload: dict[str, Any]) -> Path:
         json.dumps({"command": command, "environment": environment(), **payload}, indent=2) + "\n"
     )
     return path
+
+
+def summary_row(
+    figure: str,
+    value: float,
+    baseline: float | None,
+    ratio: float | None,
+    goal: str,
+    met: bool | None,
+    load: str,
+    unit: str,
+    spread: list[float] | None = None,
+) -> dict[str, Any]:
+    """One row of the summary table: the keys every benchmark's ``figures`` and benchmarks/summary.py share."""
+    return {
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+        "load": load,
+        "unit": unit,
+        "ratio_spread": spread,
+    }

@@ -70,6 +70,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks._report import summary_row
+
 VARIANTS = ("plain", "ours", "prometheus")
 KEY = b"whsec_" + b"k" * 32
 ROUTE = "/api/hooks/[slug]"
@@ -867,31 +869,6 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
             v: {"median": _median(x), "spread": _spread(x)} for v, x in loss.items()
         }
     return out
-
-
-def summary_row(
-    figure: str,
-    value: float,
-    baseline: float | None,
-    ratio: float | None,
-    goal: str,
-    met: bool | None,
-    load: str,
-    unit: str,
-    spread: list[float] | None = None,
-) -> dict[str, Any]:
-    """One row of the summary table (benchmarks/summary.py reads these keys)."""
-    return {
-        "figure": figure,
-        "value": value,
-        "baseline": baseline,
-        "ratio": ratio,
-        "goal": goal,
-        "met": met,
-        "load": load,
-        "unit": unit,
-        "ratio_spread": spread,
-    }
 
 
 def in_context_rows(costs: dict[str, list[float]], requests: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._report import RESULTS
+from benchmarks._report import RESULTS, summary_row
 
 Row = dict[str, Any]
 
@@ -36,16 +36,7 @@ def _row(
 ) -> Row:
     if ratio is None and _num(value) and _num(baseline) and baseline:
         ratio = value / baseline
-    return {
-        "figure": figure,
-        "value": value,
-        "baseline": baseline,
-        "ratio": ratio,
-        "goal": goal,
-        "met": met,
-        "unit": unit,
-        "load": load,
-    }
+    return summary_row(figure, value, baseline, ratio, goal, met, load, unit)
 
 
 def _num(v: Any) -> bool:
