@@ -597,7 +597,7 @@ def child_explosion(kind: str, db_url: str, n_values: int, spool: str) -> dict[s
         elapsed = time.perf_counter() - start
         client.flush()
         series = len(counter.children())
-        dropped = sum(c.s for c in client.health.dropped_label_sets.labels(counter.name)._cells)
+        dropped = client.health.dropped_label_sets.labels(counter.name).cumulative()[1]
         delivered = client.spool.pending == 0
         client.close()
         return {

@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             {**batches, "prometheus_client": prometheus_batch(body, signature)}, args.repeat
         )
         flush_cpu = client.health.flush_cpu.labels()
-        flush_seconds = sum(c.s for c in flush_cpu._cells)
-        flush_count = sum(c.n for c in flush_cpu._cells)
+        flush_count, flush_seconds = flush_cpu.cumulative()
         client.flush()
         sent = client.spool.pending == 0
         client.close()

@@ -1,13 +1,18 @@
 """Instruments and their in-process aggregation.
 
-Hot path design (counters and histograms): every (series, thread) pair owns a *cell* that only its
-thread writes, holding cumulative totals (count, sum, sketch buckets). The flush thread only reads
-cells and keeps the previously read totals next to them, so a delta is ``current - previous``: no lock,
-no lost update, whatever the thread interleaving, and no reliance on ``+=`` being atomic. The
-interval's min/max are reset by the flush thread; under an exact race they may move to the adjacent
-interval, totals never do. Gauges hold one shared value that ``inc``/``dec`` update, which the GIL
-alone cannot make atomic: their updates go into an ordered log (``list.append`` is atomic) that the
-reader replays under a lock only readers take (see ``GaugeChild``).
+Hot path design: a call only appends its value to its series' log (``list.append`` is atomic under the
+GIL, so the log is the one order of every thread's updates) and checks the log's length. The work —
+validating the values, summing them, bucketing them into the sketch, replaying a gauge's updates — is done
+in batches by whoever *folds* the log: the flush, a reader (``value``, ``cumulative``), or the writer whose
+append filled it (``LOG_MAX`` entries, which bounds memory per series). Folders take a lock per series that
+writers never take, and take the entries with one slice and one delete (each atomic), so every update is
+folded exactly once, in order: no lost update, no lock on the hot path, exact interval min/max.
+
+Why: in a real handler the calls run with cold interpreter caches, where each bytecode costs several times
+what it costs in a loop. A call that does the least (find the series, append) and leaves the arithmetic to
+a batch that runs warm costs a handler far less than the same arithmetic done per call (docs/architecture.md,
+"The client in a real service"). A ``strict`` registry's logs hold nothing: every call folds at once, so an
+invalid value raises at the call that passed it.
 """
 
 from __future__ import annotations
@@ -30,13 +35,10 @@ from meshhook_rt_metrics.client.labels import (
     check_metric_name,
 )
 from meshhook_rt_metrics.client.owner import InstrumentOwner
-from meshhook_rt_metrics.client.sketch import MULTIPLIER, ZERO_THRESHOLD, Sketch, value
+from meshhook_rt_metrics.client.sketch import Sketch
 
 _INF = math.inf
-_log = math.log
-_ceil = math.ceil
 _perf = time.perf_counter
-_current_thread = threading.current_thread
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,58 +63,24 @@ class LabelError(TypeError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# cells: written by one thread only
-# --------------------------------------------------------------------------------------------------
-class _CounterCell:
-    __slots__ = ("n", "owner", "pn", "ps", "s")
-
-    def __init__(self) -> None:
-        self.n = 0  # cumulative number of increments (owner writes)
-        self.s: float = 0  # cumulative increment, int while increments are ints (owner writes)
-        self.pn = 0  # totals already shipped (flush thread writes)
-        self.ps: float = 0
-        self.owner = _current_thread()
-
-
-class _HistogramCell:
-    __slots__ = ("mn", "mx", "n", "neg", "owner", "pn", "pneg", "pos", "ppos", "ps", "pz", "s", "z")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.s = 0.0
-        self.z = 0
-        self.pos: dict[int, int] = {}
-        self.neg: dict[int, int] = {}
-        self.mn = _INF  # interval min/max: reset by the flush thread
-        self.mx = -_INF
-        self.pn = 0
-        self.ps = 0.0
-        self.pz = 0
-        self.ppos: dict[int, int] = {}
-        self.pneg: dict[int, int] = {}
-        self.owner = _current_thread()
-
-
-def _bucket_delta(now: dict[int, int], before: dict[int, int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k, c in now.items():
-        d = c - before.get(k, 0)
-        if d:
-            out[str(k)] = d
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # children (one per label set)
 # --------------------------------------------------------------------------------------------------
+LOG_MAX = 256
+"""Updates a series' log holds before the writer that filled it folds it (bounds memory per series)."""
+
+
 class _Child:
-    __slots__ = ("__weakref__", "_metric", "label_values", "labels", "meta_at")
+    __slots__ = ("__weakref__", "_limit", "_lock", "_log", "_metric", "label_values", "labels", "meta_at")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         self._metric = metric
         self.label_values = label_values
         self.labels = dict(zip(metric.label_names, label_values, strict=True))
         self.meta_at = -_INF
+        self._lock = threading.Lock()  # folders only, never the writers' fast path
+        self._log: list[Any] = []
+        # a strict registry raises on an invalid value: fold at every call, so it raises at that call
+        self._limit = 0 if metric._registry.strict else LOG_MAX
 
     def _point(self, ts: float) -> Point:
         metric = self._metric
@@ -125,64 +93,106 @@ class _Child:
                 point["help"] = metric.help
         return point
 
+    def _append(self, entry: object) -> None:
+        log = self._log
+        log.append(entry)
+        if len(log) > self._limit:
+            self._fold()
+
+    def _fold(self) -> None:
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        """Absorb the entries logged so far (caller holds ``_lock``). Entries appended meanwhile stay for
+        the next fold: they come after these in the one order of updates."""
+        log = self._log
+        k = len(log)
+        if k:
+            entries = log[:k]  # slicing and deleting are single, atomic operations under the GIL
+            del log[:k]
+            self._absorb(entries)
+
+    def _absorb(self, entries: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _valid(self, entries: list[Any], ok: Callable[[Any], bool], reason: str) -> list[Any]:
+        """The entries that pass ``ok``; each other one is reported (counted, or raised when strict)."""
+        kept = []
+        for e in entries:
+            try:
+                good = ok(e)
+            except (TypeError, ValueError, ArithmeticError):
+                good = False
+            if good:
+                kept.append(e)
+            else:
+                self._metric._invalid(e, reason)
+        return kept
+
     def collect(self, ts: float) -> Point | None:
         raise NotImplementedError
 
     def after_fork(self) -> None:
+        # the forking thread is the only one now: the log (the parent's unfolded updates, the parent's to
+        # ship) is dropped with the rest; the fresh lock replaces one a vanished thread may have held
+        self._lock = threading.Lock()
+        self._log = []
+        self._reset()
+
+    def _reset(self) -> None:
         raise NotImplementedError
+
+
+def _increment_ok(e: Any) -> bool:
+    return bool(0 <= e < _INF) and 0 <= float(e) < _INF
+
+
+def _value_ok(e: Any) -> bool:
+    return bool(-_INF < e < _INF) and -_INF < float(e) < _INF
 
 
 class CounterChild(_Child):
     """One counter series; ``inc`` is the hot path."""
 
-    __slots__ = ("_cells", "_rn", "_rs", "_tl")
+    __slots__ = ("_cn", "_cs", "_n", "_s")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         super().__init__(metric, label_values)
-        self._tl = threading.local()
-        self._cells: list[_CounterCell] = []
-        self._rn = 0  # totals of retired cells (threads that ended), for the cumulative view
-        self._rs: float = 0
+        self._reset()
 
-    def _cell(self) -> _CounterCell:
-        cell = _CounterCell()
-        self._tl.c = cell
-        self._cells.append(cell)  # list.append is atomic under the GIL
-        return cell
+    def _reset(self) -> None:
+        self._n = 0  # the interval's increments and their sum (int while the increments are ints)
+        self._s: float = 0
+        self._cn = 0  # shipped intervals, for the cumulative view
+        self._cs: float = 0
 
     def inc(self, amount: float = 1, /) -> None:
         """Add ``amount`` (>= 0, finite)."""
+        log = self._log
+        log.append(amount)
+        if len(log) > self._limit:
+            self._fold()
+
+    def _absorb(self, entries: list[Any]) -> None:
         try:
-            c = self._tl.c
-        except AttributeError:
-            c = self._cell()
-        try:
-            ok = 0 <= amount < _INF
-        except TypeError:
+            s = sum(entries)
+            ok = min(entries) >= 0 and 0 <= float(s) < _INF  # a NaN or infinity among them makes s one
+        except (TypeError, ValueError, ArithmeticError):
             ok = False
-        if ok:
-            c.n += 1
-            c.s += amount
-        else:
-            self._metric._invalid(amount, "counter increment must be finite and >= 0")
+        if not ok:
+            entries = self._valid(entries, _increment_ok, "counter increment must be finite and >= 0")
+            s = _sum(entries)
+        self._n += len(entries)
+        self._s += s
 
     def collect(self, ts: float) -> Point | None:
-        n = 0
-        s: float = 0
-        retired = []
-        for c in list(self._cells):
-            alive = c.owner.is_alive()
-            cn, cs = c.n, c.s
-            n += cn - c.pn
-            s += cs - c.ps
-            c.pn, c.ps = cn, cs
-            if not alive:
-                retired.append(c)
-        for c in retired:
-            # its thread is gone, so its totals are final and were just read: fold and forget the cell
-            self._rn += c.n
-            self._rs += c.s
-            self._cells.remove(c)
+        with self._lock:
+            self._fold_locked()
+            n, s = self._n, self._s
+            self._n, self._s = 0, 0
+            self._cn += n
+            self._cs += s
         if n <= 0:
             return None
         point = self._point(ts)
@@ -192,226 +202,144 @@ class CounterChild(_Child):
 
     def cumulative(self) -> tuple[int, float]:
         """(count, sum) since the process started (or forked): the Prometheus view."""
-        n, s = self._rn, self._rs
-        for c in list(self._cells):
-            n += c.n
-            s += c.s
-        return n, s
-
-    def after_fork(self) -> None:
-        # only the forking thread exists now and it is running this hook: nothing writes the cells, so
-        # they can simply be dropped; what they held is the parent's to ship
-        self._cells = []
-        self._tl = threading.local()
-        self._rn, self._rs = 0, 0
+        with self._lock:
+            self._fold_locked()
+            return self._cn + self._n, self._cs + self._s
 
 
 class HistogramChild(_Child):
     """One histogram series: count, sum, min, max and the shared sketch."""
 
-    __slots__ = ("_cells", "_retired", "_tl")
+    __slots__ = ("_cn", "_cs", "_csketch", "_mn", "_mx", "_n", "_s", "_sketch")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         super().__init__(metric, label_values)
-        self._tl = threading.local()
-        self._cells: list[_HistogramCell] = []
-        self._retired = _HistogramCell()  # totals of cells whose thread ended
+        self._reset()
 
-    def _cell(self) -> _HistogramCell:
-        cell = _HistogramCell()
-        self._tl.c = cell
-        self._cells.append(cell)
-        return cell
+    def _reset(self) -> None:
+        self._n = 0  # the interval's values: count, sum, min, max, sketch
+        self._s = 0.0
+        self._mn = _INF
+        self._mx = -_INF
+        self._sketch = Sketch()
+        self._cn = 0  # shipped intervals, for the cumulative view
+        self._cs = 0.0
+        self._csketch = Sketch()
 
     def observe(self, v: float, /) -> None:
         """Record one value (finite; negatives and zeros are fine)."""
-        try:
-            c = self._tl.c
-        except AttributeError:
-            c = self._cell()
-        try:
-            ok = -_INF < v < _INF
-        except TypeError:
-            ok = False
-        if not ok:
-            self._metric._invalid(v, "histogram value must be a finite number")
-            return
-        # bucket first (calls), then the plain updates, so the flush thread rarely sees half an update
-        if v >= ZERO_THRESHOLD:
-            k = _ceil(_log(v) * MULTIPLIER)
-            p = c.pos
-            try:
-                p[k] += 1
-            except KeyError:
-                p[k] = 1
-        elif v <= -ZERO_THRESHOLD:
-            k = _ceil(_log(-v) * MULTIPLIER)
-            p = c.neg
-            try:
-                p[k] += 1
-            except KeyError:
-                p[k] = 1
-        else:
-            c.z += 1
-        c.n += 1
-        c.s += v
-        if v < c.mn:  # noqa: PLR1730 - a plain compare is cheaper than min() on the hot path
-            c.mn = v
-        if v > c.mx:  # noqa: PLR1730
-            c.mx = v
+        log = self._log
+        log.append(v)
+        if len(log) > self._limit:
+            self._fold()
 
     def time(self) -> Timer:
         return Timer(self.observe)
 
+    def _absorb(self, entries: list[Any]) -> None:
+        try:
+            s = float(sum(entries))
+            ok = -_INF < s < _INF  # a NaN or infinity among them makes s one
+        except (TypeError, ValueError, ArithmeticError):
+            ok = False
+        if not ok:
+            entries = self._valid(entries, _value_ok, "histogram value must be a finite number")
+            if not entries:
+                return
+            s = float(_sum(entries))
+        self._sketch.extend(entries)
+        self._n += len(entries)
+        self._s += s
+        mn, mx = min(entries), max(entries)
+        if mn < self._mn:
+            self._mn = float(mn)
+        if mx > self._mx:
+            self._mx = float(mx)
+
     def collect(self, ts: float) -> Point | None:
-        n = z = 0
-        s = 0.0
-        mn, mx = _INF, -_INF
-        pos: dict[str, int] = {}
-        neg: dict[str, int] = {}
-        retired = []
-        for c in list(self._cells):
-            alive = c.owner.is_alive()
-            cmn, cmx = c.mn, c.mx
-            c.mn, c.mx = _INF, -_INF
-            cn, cs, cz = c.n, c.s, c.z
-            cpos, cneg = c.pos.copy(), c.neg.copy()  # dict.copy is atomic under the GIL
-            if cn != c.pn:
-                n += cn - c.pn
-                s += cs - c.ps
-                z += cz - c.pz
-                for k, d in _bucket_delta(cpos, c.ppos).items():
-                    pos[k] = pos.get(k, 0) + d
-                for k, d in _bucket_delta(cneg, c.pneg).items():
-                    neg[k] = neg.get(k, 0) + d
-                c.pn, c.ps, c.pz, c.ppos, c.pneg = cn, cs, cz, cpos, cneg
-            mn = min(mn, cmn)
-            mx = max(mx, cmx)
-            if not alive:
-                retired.append(c)
-        for c in retired:
-            r = self._retired
-            r.n += c.n
-            r.s += c.s
-            r.z += c.z
-            for bk, cnt in c.pos.items():
-                r.pos[bk] = r.pos.get(bk, 0) + cnt
-            for bk, cnt in c.neg.items():
-                r.neg[bk] = r.neg.get(bk, 0) + cnt
-            self._cells.remove(c)
-        if n <= 0:
-            return None
-        # the buckets are the ground truth: keep count == z + sum(buckets) even mid-race
-        n = z + sum(pos.values()) + sum(neg.values())
-        if n <= 0:
-            return None
-        if mn > mx:  # min/max update raced with the flush: bound them from the buckets instead
-            mn, mx = _bounds_from_buckets(z, pos, neg)
+        with self._lock:
+            self._fold_locked()
+            n, s, mn, mx, sketch = self._n, self._s, self._mn, self._mx, self._sketch
+            if n <= 0:
+                return None
+            self._n, self._s, self._mn, self._mx, self._sketch = 0, 0.0, _INF, -_INF, Sketch()
+            self._cn += n
+            self._cs += s
+            self._csketch.merge(sketch)
         point = self._point(ts)
         point["count"] = n
         point["sum"] = s
         point["min"] = mn
         point["max"] = mx
-        point["sketch"] = {"z": z, "p": pos, "n": neg}
+        point["sketch"] = sketch.to_wire()
         return point
 
     def cumulative(self) -> tuple[int, float, Sketch]:
         """(count, sum, sketch) since the process started (or forked): the Prometheus view."""
-        r = self._retired
-        n, s = r.n, r.s
-        sketch = Sketch()
-        sketch.zero, sketch.pos, sketch.neg = r.z, dict(r.pos), dict(r.neg)
-        for c in list(self._cells):
-            n += c.n
-            s += c.s
-            sketch.zero += c.z
-            for k, cnt in c.pos.copy().items():
-                sketch.pos[k] = sketch.pos.get(k, 0) + cnt
-            for k, cnt in c.neg.copy().items():
-                sketch.neg[k] = sketch.neg.get(k, 0) + cnt
-        return n, s, sketch
-
-    def after_fork(self) -> None:
-        # as for counters: the forking thread is the only one, dropping the cells is safe
-        self._cells = []
-        self._tl = threading.local()
-        self._retired = _HistogramCell()
+        with self._lock:
+            self._fold_locked()
+            sketch = Sketch()
+            sketch.merge(self._csketch)
+            sketch.merge(self._sketch)
+            return self._cn + self._n, self._cs + self._s, sketch
 
 
-def _bounds_from_buckets(z: int, pos: dict[str, int], neg: dict[str, int]) -> tuple[float, float]:
-    values = [value(int(k)) for k in pos] + [-value(int(k)) for k in neg] + ([0.0] if z else [])
-    return min(values), max(values)
-
-
-GAUGE_LOG_MAX = 256
-"""Updates a gauge buffers before the writing thread folds them itself (bounds memory per series)."""
+def _sum(values: list[Any]) -> Any:
+    """``sum``, or the float sum when the values' own types do not add up together (Decimal + float)."""
+    try:
+        return sum(values)
+    except TypeError:
+        return math.fsum(values)
 
 
 class GaugeChild(_Child):
     """One gauge series: the current value plus the interval's count/sum/min/max of the values taken.
 
-    ``set``/``inc``/``dec`` take no lock: each appends one entry to an ordered log (``list.append`` is
-    atomic under the GIL, so the log is the one global order of all threads' updates). Whoever needs the
-    value (the flush, ``value``, or a writer whose log reached ``GAUGE_LOG_MAX`` entries) folds the log
-    under a lock that only folders take, replaying it in order: the value after every update, hence
-    count, sum, min, max and last, are exactly those of the same updates made one at a time under a lock.
-    A ``set`` is the entry ``(v,)``, an ``inc``/``dec`` the signed amount.
+    ``set``/``inc``/``dec`` append one entry to the series' log, like every instrument's calls; a fold
+    replays the entries in order: the value after every update, hence count, sum, min, max and last, are
+    exactly those of the same updates made one at a time under a lock. A ``set`` is the entry ``(v,)``, an
+    ``inc``/``dec`` the signed amount.
     """
 
-    __slots__ = ("_fn", "_has", "_lock", "_log", "_mn", "_mx", "_n", "_s", "_v")
+    __slots__ = ("_fn", "_has", "_mn", "_mx", "_n", "_s", "_v")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         super().__init__(metric, label_values)
-        self._lock = threading.Lock()  # folders only, never the writers' fast path
-        self._log: list[Any] = []
+        self._fn: Callable[[], float] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._v = 0.0
         self._has = False
         self._n = 0
         self._s = 0.0
         self._mn = _INF
         self._mx = -_INF
-        self._fn: Callable[[], float] | None = None
 
     def set(self, v: float, /) -> None:
         """Set the current value."""
-        try:
-            ok = -_INF < v < _INF
-        except TypeError:
-            ok = False
-        if ok:
-            log = self._log
-            log.append((v,))
-            if len(log) > GAUGE_LOG_MAX:
-                self._fold()
-        else:
-            self._metric._invalid(v, "gauge value must be a finite number")
+        log = self._log
+        log.append((v,))
+        if len(log) > self._limit:
+            self._fold()
 
     def inc(self, amount: float = 1, /) -> None:
         """Add ``amount`` (may be negative) to the current value: an up-down counter."""
-        try:
-            ok = -_INF < amount < _INF
-        except TypeError:
-            ok = False
-        if ok:
-            log = self._log
-            log.append(amount)
-            if len(log) > GAUGE_LOG_MAX:
-                self._fold()
-        else:
-            self._metric._invalid(amount, "gauge increment must be a finite number")
+        log = self._log
+        log.append(amount)
+        if len(log) > self._limit:
+            self._fold()
 
     def dec(self, amount: float = 1, /) -> None:
         try:
-            ok = -_INF < amount < _INF
-        except TypeError:
-            ok = False
-        if ok:
-            log = self._log
-            log.append(-amount)
-            if len(log) > GAUGE_LOG_MAX:
-                self._fold()
-        else:
+            negated = -amount
+        except TypeError:  # not a number (the rare path: reported here, nothing logged)
             self._metric._invalid(amount, "gauge decrement must be a finite number")
+            return
+        log = self._log
+        log.append(negated)
+        if len(log) > self._limit:
+            self._fold()
 
     def set_function(self, fn: Callable[[], float]) -> None:
         """Read the value from ``fn`` at each flush (a callback gauge)."""
@@ -423,29 +351,19 @@ class GaugeChild(_Child):
             self._fold_locked()
             return self._v
 
-    def _fold(self) -> None:
-        with self._lock:
-            self._fold_locked()
-
-    def _fold_locked(self) -> None:
-        """Replay the entries logged so far (caller holds ``_lock``). Entries appended meanwhile stay
-        for the next fold: they come after these in the one order of updates."""
-        log = self._log
-        k = len(log)
-        if not k:
-            return
-        entries = log[:k]  # slicing and deleting are single, atomic operations under the GIL
-        del log[:k]
+    def _absorb(self, entries: list[Any]) -> None:
         e = entries[0]
-        if k == 1 and type(e) is tuple and type(e[0]) is float:  # one set per flush (system gauges)
-            values = [e[0]]
+        if len(entries) == 1 and type(e) is tuple and type(e[0]) is float and -_INF < e[0] < _INF:
+            values = [e[0]]  # one set per flush (system gauges)
         else:
             try:  # only numbers (the up-down counter case): C-speed running sum
                 values = list(accumulate(entries, initial=self._v))
-            except TypeError:  # sets among them (float + tuple), or odd number types
-                values = self._replay(entries)
-            else:
                 del values[0]
+                ok = -_INF < float(sum(values)) < _INF  # a NaN or infinity among them makes it one
+            except (TypeError, ValueError, ArithmeticError):  # sets among them, or odd number types
+                ok = False
+            if not ok:
+                values = self._replay(entries)
         if not values:
             return
         self._v = values[-1]
@@ -459,14 +377,23 @@ class GaugeChild(_Child):
             self._mx = mx
 
     def _replay(self, entries: list[Any]) -> list[float]:
+        """One entry at a time: what the fast path could not take, each invalid one reported in order."""
         v = self._v
         values: list[float] = []
         for e in entries:
+            is_set = type(e) is tuple
+            raw = e[0] if is_set else e
             try:
-                v = float(e[0]) if type(e) is tuple else v + float(e)
-            except (TypeError, ValueError, ArithmeticError):  # finite-comparable but not a float
-                self._metric._registry.count_invalid(self._metric.name)
+                ok = bool(-_INF < raw < _INF)  # a number, not a string float() would parse
+                nxt = float(raw) if is_set else v + float(raw)
+                ok = ok and -_INF < nxt < _INF
+            except (TypeError, ValueError, ArithmeticError):
+                ok = False
+            if not ok:
+                what = "value" if is_set else "increment"
+                self._metric._invalid(raw, f"gauge {what} must be a finite number")
                 continue
+            v = nxt
             values.append(v)
         return values
 
@@ -492,13 +419,6 @@ class GaugeChild(_Child):
         point = self._point(ts)
         point.update(count=n, sum=s, min=mn, max=mx, last=v)
         return point
-
-    def after_fork(self) -> None:
-        # the forking thread is the only one now: the log (the parent's unfolded updates) is reset with
-        # the rest, as before; the fresh lock replaces one a vanished thread may have held
-        self._lock = threading.Lock()
-        self._log = []
-        self._v, self._has, self._n, self._s, self._mn, self._mx = 0.0, False, 0, 0.0, _INF, -_INF
 
 
 def _finite(v: Any) -> bool:
@@ -834,63 +754,15 @@ _BODY = """
     except (KeyError, TypeError):
         __child = __resolve(LABELS)
     CHECK
-    try:
-        __c = __child._tl.c
-    except AttributeError:
-        __c = __child._cell()
+    __log = __child._log
+    __log.append(VALUE)
+    if len(__log) > __child._limit:
+        __child._fold()
 """
 
-_COUNTER_INC = (
-    "def inc(__amount=1, /, PARAMS):"
-    + _BODY
-    + """
-    try:
-        __ok = 0 <= __amount < __INF
-    except TypeError:
-        __ok = False
-    if __ok:
-        __c.n += 1
-        __c.s += __amount
-    else:
-        __invalid(__amount, "counter increment must be finite and >= 0")
-"""
-)
+_COUNTER_INC = "def inc(__amount=1, /, PARAMS):" + _BODY.replace("VALUE", "__amount")
 
-_HISTOGRAM_OBSERVE = (
-    "def observe(__v, /, PARAMS):"
-    + _BODY
-    + """
-    try:
-        __ok = -__INF < __v < __INF
-    except TypeError:
-        __ok = False
-    if not __ok:
-        __invalid(__v, "histogram value must be a finite number")
-        return
-    if __v >= __ZT:
-        __k = __ceil(__log(__v) * __MULT)
-        __p = __c.pos
-        try:
-            __p[__k] += 1
-        except KeyError:
-            __p[__k] = 1
-    elif __v <= -__ZT:
-        __k = __ceil(__log(-__v) * __MULT)
-        __p = __c.neg
-        try:
-            __p[__k] += 1
-        except KeyError:
-            __p[__k] = 1
-    else:
-        __c.z += 1
-    __c.n += 1
-    __c.s += __v
-    if __v < __c.mn:
-        __c.mn = __v
-    if __v > __c.mx:
-        __c.mx = __v
-"""
-)
+_HISTOGRAM_OBSERVE = "def observe(__v, /, PARAMS):" + _BODY.replace("VALUE", "__v")
 
 
 def _key_source(names: tuple[str, ...], mapping: str | None = None) -> str:
@@ -927,12 +799,6 @@ def _compile(template: str, metric: Metric) -> Callable[..., None]:
     namespace: dict[str, Any] = {
         "__cache": metric._cache,
         "__resolve": metric._resolve,
-        "__invalid": metric._invalid,
-        "__INF": _INF,
-        "__ZT": ZERO_THRESHOLD,
-        "__MULT": MULTIPLIER,
-        "__log": _log,
-        "__ceil": _ceil,
     }
     exec(source, namespace)  # see the comment above
     name = template.split("(", 1)[0].split(maxsplit=1)[-1]

@@ -10,6 +10,7 @@ class InstrumentOwner(Protocol):
     """The registry as its instruments see it (``Registry`` satisfies it)."""
 
     max_label_sets: int
+    strict: bool
     max_label_value_length: int
 
     def redact_cached(self, text: str) -> str: ...

@@ -3,6 +3,7 @@ sampling, /proc reading. Timing lives in benchmarks/; these check that nothing o
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from meshhook_rt_metrics.client import instruments
 from meshhook_rt_metrics.client.labels import _reference_redactor, default_redactor
 from meshhook_rt_metrics.client.registry import REDACTION_CACHE_SIZE
+from meshhook_rt_metrics.client.sketch import Sketch
 from tests.client._helpers import health_total, memory_client, totals, user_points
 
 
@@ -109,14 +111,14 @@ def test_gauge_inc_dec_is_exact_across_threads_with_concurrent_flushes() -> None
 def test_gauge_log_is_bounded_without_flushes() -> None:
     client, sink = memory_client()
     g = client.gauge("g").labels()
-    for i in range(10 * instruments.GAUGE_LOG_MAX + 7):
+    for i in range(10 * instruments.LOG_MAX + 7):
         g.inc(1)
-        assert len(g._log) <= instruments.GAUGE_LOG_MAX
+        assert len(g._log) <= instruments.LOG_MAX
         if i % 1000 == 0:
             g.set(5)
     client.flush()
     (point,) = _gauge_points(sink.batches, "g")
-    n = 10 * instruments.GAUGE_LOG_MAX + 7
+    n = 10 * instruments.LOG_MAX + 7
     assert point["count"] == n + len(range(0, n, 1000))
     assert point["last"] == g.value == 5 + (n - 1 - max(range(0, n, 1000)))
     assert point["min"] == 1  # the first inc, before the first set
@@ -279,3 +281,59 @@ def test_process_readings_from_proc_match_psutil() -> None:
     assert abs(got["process_open_fds"]["last"] - proc.num_fds()) <= 2
     cpu = proc.cpu_times()
     assert 0 < got["process_cpu_seconds_total"]["sum"] <= cpu.user + cpu.system + 0.05
+
+
+# -- counters and histograms: a call appends, a fold does the arithmetic -----------------------------------
+def test_counter_and_histogram_logs_are_bounded_and_fold_in_order() -> None:
+    client, sink = memory_client()
+    c = client.counter("c_total", labels=("k",))
+    h = client.histogram("h_seconds", labels=("k",))
+    child_c, child_h = c.labels("a"), h.labels("a")
+    n = 10 * instruments.LOG_MAX + 7
+    values = [((i * 7919) % 1000 - 300) / 10 for i in range(n)]  # negatives, zero and positives
+    for i, v in enumerate(values):
+        c.inc(i % 3, k="a")
+        h.observe(v, k="a")
+        assert len(child_c._log) <= instruments.LOG_MAX and len(child_h._log) <= instruments.LOG_MAX
+    assert child_c.cumulative() == (n, sum(i % 3 for i in range(n)))  # a reader folds what is pending
+    client.flush()
+    assert not child_c._log and not child_h._log
+    (hist,) = [p for p in user_points(sink.batches) if p["name"] == "h_seconds"]
+    expected = Sketch()
+    for v in values:
+        expected.add(v)
+    assert (hist["count"], hist["min"], hist["max"]) == (n, min(values), max(values))
+    assert hist["sketch"] == expected.to_wire()
+    assert math.isclose(hist["sum"], math.fsum(values), abs_tol=1e-6)
+    assert totals(sink.batches, "c_total") == {(("k", "a"),): [n, sum(i % 3 for i in range(n))]}
+
+
+def test_strict_registries_fold_at_every_call() -> None:
+    client, _ = memory_client(mode="development")
+    c = client.counter("c_total").labels()
+    h = client.histogram("h_seconds").labels()
+    g = client.gauge("g").labels()
+    c.inc(2)
+    h.observe(0.5)
+    g.inc()
+    assert not c._log and not h._log and not g._log  # folded at the call, so a bad value raises there
+    assert c.cumulative() == (1, 2) and h.cumulative()[0] == 1 and g.value == 1.0
+
+
+def test_numbers_of_other_types_add_up() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    client, sink = memory_client()
+    c = client.counter("c_total")
+    h = client.histogram("h_seconds")
+    c.inc(Decimal("1.5"))  # type: ignore[arg-type]
+    c.inc(0.5)
+    c.inc(Fraction(1, 2))  # type: ignore[arg-type]
+    h.observe(Decimal("2"))  # type: ignore[arg-type]
+    h.observe(0.5)
+    client.flush()
+    (counted,) = totals(sink.batches, "c_total").values()
+    assert counted[0] == 3 and math.isclose(counted[1], 2.5)
+    (hist,) = [p for p in user_points(sink.batches) if p["name"] == "h_seconds"]
+    assert (hist["count"], hist["sum"], hist["min"], hist["max"]) == (2, 2.5, 0.5, 2.0)

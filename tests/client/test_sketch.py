@@ -116,3 +116,22 @@ def test_tiny_values_count_as_zero() -> None:
     s = Sketch()
     s.extend([1e-10, -1e-10, 0.0])
     assert s.zero == 3 and not s.pos and not s.neg
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.one_of(st.lists(values, max_size=300), st.lists(magnitudes, max_size=300)))
+def test_extend_buckets_exactly_as_add_does(data: list[float]) -> None:
+    # extend is how the client folds its instruments' logs: a positive batch takes a counted path
+    one_by_one, batched = Sketch(), Sketch()
+    for v in data:
+        one_by_one.add(v)
+    batched.extend(data)
+    assert (batched.zero, batched.pos, batched.neg) == (one_by_one.zero, one_by_one.pos, one_by_one.neg)
+
+
+def test_extend_takes_ints_and_iterators() -> None:
+    a, b = Sketch(), Sketch()
+    a.extend(iter([1, 2011, 7.5]))
+    for v in (1, 2011, 7.5):
+        b.add(v)
+    assert a.pos == b.pos and a.count == 3
