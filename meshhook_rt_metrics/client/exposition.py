@@ -3,7 +3,7 @@
 The database is the system of record; this is for a Prometheus that already scrapes the workers (or for
 a quick look with curl). Values are cumulative since the process started (or forked): counters as
 ``_total``, gauges as their current value, histograms as summaries (count, sum and quantiles from the
-shared sketch). A scrape only reads cells, it never takes a measurement's path or resets anything.
+shared sketch). A scrape folds each series' log and reads its totals; it never resets anything.
 """
 
 from __future__ import annotations

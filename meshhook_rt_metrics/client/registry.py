@@ -44,8 +44,8 @@ class Registry:
         self._redacted_by: Redactor = self.redact
         self._metrics: dict[str, Metric] = {}
         self._lock = threading.Lock()
-        # held while cells are read and retired (flush) or summed (Prometheus scrape), so a scrape never
-        # sees a retiring cell twice or not at all and cumulative counters never step back
+        # one reader at a time: the flush (which moves each interval into the series' totals) or a
+        # Prometheus scrape (which sums them); each series' own lock already keeps either view whole
         self.read_lock = threading.Lock()
         self._health: Health | None = None
         self._warned: dict[str, float] = {}
