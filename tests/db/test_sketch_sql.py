@@ -117,3 +117,25 @@ def test_quantile_is_clamped_into_min_max_and_null_when_undefined(conn: psycopg.
         " metrics.sketch_quantile(metrics.sketch_from_values('{1}'), 1.5)"
     ).fetchone()
     assert row == (30.0, None, None)
+
+
+_stores = st.dictionaries(st.integers(-2000, 2000), st.integers(1, 10**12), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(_stores, _stores, _stores, _stores, st.integers(0, 5), st.integers(0, 5))
+def test_sql_merge_equals_python_merge(
+    pa: dict[int, int], na: dict[int, int], pb: dict[int, int], nb: dict[int, int], za: int, zb: int
+) -> None:
+    a, b = pysketch.Sketch(), pysketch.Sketch()
+    a.zero, a.pos, a.neg = za, dict(pa), dict(na)
+    b.zero, b.pos, b.neg = zb, dict(pb), dict(nb)
+    expected = pysketch.Sketch()
+    expected.merge(a)
+    expected.merge(b)
+    with psycopg.connect(_URL["conn"], autocommit=True) as conn:
+        (got,) = conn.execute(
+            "select metrics.sketch_merge(%s::jsonb, %s::jsonb)",
+            (psycopg.types.json.Jsonb(a.to_wire()), psycopg.types.json.Jsonb(b.to_wire())),
+        ).fetchone() or (None,)
+    assert got == expected.to_wire()
