@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meshhook_rt_metrics.client.known_series import KnownSeries
+
+if TYPE_CHECKING:  # imported where used, as psycopg is: a worker pays only for the sink it ships through
+    import httpx
 
 Batch = dict[str, Any]
 
@@ -212,6 +213,8 @@ class SupabaseSink:
         return f"SupabaseSink({self._endpoint!r})"
 
     def send(self, batch: Batch) -> dict[str, Any]:
+        import httpx
+
         body = ('{"batch":' + encode(batch) + "}").encode()
         try:
             if self._http is None:
