@@ -93,12 +93,6 @@ class _Child:
                 point["help"] = metric.help
         return point
 
-    def _append(self, entry: object) -> None:
-        log = self._log
-        log.append(entry)
-        if len(log) > self._limit:
-            self._fold()
-
     def _fold(self) -> None:
         with self._lock:
             self._fold_locked()
@@ -116,19 +110,24 @@ class _Child:
     def _absorb(self, entries: list[Any]) -> None:
         raise NotImplementedError
 
-    def _valid(self, entries: list[Any], ok: Callable[[Any], bool], reason: str) -> list[Any]:
-        """The entries that pass ``ok``; each other one is reported (counted, or raised when strict)."""
-        kept = []
+    @staticmethod
+    def _valid(entries: list[Any], ok: Callable[[Any], bool]) -> tuple[list[Any], list[Any]]:
+        """The entries that pass ``ok``, and the others."""
+        kept: list[Any] = []
+        bad: list[Any] = []
         for e in entries:
             try:
                 good = ok(e)
             except (TypeError, ValueError, ArithmeticError):
                 good = False
-            if good:
-                kept.append(e)
-            else:
-                self._metric._invalid(e, reason)
-        return kept
+            (kept if good else bad).append(e)
+        return kept, bad
+
+    def _report(self, bad: list[Any], reason: str) -> None:
+        """Count each invalid entry (or raise for the first, when strict): after the valid ones of the
+        same batch were absorbed, so a raise loses none of them."""
+        for e in bad:
+            self._metric._invalid(e, reason)
 
     def collect(self, ts: float) -> Point | None:
         raise NotImplementedError
@@ -180,11 +179,13 @@ class CounterChild(_Child):
             ok = min(entries) >= 0 and 0 <= float(s) < _INF  # a NaN or infinity among them makes s one
         except (TypeError, ValueError, ArithmeticError):
             ok = False
+        bad: list[Any] = []
         if not ok:
-            entries = self._valid(entries, _increment_ok, "counter increment must be finite and >= 0")
+            entries, bad = self._valid(entries, _increment_ok)
             s = _sum(entries)
         self._n += len(entries)
         self._s += s
+        self._report(bad, "counter increment must be finite and >= 0")
 
     def collect(self, ts: float) -> Point | None:
         with self._lock:
@@ -242,19 +243,20 @@ class HistogramChild(_Child):
             ok = -_INF < s < _INF  # a NaN or infinity among them makes s one
         except (TypeError, ValueError, ArithmeticError):
             ok = False
+        bad: list[Any] = []
         if not ok:
-            entries = self._valid(entries, _value_ok, "histogram value must be a finite number")
-            if not entries:
-                return
-            s = float(_sum(entries))
-        self._sketch.extend(entries)
-        self._n += len(entries)
-        self._s += s
-        mn, mx = min(entries), max(entries)
-        if mn < self._mn:
-            self._mn = float(mn)
-        if mx > self._mx:
-            self._mx = float(mx)
+            entries, bad = self._valid(entries, _value_ok)
+            s = float(_sum(entries)) if entries else 0.0
+        if entries:
+            self._sketch.extend(entries)
+            self._n += len(entries)
+            self._s += s
+            mn, mx = min(entries), max(entries)
+            if mn < self._mn:
+                self._mn = float(mn)
+            if mx > self._mx:
+                self._mx = float(mx)
+        self._report(bad, "histogram value must be a finite number")
 
     def collect(self, ts: float) -> Point | None:
         with self._lock:
@@ -353,6 +355,7 @@ class GaugeChild(_Child):
 
     def _absorb(self, entries: list[Any]) -> None:
         e = entries[0]
+        bad: list[Any] = []
         if len(entries) == 1 and type(e) is tuple and type(e[0]) is float and -_INF < e[0] < _INF:
             values = [e[0]]  # one set per flush (system gauges)
         else:
@@ -363,23 +366,26 @@ class GaugeChild(_Child):
             except (TypeError, ValueError, ArithmeticError):  # sets among them, or odd number types
                 ok = False
             if not ok:
-                values = self._replay(entries)
-        if not values:
-            return
-        self._v = values[-1]
-        self._has = True
-        self._n += len(values)
-        self._s += sum(values)
-        mn, mx = min(values), max(values)
-        if mn < self._mn:  # noqa: PLR1730
-            self._mn = mn
-        if mx > self._mx:  # noqa: PLR1730
-            self._mx = mx
+                values, bad = self._replay(entries)
+        if values:
+            self._v = values[-1]
+            self._has = True
+            self._n += len(values)
+            self._s += sum(values)
+            mn, mx = min(values), max(values)
+            if mn < self._mn:  # noqa: PLR1730
+                self._mn = mn
+            if mx > self._mx:  # noqa: PLR1730
+                self._mx = mx
+        for raw, what in bad:
+            self._metric._invalid(raw, f"gauge {what} must be a finite number")
 
-    def _replay(self, entries: list[Any]) -> list[float]:
-        """One entry at a time: what the fast path could not take, each invalid one reported in order."""
+    def _replay(self, entries: list[Any]) -> tuple[list[float], list[tuple[Any, str]]]:
+        """One entry at a time, what the fast path could not take: the values, and the invalid entries
+        (reported once the valid ones are absorbed, so a strict raise loses none of them)."""
         v = self._v
         values: list[float] = []
+        bad: list[tuple[Any, str]] = []
         for e in entries:
             is_set = type(e) is tuple
             raw = e[0] if is_set else e
@@ -389,13 +395,12 @@ class GaugeChild(_Child):
                 ok = ok and -_INF < nxt < _INF
             except (TypeError, ValueError, ArithmeticError):
                 ok = False
-            if not ok:
-                what = "value" if is_set else "increment"
-                self._metric._invalid(raw, f"gauge {what} must be a finite number")
-                continue
-            v = nxt
-            values.append(v)
-        return values
+            if ok:
+                v = nxt
+                values.append(v)
+            else:
+                bad.append((raw, "value" if is_set else "increment"))
+        return values, bad
 
     def collect(self, ts: float) -> Point | None:
         if self._fn is not None:

@@ -337,3 +337,19 @@ def test_numbers_of_other_types_add_up() -> None:
     assert counted[0] == 3 and math.isclose(counted[1], 2.5)
     (hist,) = [p for p in user_points(sink.batches) if p["name"] == "h_seconds"]
     assert (hist["count"], hist["sum"], hist["min"], hist["max"]) == (2, 2.5, 0.5, 2.0)
+
+
+def test_a_strict_raise_loses_no_valid_update_of_the_same_fold() -> None:
+    # two threads' appends can meet in one fold even when every call folds: the valid ones still count
+    client, _ = memory_client(mode="development")
+    c = client.counter("c_total").labels()
+    h = client.histogram("h_seconds").labels()
+    g = client.gauge("g").labels()
+    for child, bad, good in ((c, -1, 2), (h, math.nan, 0.5), (g, "x", 3.0)):
+        child._log.extend([bad, good])
+        with pytest.raises(ValueError, match=r"must be (a )?finite"):
+            child._fold()
+        assert not child._log
+    assert c.cumulative() == (1, 2)
+    assert h.cumulative()[:2] == (1, 0.5)
+    assert g.value == 3.0
