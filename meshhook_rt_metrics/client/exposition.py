@@ -58,8 +58,9 @@ class PrometheusCollector:
             gauge = GaugeMetricFamily(metric.name, metric.help, labels=metric.label_names)
             for child in metric.children():
                 assert isinstance(child, GaugeChild)
+                v = child.value  # folds the log first: a gauge only set since the last fold counts
                 if child._has:
-                    gauge.add_metric(child.label_values, child.value)
+                    gauge.add_metric(child.label_values, v)
             return gauge
         if isinstance(metric, Histogram):
             summary = Metric(metric.name, metric.help, "summary")

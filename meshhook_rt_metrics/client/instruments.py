@@ -3,16 +3,18 @@
 Hot path design: a call only appends its value to its series' log (``list.append`` is atomic under the
 GIL, so the log is the one order of every thread's updates) and checks the log's length. The work —
 validating the values, summing them, bucketing them into the sketch, replaying a gauge's updates — is done
-in batches by whoever *folds* the log: the flush, a reader (``value``, ``cumulative``), or the writer whose
-append filled it (``LOG_MAX`` entries, which bounds memory per series). Folders take a lock per series that
-writers never take, and take the entries with one slice and one delete (each atomic), so every update is
-folded exactly once, in order: no lost update, no lock on the hot path, exact interval min/max.
+in batches by whoever *folds* the log: the flush (every series, before it collects), a reader (``value``,
+``cumulative``), or the writer whose append took the log past ``LOG_MAX`` entries (which bounds memory per
+series). Folders take a lock per series; a writer only tries it and never waits (the log then holds a few
+more entries until the next append or the flush). Entries are taken with one slice and one delete (each
+atomic), so every update is folded exactly once, in order: no lost update, exact interval min/max. A fold
+never raises into a caller: an invalid entry is counted and dropped, the rest of the batch kept.
 
 Why: in a real handler the calls run with cold interpreter caches, where each bytecode costs several times
 what it costs in a loop. A call that does the least (find the series, append) and leaves the arithmetic to
 a batch that runs warm costs a handler far less than the same arithmetic done per call (docs/architecture.md,
-"The client in a real service"). A ``strict`` registry's logs hold nothing: every call folds at once, so an
-invalid value raises at the call that passed it.
+"The client in a real service"). A ``strict`` registry's calls also check their value before logging it, so
+an invalid value raises ``ValueError`` at the call that passed it.
 """
 
 from __future__ import annotations
@@ -70,17 +72,17 @@ LOG_MAX = 256
 
 
 class _Child:
-    __slots__ = ("__weakref__", "_limit", "_lock", "_log", "_metric", "label_values", "labels", "meta_at")
+    __slots__ = ("__weakref__", "_lock", "_log", "_metric", "_strict", "label_values", "labels", "meta_at")
 
     def __init__(self, metric: Metric, label_values: tuple[str, ...]) -> None:
         self._metric = metric
         self.label_values = label_values
         self.labels = dict(zip(metric.label_names, label_values, strict=True))
         self.meta_at = -_INF
-        self._lock = threading.Lock()  # folders only, never the writers' fast path
+        self._lock = threading.Lock()  # folders only: a writer never waits for it
         self._log: list[Any] = []
-        # a strict registry raises on an invalid value: fold at every call, so it raises at that call
-        self._limit = 0 if metric._registry.strict else LOG_MAX
+        # a strict registry raises on an invalid value: its calls check the value before they log it
+        self._strict = metric._registry.strict
 
     def _point(self, ts: float) -> Point:
         metric = self._metric
@@ -97,6 +99,25 @@ class _Child:
         with self._lock:
             self._fold_locked()
 
+    def _fold_soon(self) -> None:
+        """A writer's fold: only if no one else is folding (a writer never waits, and a fold re-entered
+        from a signal handler or a finaliser on the same thread cannot deadlock); the log then just
+        holds a few more entries until the next append or the flush."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._fold_locked()
+            finally:
+                self._lock.release()
+
+    def _check(self, v: Any, ok: Callable[[Any], bool], reason: str) -> None:
+        """A strict call's check, before the value is logged: raises ``ValueError`` at that call."""
+        try:
+            good = ok(v)
+        except (TypeError, ValueError, ArithmeticError):
+            good = False
+        if not good:
+            self._metric._invalid(v, reason)
+
     def _fold_locked(self) -> None:
         """Absorb the entries logged so far (caller holds ``_lock``). Entries appended meanwhile stay for
         the next fold: they come after these in the one order of updates."""
@@ -105,7 +126,10 @@ class _Child:
         if k:
             entries = log[:k]  # slicing and deleting are single, atomic operations under the GIL
             del log[:k]
-            self._absorb(entries)
+            try:
+                self._absorb(entries)
+            except Exception:  # values no check foresaw: dropped and counted, never raised into a caller
+                self._report(entries)
 
     def _absorb(self, entries: list[Any]) -> None:
         raise NotImplementedError
@@ -123,11 +147,11 @@ class _Child:
             (kept if good else bad).append(e)
         return kept, bad
 
-    def _report(self, bad: list[Any], reason: str) -> None:
-        """Count each invalid entry (or raise for the first, when strict): after the valid ones of the
-        same batch were absorbed, so a raise loses none of them."""
-        for e in bad:
-            self._metric._invalid(e, reason)
+    def _report(self, bad: list[Any]) -> None:
+        """Count the invalid entries a fold found (a strict call refused its own before logging it)."""
+        registry, name = self._metric._registry, self._metric.name
+        for _ in bad:
+            registry.count_invalid(name)
 
     def collect(self, ts: float) -> Point | None:
         raise NotImplementedError
@@ -168,10 +192,12 @@ class CounterChild(_Child):
 
     def inc(self, amount: float = 1, /) -> None:
         """Add ``amount`` (>= 0, finite)."""
+        if self._strict:
+            self._check(amount, _increment_ok, _COUNTER_REASON)
         log = self._log
         log.append(amount)
-        if len(log) > self._limit:
-            self._fold()
+        if len(log) > LOG_MAX:
+            self._fold_soon()
 
     def _absorb(self, entries: list[Any]) -> None:
         try:
@@ -183,9 +209,10 @@ class CounterChild(_Child):
         if not ok:
             entries, bad = self._valid(entries, _increment_ok)
             s = _sum(entries)
+        total = _add(self._s, s)  # before any change: a fold that fails changes nothing
         self._n += len(entries)
-        self._s += s
-        self._report(bad, "counter increment must be finite and >= 0")
+        self._s = total
+        self._report(bad)
 
     def collect(self, ts: float) -> Point | None:
         with self._lock:
@@ -193,7 +220,7 @@ class CounterChild(_Child):
             n, s = self._n, self._s
             self._n, self._s = 0, 0
             self._cn += n
-            self._cs += s
+            self._cs = _add(self._cs, s)
         if n <= 0:
             return None
         point = self._point(ts)
@@ -205,7 +232,7 @@ class CounterChild(_Child):
         """(count, sum) since the process started (or forked): the Prometheus view."""
         with self._lock:
             self._fold_locked()
-            return self._cn + self._n, self._cs + self._s
+            return self._cn + self._n, _add(self._cs, self._s)
 
 
 class HistogramChild(_Child):
@@ -229,10 +256,12 @@ class HistogramChild(_Child):
 
     def observe(self, v: float, /) -> None:
         """Record one value (finite; negatives and zeros are fine)."""
+        if self._strict:
+            self._check(v, _value_ok, _HISTOGRAM_REASON)
         log = self._log
         log.append(v)
-        if len(log) > self._limit:
-            self._fold()
+        if len(log) > LOG_MAX:
+            self._fold_soon()
 
     def time(self) -> Timer:
         return Timer(self.observe)
@@ -240,7 +269,8 @@ class HistogramChild(_Child):
     def _absorb(self, entries: list[Any]) -> None:
         try:
             s = float(sum(entries))
-            ok = -_INF < s < _INF  # a NaN or infinity among them makes s one
+            # a NaN or infinity among them makes s one; min and max catch huge ints whose sum cancels
+            ok = -_INF < s < _INF and float(min(entries)) > -_INF and float(max(entries)) < _INF
         except (TypeError, ValueError, ArithmeticError):
             ok = False
         bad: list[Any] = []
@@ -256,7 +286,7 @@ class HistogramChild(_Child):
                 self._mn = float(mn)
             if mx > self._mx:
                 self._mx = float(mx)
-        self._report(bad, "histogram value must be a finite number")
+        self._report(bad)
 
     def collect(self, ts: float) -> Point | None:
         with self._lock:
@@ -284,6 +314,18 @@ class HistogramChild(_Child):
             sketch.merge(self._csketch)
             sketch.merge(self._sketch)
             return self._cn + self._n, self._cs + self._s, sketch
+
+
+_COUNTER_REASON = "counter increment must be finite and >= 0"
+_HISTOGRAM_REASON = "histogram value must be a finite number"
+
+
+def _add(a: Any, b: Any) -> Any:
+    """``a + b``, or their float sum when the types do not add up together (a Decimal and a float)."""
+    try:
+        return a + b
+    except TypeError:
+        return float(a) + float(b)
 
 
 def _sum(values: list[Any]) -> Any:
@@ -320,19 +362,25 @@ class GaugeChild(_Child):
 
     def set(self, v: float, /) -> None:
         """Set the current value."""
+        if self._strict:
+            self._check(v, _value_ok, "gauge value must be a finite number")
         log = self._log
         log.append((v,))
-        if len(log) > self._limit:
-            self._fold()
+        if len(log) > LOG_MAX:
+            self._fold_soon()
 
     def inc(self, amount: float = 1, /) -> None:
         """Add ``amount`` (may be negative) to the current value: an up-down counter."""
+        if self._strict:
+            self._check(amount, _value_ok, "gauge increment must be a finite number")
         log = self._log
         log.append(amount)
-        if len(log) > self._limit:
-            self._fold()
+        if len(log) > LOG_MAX:
+            self._fold_soon()
 
     def dec(self, amount: float = 1, /) -> None:
+        if self._strict:
+            self._check(amount, _value_ok, "gauge decrement must be a finite number")
         try:
             negated = -amount
         except TypeError:  # not a number (the rare path: reported here, nothing logged)
@@ -340,8 +388,8 @@ class GaugeChild(_Child):
             return
         log = self._log
         log.append(negated)
-        if len(log) > self._limit:
-            self._fold()
+        if len(log) > LOG_MAX:
+            self._fold_soon()
 
     def set_function(self, fn: Callable[[], float]) -> None:
         """Read the value from ``fn`` at each flush (a callback gauge)."""
@@ -377,15 +425,13 @@ class GaugeChild(_Child):
                 self._mn = mn
             if mx > self._mx:  # noqa: PLR1730
                 self._mx = mx
-        for raw, what in bad:
-            self._metric._invalid(raw, f"gauge {what} must be a finite number")
+        self._report(bad)
 
-    def _replay(self, entries: list[Any]) -> tuple[list[float], list[tuple[Any, str]]]:
-        """One entry at a time, what the fast path could not take: the values, and the invalid entries
-        (reported once the valid ones are absorbed, so a strict raise loses none of them)."""
+    def _replay(self, entries: list[Any]) -> tuple[list[float], list[Any]]:
+        """One entry at a time, what the fast path could not take: the values, and the invalid entries."""
         v = self._v
         values: list[float] = []
-        bad: list[tuple[Any, str]] = []
+        bad: list[Any] = []
         for e in entries:
             is_set = type(e) is tuple
             raw = e[0] if is_set else e
@@ -399,7 +445,7 @@ class GaugeChild(_Child):
                 v = nxt
                 values.append(v)
             else:
-                bad.append((raw, "value" if is_set else "increment"))
+                bad.append(raw)
         return values, bad
 
     def collect(self, ts: float) -> Point | None:
@@ -584,6 +630,11 @@ class Metric:
     def children(self) -> list[_Child]:
         return list(self._children.values())
 
+    def fold(self) -> None:
+        """Fold every series' log (the flush does, before it collects)."""
+        for child in self.children():
+            child._fold()
+
     def collect(self, ts: float) -> Iterator[Point]:
         for child in self.children():
             point = child.collect(ts)
@@ -759,15 +810,21 @@ _BODY = """
     except (KeyError, TypeError):
         __child = __resolve(LABELS)
     CHECK
+    STRICT
     __log = __child._log
     __log.append(VALUE)
-    if len(__log) > __child._limit:
-        __child._fold()
+    if len(__log) > __LOG_MAX:
+        __child._fold_soon()
 """
 
 _COUNTER_INC = "def inc(__amount=1, /, PARAMS):" + _BODY.replace("VALUE", "__amount")
 
 _HISTOGRAM_OBSERVE = "def observe(__v, /, PARAMS):" + _BODY.replace("VALUE", "__v")
+
+_CHECKS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    _COUNTER_INC: ("__amount", _increment_ok, _COUNTER_REASON),
+    _HISTOGRAM_OBSERVE: ("__v", _value_ok, _HISTOGRAM_REASON),
+}
 
 
 def _key_source(names: tuple[str, ...], mapping: str | None = None) -> str:
@@ -801,9 +858,17 @@ def _compile(template: str, metric: Metric) -> Callable[..., None]:
             f"else:\n        if len(__labels) != {len(names)}:\n            __child = __resolve(__labels)",
         )
     source = source.replace(", /, ):", ", /):")
+    value, ok, reason = _CHECKS[template]
+    # strict registries check the value before logging it (raising at the call); others not at all
+    source = source.replace(
+        "STRICT", f"__child._check({value}, __ok, __reason)" if metric._registry.strict else ""
+    )
     namespace: dict[str, Any] = {
         "__cache": metric._cache,
         "__resolve": metric._resolve,
+        "__LOG_MAX": LOG_MAX,
+        "__ok": ok,
+        "__reason": reason,
     }
     exec(source, namespace)  # see the comment above
     name = template.split("(", 1)[0].split(maxsplit=1)[-1]

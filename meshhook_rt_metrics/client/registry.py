@@ -96,7 +96,10 @@ class Registry:
     def collect(self, ts: float) -> list[Point]:
         points: list[Point] = []
         with self.read_lock:
-            for metric in self.metrics():
+            metrics = self.metrics()
+            for metric in metrics:  # fold first: invalid values a fold finds reach the health counters
+                metric.fold()  # collected in this same flush
+            for metric in metrics:
                 try:
                     points.extend(metric.collect(ts))
                 except Exception:  # never let one metric break the flush of the others

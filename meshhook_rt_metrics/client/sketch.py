@@ -67,10 +67,15 @@ class Sketch:
         the same rule as ``add``, counted at C speed (the client folds its instruments' logs here)."""
         values = values if isinstance(values, list) else list(values)
         if values and min(values) >= ZERO_THRESHOLD:
-            pos = self.pos
-            for k, n in _Counter(map(_ceil, map(MULTIPLIER.__mul__, map(_log, values)))).items():
-                pos[k] = pos.get(k, 0) + n
-            return
+            try:
+                counted = _Counter(map(_ceil, map(MULTIPLIER.__mul__, map(_log, values))))
+            except ValueError:  # a NaN that min() passed over: one at a time, as add() takes it
+                pass
+            else:
+                pos = self.pos
+                for k, n in counted.items():
+                    pos[k] = pos.get(k, 0) + n
+                return
         for v in values:
             self.add(v)
 

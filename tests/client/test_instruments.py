@@ -466,7 +466,7 @@ def test_prometheus_exposition_is_cumulative(tmp_path: Path) -> None:
     step = client.histogram("meshhook_step_duration_seconds", "Step duration")
     depth = client.gauge("meshhook_queue_messages", "Queue depth", labels=("queue",))
 
-    def in_a_thread() -> None:  # a finished thread's cells are folded, not lost
+    def in_a_thread() -> None:  # a finished thread's updates are folded, not lost
         for _ in range(5):
             requests.inc(outcome="accepted")
 

@@ -135,3 +135,11 @@ def test_extend_takes_ints_and_iterators() -> None:
     for v in (1, 2011, 7.5):
         b.add(v)
     assert a.pos == b.pos and a.count == 3
+
+
+def test_extend_takes_a_nan_as_add_does() -> None:
+    a, b = Sketch(), Sketch()
+    a.extend([1.0, math.nan, 3.0])
+    for v in (1.0, math.nan, 3.0):
+        b.add(v)
+    assert (a.zero, a.pos, a.neg) == (b.zero, b.pos, b.neg)
