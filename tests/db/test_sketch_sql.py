@@ -139,3 +139,18 @@ def test_sql_merge_equals_python_merge(
             (psycopg.types.json.Jsonb(a.to_wire()), psycopg.types.json.Jsonb(b.to_wire())),
         ).fetchone() or (None,)
     assert got == expected.to_wire()
+
+
+def test_json_number_is_inlined_and_nulls_what_json_cannot_carry(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        "select metrics.json_number(v) from unnest(array[1.5, 'infinity', '-infinity', 'NaN', -0.0]::float8[])"
+        " with ordinality t (v, i) order by i"
+    ).fetchall()
+    assert [r[0] for r in rows] == [1.5, None, None, None, -0.0]
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "explain (verbose) select metrics.json_number(g::float8) from generate_series(1, 3) g"
+        ).fetchall()
+    )
+    assert "CASE" in plan and "json_number" not in plan  # inlined: no function call per number
