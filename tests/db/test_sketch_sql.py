@@ -154,3 +154,19 @@ def test_json_number_is_inlined_and_nulls_what_json_cannot_carry(conn: psycopg.C
         ).fetchall()
     )
     assert "CASE" in plan and "json_number" not in plan  # inlined: no function call per number
+
+
+@pytest.mark.parametrize(
+    ("call", "inlined"),
+    [
+        ("metrics.later_last(g::float8, now(), (g + 1)::float8, now())", "CASE"),
+        ("metrics.sketch_value(g)", "exp("),
+        ("metrics.five_minute_window(now() + g * interval '1 minute')", "date_bin("),
+    ],
+)
+def test_small_functions_are_inlined(conn: psycopg.Connection[Any], call: str, inlined: str) -> None:
+    plan = "\n".join(
+        r[0] for r in conn.execute(f"explain (verbose) select {call} from generate_series(1, 3) g").fetchall()
+    )
+    name = call.split("(", 1)[0]
+    assert inlined in plan and name not in plan  # no function call per row
