@@ -111,11 +111,7 @@ class _Child:
 
     def _check(self, v: Any, ok: Callable[[Any], bool], reason: str) -> None:
         """A strict call's check, before the value is logged: raises ``ValueError`` at that call."""
-        try:
-            good = ok(v)
-        except (TypeError, ValueError, ArithmeticError):
-            good = False
-        if not good:
+        if not _passes(ok, v):
             self._metric._invalid(v, reason)
 
     def _fold_locked(self) -> None:
@@ -140,11 +136,7 @@ class _Child:
         kept: list[Any] = []
         bad: list[Any] = []
         for e in entries:
-            try:
-                good = ok(e)
-            except (TypeError, ValueError, ArithmeticError):
-                good = False
-            (kept if good else bad).append(e)
+            (kept if _passes(ok, e) else bad).append(e)
         return kept, bad
 
     def _report(self, bad: list[Any]) -> None:
@@ -165,6 +157,14 @@ class _Child:
 
     def _reset(self) -> None:
         raise NotImplementedError
+
+
+def _passes(ok: Callable[[Any], bool], e: Any) -> bool:
+    """``ok(e)``, false where the value cannot even be compared or converted."""
+    try:
+        return bool(ok(e))
+    except (TypeError, ValueError, ArithmeticError):
+        return False
 
 
 def _increment_ok(e: Any) -> bool:
@@ -268,24 +268,24 @@ class HistogramChild(_Child):
 
     def _absorb(self, entries: list[Any]) -> None:
         try:
-            s = float(sum(entries))
+            s, mn, mx = float(sum(entries)), float(min(entries)), float(max(entries))
             # a NaN or infinity among them makes s one; min and max catch huge ints whose sum cancels
-            ok = -_INF < s < _INF and float(min(entries)) > -_INF and float(max(entries)) < _INF
+            ok = -_INF < s < _INF and mn > -_INF and mx < _INF
         except (TypeError, ValueError, ArithmeticError):
             ok = False
         bad: list[Any] = []
         if not ok:
             entries, bad = self._valid(entries, _value_ok)
-            s = float(_sum(entries)) if entries else 0.0
+            if entries:
+                s, mn, mx = float(_sum(entries)), float(min(entries)), float(max(entries))
         if entries:
             self._sketch.extend(entries)
             self._n += len(entries)
             self._s += s
-            mn, mx = min(entries), max(entries)
-            if mn < self._mn:
-                self._mn = float(mn)
-            if mx > self._mx:
-                self._mx = float(mx)
+            if mn < self._mn:  # noqa: PLR1730
+                self._mn = mn
+            if mx > self._mx:  # noqa: PLR1730
+                self._mx = mx
         self._report(bad)
 
     def collect(self, ts: float) -> Point | None:
@@ -406,20 +406,23 @@ class GaugeChild(_Child):
         bad: list[Any] = []
         if len(entries) == 1 and type(e) is tuple and type(e[0]) is float and -_INF < e[0] < _INF:
             values = [e[0]]  # one set per flush (system gauges)
+            total = e[0]
         else:
             try:  # only numbers (the up-down counter case): C-speed running sum
                 values = list(accumulate(entries, initial=self._v))
                 del values[0]
-                ok = -_INF < float(sum(values)) < _INF  # a NaN or infinity among them makes it one
+                total = float(sum(values))
+                ok = -_INF < total < _INF  # a NaN or infinity among them makes it one
             except (TypeError, ValueError, ArithmeticError):  # sets among them, or odd number types
                 ok = False
             if not ok:
                 values, bad = self._replay(entries)
+                total = sum(values)
         if values:
             self._v = values[-1]
             self._has = True
             self._n += len(values)
-            self._s += sum(values)
+            self._s += total
             mn, mx = min(values), max(values)
             if mn < self._mn:  # noqa: PLR1730
                 self._mn = mn
