@@ -205,6 +205,37 @@ def test_null_arrays_and_ids_from_any_index_are_named(conn: psycopg.Connection[A
     assert stored(conn, project) == 0
 
 
+def test_a_batch_across_midnight_makes_each_days_partition(conn: psycopg.Connection[Any]) -> None:
+    """A batch within one UTC day ensures that day's partition only (migration 20261206001600); one whose
+    points fall on two days still gets both."""
+    project = uuid.uuid4()
+    now_point, other = counter("jobs_total", 1), counter("jobs_total", 1, {"day": "other"})
+    series_ids(conn, project, [now_point, other])  # through the RPC, at the current time
+    now = time.time()
+    midnight = now - now % 86400
+    # the other point on another UTC day within the accepted window (24 h back, 5 minutes ahead): 30 s before
+    # today's midnight, or 30 s after tomorrow's in the last 90 s of a day
+    now_point["ts"] = now
+    other["ts"] = midnight - 30 if now - midnight < 86400 - 90 else midnight + 86400 + 30
+    days = conn.execute(
+        "select to_char(to_timestamp(%s) at time zone 'UTC', 'YYYYMMDD'),"
+        " to_char(to_timestamp(%s) at time zone 'UTC', 'YYYYMMDD')",
+        (other["ts"], now_point["ts"]),
+    ).fetchone()
+    assert days is not None and days[0] != days[1]
+    # the other day's partition, if another test made it, held none of this project's points: this call makes it
+    conn.execute(f"drop table if exists metrics.points_{days[0]}")
+    assert ingest_known(conn, project, [other, now_point])["status"] == "accepted"
+    partitions = {
+        row[0]
+        for row in conn.execute(
+            "select tableoid::regclass::text from metrics.points where project_id = %s", (project,)
+        )
+    }
+    assert partitions == {f"metrics.points_{days[0]}", f"metrics.points_{days[1]}"}
+    assert stored(conn, project) == 2
+
+
 def test_open_batch_is_no_entry_point(conn: psycopg.Connection[Any]) -> None:
     """The envelope helper runs inside the definer functions only: no API role may call it directly."""
     for role in ("anon", "authenticated", "service_role"):
