@@ -318,6 +318,11 @@ INVALID: dict[str, tuple[Callable[[], Any], str, str]] = {
         "points[0].count",
         "required integer >= 1",
     ),
+    "count over a billion": (
+        lambda: batch(counter(n=1_000_000_001)),
+        "points[0].count",
+        "greater than 1000000000, the most one point may count",
+    ),
     "count missing": (
         lambda: batch(_without(counter(), "count")),
         "points[0].count",

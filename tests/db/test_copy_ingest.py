@@ -127,6 +127,7 @@ BAD_POINTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sketch key out of range": (histogram("step_seconds", [0.1]), {"sketch": {"p": {"99999": 1}}}),
     "sketch count not an integer": (histogram("step_seconds", [0.1]), {"sketch": {"p": {"-115": "1"}}}),
     "histogram without sketch": (histogram("step_seconds", [0.1]), {"sketch": None}),
+    "count over a billion": (counter("jobs_total", 1), {"count": 1_000_000_001}),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import TestDatabase, batch, gauge, ingest
+from tests.support import TestDatabase, batch, counter, gauge, ingest
 
 
 @pytest.fixture
@@ -256,3 +256,38 @@ def test_run_rollup_passes_refuses_bad_arguments(
 ) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="seconds must be in"):
         conn.execute("call metrics.run_rollup_passes(%s, %s)", (seconds, every))
+
+
+def test_the_largest_counts_cannot_stop_the_pass(conn: psycopg.Connection[Any]) -> None:
+    """Every point may carry metrics.max_point_count() (migration 20261206001700): ten such counter and
+    histogram points of one series in one minute are merged, and so is another project's point in the same
+    pass. Before the cap, ten points of 18-digit counts overflowed the minute's bigint count, and every pass
+    failed for every project."""
+    row = conn.execute("select metrics.max_point_count()").fetchone()
+    assert row is not None
+    largest = int(row[0])
+    project, bystander = uuid.uuid4(), uuid.uuid4()
+    now = time.time()
+    for k in range(10):
+        spike = counter("spike_total", 1, ts=now, count=largest)
+        spread = {
+            "name": "spread_seconds",
+            "kind": "histogram",
+            "labels": {},
+            "ts": now,
+            "count": largest,
+            "sum": 1.0,
+            "min": 1.0,
+            "max": 1.0,
+            "sketch": {"z": 0, "p": {"0": largest}, "n": {}},
+        }
+        assert ingest(conn, batch(project, [spike, spread]), merge=False)["status"] == "accepted", k
+    send(conn, bystander, 7)
+    assert run_pass(conn)["points"] == 21
+    merged = conn.execute(
+        "select s.name, r.count, r.sketch -> 'p' ->> '0' from metrics.rollup_1m r"
+        " join metrics.series s on s.id = r.series_id where r.project_id = %s order by 1",
+        (project,),
+    ).fetchall()
+    assert merged == [("spike_total", 10 * largest, None), ("spread_seconds", 10 * largest, str(10 * largest))]
+    assert events(conn, bystander) == 1

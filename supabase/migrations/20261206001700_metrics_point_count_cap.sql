@@ -1,0 +1,174 @@
+-- Issue #14 (found while measuring the rollup pass): one tenant could stop the rollups of every tenant.
+--
+-- A point's count could be any integer of up to 18 digits. The rollups add counts as bigint (rollup_1m.count,
+-- the minutes' zero counts, each sketch bucket in metrics.sketch_store_merge, the totals, the 5-minute and hourly
+-- rollups), so ten points of 999999999999999999 for one series in one minute overflowed the minute's count:
+-- metrics.rollup_pass() then failed with 22003 "bigint out of range" on every run, for every project, since the
+-- pass merges all projects' points in one statement. Measured on the local stack: ten such points through the
+-- JSON RPC, then every rollup_pass() raised 22003 and no minute of any project was merged.
+--
+-- A point is one producer's delta over one flush (the client's: a second; an OpenTelemetry export: a minute at
+-- most); a billion observations in it is already beyond any producer. With counts of at most 10^9, a minute of
+-- one series overflows only past 9.2 * 10^9 points of it in that minute, an hour past as many in the hour:
+-- beyond what a PostgreSQL instance ingests (the fleet benchmark's 6,000 points/s is 2.2 * 10^7 an hour). The
+-- cumulative totals of a series would need 9.2 * 10^9 points of it over its life (at 100,000 points/s into one
+-- series, a day); see docs/architecture.md for that residual.
+--
+-- The cap lives in one function, metrics.max_point_count(), read by metrics.point_problem (the detailed
+-- validator, for its message) and metrics.check_ingest_rows (the rules every path applies: the JSON RPC, the
+-- COPY path and ingest_known). metrics.is_count keeps its 18 digits: metrics.ingest_http checks a cumulative
+-- point's count with it before the conversion, and a cumulative count may well pass 10^9; the delta it turns
+-- into goes through metrics.ingest and the cap. Sketch counts need no cap of their own: z and every bucket are
+-- at least 0 and add up to the count.
+
+create function metrics.max_point_count()
+returns bigint
+language sql immutable parallel safe
+as $$
+  select 1000000000::bigint
+$$;
+comment on function metrics.max_point_count() is
+  'The largest count one stored point may carry (10^9): keeps every rollup''s bigint sums far from overflow '
+  '(migration 20261206001700). Inlined (SQL, no SET clause).';
+-- as metrics.point_problem, which reads it (an inlined function needs the caller's EXECUTE right too)
+revoke execute on function metrics.max_point_count() from public;
+grant execute on function metrics.max_point_count() to authenticated, service_role;
+
+create or replace function metrics.point_problem(p_point jsonb, p_cfg metrics.config, p_now timestamptz)
+returns text
+language sql stable parallel safe set search_path = ''
+as $$
+  select case
+    when pg_catalog.jsonb_typeof(p_point) is distinct from 'object' then metrics.problem('', 'must be an object')
+    when (p_point - '{name,kind,labels,ts,count,sum,min,max,last,sketch,unit,help}'::text[]) <> '{}'::jsonb then (
+      select metrics.problem('.' || pg_catalog.left(k, 100), 'unknown field')
+      from pg_catalog.jsonb_object_keys(p_point - '{name,kind,labels,ts,count,sum,min,max,last,sketch,unit,help}'::text[]) k
+      order by k limit 1
+    )
+    when pg_catalog.jsonb_typeof(p_point -> 'name') is distinct from 'string' then metrics.problem('.name', 'required string')
+    when not ((p_point ->> 'name') ~ '^[a-zA-Z_:][a-zA-Z0-9_:]*$')
+      then metrics.problem('.name', 'invalid metric name ' || pg_catalog.quote_literal(pg_catalog.left(p_point ->> 'name', 100))
+        || ' (allowed: [a-zA-Z_:][a-zA-Z0-9_:]*)')
+    when (p_point ->> 'name') like '\_\_%' then metrics.problem('.name', 'names starting with "__" are reserved')
+    when pg_catalog.char_length(p_point ->> 'name') > 200 then metrics.problem('.name', 'longer than 200 characters')
+    when (p_point ->> 'kind') is null or (p_point ->> 'kind') not in ('counter', 'gauge', 'histogram')
+      then metrics.problem('.kind', 'must be "counter", "gauge" or "histogram"')
+    when metrics.labels_problem(p_point -> 'labels', p_cfg) is not null
+      then '.labels' || metrics.labels_problem(p_point -> 'labels', p_cfg)
+    when pg_catalog.jsonb_typeof(p_point -> 'ts') is distinct from 'number'
+      then metrics.problem('.ts', 'required number (epoch seconds)')
+    when (p_point ->> 'ts')::numeric < extract(epoch from p_now - p_cfg.max_past)
+      then metrics.problem('.ts', 'older than the accepted window of ' || p_cfg.max_past::text)
+    when (p_point ->> 'ts')::numeric > extract(epoch from p_now + p_cfg.max_future)
+      then metrics.problem('.ts', 'more than ' || p_cfg.max_future::text || ' in the future')
+    when not metrics.is_count(p_point -> 'count', 1) then metrics.problem('.count', 'required integer >= 1')
+    when (p_point ->> 'count')::numeric > metrics.max_point_count()
+      then metrics.problem('.count', 'greater than ' || metrics.max_point_count() || ', the most one point may count')
+    when not metrics.is_finite_number(p_point -> 'sum') then metrics.problem('.sum', 'required finite number')
+    when exists (
+      select from pg_catalog.unnest(array['min', 'max', 'last']) f
+      where coalesce(pg_catalog.jsonb_typeof(p_point -> f), 'null') <> 'null' and not metrics.is_finite_number(p_point -> f)
+    ) then (
+      select metrics.problem('.' || f, 'must be a finite number') from pg_catalog.unnest(array['min', 'max', 'last']) f
+      where coalesce(pg_catalog.jsonb_typeof(p_point -> f), 'null') <> 'null' and not metrics.is_finite_number(p_point -> f)
+      limit 1
+    )
+    when (p_point ->> 'kind') = 'counter' and (p_point ->> 'sum')::numeric < 0
+      then metrics.problem('.sum', 'counter increments must not be negative')
+    when (p_point ->> 'kind') in ('gauge', 'histogram') and (p_point ->> 'min') is null
+      then metrics.problem('.min', 'required for ' || (p_point ->> 'kind'))
+    when (p_point ->> 'kind') in ('gauge', 'histogram') and (p_point ->> 'max') is null
+      then metrics.problem('.max', 'required for ' || (p_point ->> 'kind'))
+    when (p_point ->> 'kind') = 'gauge' and (p_point ->> 'last') is null then metrics.problem('.last', 'required for gauge')
+    when (p_point ->> 'min')::numeric > (p_point ->> 'max')::numeric then metrics.problem('.min', 'greater than max')
+    when (p_point ->> 'kind') <> 'histogram' and (p_point ->> 'sketch') is not null
+      then metrics.problem('.sketch', 'only histograms carry a sketch')
+    when (p_point ->> 'kind') = 'histogram' and (p_point ->> 'sketch') is null
+      then metrics.problem('.sketch', 'required for histogram')
+    when (p_point ->> 'kind') = 'histogram'
+      and metrics.sketch_problem(p_point -> 'sketch', (p_point ->> 'count')::numeric::bigint) is not null
+      then metrics.problem('.sketch', metrics.sketch_problem(p_point -> 'sketch', (p_point ->> 'count')::numeric::bigint))
+    when coalesce(pg_catalog.jsonb_typeof(p_point -> 'unit'), 'null') not in ('string', 'null')
+      then metrics.problem('.unit', 'must be a string')
+    when pg_catalog.char_length(p_point ->> 'unit') > 64 then metrics.problem('.unit', 'longer than 64 characters')
+    when coalesce(pg_catalog.jsonb_typeof(p_point -> 'help'), 'null') not in ('string', 'null')
+      then metrics.problem('.help', 'must be a string')
+    when pg_catalog.char_length(p_point ->> 'help') > 1024 then metrics.problem('.help', 'longer than 1024 characters')
+  end
+$$;
+comment on function metrics.point_problem(jsonb, metrics.config, timestamptz) is
+  'Why one wire point is invalid (see metrics.problem), or null. The single definition of a valid point. '
+  'A count is at most metrics.max_point_count() (migration 20261206001700).';
+
+create or replace function metrics.check_ingest_rows(p_rows metrics.ingest_row[], p_points jsonb, p_cfg metrics.config)
+returns void
+language plpgsql stable set search_path = ''
+as $$
+declare
+  -- the detailed validator walks the points as sent; rows that came without JSON get it built on failure only
+  v_points jsonb := p_points;
+begin
+  if exists (
+    select from pg_catalog.unnest(p_rows) p
+    where not p.shape_ok  -- never null: a missing or mistyped required field makes it false
+      -- the typed paths' shape (the RPC's JSON shape check implies it): a time, a count in range, finite numbers
+      or p.ts is null or p.count is null or p.count not between 1 and metrics.max_point_count()
+      or not coalesce(abs(p.sum) < 'infinity', false)  -- PostgreSQL's NaN is above infinity
+      or not coalesce(abs(p.min) < 'infinity', true) or not coalesce(abs(p.max) < 'infinity', true)
+      or not coalesce(abs(p.last) < 'infinity', true)
+      or p.kind is null or p.kind not in ('counter', 'gauge', 'histogram')
+      or p.ts < now() - p_cfg.max_past or p.ts > now() + p_cfg.max_future
+      or (p.kind = 'counter' and p.sum < 0)
+      or (p.kind in ('gauge', 'histogram') and (p.min is null or p.max is null))
+      or (p.kind = 'gauge' and p.last is null)
+      or p.min > p.max
+      or (p.kind = 'histogram') <> (p.sketch is not null)
+      or pg_catalog.char_length(p.unit) > 64 or pg_catalog.char_length(p.help) > 1024
+      or (p.kind = 'histogram' and (
+        pg_catalog.jsonb_typeof(p.sketch) <> 'object'
+        or (p.sketch - '{z,p,n}'::text[]) <> '{}'::jsonb
+        or coalesce(pg_catalog.jsonb_typeof(p.sketch -> 'p'), 'object') <> 'object'
+        or coalesce(pg_catalog.jsonb_typeof(p.sketch -> 'n'), 'object') <> 'object'
+        or (p.sketch ? 'z' and not metrics.is_count(p.sketch -> 'z', 0))))
+  ) or exists (
+    select from (select distinct p.name from pg_catalog.unnest(p_rows) p) n
+    where not (n.name ~ '^[a-zA-Z_:][a-zA-Z0-9_:]*$') or n.name like '\_\_%' or pg_catalog.char_length(n.name) > 200
+  ) then
+    perform metrics.reject_first_problem(coalesce(v_points, metrics.rows_as_points(p_rows)), p_cfg, now(), 'invalid point');
+  end if;
+
+  -- every histogram's buckets in one pass, by casts rather than patterns: a key is canonical when it
+  -- survives integer -> text unchanged; a count or key no cast takes lands in the detailed validator
+  begin
+    if exists (
+      select
+      from pg_catalog.unnest(p_rows) p
+      cross join lateral (
+        select count(*) filter (where not (
+            b.k::integer between -1036 and 35488 and b.k::integer::text = b.k and b.c::bigint >= 1
+          )) as bad,
+          coalesce(sum(b.c::bigint), 0) as total
+        from (
+          select * from pg_catalog.jsonb_each_text(p.sketch -> 'p')
+          union all
+          select * from pg_catalog.jsonb_each_text(p.sketch -> 'n')
+        ) as b (k, c)
+      ) as s
+      where p.kind = 'histogram' and (
+        s.bad > 0
+        or s.total + coalesce((p.sketch ->> 'z')::bigint, 0) <> p.count
+        or pg_catalog.jsonb_path_exists(p.sketch, '$.*.* ? (@.type() != "number")')
+      )
+    ) then
+      perform metrics.reject_first_problem(coalesce(v_points, metrics.rows_as_points(p_rows)), p_cfg, now(), 'invalid histogram sketch');
+    end if;
+  exception when invalid_text_representation or numeric_value_out_of_range then
+    perform metrics.reject_first_problem(coalesce(v_points, metrics.rows_as_points(p_rows)), p_cfg, now(), 'invalid histogram sketch');
+  end;
+
+end
+$$;
+comment on function metrics.check_ingest_rows(metrics.ingest_row[], jsonb, metrics.config) is
+  'The point rules every ingest path applies to its parsed rows (the JSON RPC, the COPY path, ingest_known): '
+  'raises the invalid-batch error (metrics.reject_first_problem names the point) or returns. A count is at most '
+  'metrics.max_point_count() (migration 20261206001700).';
