@@ -289,5 +289,8 @@ def test_the_largest_counts_cannot_stop_the_pass(conn: psycopg.Connection[Any]) 
         " join metrics.series s on s.id = r.series_id where r.project_id = %s order by 1",
         (project,),
     ).fetchall()
-    assert merged == [("spike_total", 10 * largest, None), ("spread_seconds", 10 * largest, str(10 * largest))]
+    assert merged == [
+        ("spike_total", 10 * largest, None),
+        ("spread_seconds", 10 * largest, str(10 * largest)),
+    ]
     assert events(conn, bystander) == 1
