@@ -25,7 +25,8 @@ Issue 14 adds, per design and phase:
 - a loop like ``meshhook-metrics maintain --loop`` every ``--pass-interval``: ``rollup_pass()``;
 - freshness: one-point probe batches during the ingest phase, commit -> value in its rollup_1m minute
   (what metrics.query reads) and -> on the live topic (the prober's backend is left out of the CPU);
-- correctness: rollup_1m and series_totals against a recomputation from the raw points (CHECK_SQL);
+- correctness: rollup_1m and series_totals against a recomputation from the raw points (CHECK_SQL), and the
+  raw points' counts against every count sent (nothing lost or stored twice, whatever rows a design stores);
 - ``--rate``: pace the ingest phase (the reference fleet: ``--batch-size 300 --sources 20 --series 300
   --workers 20 --rate 6000``);
 - timestamps "live": stamped just before each design runs, from its start on (paced: on the schedule's own
@@ -34,6 +35,7 @@ Issue 14 adds, per design and phase:
 
     .venv/bin/python -m benchmarks.ingest                      # the three workloads in turn (make bench)
     .venv/bin/python -m benchmarks.ingest --workload realistic --designs B,T,C,U
+    .venv/bin/python -m benchmarks.ingest --workload fleet --designs K,M       # the merge-before-write prototype
     .venv/bin/python -m benchmarks.ingest --batch-size 300 --sources 20 --series 2000   # a custom workload
     DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest --designs B
 
@@ -72,6 +74,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks import merged_ingest
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.client.sketch import Sketch
 from meshhook_rt_metrics.db import migrator
@@ -263,8 +266,13 @@ def make_points(
 
 def known_literals(points: list[dict[str, Any]], series_ids: dict[tuple[str, str], int]) -> tuple[str, ...]:
     """The same points as metrics.ingest_known's array literals, as the client formats them."""
-    ids = [series_ids[(p["name"], json.dumps(p.get("labels") or {}, sort_keys=True))] for p in points]
-    return array_literals(points, ids)
+    literals = array_literals(points, point_series_ids(points, series_ids))
+    assert literals is not None
+    return literals
+
+
+def point_series_ids(points: list[dict[str, Any]], series_ids: dict[tuple[str, str], int]) -> list[int]:
+    return [series_ids[(p["name"], json.dumps(p.get("labels") or {}, sort_keys=True))] for p in points]
 
 
 def copy_text(
@@ -316,6 +324,7 @@ class Design:
     )
     validated: bool = False  # ... through metrics.begin_copy_batch / check_copied_points
     known: bool = False  # the timed phase calls metrics.ingest_known (the client's path for known series)
+    merged: bool = False  # the timed phase goes through a merging service (benchmarks.merged_ingest)
     setup: str = ""  # SQL run in the design's database before its phases
 
 
@@ -346,6 +355,14 @@ DESIGNS: dict[str, Design] = {
         "metrics.ingest_known with the batch as typed arrays (series ids, epoch seconds, count, sum, min, max, "
         "last, sketch) in one statement: envelope, tenancy, ledger, ingest's rules, insert + the same pass",
         known=True,
+    ),
+    "M": Design(
+        "M",
+        "prototype (benchmarks/merged_ingest.py, not shipped): a service merges the sources' batches before "
+        "writing; each batch checked by ingest's rules on its source's connection, then per window one "
+        "transaction: every batch's ledger row + one row per series and minute + the same pass",
+        merged=True,
+        setup=merged_ingest.SETUP_SQL,
     ),
     "U": Design(
         "U",
@@ -599,14 +616,36 @@ def known_job(conn: psycopg.Connection[Any], job: tuple[tuple[str, ...], int, st
     return n
 
 
+def merged_jobs(
+    merger: merged_ingest.Merger,
+    work: Workload,
+    knowns: list[tuple[tuple[str, ...], int, str, str, str]],
+    series_ids: dict[tuple[str, str], int],
+) -> tuple[list[Any], Callable[[psycopg.Connection[Any], Any], int]]:
+    """Design M's jobs (aligned with the batches) and its timed work: a source's batch through the merger."""
+    jobs = [
+        (literals, merged_ingest.Batch(s, i, pts, point_series_ids(pts, series_ids)))
+        for (literals, *_), (s, i, pts) in zip(knowns, work.batches, strict=True)
+    ]
+
+    def merged_job(conn: psycopg.Connection[Any], job: tuple[tuple[str, ...], merged_ingest.Batch]) -> int:
+        literals, batch = job
+        return merger.submit(conn, batch, literals)
+
+    return jobs, merged_job
+
+
 def timed_ingest(
     design: Design,
     work: Workload,
     payloads: list[tuple[str, int]],
     copies: list[tuple[bytes, int]],
     knowns: list[tuple[tuple[str, ...], int, str, str, str]],
+    merged: tuple[list[Any], Callable[[psycopg.Connection[Any], Any], int]] | None = None,
 ) -> tuple[str, list[Any], Callable[[psycopg.Connection[Any], Any], int], str]:
     """A design's timed phase: its name, the jobs after the warm-up batch, the job and what it goes through."""
+    if merged:
+        return "merged", merged[0][1:], merged[1], "checked, then merged per window by one writer"
     if design.known:
         return "known", knowns[1:], known_job, "through metrics.ingest_known"
     if design.trusted_copy:
@@ -744,12 +783,18 @@ def workload_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
     return out
 
 
-def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID) -> dict[str, Any]:
+def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID, expected_count: int) -> dict[str, Any]:
+    """The rollups against a recomputation from the raw points, and the raw points' counts against every
+    count sent (nothing lost or stored twice, whichever rows the design stores)."""
     row = conn.execute(CHECK_SQL, {"p": project}).fetchone()
     assert row is not None
     out = dict(row[0])
     bad = sum(v for part in ("rollup_1m", "series_totals") for k, v in out[part].items() if k != "compared")
-    out["ok"] = bad == 0
+    stored = conn.execute(
+        "select sum(count) from metrics.points where project_id = %s", (project,)
+    ).fetchone()
+    out["count_sum"] = {"sent": expected_count, "stored": int(stored[0]) if stored and stored[0] else 0}
+    out["ok"] = bad == 0 and out["count_sum"]["sent"] == out["count_sum"]["stored"]
     return out
 
 
@@ -1027,6 +1072,7 @@ class DesignOutcome:
     floor: Phase | None = None
     floor_sketch: Phase | None = None
     storage: dict[str, Any] | None = None
+    merger: dict[str, Any] | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1072,6 +1118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "series at 1 s flush) to measure DB CPU per point at a given load instead of the maximum throughput",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the floor and floor+ phases")
+    parser.add_argument(
+        "--merge-window",
+        type=float,
+        default=0.5,
+        help="design M: the longest a batch waits for others before the merged write (it goes as soon as "
+        "every source has one waiting)",
+    )
     args = parser.parse_args(argv)
     args.custom = any(getattr(args, k) is not None for k in WORKLOAD_FLAGS)
     args.design_list = [d.strip().upper() for d in args.designs.split(",") if d.strip()]
@@ -1149,10 +1202,18 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     prober = Prober(url, work.project, args.probe_every)
     meter.excluded.add(prober.backend_pid)
     floor = floor_sketch = None
+    merger = merged = None
+    workers = settings.workers
+    if design.merged:  # every source has its batch in flight, as each worker process would
+        merger = merged_ingest.Merger(url, str(work.project), args.merge_window, settings.sources)
+        merged = merged_jobs(merger, work, knowns, series_ids)
+        workers = settings.sources
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             copy_job(conn, copies[0])  # warm-up, not timed
-            if design.known:
+            if merged:
+                merged[1](conn, merged[0][0])
+            elif design.known:
                 known_job(conn, knowns[0])
             elif design.trusted_copy:
                 copy_batch = validated_copy_job if design.validated else trusted_copy_job
@@ -1162,13 +1223,13 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         prober.start()
         pass_pids = {loop.backend_pid}
         finish = drain(url, pass_pids)
-        phase, jobs, job, via = timed_ingest(design, work, payloads, copies, knowns)
-        say(f"ingest: {settings.batches} batches {via} on {settings.workers} connection(s)")
+        phase, jobs, job, via = timed_ingest(design, work, payloads, copies, knowns, merged)
+        say(f"ingest: {settings.batches} batches {via} on {workers} connection(s)")
         ingest = run_phase(
             phase,
             url,
             jobs,
-            settings.workers,
+            workers,
             job,
             every,
             meter,
@@ -1178,6 +1239,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
             pass_pids,
         )
         prober.close()
+        if merger:
+            merger.close()
         say(
             f"COPY:   {settings.batches} batches into an unindexed, untriggered table on {settings.workers} connection(s)"
         )
@@ -1193,6 +1256,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
             )
     finally:
         prober.close()
+        if merger:
+            merger.close()
         loop.close()
         meter.close()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -1200,7 +1265,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     with psycopg.connect(url, autocommit=True) as conn:
         drain(url)()
         conn.execute("select metrics.publish_pending()")
-        check = check_rollups(conn, work.project)
+        sent = sum(p["count"] for _, _, pts in (work.warmup, *work.batches) for p in pts) + prober.points
+        check = check_rollups(conn, work.project, sent)
         counted = conn.execute(
             "select count(*) from realtime.messages where topic = metrics.topic(%s)", (work.project,)
         ).fetchone()
@@ -1218,6 +1284,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         floor,
         floor_sketch,
         storage,
+        merger.summary() if merger else None,
     )
 
 
@@ -1354,6 +1421,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> None:
             "live_messages": out.messages,
             "storage": out.storage,
         }
+        if out.merger:
+            entry["merger"] = out.merger
+            say(f"  (design {out.design.name}) merger: {json.dumps(out.merger)}")
         if out.floor and out.floor_sketch:
             entry["floor"] = out.floor.summary()
             entry["floor_ratio"] = round(out.floor.rate / out.copy.rate, 4)

@@ -53,7 +53,9 @@ def ingest_http(conn: psycopg.Connection[Any], payload: dict[str, Any]) -> dict[
 
 
 def stored_counts(conn: psycopg.Connection[Any], project: uuid.UUID) -> list[int]:
-    return [int(r[0]) for r in conn.execute("select count from metrics.points where project_id = %s", (project,))]
+    return [
+        int(r[0]) for r in conn.execute("select count from metrics.points where project_id = %s", (project,))
+    ]
 
 
 def test_a_long_lived_cumulative_histogram_starts_as_a_baseline(conn: psycopg.Connection[Any]) -> None:
@@ -83,7 +85,9 @@ def test_a_delta_point_over_the_cap_is_refused_by_name(conn: psycopg.Connection[
     assert stored_counts(conn, project) == []
 
 
-def test_a_constant_cumulative_histogram_converts_after_its_first_export(conn: psycopg.Connection[Any]) -> None:
+def test_a_constant_cumulative_histogram_converts_after_its_first_export(
+    conn: psycopg.Connection[Any],
+) -> None:
     """Every value 0.5, which lies above its bucket's representative value: the delta's min and max stay within
     the point's (before migration 20261206001700 its min came out above its max and the export failed)."""
     project = uuid.uuid4()
