@@ -798,6 +798,45 @@ def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID, expected_co
     return out
 
 
+def check_as_sent(
+    conn: psycopg.Connection[Any], project: uuid.UUID, work: Workload, series_ids: dict[tuple[str, str], int]
+) -> dict[str, int]:
+    """rollup_1m against the points as the sources sent them (not as a design stored them): count, sum,
+    min, max and last per series and minute, recomputed here."""
+    want: dict[tuple[int, int], list[Any]] = {}
+    for _, _, pts in (work.warmup, *work.batches):
+        for sid, p in zip(point_series_ids(pts, series_ids), pts, strict=True):
+            row = want.setdefault((sid, int(p["ts"] // 60)), [0, 0.0, math.inf, -math.inf, None])
+            row[0] += p["count"]
+            row[1] += p["sum"]
+            row[2] = min(row[2], p.get("min", math.inf))
+            row[3] = max(row[3], p.get("max", -math.inf))
+            if p.get("last") is not None:
+                row[4] = max(row[4] or (-math.inf, -math.inf), (p["ts"], p["last"]))
+    got = {
+        (int(sid), int(minute)): (count, total, lo, hi, last)
+        for sid, minute, count, total, lo, hi, last in conn.execute(
+            "select series_id, floor(extract(epoch from bucket) / 60), count, sum, min, max, last"
+            " from metrics.rollup_1m where project_id = %s and series_id = any(%s)",
+            (project, list(series_ids.values())),
+        )
+    }
+    out = {"compared": len(want), "missing": len(want.keys() ^ got.keys()), "differ": 0}
+    for key, (count, total, lo, hi, last) in want.items():
+        stored = got.get(key)
+        if stored is None:
+            continue
+        expected = (
+            count,
+            lo if lo < math.inf else None,
+            hi if hi > -math.inf else None,
+            last[1] if last else None,
+        )
+        if (stored[0], *stored[2:]) != expected or abs(stored[1] - total) > 1e-9 * max(abs(total), 1):
+            out["differ"] += 1
+    return out
+
+
 # -- background pass loop and freshness probes ------------------------------------------------------
 class PassLoop:
     """What pg_cron or `meshhook-metrics maintain --loop` does: metrics.rollup_pass() every ``interval``
@@ -1267,6 +1306,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         conn.execute("select metrics.publish_pending()")
         sent = sum(p["count"] for _, _, pts in (work.warmup, *work.batches) for p in pts) + prober.points
         check = check_rollups(conn, work.project, sent)
+        check["as_sent"] = check_as_sent(conn, work.project, work, series_ids)
+        check["ok"] = check["ok"] and check["as_sent"]["missing"] == check["as_sent"]["differ"] == 0
         counted = conn.execute(
             "select count(*) from realtime.messages where topic = metrics.topic(%s)", (work.project,)
         ).fetchone()

@@ -17,7 +17,8 @@ The merged rows carry the same counts, sums, min/max, last value (latest time, t
 same; the raw points table holds one row per series, minute and window instead of one per source.
 
 The prototype's SQL (schema ``bench_m``) exists only in the design's scratch database. What it would take to
-ship: an HTTP endpoint with the Data API's authentication, a sink for it, and its own crash tests.
+ship: an HTTP endpoint with the Data API's authentication, a sink for it, its own crash tests, and splitting a
+merged row whose count passes ``metrics.max_point_count()``.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def merge(batches: list[Batch]) -> tuple[list[dict[str, Any]], list[int]]:
 
 def _fresh(p: dict[str, Any]) -> dict[str, Any]:
     row = {k: p.get(k) for k in ("ts", "count", "sum", "min", "max", "last")}
+    row["last_ts"] = p["ts"]  # the time of the point that gave ``last`` (the rollup's last_ts)
     sketch = p.get("sketch")
     if sketch is not None:
         row["z"] = sketch.get("z", 0)
@@ -161,8 +163,10 @@ def _add(row: dict[str, Any], p: dict[str, Any]) -> None:
     for name, pick in (("min", min), ("max", max)):
         if p.get(name) is not None:
             row[name] = p[name] if row[name] is None else pick(row[name], p[name])
-    if p.get("last") is not None and (row["last"] is None or (p["ts"], p["last"]) > (row["ts"], row["last"])):
-        row["last"] = p["last"]
+    if p.get("last") is not None and (
+        row["last"] is None or (p["ts"], p["last"]) > (row["last_ts"], row["last"])
+    ):
+        row["last"], row["last_ts"] = p["last"], p["ts"]
     row["ts"] = max(row["ts"], p["ts"])
     sketch = p.get("sketch")
     if sketch is not None:
@@ -172,6 +176,10 @@ def _add(row: dict[str, Any], p: dict[str, Any]) -> None:
 
 
 def _finished(row: dict[str, Any]) -> dict[str, Any]:
+    # one time per row: the last value's, so that the rollup's last_ts is that point's (same minute either way)
+    last_ts = row.pop("last_ts")
+    if row["last"] is not None:
+        row["ts"] = last_ts
     if "p" not in row:
         return row
     zeros, positive, negative = row.pop("z"), row.pop("p"), row.pop("n")

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram, Metric, Point
 from meshhook_rt_metrics.client.labels import Redactor, default_redactor
+from meshhook_rt_metrics.client.limits import MAX_POINT_COUNT, MAX_POINT_SUM, within_limits
 
 log = logging.getLogger("meshhook_rt_metrics.client")
 
@@ -101,10 +102,28 @@ class Registry:
                 metric.fold()  # collected in this same flush
             for metric in metrics:
                 try:
-                    points.extend(metric.collect(ts))
+                    collected = list(metric.collect(ts))
                 except Exception:  # never let one metric break the flush of the others
                     self._warn("collect:" + metric.name, "collecting %s failed", metric.name, exc=True)
+                    continue
+                points.extend(self._shippable(metric.name, collected))
         return points
+
+    def _shippable(self, metric: str, points: list[Point]) -> list[Point]:
+        """The points the database takes; one beyond its limits (absurd values: a sum past 1e290) would get
+        the whole batch refused, so it is held back and counted as invalid instead."""
+        kept = [p for p in points if within_limits(p)]
+        if len(kept) < len(points):
+            for _ in range(len(points) - len(kept)):
+                self.count_invalid(metric)
+            self._warn(
+                "limits:" + metric,
+                "%s: a point beyond the database's limits (count <= %d, |sum| <= %g) was not shipped",
+                metric,
+                MAX_POINT_COUNT,
+                MAX_POINT_SUM,
+            )
+        return kept
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

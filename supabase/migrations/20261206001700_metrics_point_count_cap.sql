@@ -14,6 +14,11 @@
 -- cumulative totals of a series would need 9.2 * 10^9 points of it over its life (at 100,000 points/s into one
 -- series, a day); see docs/architecture.md for that residual.
 --
+-- A review found the same through the sums: two points of one series in one minute, each with sum 1.7e308 (a
+-- finite double), made the minute's sum overflow double precision (22003 "value out of range: overflow"), with
+-- the same effect. A point's sum is now at most 1e290 either way (metrics.max_point_sum()): 1.8e18 points of one
+-- series before any sum, the totals included, could overflow. min, max and last are never added.
+--
 -- The cap lives in one function, metrics.max_point_count(), read by metrics.point_problem (the detailed
 -- validator, for its message) and metrics.check_ingest_rows (the rules every path applies: the JSON RPC, the
 -- COPY path and ingest_known). metrics.is_count keeps its 18 digits: metrics.ingest_http checks a cumulative
@@ -24,8 +29,12 @@
 -- metrics.cumulative_to_delta: a cumulative histogram of a stream first seen (or reset) carries its whole life
 -- as the delta. A long-lived process's (a billion requests: 1,000 a second for 12 days) would now fail its
 -- export on every try, since the failed batch records no state either. Such a delta is not stored; the state
--- is recorded as the stream's baseline, and the next export's difference is stored as usual. (Counters are
--- stored with count 1 and their difference as the sum: no cap applies to them.)
+-- is recorded as the stream's baseline, and the next export's difference is stored as usual; the same holds
+-- for a genuine difference of more than 10^9 observations between two exports (hours of an outage at tens of
+-- thousands a second), which is lost. (Counters are stored with count 1 and their difference as the sum: no
+-- cap applies to them.) Since such a point never reaches metrics.ingest, the conversion checks it itself first,
+-- as ingest would (point_problem with one observation standing in for its count, sketch_problem against its
+-- count): a bad one is refused and changes no state.
 --
 -- Found with it (the same function): a cumulative histogram's delta took as min the representative value of its
 -- lowest bucket raised to the point's min, and as max that of its highest lowered to the point's max. A
@@ -43,9 +52,20 @@ $$;
 comment on function metrics.max_point_count() is
   'The largest count one stored point may carry (10^9): keeps every rollup''s bigint sums far from overflow '
   '(migration 20261206001700). Inlined (SQL, no SET clause).';
--- as metrics.point_problem, which reads it (an inlined function needs the caller's EXECUTE right too)
-revoke execute on function metrics.max_point_count() from public;
-grant execute on function metrics.max_point_count() to authenticated, service_role;
+create function metrics.max_point_sum()
+returns double precision
+language sql immutable parallel safe
+as $$
+  select 1e290::double precision
+$$;
+comment on function metrics.max_point_sum() is
+  'The largest absolute sum one stored point may carry (1e290): the rollups add sums as double precision, which '
+  'raises an error past 1.8e308; at most 1e290 a point, that takes 1.8e18 points of one series (migration '
+  '20261206001700). Inlined (SQL, no SET clause).';
+
+-- as metrics.point_problem, which reads them (an inlined function needs the caller's EXECUTE right too)
+revoke execute on function metrics.max_point_count(), metrics.max_point_sum() from public;
+grant execute on function metrics.max_point_count(), metrics.max_point_sum() to authenticated, service_role;
 
 create or replace function metrics.point_problem(p_point jsonb, p_cfg metrics.config, p_now timestamptz)
 returns text
@@ -78,6 +98,8 @@ as $$
     when (p_point ->> 'count')::numeric > metrics.max_point_count()
       then metrics.problem('.count', 'greater than ' || metrics.max_point_count() || ', the most one point may count')
     when not metrics.is_finite_number(p_point -> 'sum') then metrics.problem('.sum', 'required finite number')
+    when abs((p_point ->> 'sum')::numeric) > metrics.max_point_sum()::numeric  -- (as a double, 1e-400 fails)
+      then metrics.problem('.sum', 'beyond ' || metrics.max_point_sum() || ' either way, the largest sum one point may carry')
     when exists (
       select from pg_catalog.unnest(array['min', 'max', 'last']) f
       where coalesce(pg_catalog.jsonb_typeof(p_point -> f), 'null') <> 'null' and not metrics.is_finite_number(p_point -> f)
@@ -126,7 +148,7 @@ begin
     where not p.shape_ok  -- never null: a missing or mistyped required field makes it false
       -- the typed paths' shape (the RPC's JSON shape check implies it): a time, a count in range, finite numbers
       or p.ts is null or p.count is null or p.count not between 1 and metrics.max_point_count()
-      or not coalesce(abs(p.sum) < 'infinity', false)  -- PostgreSQL's NaN is above infinity
+      or not coalesce(abs(p.sum) <= metrics.max_point_sum(), false)  -- PostgreSQL's NaN is above infinity
       or not coalesce(abs(p.min) < 'infinity', true) or not coalesce(abs(p.max) < 'infinity', true)
       or not coalesce(abs(p.last) < 'infinity', true)
       or p.kind is null or p.kind not in ('counter', 'gauge', 'histogram')
@@ -230,6 +252,28 @@ begin
       (select pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(e.p) = 'object' then e.p - 'cumulative' else e.p end
          order by e.idx) from pg_catalog.jsonb_array_elements(p_points) with ordinality e (p, idx)),
       (select c from metrics.config c), now(), 'a cumulative point needs numbers ts, count and sum');
+  end if;
+  -- a histogram counting more than a point may is not passed on to metrics.ingest (below: its delta, if past
+  -- the cap too, becomes the stream's baseline), so it is checked here as ingest would check it: the point with
+  -- one observation standing in for its count and sketch, and its sketch against its own count
+  select c.idx, c.problem into v_dup
+  from (
+    select e.idx - 1 as idx, coalesce(
+        metrics.point_problem((e.p - 'cumulative') || '{"count": 1, "sketch": {"z": 1}}'::jsonb,
+          (select c from metrics.config c), now()),
+        metrics.problem('.sketch', metrics.sketch_problem(e.p -> 'sketch', (e.p ->> 'count')::numeric::bigint)))
+        as problem
+    from pg_catalog.jsonb_array_elements(p_points) with ordinality as e (p, idx)
+    where e.p ? 'cumulative' and e.p ->> 'kind' = 'histogram'
+      and (e.p ->> 'count')::numeric > metrics.max_point_count()
+  ) as c
+  where c.problem is not null
+  order by c.idx
+  limit 1;
+  if found then
+    perform metrics.reject(
+      pg_catalog.format('points[%s]%s', v_dup.idx, pg_catalog.split_part(v_dup.problem, pg_catalog.chr(31), 1)),
+      pg_catalog.split_part(v_dup.problem, pg_catalog.chr(31), 2));
   end if;
 
   -- lock the streams' state rows in key order (concurrent exports of one stream convert one after the other);
@@ -341,6 +385,7 @@ comment on function metrics.cumulative_to_delta(uuid, jsonb) is
   'keeps a zero delta. Histograms subtract bucket by bucket: exponential ones (with buckets) in their own bucket '
   'space (metrics.exp_buckets_delta), the others in sketch space (metrics.sketch_subtract). The stream rows are '
   'created (without state) and locked in stream order first, so concurrent exports of a stream, its first ones '
-  'too, convert one after the other. ts, count and sum of cumulative points are validated first. A histogram '
-  'delta above metrics.max_point_count() (a stream first seen, or reset, after a long life) is not stored: the '
-  'state is its baseline (migration 20261206001700). Internal to metrics.ingest_http.';
+  'too, convert one after the other. ts, count and sum of cumulative points are validated first, and a histogram '
+  'counting more than metrics.max_point_count() is checked whole as ingest would check it. A histogram delta '
+  'above that cap (a stream first seen, or reset, after a long life; or more than 10^9 observations between two '
+  'exports) is not stored: the state is its baseline (migration 20261206001700). Internal to metrics.ingest_http.';

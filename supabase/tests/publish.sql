@@ -11,7 +11,7 @@ insert into metrics.projects (id) values ('0b000000-0000-4000-8000-00000000000b'
 
 -- one ingest statement, then what the rollup pass does with it once committed (merge and queue)
 create function pg_temp.ingest(p_project uuid, p_batch_id text, p_series integer default 1, p_value double precision default 1,
-  p_node_type text default 'n')
+  p_node_type text default 'n', p_sum double precision default null)
 returns text language plpgsql as $$
 declare
   v_status text;
@@ -20,7 +20,7 @@ begin
     'points', (select jsonb_agg(jsonb_build_object(
       'name', 'meshhook_workflow_step_duration_seconds', 'kind', 'histogram',
       'labels', jsonb_build_object('node_type', p_node_type || i), 'ts', extract(epoch from now() - interval '1 minute'),
-      'count', 1, 'sum', p_value, 'min', p_value, 'max', p_value, 'sketch', metrics.sketch_from_values(array[p_value])))
+      'count', 1, 'sum', coalesce(p_sum, p_value), 'min', p_value, 'max', p_value, 'sketch', metrics.sketch_from_values(array[p_value])))
       from generate_series(1, p_series) i))) ->> 'status';
   perform metrics.rollup_now();
   return v_status;
@@ -84,8 +84,10 @@ select ok(
   'a 300-series update is split into parts of at most 10000 bytes that together carry every series');
 update metrics.config set publish_max_bytes = default;
 
--- a histogram of values at the top of the double range must not block publishing
-select is(pg_temp.ingest('0a000000-0000-4000-8000-00000000000a', 'huge', 1, 1.7976931348623157e308, 'huge'), 'accepted',
+-- a histogram of values at the top of the double range must not block publishing (its sum at the most a point
+-- may carry: metrics.max_point_sum(), migration 20261206001700)
+select is(pg_temp.ingest('0a000000-0000-4000-8000-00000000000a', 'huge', 1, 1.7976931348623157e308, 'huge',
+    metrics.max_point_sum()), 'accepted',
   'setup: a histogram point of the largest double is accepted (and queued)');
 select pg_temp.interval_passes('0a000000-0000-4000-8000-00000000000a');
 select is(metrics.publish_pending(), 1, 'a minute holding the largest double is published');

@@ -303,6 +303,23 @@ def test_bad_values_are_counted_and_dropped_in_production() -> None:
     assert invalid[(("metric", "h_seconds"),)][1] == 4
 
 
+def test_a_point_beyond_the_databases_limits_is_held_back_and_the_flush_ships() -> None:
+    """Values no real service records (a sum past 1e290: metrics.max_point_sum(), migration 20261206001700)
+    would get the whole batch refused by the database; that one point is counted as invalid instead."""
+    client, sink = memory_client()
+    c = client.counter("c_total")
+    h = client.histogram("h_seconds")
+    h.observe(1e300)
+    c.inc(2)
+    client.flush()
+    h.observe(0.5)
+    client.flush()
+    assert totals(sink.batches, "c_total") == {(): [1, 2]}
+    assert totals(sink.batches, "h_seconds") == {(): [1, 0.5]}, "the next interval ships as usual"
+    invalid = totals(sink.batches, "meshhook_metrics_client_invalid_values_total")
+    assert invalid[(("metric", "h_seconds"),)][1] == 1
+
+
 def test_gauges_set_inc_dec_and_callbacks() -> None:
     client, sink = memory_client()
     inflight = client.up_down_counter("meshhook_inflight_requests")

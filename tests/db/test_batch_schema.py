@@ -318,6 +318,11 @@ INVALID: dict[str, tuple[Callable[[], Any], str, str]] = {
         "points[0].count",
         "required integer >= 1",
     ),
+    "sum beyond 1e290": (
+        lambda: batch(counter(sum=1e291)),
+        "points[0].sum",
+        "beyond 1e+290 either way, the largest sum one point may carry",
+    ),
     "count over a billion": (
         lambda: batch(counter(n=1_000_000_001)),
         "points[0].count",

@@ -128,6 +128,7 @@ BAD_POINTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sketch count not an integer": (histogram("step_seconds", [0.1]), {"sketch": {"p": {"-115": "1"}}}),
     "histogram without sketch": (histogram("step_seconds", [0.1]), {"sketch": None}),
     "count over a billion": (counter("jobs_total", 1), {"count": 1_000_000_001}),
+    "sum beyond 1e290": (gauge("depth", 1), {"sum": -1e291}),
 }
 
 

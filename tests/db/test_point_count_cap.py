@@ -99,3 +99,26 @@ def test_a_constant_cumulative_histogram_converts_after_its_first_export(
         "select count, min, max from metrics.points where project_id = %s order by ts", (project,)
     ).fetchall()
     assert stored == [(10, 0.5, 0.5), (3, 0.5, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"ts": time.time() + 365 * 86400}, "points[0].ts"),
+        ({"sketch": None}, "points[0].sketch"),
+        ({"name": "9bad"}, "points[0].name"),
+        ({"min": 2.0}, "points[0].min"),
+        ({"sketch": {"z": 0, "p": {"-34": 5}, "n": {}}}, "points[0].sketch"),
+    ],
+)
+def test_a_bad_long_lived_cumulative_histogram_is_refused_and_changes_nothing(
+    conn: psycopg.Connection[Any], change: dict[str, Any], where: str
+) -> None:
+    """Its delta would become a baseline without reaching metrics.ingest, so the conversion checks it first."""
+    project = uuid.uuid4()
+    point = {**cumulative_histogram(LIFETIME, time.time()), **change}
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+        ingest_http(conn, batch(project, [point], source="otlp/node"))
+    assert str(refused.value.diag.message_primary).startswith(where)
+    streams = conn.execute("select count(*) from metrics.ingest_streams where project_id = %s", (project,))
+    assert streams.fetchone() == (0,)

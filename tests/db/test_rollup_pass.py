@@ -259,17 +259,17 @@ def test_run_rollup_passes_refuses_bad_arguments(
 
 
 def test_the_largest_counts_cannot_stop_the_pass(conn: psycopg.Connection[Any]) -> None:
-    """Every point may carry metrics.max_point_count() (migration 20261206001700): ten such counter and
-    histogram points of one series in one minute are merged, and so is another project's point in the same
-    pass. Before the cap, ten points of 18-digit counts overflowed the minute's bigint count, and every pass
-    failed for every project."""
+    """Every point may carry metrics.max_point_count() and max_point_sum() (migration 20261206001700): ten
+    such counter and histogram points of one series in one minute are merged, and so is another project's
+    point in the same pass. Before the caps, ten points of 18-digit counts overflowed the minute's bigint count
+    (two of sum 1.7e308 its double sum), and every pass failed for every project."""
     row = conn.execute("select metrics.max_point_count()").fetchone()
     assert row is not None
     largest = int(row[0])
     project, bystander = uuid.uuid4(), uuid.uuid4()
     now = time.time()
     for k in range(10):
-        spike = counter("spike_total", 1, ts=now, count=largest)
+        spike = counter("spike_total", 1e290, ts=now, count=largest)  # metrics.max_point_sum() too
         spread = {
             "name": "spread_seconds",
             "kind": "histogram",
@@ -285,13 +285,13 @@ def test_the_largest_counts_cannot_stop_the_pass(conn: psycopg.Connection[Any]) 
     send(conn, bystander, 7)
     assert run_pass(conn)["points"] == 21
     merged = conn.execute(
-        "select s.name, r.count, r.sketch -> 'p' ->> '0' from metrics.rollup_1m r"
+        "select s.name, r.count, r.sketch -> 'p' ->> '0', r.sum from metrics.rollup_1m r"
         " join metrics.series s on s.id = r.series_id where r.project_id = %s order by 1",
         (project,),
     ).fetchall()
     assert merged == [
-        ("spike_total", 10 * largest, None),
-        ("spread_seconds", 10 * largest, str(10 * largest)),
+        ("spike_total", 10 * largest, None, pytest.approx(1e291)),
+        ("spread_seconds", 10 * largest, str(10 * largest), 10.0),
     ]
     assert events(conn, bystander) == 1
 
