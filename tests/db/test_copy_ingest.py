@@ -127,6 +127,10 @@ BAD_POINTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sketch key out of range": (histogram("step_seconds", [0.1]), {"sketch": {"p": {"99999": 1}}}),
     "sketch count not an integer": (histogram("step_seconds", [0.1]), {"sketch": {"p": {"-115": "1"}}}),
     "histogram without sketch": (histogram("step_seconds", [0.1]), {"sketch": None}),
+}
+# past metrics.max_point_count() / max_point_sum(): the RPC and ingest_known name them; a COPY meets the table's
+# own check first (migration 20261206001900)
+CAPPED_POINTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "count over a billion": (counter("jobs_total", 1), {"count": 1_000_000_001}),
     "sum beyond 1e290": (gauge("depth", 1), {"sum": -1e291}),
 }
@@ -148,6 +152,22 @@ def test_a_bad_point_fails_both_paths_alike_and_nothing_is_stored(
         copy_batch(conn, project, [valid, bad], batch_id="the-batch")
     assert via_copy.value.diag.message_primary == via_rpc.value.diag.message_primary
     assert "points[1]" in str(via_copy.value.diag.message_primary)
+    assert stored(conn, project) == 0
+    assert copy_batch(conn, project, [valid], batch_id="the-batch"), "the failed batch left no ledger row"
+
+
+@pytest.mark.parametrize("case", sorted(CAPPED_POINTS))
+def test_a_point_past_the_caps_fails_the_copy_itself(conn: psycopg.Connection[Any], case: str) -> None:
+    """The table's check (23514, an invalid batch for the client) before check_copied_points could name it;
+    the RPC names it (tests/db/test_ingest_known.py compares the RPC's error with ingest_known's)."""
+    project = uuid.uuid4()
+    good, changes = CAPPED_POINTS[case]
+    valid = counter("jobs_total", 1)
+    series_ids(conn, project, [valid, good])
+    bad = {**good, "ts": time.time(), **changes}
+    valid["ts"] = time.time()
+    with pytest.raises(psycopg.errors.CheckViolation, match="points_within_rollup_limits"):
+        copy_batch(conn, project, [valid, bad], batch_id="the-batch")
     assert stored(conn, project) == 0
     assert copy_batch(conn, project, [valid], batch_id="the-batch"), "the failed batch left no ledger row"
 

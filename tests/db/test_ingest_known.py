@@ -16,7 +16,7 @@ import pytest
 
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.db.session import as_caller
-from tests.db.test_copy_ingest import BAD_POINTS, series_ids, stored, wire
+from tests.db.test_copy_ingest import BAD_POINTS, CAPPED_POINTS, series_ids, stored, wire
 from tests.support import TestDatabase, add_member, batch, counter, gauge, histogram, ingest, user_claims
 
 SOURCE = "copy-source"  # what tests.db.test_copy_ingest.stored counts
@@ -73,12 +73,12 @@ def test_a_batch_is_stored_once_with_its_values_and_rolled_up(conn: psycopg.Conn
     assert row == (6,), "the RPC's 3 values and these 3"
 
 
-@pytest.mark.parametrize("case", sorted(BAD_POINTS))
+@pytest.mark.parametrize("case", sorted(BAD_POINTS | CAPPED_POINTS))
 def test_a_bad_point_fails_as_on_the_rpc_and_nothing_is_stored(
     conn: psycopg.Connection[Any], case: str
 ) -> None:
     project = uuid.uuid4()
-    good, changes = BAD_POINTS[case]
+    good, changes = (BAD_POINTS | CAPPED_POINTS)[case]
     good = wire(good)  # a copy: series_ids() writes the id into the point (test_copy_ingest's run did)
     valid = counter("jobs_total", 1)
     series_ids(conn, project, [valid, good])

@@ -122,3 +122,20 @@ def test_a_bad_long_lived_cumulative_histogram_is_refused_and_changes_nothing(
     assert str(refused.value.diag.message_primary).startswith(where)
     streams = conn.execute("select count(*) from metrics.ingest_streams where project_id = %s", (project,))
     assert streams.fetchone() == (0,)
+
+
+@pytest.mark.parametrize(("count", "total"), [(1_000_000_001, 1.0), (1, 1e291), (1, -1e291)])
+def test_the_table_refuses_rows_past_the_caps_whoever_writes_them(
+    conn: psycopg.Connection[Any], count: int, total: float
+) -> None:
+    """A direct write (here as postgres; service_role may too) skips the ingest paths' rules: the table's own
+    check still keeps the rollups' sums from overflowing (migration 20261206001900)."""
+    project = uuid.uuid4()
+    conn.execute("select metrics.ensure_points_partition(current_date)")
+    with pytest.raises(psycopg.errors.CheckViolation, match="points_within_rollup_limits"):
+        conn.execute(
+            "insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum)"
+            " values (%s, 1, now(), 'direct', 'b', %s, %s)",
+            (project, count, total),
+        )
+    assert stored_counts(conn, project) == []
