@@ -101,11 +101,11 @@ class Registry:
             for metric in metrics:  # fold first: invalid values a fold finds reach the health counters
                 metric.fold()  # collected in this same flush
             for metric in metrics:
+                collected: list[Point] = []
                 try:
-                    collected = list(metric.collect(ts))
+                    collected.extend(metric.collect(ts))  # the points collected before a failure still ship
                 except Exception:  # never let one metric break the flush of the others
                     self._warn("collect:" + metric.name, "collecting %s failed", metric.name, exc=True)
-                    continue
                 points.extend(self._shippable(metric.name, collected))
         return points
 
