@@ -1141,8 +1141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pass-interval",
         type=float,
-        default=0.5,
-        help="seconds between rollup passes (0.5, as maintain --loop; pg_cron runs one a second)",
+        default=1.0,
+        help="seconds between rollup passes (1, as maintain --loop and pg_cron's metrics.run_rollup_passes since "
+        "migration 20261206002000; 0.5 before)",
     )
     parser.add_argument(
         "--probe-every",

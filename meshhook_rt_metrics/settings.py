@@ -23,7 +23,7 @@ class StackSettings(BaseSettings):
         description="Preferred port of the embedded PostgreSQL (0: any free port).",
     )
     publish_every: float = Field(
-        default=0.5,
+        default=1.0,
         gt=0,
         le=60,
         description="Seconds between rollup passes (merge committed points, publish live updates).",

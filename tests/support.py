@@ -123,7 +123,7 @@ def ingest(
 
 @contextlib.contextmanager
 def rollup_loop(url: str, every: float = 0.2) -> Iterator[None]:
-    """Run ``metrics.rollup_pass()`` every ``every`` seconds in a thread, as the stack's maintain loop (0.5 s)
+    """Run ``metrics.rollup_pass()`` every ``every`` seconds in a thread, as the stack's maintain loop (every second)
     or pg_cron (1 s) do: for tests of what follows an ingest by itself (rollups, totals, live messages)."""
     stop = threading.Event()
     errors: list[BaseException] = []

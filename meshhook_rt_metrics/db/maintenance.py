@@ -42,7 +42,7 @@ def _backoff(failures: int) -> float:
 
 def run_loop(
     db_url: str,
-    publish_every: float = 0.5,
+    publish_every: float = 1.0,
     maintain_every: float = 60.0,
     stop: threading.Event | None = None,
 ) -> None:
