@@ -783,23 +783,35 @@ def workload_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
     return out
 
 
-def check_rollups(conn: psycopg.Connection[Any], project: uuid.UUID, expected_count: int) -> dict[str, Any]:
-    """The rollups against a recomputation from the raw points, and the raw points' counts against every
-    count sent (nothing lost or stored twice, whichever rows the design stores)."""
-    row = conn.execute(CHECK_SQL, {"p": project}).fetchone()
+def check_rollups(
+    conn: psycopg.Connection[Any],
+    work: Workload,
+    series_ids: dict[tuple[str, str], int],
+    probe_points: int,
+) -> dict[str, Any]:
+    """The rollups against a recomputation from the raw points, the raw points' counts against every count
+    sent (the workload's and the probes': nothing lost or stored twice, whichever rows the design stores),
+    and the minute rollups against the points as sent (check_as_sent)."""
+    row = conn.execute(CHECK_SQL, {"p": work.project}).fetchone()
     assert row is not None
     out = dict(row[0])
     bad = sum(v for part in ("rollup_1m", "series_totals") for k, v in out[part].items() if k != "compared")
+    sent = sum(p["count"] for _, _, pts in (work.warmup, *work.batches) for p in pts) + probe_points
     stored = conn.execute(
-        "select sum(count) from metrics.points where project_id = %s", (project,)
+        "select sum(count) from metrics.points where project_id = %s", (work.project,)
     ).fetchone()
-    out["count_sum"] = {"sent": expected_count, "stored": int(stored[0]) if stored and stored[0] else 0}
-    out["ok"] = bad == 0 and out["count_sum"]["sent"] == out["count_sum"]["stored"]
+    out["count_sum"] = {"sent": sent, "stored": int(stored[0]) if stored and stored[0] else 0}
+    out["as_sent"] = check_as_sent(conn, work, series_ids)
+    out["ok"] = (
+        bad == 0
+        and out["count_sum"]["sent"] == out["count_sum"]["stored"]
+        and out["as_sent"]["missing"] == out["as_sent"]["differ"] == 0
+    )
     return out
 
 
 def check_as_sent(
-    conn: psycopg.Connection[Any], project: uuid.UUID, work: Workload, series_ids: dict[tuple[str, str], int]
+    conn: psycopg.Connection[Any], work: Workload, series_ids: dict[tuple[str, str], int]
 ) -> dict[str, int]:
     """rollup_1m against the points as the sources sent them (not as a design stored them): count, sum,
     min, max and last per series and minute, recomputed here."""
@@ -818,7 +830,7 @@ def check_as_sent(
         for sid, minute, count, total, lo, hi, last in conn.execute(
             "select series_id, floor(extract(epoch from bucket) / 60), count, sum, min, max, last"
             " from metrics.rollup_1m where project_id = %s and series_id = any(%s)",
-            (project, list(series_ids.values())),
+            (work.project, list(series_ids.values())),
         )
     }
     out = {"compared": len(want), "missing": len(want.keys() ^ got.keys()), "differ": 0}
@@ -1305,10 +1317,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     with psycopg.connect(url, autocommit=True) as conn:
         drain(url)()
         conn.execute("select metrics.publish_pending()")
-        sent = sum(p["count"] for _, _, pts in (work.warmup, *work.batches) for p in pts) + prober.points
-        check = check_rollups(conn, work.project, sent)
-        check["as_sent"] = check_as_sent(conn, work.project, work, series_ids)
-        check["ok"] = check["ok"] and check["as_sent"]["missing"] == check["as_sent"]["differ"] == 0
+        check = check_rollups(conn, work, series_ids, prober.points)
         counted = conn.execute(
             "select count(*) from realtime.messages where topic = metrics.topic(%s)", (work.project,)
         ).fetchone()
