@@ -852,7 +852,7 @@ def check_as_sent(
 # -- background pass loop and freshness probes ------------------------------------------------------
 class PassLoop:
     """What pg_cron or `meshhook-metrics maintain --loop` does: metrics.rollup_pass() every ``interval``
-    seconds on one long-lived connection."""
+    seconds on one long-lived connection, and again at once while a pass reports a backlog (``behind``)."""
 
     def __init__(self, url: str, interval: float) -> None:
         self.sql = "select metrics.rollup_pass()"
@@ -879,6 +879,8 @@ class PassLoop:
             if isinstance(result, dict) and "points" in result:
                 self.pass_seconds.append(took)
                 self.points.append(int(result["points"]))
+                if result.get("behind"):
+                    continue
             self.stop.wait(max(0.0, self.interval - took))
 
     def close(self) -> None:

@@ -1,8 +1,8 @@
 """The loop that runs the SQL rollup pass and maintenance functions where pg_cron cannot.
 
-Debian's pg_cron 1.4 has no second-level schedules, so the rollup pass (``metrics.publish_pending()``: merge
+Debian's pg_cron 1.4 has no second-level schedules, so the rollup pass (``metrics.rollup_pass()``: merge
 the committed points into the rollups, then publish live updates) runs from here every ``publish_every``
-seconds; ``metrics.maintain()`` runs every ``maintain_every``.
+seconds, and again at once while it reports a backlog; ``metrics.maintain()`` runs every ``maintain_every``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -25,11 +26,28 @@ def maintain_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     return dict(row[0]) if row and row[0] else {}
 
 
+def pass_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """One rollup pass: merge the committed points (at most ``metrics.config.pass_max_points``) into the
+    rollups, then publish every project's pending live updates that its rate limit allows; returns the pass's
+    report (``messages`` sent, ``behind`` when a backlog beyond the bound is left for the next pass)."""
+    row = conn.execute("select metrics.rollup_pass()").fetchone()
+    return dict(row[0]) if row and row[0] else {}
+
+
 def publish_once(conn: psycopg.Connection[Any]) -> int:
-    """One rollup pass: merge every committed point into the rollups, then publish every project's pending live
-    updates that its rate limit allows; returns messages sent."""
-    row = conn.execute("select metrics.publish_pending()").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    """Rollup passes until no backlog is left (each committed on its own in autocommit mode); returns the
+    messages sent."""
+    sent = 0
+    while True:
+        report = pass_once(conn)
+        sent += int(report.get("messages") or 0)
+        if not report.get("behind"):
+            return sent
+
+
+def _pass_task(conn: psycopg.Connection[Any]) -> bool:
+    """The loop's pass; True (run again at once) while a backlog is left."""
+    return bool(pass_once(conn).get("behind"))
 
 
 BACKOFF_MIN = 0.5
@@ -52,7 +70,7 @@ def run_loop(
     stop = stop or threading.Event()
     tasks: list[_Task] = [
         _Task("maintenance", maintain_every, lambda conn: log.info("maintenance: %s", maintain_once(conn))),
-        _Task("publish", publish_every, publish_once),
+        _Task("publish", publish_every, _pass_task),
     ]
     connect_failures = 0
     while not stop.is_set():
@@ -78,9 +96,10 @@ def run_loop(
 
 
 class _Task:
-    """One periodic job of the loop with its own schedule and failure backoff."""
+    """One periodic job of the loop with its own schedule and failure backoff; a run that returns True is due
+    again at once (the pass, while it reports a backlog)."""
 
-    def __init__(self, name: str, every: float, run: Any) -> None:
+    def __init__(self, name: str, every: float, run: Callable[[psycopg.Connection[Any]], object]) -> None:
         self.name = name
         self.every = every
         self.run = run
@@ -91,7 +110,7 @@ class _Task:
         if time.monotonic() < self.next_at:
             return
         try:
-            self.run(conn)
+            again = self.run(conn)
         except psycopg.OperationalError:
             raise  # the connection is gone: the loop reconnects
         except Exception:
@@ -105,4 +124,4 @@ class _Task:
             if self.failures:
                 log.info("%s recovered after %d failure(s)", self.name, self.failures)
             self.failures = 0
-            self.next_at = time.monotonic() + self.every
+            self.next_at = time.monotonic() + (0.0 if again is True else self.every)

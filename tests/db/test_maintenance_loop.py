@@ -36,14 +36,14 @@ def test_the_loop_survives_errors_other_than_a_lost_connection(
             raise RuntimeError("retention exploded")
         return {}
 
-    def counting_publish(conn: psycopg.Connection[Any]) -> int:
+    def counting_pass(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         calls["publish"] += 1
         if calls["publish"] == 3:
             conn.execute("select 1/0")  # a SQL error that is not a lost connection
-        return 0
+        return {"messages": 0, "behind": False}
 
     monkeypatch.setattr(maintenance, "maintain_once", failing_maintain)
-    monkeypatch.setattr(maintenance, "publish_once", counting_publish)
+    monkeypatch.setattr(maintenance, "pass_once", counting_pass)
     stop = threading.Event()
     errors: list[BaseException] = []
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from meshhook_rt_metrics.db import maintenance
 from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
 
 
@@ -320,3 +321,77 @@ def test_minute_sketches_are_stored_with_lz4_where_the_server_has_it(conn: psyco
         (project,),
     ).fetchone()
     assert stored == ("lz4" if has_lz4 else "pglz", 500)
+
+
+# -- a backlog is merged in bounded passes (migration 20261206002100) ---------------------------------------------
+def bound_passes(conn: psycopg.Connection[Any], points: int) -> None:
+    conn.execute("update metrics.config set pass_max_points = %s", (points,))
+
+
+def send_points(conn: psycopg.Connection[Any], project: uuid.UUID, n: int) -> None:
+    """One transaction of ``n`` points (one series each)."""
+    points = [counter("backlog_total", 1, {"n": str(i)}) for i in range(n)]
+    assert ingest(conn, batch(project, points), merge=False)["status"] == "accepted"
+
+
+def test_a_backlog_is_merged_in_passes_of_at_most_pass_max_points(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    bound_passes(conn, 3)
+    for _ in range(4):
+        send_points(conn, project, 2)
+    reports = [run_pass(conn) for _ in range(5)]
+    # a transaction is never split: 2 + 2 would exceed 3, so every pass takes one transaction's two points
+    assert [(r["points"], r["behind"]) for r in reports] == [
+        (2, True),
+        (2, True),
+        (2, True),
+        (2, False),
+        (0, False),
+    ]
+    assert events(conn, project) == 8, "every point merged once"
+
+
+def test_a_transaction_larger_than_the_bound_is_merged_whole(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    bound_passes(conn, 2)
+    send_points(conn, project, 5)
+    send_points(conn, project, 1)
+    first, second = run_pass(conn), run_pass(conn)
+    assert (first["points"], first["behind"]) == (5, True)
+    assert (second["points"], second["behind"]) == (1, False)
+    assert events(conn, project) == 6
+
+
+def test_run_rollup_passes_does_not_wait_while_a_backlog_is_left(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    bound_passes(conn, 1)
+    for _ in range(4):
+        send_points(conn, project, 1)
+    # 0.2 s of passes every 2 s: one pass and its wait, unless the passes behind a backlog skip the wait
+    conn.execute("call metrics.run_rollup_passes(0.2, 2)")
+    assert events(conn, project) == 4
+
+
+def test_the_maintain_loop_and_a_one_shot_maintain_catch_up_a_backlog(fresh_db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    with psycopg.connect(fresh_db.url, autocommit=True) as conn:
+        bound_passes(conn, 1)
+        for _ in range(3):
+            send_points(conn, project, 1)
+        maintenance.publish_once(conn)  # the one-shot `maintain`: passes until nothing is left
+        assert events(conn, project) == 3
+        for _ in range(3):
+            send_points(conn, project, 1)
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=maintenance.run_loop, args=(fresh_db.url, 60.0, 3600.0, stop), daemon=True
+        )
+        loop.start()
+        try:  # one pass a minute, so only the passes run at once after a backlog can merge all three in time
+            deadline = time.monotonic() + 20
+            while events(conn, project) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            loop.join(30)
+        assert events(conn, project) == 6
