@@ -35,14 +35,25 @@ def pass_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def publish_once(conn: psycopg.Connection[Any]) -> int:
-    """Rollup passes until no backlog is left (each committed on its own in autocommit mode); returns the
-    messages sent."""
+    """Rollup passes (each committed on its own in autocommit mode) until every point of the transactions
+    finished when it started is merged, however fast others keep writing; returns the messages sent."""
+    row = conn.execute(
+        "select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text"
+    ).fetchone()
+    target = row[0] if row else None
     sent = 0
     while True:
         report = pass_once(conn)
         sent += int(report.get("messages") or 0)
-        if not report.get("behind"):
+        if not report.get("behind") or _merged_up_to(conn, target):
             return sent
+
+
+def _merged_up_to(conn: psycopg.Connection[Any], target: str | None) -> bool:
+    row = conn.execute(
+        "select xid_watermark >= %s::xid8 from metrics.rollup_pass_state", (target,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _pass_task(conn: psycopg.Connection[Any]) -> bool:

@@ -5,7 +5,7 @@ begin;
 set local client_min_messages = warning;
 select plan(7);
 
-select is((select pass_max_points from metrics.config), 200000, 'the default bound is 200,000 points a pass');
+select is((select pass_max_points from metrics.config), 100000, 'the default bound is 100,000 points a pass');
 select throws_ok($$update metrics.config set pass_max_points = 0$$, '23514', null, 'the bound is at least one point');
 
 select is(metrics.ingest(jsonb_build_object('project_id', '0c000000-0000-4000-8000-00000000000c', 'source', 'w',

@@ -328,6 +328,20 @@ def bound_passes(conn: psycopg.Connection[Any], points: int) -> None:
     conn.execute("update metrics.config set pass_max_points = %s", (points,))
 
 
+def all_finished(conn: psycopg.Connection[Any]) -> None:
+    """Wait (10 s at most) until no transaction older than the newest point's is running anywhere in the
+    cluster (an autovacuum ANALYZE of another database takes a transaction id too), so that the next pass's
+    range is exactly the points sent."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "select pg_snapshot_xmin(pg_current_snapshot()) > (select max(xid) from metrics.points)"
+        ).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.01)
+
+
 def send_points(conn: psycopg.Connection[Any], project: uuid.UUID, n: int) -> None:
     """One transaction of ``n`` points (one series each)."""
     points = [counter("backlog_total", 1, {"n": str(i)}) for i in range(n)]
@@ -339,6 +353,7 @@ def test_a_backlog_is_merged_in_passes_of_at_most_pass_max_points(conn: psycopg.
     bound_passes(conn, 3)
     for _ in range(4):
         send_points(conn, project, 2)
+    all_finished(conn)
     reports = [run_pass(conn) for _ in range(5)]
     # a transaction is never split: 2 + 2 would exceed 3, so every pass takes one transaction's two points
     assert [(r["points"], r["behind"]) for r in reports] == [
@@ -356,6 +371,7 @@ def test_a_transaction_larger_than_the_bound_is_merged_whole(conn: psycopg.Conne
     bound_passes(conn, 2)
     send_points(conn, project, 5)
     send_points(conn, project, 1)
+    all_finished(conn)
     first, second = run_pass(conn), run_pass(conn)
     assert (first["points"], first["behind"]) == (5, True)
     assert (second["points"], second["behind"]) == (1, False)
@@ -367,6 +383,7 @@ def test_run_rollup_passes_does_not_wait_while_a_backlog_is_left(conn: psycopg.C
     bound_passes(conn, 1)
     for _ in range(4):
         send_points(conn, project, 1)
+    all_finished(conn)
     # 0.2 s of passes every 2 s: one pass and its wait, unless the passes behind a backlog skip the wait
     conn.execute("call metrics.run_rollup_passes(0.2, 2)")
     assert events(conn, project) == 4
@@ -395,3 +412,43 @@ def test_the_maintain_loop_and_a_one_shot_maintain_catch_up_a_backlog(fresh_db: 
             stop.set()
             loop.join(30)
         assert events(conn, project) == 6
+
+
+def test_a_one_shot_maintain_stops_at_the_points_finished_when_it_started(fresh_db: TestDatabase) -> None:
+    """Writers outpacing passes of one transaction each: the one-shot catch-up still returns, with every point
+    finished before it started merged (it used to pass until no backlog was left, which never came)."""
+    project = uuid.uuid4()
+    stop = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(fresh_db.url, autocommit=True) as writer:
+            while not stop.is_set():
+                send_points(writer, project, 1)
+
+    with psycopg.connect(fresh_db.url, autocommit=True) as conn:
+        bound_passes(conn, 1)
+        for _ in range(20):
+            send_points(conn, project, 1)
+        writers = [threading.Thread(target=write, daemon=True) for _ in range(2)]
+        for w in writers:
+            w.start()
+        time.sleep(0.5)  # a backlog the writers keep growing
+        before = conn.execute("select count(*) from metrics.points").fetchone()
+        done = threading.Event()
+
+        def catch_up() -> None:
+            with psycopg.connect(fresh_db.url, autocommit=True) as own:
+                maintenance.publish_once(own)
+            done.set()
+
+        catcher = threading.Thread(target=catch_up, daemon=True)
+        catcher.start()
+        try:
+            returned = done.wait(120)  # while the writers still write
+        finally:
+            stop.set()
+            for w in writers:
+                w.join(30)
+        catcher.join(120)
+        assert returned, "the one-shot catch-up returned while the writers were still writing"
+        assert before is not None and events(conn, project) >= before[0]
