@@ -211,7 +211,7 @@ def maintain(
 ) -> None:
     """Run maintenance (rollups, retention, partitions) once, or keep running where pg_cron cannot.
 
-    Once: rollup passes until every point finished at the start is merged (after an outage of the pass this
+    Once: rollup passes until every point mergeable at the start is merged (after an outage of the pass this
     can take minutes: ~80,000 points a second on two cores), then maintenance."""
     logs.configure(logging.INFO)
     if loop:

@@ -35,8 +35,9 @@ def pass_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def publish_once(conn: psycopg.Connection[Any]) -> int:
-    """Rollup passes (each committed on its own in autocommit mode) until every point of the transactions
-    finished when it started is merged, however fast others keep writing; returns the messages sent."""
+    """Rollup passes (each committed on its own in autocommit mode) until the watermark reaches where it could
+    have gone when this started (the oldest transaction then running: every point then mergeable is merged),
+    however fast others keep writing; returns the messages sent."""
     row = conn.execute(
         "select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text"
     ).fetchone()

@@ -414,9 +414,9 @@ def test_the_maintain_loop_and_a_one_shot_maintain_catch_up_a_backlog(fresh_db: 
         assert events(conn, project) == 6
 
 
-def test_a_one_shot_maintain_stops_at_the_points_finished_when_it_started(fresh_db: TestDatabase) -> None:
+def test_a_one_shot_maintain_stops_at_the_points_mergeable_when_it_started(fresh_db: TestDatabase) -> None:
     """Writers outpacing passes of one transaction each: the one-shot catch-up still returns, with every point
-    finished before it started merged (it used to pass until no backlog was left, which never came)."""
+    mergeable when it started merged (it used to pass until no backlog was left, which never came)."""
     project = uuid.uuid4()
     stop = threading.Event()
 
