@@ -348,12 +348,19 @@ def send_points(conn: psycopg.Connection[Any], project: uuid.UUID, n: int) -> No
     assert ingest(conn, batch(project, points), merge=False)["status"] == "accepted"
 
 
-def test_a_backlog_is_merged_in_passes_of_at_most_pass_max_points(conn: psycopg.Connection[Any]) -> None:
+def backlog(conn: psycopg.Connection[Any], bound: int, transactions: list[int]) -> uuid.UUID:
+    """A project whose points wait for the pass: one transaction per size in ``transactions``, under a bound of
+    ``bound`` points a pass."""
     project = uuid.uuid4()
-    bound_passes(conn, 3)
-    for _ in range(4):
-        send_points(conn, project, 2)
+    bound_passes(conn, bound)
+    for n in transactions:
+        send_points(conn, project, n)
     all_finished(conn)
+    return project
+
+
+def test_a_backlog_is_merged_in_passes_of_at_most_pass_max_points(conn: psycopg.Connection[Any]) -> None:
+    project = backlog(conn, 3, [2, 2, 2, 2])
     reports = [run_pass(conn) for _ in range(5)]
     # a transaction is never split: 2 + 2 would exceed 3, so every pass takes one transaction's two points
     assert [(r["points"], r["behind"]) for r in reports] == [
@@ -367,11 +374,7 @@ def test_a_backlog_is_merged_in_passes_of_at_most_pass_max_points(conn: psycopg.
 
 
 def test_a_transaction_larger_than_the_bound_is_merged_whole(conn: psycopg.Connection[Any]) -> None:
-    project = uuid.uuid4()
-    bound_passes(conn, 2)
-    send_points(conn, project, 5)
-    send_points(conn, project, 1)
-    all_finished(conn)
+    project = backlog(conn, 2, [5, 1])
     first, second = run_pass(conn), run_pass(conn)
     assert (first["points"], first["behind"]) == (5, True)
     assert (second["points"], second["behind"]) == (1, False)
@@ -379,11 +382,7 @@ def test_a_transaction_larger_than_the_bound_is_merged_whole(conn: psycopg.Conne
 
 
 def test_run_rollup_passes_does_not_wait_while_a_backlog_is_left(conn: psycopg.Connection[Any]) -> None:
-    project = uuid.uuid4()
-    bound_passes(conn, 1)
-    for _ in range(4):
-        send_points(conn, project, 1)
-    all_finished(conn)
+    project = backlog(conn, 1, [1, 1, 1, 1])
     # 0.2 s of passes every 2 s: one pass and its wait, unless the passes behind a backlog skip the wait
     conn.execute("call metrics.run_rollup_passes(0.2, 2)")
     assert events(conn, project) == 4
