@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshhook_rt_metrics.client import sketch
 from tests.api.conftest import ApiServer, Seed, World
-from tests.support import batch, counter, ingest
+from tests.support import batch, counter, ingest, merge_points
 
 REQS = "meshhook_webhook_requests_total"
 HIST = "meshhook_workflow_step_duration_seconds"
@@ -241,7 +241,7 @@ def test_healthz(client: httpx.Client, conn: psycopg.Connection[Any]) -> None:
 
 def test_healthz_reports_a_stalled_rollup_pass(client: httpx.Client, conn: psycopg.Connection[Any]) -> None:
     """Points waiting and no merge for a minute (no pass runs): degraded, until a pass merges them."""
-    conn.execute("select metrics.rollup_pass()")
+    merge_points(conn)
     ok = client.get("/healthz").json()
     assert ok["rollups"] == "current" and ok["rollup_pending_points"] == 0
     ingest(conn, batch(uuid.uuid4(), [counter("meshhook_stalled_total", 1)]), merge=False)
@@ -250,7 +250,7 @@ def test_healthz_reports_a_stalled_rollup_pass(client: httpx.Client, conn: psyco
     stalled = client.get("/healthz")
     assert stalled.status_code == 503
     assert stalled.json()["rollups"] == "stalled" and stalled.json()["rollup_pending_points"] >= 1
-    conn.execute("select metrics.rollup_pass()")
+    merge_points(conn)
     assert client.get("/healthz").json() == ok | {"rollups": "current", "rollup_pending_points": 0}
 
 

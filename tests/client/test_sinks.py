@@ -336,7 +336,7 @@ def test_postgres_sink_relearns_a_series_id_gone_stale(db: TestDatabase) -> None
     sink.send(_batch(project, [_counter_point()], batch_id="b1"))
     assert sink.send(_batch(project, [_counter_point()], batch_id="b2"))["path"] == "known"
     with psycopg.connect(db.url, autocommit=True) as conn:
-        conn.execute("select metrics.rollup_pass()")
+        merge_points(conn)
         conn.execute("delete from metrics.series where project_id = %s", (project,))
     result = sink.send(_batch(project, [_counter_point()], batch_id="b3"))
     assert result["status"] == "accepted" and result["series_created"] == 1 and "path" not in result

@@ -17,7 +17,17 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from meshhook_rt_metrics.db.session import as_caller
-from tests.support import TestDatabase, add_member, batch, counter, gauge, histogram, ingest, user_claims
+from tests.support import (
+    TestDatabase,
+    add_member,
+    batch,
+    counter,
+    gauge,
+    histogram,
+    ingest,
+    merge_points,
+    user_claims,
+)
 
 COLUMNS = "project_id, series_id, ts, source, batch_id, count, sum, min, max, last, sketch"
 
@@ -107,7 +117,7 @@ def test_a_copied_batch_is_stored_once_and_rolled_up(conn: psycopg.Connection[An
     assert copy_batch(conn, project, points, batch_id="b-1")
     assert not copy_batch(conn, project, points, batch_id="b-1"), "the ledger refuses a resent batch"
     assert stored(conn, project) == 3
-    conn.execute("select metrics.rollup_pass()")
+    merge_points(conn)
     row = conn.execute(
         "select sum(r.count) from metrics.rollup_1m r join metrics.series s on s.id = r.series_id"
         " where r.project_id = %s and s.name = 'step_seconds'",

@@ -17,7 +17,17 @@ import pytest
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.db.session import as_caller
 from tests.db.test_copy_ingest import BAD_POINTS, CAPPED_POINTS, series_ids, stored, wire
-from tests.support import TestDatabase, add_member, batch, counter, gauge, histogram, ingest, user_claims
+from tests.support import (
+    TestDatabase,
+    add_member,
+    batch,
+    counter,
+    gauge,
+    histogram,
+    ingest,
+    merge_points,
+    user_claims,
+)
 
 SOURCE = "copy-source"  # what tests.db.test_copy_ingest.stored counts
 
@@ -64,7 +74,7 @@ def test_a_batch_is_stored_once_with_its_values_and_rolled_up(conn: psycopg.Conn
     assert by_name["depth"][2:6] == (7.25, 7.25, 7.25, 7.25)
     assert abs(float(by_name["depth"][0]) - now) < 1e-5
     assert by_name["step_seconds"][1] == 3 and by_name["step_seconds"][6] == points[2]["sketch"]
-    conn.execute("select metrics.rollup_pass()")
+    merge_points(conn)
     row = conn.execute(
         "select sum(r.count) from metrics.rollup_1m r join metrics.series s on s.id = r.series_id"
         " where r.project_id = %s and s.name = 'step_seconds'",
