@@ -1145,7 +1145,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workload",
         choices=sorted(WORKLOADS),
         help="a named workload (flags below override its values); without it and without workload flags, "
-        "all three run in turn, each written to benchmarks/results/ingest-<workload>.json: "
+        "all four run in turn, each written to benchmarks/results/ingest-<workload>.json: "
         + "; ".join(f"{k}: {_describe(v)}" for k, v in WORKLOADS.items()),
     )
     parser.add_argument("--batches", type=int, help="timed batches per phase (default workload: 20)")

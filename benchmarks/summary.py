@@ -316,7 +316,8 @@ def _machine(env: dict[str, Any]) -> str:
 
 def _summarised(stem: str) -> bool:
     """Every result but the ingest benchmark's custom workloads and its runs from before the named
-    workloads (``ingest-<time>``): the summary shows ``ingest-default``, ``-realistic`` and ``-fleet``."""
+    workloads (``ingest-<time>``): the summary shows ``ingest-default``, ``-realistic``, ``-fleet`` and
+    ``-sustained``."""
     return not (stem.startswith("ingest-custom-") or (stem.startswith("ingest-2") and stem[7:8].isdigit()))
 
 

@@ -151,13 +151,14 @@ def rollup_loop(url: str, every: float = 0.2) -> Iterator[None]:
 def merge_points(conn: psycopg.Connection[Any], settle: float = 5.0) -> None:
     """Merge the points ingested so far into the rollups, as ``metrics.rollup_pass()`` does every second.
 
-    In autocommit mode the pass itself runs, again until no committed point is left behind its watermark (for
-    at most ``settle`` seconds, then with a warning): the watermark is the cluster's oldest running transaction,
-    so a transaction of another database (a stack's own pass, another module's loop) that began before the
-    ingest holds its points back for one pass. A test that holds a transaction open on purpose passes
-    ``merge=False`` to ``ingest``. Inside a transaction (possibly acting as a signed-in caller), the
-    transaction's own points are merged by ``metrics.rollup_now()`` as the session's login role, and the
-    caller's role is restored: the pass would merge exactly these points once the transaction commits.
+    Outside a transaction the pass itself runs, and runs again while a transaction of another database holds
+    committed points behind its watermark (for at most ``settle`` seconds, then with a warning): the watermark
+    is the cluster's oldest running transaction, so another database's transaction that began before the
+    ingest (another test's, an autovacuum ANALYZE's) holds its points back for one pass. A transaction this
+    database's own sessions hold open is a test's doing and is not waited for. Inside a transaction (possibly
+    acting as a signed-in caller), the transaction's own points are merged by ``metrics.rollup_now()`` as the
+    session's login role, and the caller's role is restored: the pass would merge exactly these points once the
+    transaction commits.
     """
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         _pass_until_settled(conn, settle)
@@ -176,15 +177,42 @@ def _pass_until_settled(conn: psycopg.Connection[Any], settle: float) -> None:
             "select exists (select 1 from metrics.points"
             " where xid >= (select xid_watermark from metrics.rollup_pass_state))"
         ).fetchone()
-        if not (behind and behind[0]):
+        if not (behind and behind[0]) or not held_back_by_another_database(conn):
             return
         if time.monotonic() > deadline:
             warnings.warn(
-                f"merge_points: committed points still behind the pass's watermark after {settle:.0f} s"
-                " (a transaction held open elsewhere in the cluster?)",
-                stacklevel=3,
+                f"merge_points: another database's transaction held points back for {settle:.0f} s",
+                stacklevel=2,
             )
             return
+        time.sleep(0.01)
+
+
+_HELD_BACK = """
+select exists (
+  select from pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) as x
+  where x < (select max(p.xid) from metrics.points p)
+    and not exists (
+      select from pg_catalog.pg_stat_activity a
+      where a.datname = pg_catalog.current_database() and a.backend_xid = pg_catalog.xid(x)
+    )
+)
+"""
+
+
+def held_back_by_another_database(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a running transaction outside this database's visible sessions is older than the newest point
+    (it keeps the pass's watermark below that point)."""
+    row = conn.execute(_HELD_BACK).fetchone()
+    return bool(row and row[0])
+
+
+def other_databases_finished(conn: psycopg.Connection[Any], limit: float = 10.0) -> None:
+    """Wait (``limit`` seconds at most) until no transaction of another database is older than the newest
+    point, so that the next pass's range is exactly the points committed here; this database's own open
+    transactions, which tests hold on purpose, are not waited for."""
+    deadline = time.monotonic() + limit
+    while held_back_by_another_database(conn) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from meshhook_rt_metrics.db import maintenance
-from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
+from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest, other_databases_finished
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def events(conn: psycopg.Connection[Any], project: uuid.UUID) -> int:
 
 
 def run_pass(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    other_databases_finished(conn)  # the pass's range is then exactly what this test committed
     row = conn.execute("select metrics.rollup_pass()").fetchone()
     assert row is not None
     return dict(row[0])
@@ -328,20 +329,6 @@ def bound_passes(conn: psycopg.Connection[Any], points: int) -> None:
     conn.execute("update metrics.config set pass_max_points = %s", (points,))
 
 
-def all_finished(conn: psycopg.Connection[Any]) -> None:
-    """Wait (10 s at most) until no transaction older than the newest point's is running anywhere in the
-    cluster (an autovacuum ANALYZE of another database takes a transaction id too), so that the next pass's
-    range is exactly the points sent."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "select pg_snapshot_xmin(pg_current_snapshot()) > (select max(xid) from metrics.points)"
-        ).fetchone()
-        if row and row[0]:
-            return
-        time.sleep(0.01)
-
-
 def send_points(conn: psycopg.Connection[Any], project: uuid.UUID, n: int) -> None:
     """One transaction of ``n`` points (one series each)."""
     points = [counter("backlog_total", 1, {"n": str(i)}) for i in range(n)]
@@ -355,7 +342,7 @@ def backlog(conn: psycopg.Connection[Any], bound: int, transactions: list[int]) 
     bound_passes(conn, bound)
     for n in transactions:
         send_points(conn, project, n)
-    all_finished(conn)
+    other_databases_finished(conn)
     return project
 
 
