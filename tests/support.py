@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,41 +150,22 @@ def rollup_loop(url: str, every: float = 0.2) -> Iterator[None]:
 def merge_points(conn: psycopg.Connection[Any], settle: float = 5.0) -> None:
     """Merge the points ingested so far into the rollups, as ``metrics.rollup_pass()`` does every second.
 
-    Outside a transaction the pass itself runs, and runs again while a transaction of another database holds
-    committed points behind its watermark (for at most ``settle`` seconds, then with a warning): the watermark
-    is the cluster's oldest running transaction, so another database's transaction that began before the
-    ingest (another test's, an autovacuum ANALYZE's) holds its points back for one pass. A transaction this
-    database's own sessions hold open is a test's doing and is not waited for. Inside a transaction (possibly
-    acting as a signed-in caller), the transaction's own points are merged by ``metrics.rollup_now()`` as the
-    session's login role, and the caller's role is restored: the pass would merge exactly these points once the
-    transaction commits.
+    Outside a transaction the pass itself runs, once no transaction of another database is older than the
+    newest point (waiting ``settle`` seconds at most): the pass's watermark is the cluster's oldest running
+    transaction, so another database's transaction that began before the ingest (another test's, an autovacuum
+    ANALYZE's) would hold its points back. A transaction this database's own sessions hold open is a test's
+    doing and is not waited for. Inside a transaction (possibly acting as a signed-in caller), the
+    transaction's own points are merged by ``metrics.rollup_now()`` as the session's login role, and the
+    caller's role is restored: the pass would merge exactly these points once the transaction commits.
     """
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        _pass_until_settled(conn, settle)
+        other_databases_finished(conn, settle)
+        conn.execute("select metrics.rollup_pass()")
         return
     role = conn.execute("select current_user").fetchone()[0]  # type: ignore[index]
     conn.execute("set local role none")
     conn.execute("select metrics.rollup_now()")
     conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
-
-
-def _pass_until_settled(conn: psycopg.Connection[Any], settle: float) -> None:
-    deadline = time.monotonic() + settle
-    while True:
-        conn.execute("select metrics.rollup_pass()")
-        behind = conn.execute(
-            "select exists (select 1 from metrics.points"
-            " where xid >= (select xid_watermark from metrics.rollup_pass_state))"
-        ).fetchone()
-        if not (behind and behind[0]) or not held_back_by_another_database(conn):
-            return
-        if time.monotonic() > deadline:
-            warnings.warn(
-                f"merge_points: another database's transaction held points back for {settle:.0f} s",
-                stacklevel=2,
-            )
-            return
-        time.sleep(0.01)
 
 
 _HELD_BACK = """

@@ -381,7 +381,7 @@ def test_the_maintain_loop_and_a_one_shot_maintain_catch_up_a_backlog(fresh_db: 
         bound_passes(conn, 1)
         for _ in range(3):
             send_points(conn, project, 1)
-        maintenance.publish_once(conn)  # the one-shot `maintain`: passes until nothing is left
+        maintenance.publish_once(conn)  # the one-shot `maintain`: passes until the backlog it found is merged
         assert events(conn, project) == 3
         for _ in range(3):
             send_points(conn, project, 1)
