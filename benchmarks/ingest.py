@@ -272,6 +272,29 @@ def known_literals(points: list[dict[str, Any]], series_ids: dict[tuple[str, str
     return literals
 
 
+INGEST_KNOWN_JSONB = (
+    "select metrics.ingest_known(%s, %s, %s, %s::bigint[], %s::float8[], %s::bigint[], %s::float8[],"
+    " %s::float8[], %s::float8[], %s::float8[], %s::jsonb[])"
+)
+"""ingest_known's overload with sketches as jsonb (migration 20261206001000; kept for earlier producers)."""
+
+
+def known_jsonb_literals(
+    points: list[dict[str, Any]], series_ids: dict[tuple[str, str], int]
+) -> tuple[str, ...]:
+    """Design K0's literals: the numeric columns as the client formats them, and each sketch as a quoted
+    element of a jsonb[] literal (the client's format before migration 20261206002200)."""
+    numbers = known_literals(points, series_ids)[:7]
+
+    def element(sketch: Any) -> str:
+        if sketch is None:
+            return "NULL"
+        text = json.dumps(sketch, separators=(",", ":"))
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return (*numbers, "{" + ",".join(element(p.get("sketch")) for p in points) + "}")
+
+
 def point_series_ids(points: list[dict[str, Any]], series_ids: dict[tuple[str, str], int]) -> list[int]:
     return [series_ids[(p["name"], json.dumps(p.get("labels") or {}, sort_keys=True))] for p in points]
 
@@ -325,6 +348,7 @@ class Design:
     )
     validated: bool = False  # ... through metrics.begin_copy_batch / check_copied_points
     known: bool = False  # the timed phase calls metrics.ingest_known (the client's path for known series)
+    known_jsonb: bool = False  # ... its overload with sketches as jsonb (before migration 20261206002200)
     merged: bool = False  # the timed phase goes through a merging service (benchmarks.merged_ingest)
     setup: str = ""  # SQL run in the design's database before its phases
 
@@ -354,8 +378,16 @@ DESIGNS: dict[str, Design] = {
         "K",
         "B plus the known-series call (migration 20261206001000, PostgresSink's path once it knows its series): "
         "metrics.ingest_known with the batch as typed arrays (series ids, epoch seconds, count, sum, min, max, "
-        "last, sketch) in one statement: envelope, tenancy, ledger, ingest's rules, insert + the same pass",
+        "last, and since migration 20261206002200 each sketch's zeros and stores as integer arrays) in one "
+        "statement: envelope, tenancy, ledger, ingest's rules, insert + the same pass",
         known=True,
+    ),
+    "K0": Design(
+        "K0",
+        "K as before migration 20261206002200: the sketches as jsonb (metrics.ingest_known's jsonb[] overload, "
+        "kept for earlier producers), stored and merged as jsonb",
+        known=True,
+        known_jsonb=True,
     ),
     "M": Design(
         "M",
@@ -611,7 +643,8 @@ def known_job(conn: psycopg.Connection[Any], job: tuple[tuple[str, ...], int, st
     """Design K's timed work: one call of metrics.ingest_known with the batch's array literals (formatted
     before the timing, as design C's COPY text is)."""
     literals, n, project, source, batch_id = job
-    row = conn.execute(INGEST_KNOWN, (project, source, batch_id, *literals)).fetchone()
+    sql = INGEST_KNOWN_JSONB if len(literals) == 8 else INGEST_KNOWN  # K0's or K's literals
+    row = conn.execute(sql, (project, source, batch_id, *literals)).fetchone()
     if not row or row[0]["status"] != "accepted":
         raise RuntimeError(f"ingest_known did not accept a batch: {row}")
     return n
@@ -705,8 +738,8 @@ with raw as (
   select series_id, date_trunc('minute', ts) as bucket, sum(count) as count, sum(sum) as sum,
     min(min) as min, max(max) as max,
     (max(array[extract(epoch from ts)::double precision, last]) filter (where last is not null))[2] as last,
-    metrics.sketch_union(sketch) as sketch
-  from metrics.points where project_id = %(p)s group by 1, 2
+    metrics.sketch_union(metrics.point_sketch(p)) as sketch
+  from metrics.points p where project_id = %(p)s group by 1, 2
 ), minutes as (
   select count(*) as compared,
     count(*) filter (where r.series_id is null or x.series_id is null) as missing,
@@ -1260,7 +1293,14 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         create_scratch_tables(conn)
     copies = [(copy_text(work.project, pts, series_ids, s, i), len(pts)) for s, i, pts in work.batches]
     knowns = [
-        (known_literals(pts, series_ids), len(pts), str(work.project), s, i) for s, i, pts in work.batches
+        (
+            (known_jsonb_literals if design.known_jsonb else known_literals)(pts, series_ids),
+            len(pts),
+            str(work.project),
+            s,
+            i,
+        )
+        for s, i, pts in work.batches
     ]
     drain(url)()
     loop = PassLoop(url, args.pass_interval)

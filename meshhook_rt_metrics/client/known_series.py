@@ -42,8 +42,10 @@ LEARN_CHUNK = 500
 
 INGEST_KNOWN = (
     "select metrics.ingest_known(%s, %s, %s, %s::bigint[], %s::float8[], %s::bigint[], %s::float8[],"
-    " %s::float8[], %s::float8[], %s::float8[], %s::jsonb[])"
+    " %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
 )
+"""The arrays' overload (migration 20261206002200): each histogram's sketch as its zero count and, per store,
+its keys and counts as array literals, which the database parses far more cheaply than jsonb."""
 
 
 class KnownSeries:
@@ -102,11 +104,16 @@ class KnownSeries:
 
 
 def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...] | None:
-    """The batch's columns as PostgreSQL array literals (series ids, ts, count, sum, min, max, last, sketch),
-    or None when a value is not a number (a string, a boolean, a list: the RPC judges it by its JSON types).
+    """The batch's columns as PostgreSQL array literals (series ids, ts, count, sum, min, max, last, and each
+    sketch's zeros, positive keys and counts, negative keys and counts), or None when a value is not a number
+    or a sketch is not the client's own shape (the RPC judges those by their JSON types).
 
     Each numeric column is encoded by ``json.dumps`` in one C call: a JSON array of numbers (``null`` for
-    none, ``NaN``/``Infinity`` for the database to refuse) is an array literal once its brackets are braces."""
+    none, ``NaN``/``Infinity`` for the database to refuse) is an array literal once its brackets are braces.
+    A sketch's store becomes one element per point: its keys and its counts each as an inner literal."""
+    sketches = [p.get("sketch") for p in points]
+    if any(s is not None and not _client_shaped(s) for s in sketches):
+        return None
     columns = (
         ids,
         [p["ts"] for p in points],
@@ -115,15 +122,52 @@ def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, .
         [p.get("min") for p in points],
         [p.get("max") for p in points],
         [p.get("last") for p in points],
+        [None if s is None else s.get("z", 0) for s in sketches],
     )
     texts = [_dumps(column)[1:-1] for column in columns]
-    if any(_NOT_A_NUMBER.search(text) for text in texts):
+    stores = [
+        _store_literals([None if s is None else s.get(name) or {} for s in sketches]) for name in ("p", "n")
+    ]
+    if any(_NOT_A_NUMBER.search(text) for text in texts) or None in stores:
         return None
-    sketches = [p.get("sketch") for p in points]
+    return (*("{" + text + "}" for text in texts), *stores[0], *stores[1])  # type: ignore[misc]
+
+
+def _client_shaped(sketch: Any) -> bool:
+    """A sketch as the client writes it (``Sketch.to_wire``): a dict of at most z, p and n, stores as dicts."""
     return (
-        *("{" + text + "}" for text in texts),
-        "{" + ",".join("NULL" if s is None else _quoted(_dumps(s)) for s in sketches) + "}",
+        type(sketch) is dict
+        and sketch.keys() <= {"z", "p", "n"}
+        and type(sketch.get("p", {})) is dict
+        and type(sketch.get("n", {})) is dict
     )
+
+
+def _store_literals(stores: list[dict[str, Any] | None]) -> tuple[str, str] | None:
+    """One store of every point as two text[] literals (keys, counts), an element per point (NULL without a
+    sketch); None when a key is not a decimal integer or a count not a number (the RPC judges those)."""
+    keys: list[str] = []
+    counts: list[str] = []
+    for store in stores:
+        if store is None:
+            keys.append("NULL")
+            counts.append("NULL")
+            continue
+        if not all(type(key) is str for key in store):
+            return None
+        joined = ",".join(store)
+        values = _dumps(list(store.values()))[1:-1]
+        if store and not (_KEYS.fullmatch(joined) and joined.count(",") == len(store) - 1):
+            return None
+        if _NOT_A_NUMBER.search(values):
+            return None
+        keys.append('"{' + joined + '}"')
+        counts.append('"{' + values + '}"')
+    return "{" + ",".join(keys) + "}", "{" + ",".join(counts) + "}"
+
+
+_KEYS = re.compile(r"-?\d+(?:,-?\d+)*")
+"""Keys joined by commas: every one a decimal integer (the database checks the range)."""
 
 
 _NOT_A_NUMBER = re.compile(r'["\[\]{}]|true|false')
@@ -138,8 +182,3 @@ def _count(value: Any) -> Any:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
-
-
-def _quoted(value: str) -> str:
-    """An array element in double quotes: backslash and double quote escaped."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -3,7 +3,6 @@ round trip through ``metrics.ingest_known`` is in tests/db/test_ingest_known.py)
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -28,18 +27,61 @@ def test_numbers_nulls_and_non_finite_values_become_array_elements() -> None:
         "{null,null}",
         "{NaN,null}",  # for the database to refuse with ingest's error
         "{Infinity,-Infinity}",
+        "{null,null}",  # no sketch: no zeros, and no store below
+        "{NULL,NULL}",
+        "{NULL,NULL}",
+        "{NULL,NULL}",
         "{NULL,NULL}",
     )
 
 
-def test_sketches_are_quoted_elements_that_read_back_as_the_json() -> None:
-    sketch = {"z": 1, "p": {"-115": 2}, "n": {}, "odd": 'a "quoted" back\\slash'}
-    literals = array_literals([point(sketch=sketch)], [7])
+def test_a_sketch_is_its_zeros_and_each_stores_keys_and_counts_as_inner_literals() -> None:
+    sketches = [{"z": 1, "p": {"-115": 2, "7": 1}, "n": {}}, {"p": {"3": 4}}, {"z": 2, "n": {"0": 5}}]
+    literals = array_literals([point(sketch=s) for s in sketches] + [point()], [7, 8, 9, 10])
     assert literals is not None
-    element = literals[-1][1:-1]  # one element: "..."
-    assert element.startswith('"') and element.endswith('"')
-    unescaped = element[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    assert json.loads(unescaped) == sketch
+    assert literals[7:] == (
+        "{1,0,2,null}",  # z, 0 when left out
+        '{"{-115,7}","{3}","{}",NULL}',
+        '{"{2,1}","{4}","{}",NULL}',
+        '{"{}","{}","{0}",NULL}',
+        '{"{}","{}","{5}",NULL}',
+    )
+
+
+@pytest.mark.parametrize(
+    "sketch",
+    [
+        {"p": {"x": 1}},
+        {"p": {"1,2": 1}},
+        {"p": {"": 1}},
+        {"p": {5: 1}},
+        {"p": {"1": "1"}},
+        {"p": {"1": [1]}},
+        {"p": {"1": True}},
+        {"n": {"1": {"a": 1}}},
+        {"z": "1"},
+        {"p": [1]},
+        {"odd": 1},
+        [1],
+    ],
+    ids=[
+        "word-key",
+        "comma-key",
+        "empty-key",
+        "int-key",
+        "string-count",
+        "list-count",
+        "bool-count",
+        "object-count",
+        "string-zeros",
+        "list-store",
+        "unknown-member",
+        "list-sketch",
+    ],
+)
+def test_a_sketch_not_of_the_clients_shape_is_left_to_the_rpc(sketch: Any) -> None:
+    """The RPC names what is wrong with it by its JSON; as array literals it could not even be said."""
+    assert array_literals([point(), point(sketch=sketch)], [7, 8]) is None
 
 
 @pytest.mark.parametrize(

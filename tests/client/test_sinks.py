@@ -391,16 +391,26 @@ def test_postgres_sink_falls_back_to_the_rpc_without_the_known_series_rights(
     sink.close()
 
 
+_KNOWN_ARGS = (
+    "uuid, text, text, bigint[], double precision[], bigint[], double precision[], double precision[],"
+    " double precision[], double precision[]"
+)
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    [["bigint[], text[], text[], text[], text[]"], ["bigint[], text[], text[], text[], text[]", "jsonb[]"]],
+    ids=["before-sketch-arrays", "before-ingest-known"],
+)
 def test_postgres_sink_falls_back_to_the_rpc_on_a_database_without_ingest_known(
-    fresh_db: TestDatabase,
+    fresh_db: TestDatabase, dropped: list[str]
 ) -> None:
-    """A database migrated before metrics.ingest_known existed (dropped here to stand for one): the batch
-    goes through the RPC, nothing is spooled for ever or lost."""
+    """A database migrated before the overload the client calls existed (before migration 20261206002200, or
+    before ingest_known at all; dropped here to stand for one): the batch goes through the RPC, nothing is
+    spooled for ever or lost."""
     with psycopg.connect(fresh_db.url, autocommit=True) as conn:
-        conn.execute(
-            "drop function metrics.ingest_known(uuid, text, text, bigint[], double precision[], bigint[],"
-            " double precision[], double precision[], double precision[], double precision[], jsonb[])"
-        )
+        for sketch_args in dropped:
+            conn.execute(f"drop function metrics.ingest_known({_KNOWN_ARGS}, {sketch_args})")
     project = str(uuid.uuid4())
     sink = PostgresSink(fresh_db.url)
     for n in range(3):

@@ -70,7 +70,7 @@ def parts(conn: psycopg.Connection[Any], project: uuid.UUID) -> dict[str, Any]:
           (select metrics.sketch_union(r.sketch) from metrics.rollup_1m r
            where r.series_id = t.series_id and r.bucket < s.totals_folded_before) as folded_minutes,
           metrics.series_total_sketch(t.series_id) as whole,
-          (select metrics.sketch_union(p.sketch) from metrics.points p where p.series_id = t.series_id) as sent,
+          (select metrics.sketch_union(metrics.point_sketch(p)) from metrics.points p where p.series_id = t.series_id) as sent,
           (select count(*) from metrics.rollup_1m r
            where r.series_id = t.series_id and r.bucket >= s.totals_folded_before) as open_minutes,
           array[t.count, (select sum(r.count) from metrics.rollup_1m r

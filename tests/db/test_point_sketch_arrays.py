@@ -1,0 +1,217 @@
+"""Sketches as integer arrays (migration 20261206002200, issue #14): ``metrics.ingest_known`` takes and stores
+each histogram's zeros and stores as arrays; the JSON paths keep jsonb. Whichever form the points came in,
+mixed within a minute or not, the rollups are the same; bad arrays are refused as a whole batch with an error
+naming the point; a key given twice is one bucket; the jsonb overload still serves earlier producers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
+from tests.db.test_copy_ingest import series_ids, stored, wire
+from tests.support import TestDatabase, batch, counter, histogram, ingest, merge_points
+
+SOURCE = "copy-source"  # what tests.db.test_copy_ingest.stored counts
+INGEST_KNOWN_JSONB = (
+    "select metrics.ingest_known(%s, %s, %s, %s::bigint[], %s::float8[], %s::bigint[], %s::float8[],"
+    " %s::float8[], %s::float8[], %s::float8[], %s::jsonb[])"
+)
+
+
+@pytest.fixture
+def conn(db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db.url, autocommit=True) as connection:
+        yield connection
+
+
+def workload(now: float) -> list[dict[str, Any]]:
+    """Histograms with one point in a minute and with several, negative values and zeros, and a counter."""
+    points = [
+        histogram("step_seconds", [0.1, 0.2, 0.4, 0.4], {"node": "a"}, ts=now - 120),
+        histogram("step_seconds", [0.3, 8.0], {"node": "a"}, ts=now - 1),
+        histogram("step_seconds", [0.3, 0.0, -2.5], {"node": "a"}, ts=now - 2),
+        histogram("step_seconds", [5.0], {"node": "b"}, ts=now - 1),
+        histogram("balance", [-1.0, -1.0, 0.0, 2.0, 1e6], ts=now - 3),
+        counter("jobs_total", 4, ts=now - 1),
+    ]
+    return points
+
+
+def known_ids(conn: psycopg.Connection[Any], project: uuid.UUID, points: list[dict[str, Any]]) -> None:
+    """The points' series created through the RPC (its points then removed with what they rolled up to), and
+    their ids set on the points."""
+    probes = [{**p, "ts": time.time()} for p in points]
+    series_ids(conn, project, probes)
+    for table in ("points", "rollup_1m", "series_totals"):
+        conn.execute(f"delete from metrics.{table} where project_id = %s", (project,))
+    for p, probe in zip(points, probes, strict=True):
+        p["series_id"] = probe["series_id"]
+
+
+def send_known(conn: psycopg.Connection[Any], project: uuid.UUID, points: list[dict[str, Any]]) -> str:
+    literals = array_literals(points, [int(p["series_id"]) for p in points])
+    assert literals is not None
+    row = conn.execute(INGEST_KNOWN, (str(project), SOURCE, f"k-{uuid.uuid4()}", *literals)).fetchone()
+    assert row is not None
+    return str(row[0]["status"])
+
+
+def rollups(conn: psycopg.Connection[Any], project: uuid.UUID) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "select s.name, s.labels, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.sketch,"
+        " metrics.series_total_sketch(r.series_id)"
+        " from metrics.rollup_1m r join metrics.series s on s.id = r.series_id"
+        " where r.project_id = %s order by 1, 2::text, 3",
+        (project,),
+    ).fetchall()
+
+
+def test_rollups_are_the_same_whichever_form_the_sketches_came_in(conn: psycopg.Connection[Any]) -> None:
+    now = time.time()
+    as_json, as_arrays, mixed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ingest(conn, batch(as_json, [wire(p) for p in workload(now)]))
+    for project, known in ((as_arrays, slice(0, 6)), (mixed, slice(1, 6, 2))):
+        points = workload(now)
+        known_ids(conn, project, points)
+        assert send_known(conn, project, points[known]) == "accepted"
+        rest = [p for p in points if p not in points[known]]
+        if rest:  # the same minutes, the other form
+            ingest(conn, batch(project, [wire(p) for p in rest]), merge=False)
+    merge_points(conn)
+    forms = conn.execute(
+        "select project_id, count(p.sketch), count(p.sketch_zeros) from metrics.points p"
+        " where project_id = any(%s) group by 1",
+        ([as_json, as_arrays, mixed],),
+    ).fetchall()
+    assert {row[0]: row[1:] for row in forms} == {as_json: (5, 0), as_arrays: (0, 5), mixed: (3, 2)}
+    want = rollups(conn, as_json)
+    assert len(want) == 5
+    assert rollups(conn, as_arrays) == want
+    assert rollups(conn, mixed) == want
+
+
+def test_point_sketch_reads_either_form_as_sent(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    point = histogram("step_seconds", [0.1, 0.0, -3.0, 0.1])
+    series_ids(conn, project, [point])  # stored through the RPC, as jsonb
+    assert send_known(conn, project, [point]) == "accepted"
+    sketches = conn.execute(
+        "select p.sketch is null, metrics.point_sketch(p) from metrics.points p where p.project_id = %s"
+        " order by p.sketch is null",
+        (project,),
+    ).fetchall()
+    assert sketches == [(False, point["sketch"]), (True, point["sketch"])], "the RPC's jsonb, then the arrays"
+
+
+def test_a_key_given_twice_is_one_bucket(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    point = histogram("step_seconds", [0.1, 0.1, 0.1])
+    known_ids(conn, project, [point])
+    literals = list(array_literals([point], [point["series_id"]]) or ())
+    key = next(iter(point["sketch"]["p"]))
+    literals[8:10] = [f'{{"{{{key},{key}}}"}}', '{"{1,2}"}']
+    conn.execute(INGEST_KNOWN, (str(project), SOURCE, "twice", *literals))
+    row = conn.execute(
+        "select metrics.point_sketch(p) from metrics.points p where p.project_id = %s", (project,)
+    ).fetchone()
+    assert row == ({"z": 0, "p": {key: 3}, "n": {}},)
+    merge_points(conn)
+    minute = conn.execute("select sketch from metrics.rollup_1m where project_id = %s", (project,)).fetchone()
+    assert minute == ({"z": 0, "p": {key: 3}, "n": {}},)
+
+
+# (position in the literals: 7 zeros, 8 positive keys, 9 positive counts, 10 negative keys, 11 negative
+# counts; the point is a histogram of count 2 unless changed) -> the error's message
+BAD_ARRAYS: dict[str, tuple[dict[int, str], str]] = {
+    "key above the range": ({8: '{"{35489}"}', 9: '{"{2}"}'}, r"points\[1\]\.sketch: bucket keys must be"),
+    "key below the range": (
+        {10: '{"{-1037}"}', 11: '{"{2}"}', 8: '{"{}"}', 9: '{"{}"}'},
+        r"bucket keys must be",
+    ),
+    "zero count": ({8: '{"{5,6}"}', 9: '{"{2,0}"}'}, r"points\[1\]\.sketch: bucket keys .* counts positive"),
+    "negative count": (
+        {8: '{"{5,6}"}', 9: '{"{3,-1}"}'},
+        r"points\[1\]\.sketch: bucket keys .* counts positive",
+    ),
+    "counts do not add up": ({8: '{"{5}"}', 9: '{"{3}"}'}, r"points\[1\]\.sketch: bucket counts must add up"),
+    "negative zeros": ({7: "{-1}", 8: '{"{5}"}', 9: '{"{3}"}'}, r"points\[1\]\.sketch"),
+    "fewer counts than keys": (
+        {8: '{"{5,6}"}', 9: '{"{2}"}'},
+        r"points\[1\]\.sketch: each store's keys and counts",
+    ),
+    "two dimensions": ({8: '{"{{5},{6}}"}', 9: '{"{{1},{1}}"}'}, r"points\[1\]\.sketch: each store's keys"),
+    "a null key": ({8: '{"{5,NULL}"}', 9: '{"{1,1}"}'}, r"points\[1\]\.sketch: each store's keys"),
+    "a null store": ({8: "{NULL}"}, r"points\[1\]\.sketch: each store's keys"),
+    "not an integer": (
+        {8: '{"{5.5}"}', 9: '{"{2}"}'},
+        r"points\[1\]\.sketch: each store's keys and counts must be array",
+    ),
+    "count beyond integer": (  # a count past 2^31 is past the point's cap (10^9) anyway
+        {9: '{"{3000000000}"}'},
+        r"points\[1\]\.sketch: .* array literals of integers",
+    ),
+    "no sketch": (
+        {7: "{NULL}", 8: "{NULL}", 9: "{NULL}", 10: "{NULL}", 11: "{NULL}"},
+        r"required for histogram",
+    ),
+    "arrays without zeros": ({7: "{NULL}"}, r"points\[1\]\.sketch: required for histogram"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARRAYS))
+def test_bad_arrays_refuse_the_batch_naming_the_point(conn: psycopg.Connection[Any], case: str) -> None:
+    project = uuid.uuid4()
+    valid, point = counter("jobs_total", 1), histogram("step_seconds", [0.25, 0.5])
+    known_ids(conn, project, [valid, point])
+    columns = list(array_literals([point], [point["series_id"]]) or ())
+    changes, message = BAD_ARRAYS[case]
+    for index, literal in changes.items():
+        columns[index] = literal
+    good = array_literals([valid], [valid["series_id"]]) or ()
+    both = [
+        "{" + a[1:-1] + "," + b[1:-1] + "}" for a, b in zip(good, columns, strict=True)
+    ]  # the valid point first, then the bad one
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "the-batch", *both))
+    assert stored(conn, project) == 0
+    assert send_known(conn, project, [valid]) == "accepted", "the refused batch left no ledger row"
+
+
+def test_a_counter_carries_no_sketch_arrays(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    point = counter("jobs_total", 1)
+    known_ids(conn, project, [point])
+    literals = list(array_literals([point], [point["series_id"]]) or ())
+    literals[8:10] = ['{"{5}"}', '{"{1}"}']
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue,
+        match=r"points\[0\]\.sketch: arrays of a sketch without its zeros",
+    ):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "counter", *literals))
+    assert stored(conn, project) == 0
+
+
+def test_the_jsonb_overload_still_serves_earlier_producers(conn: psycopg.Connection[Any]) -> None:
+    """A producer of an earlier version calls ingest_known with the sketches as jsonb: stored as jsonb,
+    merged as before."""
+    project = uuid.uuid4()
+    point = histogram("step_seconds", [0.1, 0.2])
+    known_ids(conn, project, [point])
+    numbers = (array_literals([point], [point["series_id"]]) or ())[:7]
+    sketch = '{"' + json.dumps(point["sketch"]).replace('"', '\\"') + '"}'
+    row = conn.execute(INGEST_KNOWN_JSONB, (str(project), SOURCE, "old", *numbers, sketch)).fetchone()
+    assert row is not None and row[0]["status"] == "accepted"
+    merge_points(conn)
+    got = conn.execute(
+        "select p.sketch, r.sketch from metrics.points p join metrics.rollup_1m r using (series_id)"
+        " where p.project_id = %s",
+        (project,),
+    ).fetchone()
+    assert got == (point["sketch"], point["sketch"])
