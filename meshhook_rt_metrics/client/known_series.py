@@ -122,7 +122,7 @@ def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, .
         [p.get("min") for p in points],
         [p.get("max") for p in points],
         [p.get("last") for p in points],
-        [None if s is None else s.get("z", 0) for s in sketches],
+        [None if s is None else _count(s.get("z", 0)) for s in sketches],
     )
     texts = [_dumps(column)[1:-1] for column in columns]
     stores = [
@@ -157,6 +157,8 @@ def _store_literals(stores: list[dict[str, Any] | None]) -> tuple[str, str] | No
             return None
         joined = ",".join(store)
         values = _dumps(list(store.values()))[1:-1]
+        if "." in values:  # 2.0 is a count as 2 is (the RPC takes it); 2.5 is left for the database to refuse
+            values = _dumps([_count(v) for v in store.values()])[1:-1]
         if store and not (_KEYS.fullmatch(joined) and joined.count(",") == len(store) - 1):
             return None
         if _NOT_A_NUMBER.search(values):
@@ -166,8 +168,9 @@ def _store_literals(stores: list[dict[str, Any] | None]) -> tuple[str, str] | No
     return "{" + ",".join(keys) + "}", "{" + ",".join(counts) + "}"
 
 
-_KEYS = re.compile(r"-?\d+(?:,-?\d+)*")
-"""Keys joined by commas: every one a decimal integer (the database checks the range)."""
+_KEYS = re.compile(r"(?:0|-?[1-9][0-9]*)(?:,(?:0|-?[1-9][0-9]*))*")
+"""Keys joined by commas, every one a canonical decimal integer as the RPC requires ("01" and "-0" are not:
+an integer array would read them as 1 and 0); the database checks the range."""
 
 
 _NOT_A_NUMBER = re.compile(r'["\[\]{}]|true|false')

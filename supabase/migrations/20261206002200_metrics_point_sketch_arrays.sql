@@ -18,9 +18,11 @@
 --   all keys sliced per point was measured too: a slice of a PL/pgSQL array argument copies the whole array
 --   (12.2 us a point without any rule, against 5.8 for literals per point). The jsonb[] overload stays, for
 --   producers of an earlier version.
--- * metrics.check_ingest_rows takes the arrays beside the rows (p_sketches, by position; null for the JSON
---   paths): one rule for a sketch, stated for each form. A key given twice in the arrays is one bucket (its
---   counts add up), as everywhere the arrays are read (the pass, metrics.sketch_from_arrays).
+-- * metrics.check_ingest_rows takes the arrays beside the rows (p_sketches, by position; null for the RPC):
+--   one rule for a sketch, stated for each form. A key given twice in the arrays is one bucket (its counts add
+--   up), as everywhere the arrays are read (the pass, metrics.sketch_from_arrays); a store holds at most 36,525
+--   elements, as many as there are keys. metrics.check_copied_points passes the copied rows' arrays: a COPY
+--   may fill those columns too (the service role inserts into metrics.points), and the pass reads them.
 -- * metrics.rollup_points sums both forms' buckets in one aggregation; a minute with a single jsonb sketch keeps
 --   it as before. Rollups are identical whichever form the points came in (tests/db/test_point_sketch_arrays.py).
 -- * metrics.point_sketch(points) is a point's sketch in the stored jsonb form, whichever form it has (tests,
@@ -77,19 +79,21 @@ as $$
       select pg_catalog.json_object_agg(b.k, b.c)::jsonb
       from (
         select t.k, sum(t.c) as c from rows from (pg_catalog.unnest(p_pos_keys), pg_catalog.unnest(p_pos_counts)) as t (k, c)
+        where t.k is not null
         group by t.k
       ) as b), '{}'::jsonb),
     'n', coalesce((
       select pg_catalog.json_object_agg(b.k, b.c)::jsonb
       from (
         select t.k, sum(t.c) as c from rows from (pg_catalog.unnest(p_neg_keys), pg_catalog.unnest(p_neg_counts)) as t (k, c)
+        where t.k is not null
         group by t.k
       ) as b), '{}'::jsonb)
   ) end
 $$;
 comment on function metrics.sketch_from_arrays(bigint, integer[], integer[], integer[], integer[]) is
   'A sketch given as arrays (metrics.sketch_arrays) in the stored jsonb form {"z", "p", "n"}; the counts of a key '
-  'given twice add up. Null when p_zeros is null (no sketch).';
+  'given twice add up; a null key is left out. Null when p_zeros is null (no sketch).';
 
 create function metrics.point_sketch(p metrics.points)
 returns jsonb
@@ -130,7 +134,6 @@ begin
       or (p.kind = 'gauge' and p.last is null)
       or p.min > p.max
       or (p.kind = 'histogram') <> (p.sketch is not null or p.zeros is not null)
-      or (p.sketch is not null and p.zeros is not null)
       or pg_catalog.char_length(p.unit) > 64 or pg_catalog.char_length(p.help) > 1024
       or (p.kind = 'histogram' and p.sketch is not null and (
         pg_catalog.jsonb_typeof(p.sketch) <> 'object'
@@ -175,43 +178,50 @@ begin
   end;
 
   -- the same rule for sketches as arrays (ingest_known's), checked element-wise in C by ALL: keys in range,
-  -- counts at least 1, the counts and zeros adding up to the point's count (a key given twice is one bucket, its
-  -- counts added, as everywhere the arrays are read); and what only arrays can get wrong, named here: a count per
-  -- key, one dimension, no null element, no arrays without zeros. The rest is named by the detailed validator,
-  -- with the RPC's words.
+  -- counts at least 1, the counts and zeros adding up to the point's count; a key given twice is one bucket, its
+  -- counts added (as everywhere the arrays are read), so a store holds at most as many elements as there are
+  -- keys (36,525). The first failing point is named here, in metrics.sketch_problem's words where the JSON has
+  -- the same fault, since repeated keys could hide a bad count from a check of the merged sketch.
   select p.idx, case
       when p.zeros is null then 'arrays of a sketch without its zeros (only histograms carry a sketch)'
+      when p.sketch is not null then 'one sketch, as jsonb or as arrays, not both'
       when not coalesce(pg_catalog.cardinality(p.pos_keys) = pg_catalog.cardinality(p.pos_counts)
           and pg_catalog.cardinality(p.neg_keys) = pg_catalog.cardinality(p.neg_counts)
+          and pg_catalog.cardinality(p.pos_keys) <= 36525 and pg_catalog.cardinality(p.neg_keys) <= 36525
           and coalesce(pg_catalog.array_ndims(p.pos_keys), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_keys), 1) = 1
           and coalesce(pg_catalog.array_ndims(p.pos_counts), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_counts), 1) = 1
           and pg_catalog.array_position(p.pos_keys, null) is null and pg_catalog.array_position(p.neg_keys, null) is null
           and pg_catalog.array_position(p.pos_counts, null) is null and pg_catalog.array_position(p.neg_counts, null) is null,
         false)
-        then 'each store''s keys and counts must be one-dimensional arrays of equal length without nulls'
+        then 'each store''s keys and counts must be one-dimensional arrays of equal length (at most 36525), without nulls'
+      when p.zeros < 0 then 'z: must be a non-negative integer'
+      when not (-1036 <= all(p.pos_keys) and 35488 >= all(p.pos_keys) and -1036 <= all(p.neg_keys)
+          and 35488 >= all(p.neg_keys) and 1 <= all(p.pos_counts) and 1 <= all(p.neg_counts))
+        then 'bucket keys must be integers in [-1036, 35488] (no leading zeros) and counts positive integers'
+      else 'bucket counts must add up to the point''s count'
     end
   into v_idx, v_shape
   from rows from (pg_catalog.unnest(p_rows), pg_catalog.unnest(p_sketches)) p
   where (p.zeros is null and (p.pos_keys is not null or p.pos_counts is not null or p.neg_keys is not null
       or p.neg_counts is not null))
+    or (p.zeros is not null and p.sketch is not null)
     or (p.zeros is not null and not coalesce(
-      p.zeros >= 0
-      and pg_catalog.cardinality(p.pos_keys) = pg_catalog.cardinality(p.pos_counts)
+      pg_catalog.cardinality(p.pos_keys) = pg_catalog.cardinality(p.pos_counts)
       and pg_catalog.cardinality(p.neg_keys) = pg_catalog.cardinality(p.neg_counts)
+      and pg_catalog.cardinality(p.pos_keys) <= 36525 and pg_catalog.cardinality(p.neg_keys) <= 36525
       and coalesce(pg_catalog.array_ndims(p.pos_keys), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_keys), 1) = 1
       and coalesce(pg_catalog.array_ndims(p.pos_counts), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_counts), 1) = 1
+      and p.zeros between 0 and p.count
       and -1036 <= all(p.pos_keys) and 35488 >= all(p.pos_keys) and -1036 <= all(p.neg_keys) and 35488 >= all(p.neg_keys)
       and 1 <= all(p.pos_counts) and 1 <= all(p.neg_counts)
-      and (select coalesce(sum(c), 0) from pg_catalog.unnest(p.pos_counts) as c)
+      -- integer counts sum as bigint (36,525 of them cannot overflow it); the total as numeric
+      and (select coalesce(sum(c), 0) from pg_catalog.unnest(p.pos_counts) as c)::numeric
         + (select coalesce(sum(c), 0) from pg_catalog.unnest(p.neg_counts) as c) + p.zeros = p.count,
       false))
   order by p.idx
   limit 1;
   if found then
-    if v_shape is not null then
-      perform metrics.reject(pg_catalog.format('points[%s].sketch', v_idx), v_shape);
-    end if;
-    perform metrics.reject_first_problem(coalesce(v_points, metrics.rows_as_points(p_rows, p_sketches)), p_cfg, now(), 'invalid histogram sketch');
+    perform metrics.reject(pg_catalog.format('points[%s].sketch', v_idx), v_shape);
   end if;
 end
 $$;
@@ -271,7 +281,7 @@ declare
   v_points integer := coalesce(pg_catalog.cardinality(p_series_ids), 0);
   v_rows metrics.ingest_row[];
   v_sketches metrics.sketch_arrays[];
-  v_bad integer;
+  v_store record;
   v_stray integer;
   v_stray_id bigint;
   v_day date;
@@ -325,12 +335,17 @@ begin
     left join metrics.families f on f.project_id = s.project_id and f.name = s.name;
   exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded then
     -- the first point whose stores do not parse, found point by point (only on this failure)
-    for v_bad in 1 .. v_points loop
+    for v_store in
+      select u.i, u.pos_keys, u.pos_counts, u.neg_keys, u.neg_counts
+      from rows from (pg_catalog.unnest(p_pos_keys), pg_catalog.unnest(p_pos_counts), pg_catalog.unnest(p_neg_keys),
+        pg_catalog.unnest(p_neg_counts)) with ordinality as u (pos_keys, pos_counts, neg_keys, neg_counts, i)
+      order by u.i
+    loop
       begin
-        perform p_pos_keys[v_bad]::integer[], p_pos_counts[v_bad]::integer[], p_neg_keys[v_bad]::integer[],
-          p_neg_counts[v_bad]::integer[];
+        perform v_store.pos_keys::integer[], v_store.pos_counts::integer[], v_store.neg_keys::integer[],
+          v_store.neg_counts::integer[];
       exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded then
-        perform metrics.reject(pg_catalog.format('points[%s].sketch', v_bad - 1),
+        perform metrics.reject(pg_catalog.format('points[%s].sketch', v_store.i - 1),
           'each store''s keys and counts must be array literals of integers');
       end;
     end loop;
@@ -534,6 +549,79 @@ comment on function metrics.rollup_points(xid8, xid8) is
   '5-minute marks, set-based: sketch buckets summed once per series, minute, store and key, from sketches '
   'stored as jsonb or as arrays (migration 20261206002200). The caller guarantees that no range is merged '
   'twice (metrics.rollup_pass, metrics.rollup_now).';
+
+create or replace function metrics.check_copied_points()
+returns integer
+language plpgsql volatile security definer set search_path = ''
+as $$
+declare
+  v_cfg metrics.config;
+  v_setting text := pg_catalog.current_setting('metrics.copy_batch', true);
+  v_batch jsonb;
+  v_rows metrics.ingest_row[];
+  v_sketches metrics.sketch_arrays[];
+  v_count integer;
+  v_stray jsonb;
+begin
+  select * into strict v_cfg from metrics.config;
+  if v_setting = 'checked' then
+    raise exception 'the batch of this transaction was checked already: one batch per transaction'
+      using errcode = '55000';
+  elsif coalesce(v_setting, '') = '' then
+    raise exception 'no batch begun in this transaction: call metrics.begin_copy_batch before the COPY'
+      using errcode = '55000';
+  end if;
+  v_batch := v_setting::jsonb;
+  with copied as (
+    select p.*, pg_catalog.row_number() over (order by p.tableoid, p.ctid) - 1 as idx,
+      p.project_id = (v_batch ->> 'project_id')::uuid and p.source = v_batch ->> 'source'
+        and p.batch_id = v_batch ->> 'batch_id' as of_batch
+    from metrics.points p
+    where p.xid = pg_catalog.pg_current_xact_id()
+  )
+  select pg_catalog.array_agg(row(
+      c.idx, s.name, f.kind, s.labels, c.ts, c.count, c.sum, c.min, c.max, c.last, c.sketch, null, null,
+      true,  -- typed columns: check_ingest_rows checks the counts and numbers
+      c.series_id
+    )::metrics.ingest_row order by c.idx),
+    -- a copied row's arrays, which the COPY may fill as well: checked by the same rules
+    pg_catalog.array_agg(row(c.sketch_zeros, c.sketch_pos_keys, c.sketch_pos_counts, c.sketch_neg_keys,
+      c.sketch_neg_counts)::metrics.sketch_arrays order by c.idx),
+    count(*),
+    -- the first row of another batch, or of no series of the batch's project
+    (pg_catalog.array_agg(pg_catalog.jsonb_build_object('idx', c.idx, 'series_id', c.series_id,
+       'project_id', c.project_id, 'of_batch', c.of_batch) order by c.idx)
+     filter (where not c.of_batch or s.id is null))[1]
+  into v_rows, v_sketches, v_count, v_stray
+  from copied c
+  left join metrics.series s on s.id = c.series_id and s.project_id = c.project_id
+  left join metrics.families f on f.project_id = s.project_id and f.name = s.name;
+
+  if v_stray is not null then
+    if (v_stray ->> 'of_batch')::boolean then
+      perform metrics.reject(pg_catalog.format('points[%s].series_id', v_stray ->> 'idx'),
+        pg_catalog.format('%s is not a series of project %s', v_stray ->> 'series_id', v_stray ->> 'project_id'));
+    end if;
+    perform metrics.reject(pg_catalog.format('points[%s]', v_stray ->> 'idx'),
+      'project_id, source and batch_id must be those of the batch begun (metrics.begin_copy_batch)');
+  end if;
+  if v_count is distinct from (v_batch ->> 'points')::integer then
+    perform metrics.reject('batch.points',
+      pg_catalog.format('%s rows copied, the batch declared %s', coalesce(v_count, 0), v_batch ->> 'points'));
+  end if;
+
+  perform metrics.check_ingest_rows(v_rows, null, v_cfg, v_sketches);
+  perform pg_catalog.set_config('metrics.copy_batch', 'checked', true);
+  return v_count;
+end
+$$;
+
+comment on function metrics.check_copied_points() is
+  'Validates the rows this transaction copied into metrics.points after metrics.begin_copy_batch: all of the '
+  'begun batch, as many as it declared, of series of its project, and obeying metrics.check_ingest_rows (the '
+  'rules of metrics.ingest), a sketch copied as arrays (sketch_zeros ...) included (migration 20261206002200). '
+  'Raises 22023 with ingest''s error (points[i] in storage order) so that nothing is stored; returns the rows '
+  'checked.';
 
 -- PostgreSQL grants EXECUTE to PUBLIC on every new function: only the grants below stand
 revoke execute on function metrics.sketch_from_arrays(bigint, integer[], integer[], integer[], integer[]) from public;

@@ -34,7 +34,7 @@ select throws_ok($$select metrics.ingest_known('0d000000-0000-4000-8000-00000000
 select throws_ok($$select metrics.ingest_known('0d000000-0000-4000-8000-00000000000d', 'w', 'shape',
     array[(select id from the_series)], array[extract(epoch from now())::float8], '{1}', '{1}', '{1}', '{1}',
     '{NULL}', '{0}', array['{5,6}'], array['{1}'], array['{}'], array['{}'])$$,
-  '22023', 'points[0].sketch: each store''s keys and counts must be one-dimensional arrays of equal length without nulls',
+  '22023', 'points[0].sketch: each store''s keys and counts must be one-dimensional arrays of equal length (at most 36525), without nulls',
   'keys without counts: named');
 
 -- the transaction's own points, merged as a pass would merge them: the jsonb and the arrays sketch of one minute

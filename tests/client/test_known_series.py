@@ -54,6 +54,9 @@ def test_a_sketch_is_its_zeros_and_each_stores_keys_and_counts_as_inner_literals
         {"p": {"x": 1}},
         {"p": {"1,2": 1}},
         {"p": {"": 1}},
+        {"p": {"01": 1}},
+        {"p": {"-0": 1}},
+        {"p": {"\u0663": 1}},
         {"p": {5: 1}},
         {"p": {"1": "1"}},
         {"p": {"1": [1]}},
@@ -68,6 +71,9 @@ def test_a_sketch_is_its_zeros_and_each_stores_keys_and_counts_as_inner_literals
         "word-key",
         "comma-key",
         "empty-key",
+        "leading-zero-key",
+        "minus-zero-key",
+        "arabic-digit-key",
         "int-key",
         "string-count",
         "list-count",
@@ -92,3 +98,10 @@ def test_a_sketch_not_of_the_clients_shape_is_left_to_the_rpc(sketch: Any) -> No
 def test_a_value_that_is_not_a_number_is_left_to_the_rpc(fields: dict[str, Any]) -> None:
     """The RPC refuses these by their JSON types; an array literal would read "3" as 3."""
     assert array_literals([point(), point(**fields)], [7, 8]) is None
+
+
+def test_integral_float_counts_are_written_as_integers() -> None:
+    """2.0 is a count as 2 is (the RPC takes it): written as 2, so the arrays path does not refuse it."""
+    literals = array_literals([point(count=3, sketch={"z": 1.0, "p": {"4": 2.0}})], [7])
+    assert literals is not None
+    assert literals[7:10] == ("{1}", '{"{4}"}', '{"{2}"}')

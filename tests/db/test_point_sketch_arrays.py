@@ -9,13 +9,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
-from tests.db.test_copy_ingest import series_ids, stored, wire
+from tests.db.test_copy_ingest import days, series_ids, stored, wire
 from tests.support import TestDatabase, batch, counter, histogram, ingest, merge_points
 
 SOURCE = "copy-source"  # what tests.db.test_copy_ingest.stored counts
@@ -146,6 +147,18 @@ BAD_ARRAYS: dict[str, tuple[dict[int, str], str]] = {
         {8: '{"{5,6}"}', 9: '{"{2}"}'},
         r"points\[1\]\.sketch: each store's keys and counts",
     ),
+    "a key repeated, a bad count hidden": (
+        {8: '{"{5,5}"}', 9: '{"{3,-1}"}'},
+        r"points\[1\]\.sketch: bucket keys .* counts",
+    ),
+    "zeros beyond any count": (
+        {7: "{9223372036854775807}"},
+        r"points\[1\]\.sketch: bucket counts must add up",
+    ),
+    "more elements than keys": (
+        {8: '{"{' + ",".join(["5"] * 36526) + '}"}', 9: '{"{' + ",".join(["1"] * 36526) + '}"}'},
+        r"points\[1\]\.sketch: .* \(at most 36525\)",
+    ),
     "two dimensions": ({8: '{"{{5},{6}}"}', 9: '{"{{1},{1}}"}'}, r"points\[1\]\.sketch: each store's keys"),
     "a null key": ({8: '{"{5,NULL}"}', 9: '{"{1,1}"}'}, r"points\[1\]\.sketch: each store's keys"),
     "a null store": ({8: "{NULL}"}, r"points\[1\]\.sketch: each store's keys"),
@@ -195,6 +208,81 @@ def test_a_counter_carries_no_sketch_arrays(conn: psycopg.Connection[Any]) -> No
         match=r"points\[0\]\.sketch: arrays of a sketch without its zeros",
     ):
         conn.execute(INGEST_KNOWN, (str(project), SOURCE, "counter", *literals))
+    assert stored(conn, project) == 0
+
+
+def test_a_bad_store_is_named_whatever_the_arrays_first_index(conn: psycopg.Connection[Any]) -> None:
+    """An outer literal may start at any index ('[0:1]={...}'): the error names the point by its position."""
+    project = uuid.uuid4()
+    points = [histogram("step_seconds", [0.1]), histogram("step_seconds", [0.2])]
+    known_ids(conn, project, points)
+    literals = list(array_literals(points, [p["series_id"] for p in points]) or ())
+    literals[8] = '[0:1]={"{-69}","{x}"}'
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"points\[1\]\.sketch: .* array literals"):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "bounds", *literals))
+
+
+def test_a_null_key_elsewhere_does_not_hide_the_first_problem(conn: psycopg.Connection[Any]) -> None:
+    project = uuid.uuid4()
+    old, point = counter("jobs_total", 1), histogram("step_seconds", [0.2, 0.3])
+    known_ids(conn, project, [old, point])
+    old["ts"] = time.time() - 2 * 86400
+    literals = list(array_literals([old, point], [old["series_id"], point["series_id"]]) or ())
+    literals[8], literals[9] = '{NULL,"{5,NULL}"}', '{NULL,"{1,1}"}'
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"points\[0\]\.ts"):
+        conn.execute(INGEST_KNOWN, (str(project), SOURCE, "order", *literals))
+
+
+@pytest.mark.parametrize(
+    ("kind", "arrays", "message"),
+    [
+        ("counter", (0, [5], [1]), r"points\[0\]\.sketch: only histograms carry a sketch"),
+        (
+            "histogram",
+            (0, [-80, -115], [1, 1]),
+            r"points\[0\]\.sketch: one sketch, as jsonb or as arrays, not both",
+        ),
+        ("histogram-arrays", (0, [None, -80], [1, 1]), r"points\[0\]\.sketch: each store's keys"),
+        ("histogram-arrays", (0, [-80], [3]), r"points\[0\]\.sketch: bucket counts must add up"),
+    ],
+    ids=["arrays-on-a-counter", "both-forms", "null-key", "count-differs"],
+)
+def test_a_copy_is_checked_in_its_arrays_too(
+    conn: psycopg.Connection[Any], kind: str, arrays: tuple[Any, ...], message: str
+) -> None:
+    """The COPY path may fill the array columns (the service role inserts into metrics.points) and the pass
+    reads them: check_copied_points applies the arrays' rule, so such a batch is refused whole."""
+    project = uuid.uuid4()
+    point = counter("jobs_total", 1) if kind == "counter" else histogram("step_seconds", [0.25, 0.5])
+    sketch = json.dumps(point["sketch"]) if kind == "histogram" else None
+    known_ids(conn, project, [point])
+    columns = (
+        "project_id, series_id, ts, source, batch_id, count, sum, min, max, last, sketch,"
+        " sketch_zeros, sketch_pos_keys, sketch_pos_counts, sketch_neg_keys, sketch_neg_counts"
+    )
+    row = (
+        project,
+        point["series_id"],
+        datetime.fromtimestamp(point["ts"], UTC),
+        SOURCE,
+        "copied",
+        point["count"],
+        point["sum"],
+        point.get("min"),
+        point.get("max"),
+        point.get("last"),
+        sketch,
+        *arrays,
+        [],
+        [],
+    )
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message), conn.transaction():
+        conn.execute(
+            "select metrics.begin_copy_batch(%s, %s, %s, 1, %s)", (project, SOURCE, "copied", days([point]))
+        )
+        with conn.cursor().copy(f"copy metrics.points ({columns}) from stdin") as copy:
+            copy.write_row(row)
+        conn.execute("select metrics.check_copied_points()")
     assert stored(conn, project) == 0
 
 
