@@ -31,14 +31,14 @@
 --   debugging).
 --
 -- Measured (backend CPU as above, 7 interleaved rounds; each design in its own clone):
---   ingest_known, 5,000 points:         14.0 -> 6.9 us a point (without any bucket rule: 5.8)
+--   ingest_known, 5,000 points:         14.0 -> 6.9 us a point (prototype; 7.7 with the rules as shipped)
 --   one pass over 40,000 such points:   17.3 -> 15.2 us a point; the rollups identical
 -- python -m benchmarks.ingest --designs K0,K (K0: the jsonb overload, K: this one; the same run, each with its
 -- COPY baseline; database CPU per point, all server processes, the pass included):
---   default (20 batches of 5,000)       34.0 -> 22.6 us a point    0.146 -> 0.171 x COPY
---   sustained (100 batches)             28.8 -> 20.6               0.178 -> 0.288 x COPY
---   realistic (20 sources x 300)        26.8 -> 16.8               0.242 -> 0.376 x COPY
---   reference fleet (6,000 points/s)    33.9 -> 26.9               live p95 0.80 -> 0.81 s
+--   default (20 batches of 5,000)       28.7 -> 22.4 us a point    0.158 -> 0.181 x COPY
+--   sustained (100 batches)             28.4 -> 20.8               0.199 -> 0.266 x COPY
+--   realistic (20 sources x 300)        26.2 -> 16.7               0.246 -> 0.408 x COPY
+--   reference fleet (6,000 points/s)    34.2 -> 28.1               live p95 0.83 -> 0.81 s
 
 set local lock_timeout = '10s';  -- a busy project's ingest holds the points table; fail rather than queue behind it
 
