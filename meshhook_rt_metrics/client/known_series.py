@@ -111,6 +111,13 @@ def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, .
     Each numeric column is encoded by ``json.dumps`` in one C call: a JSON array of numbers (``null`` for
     none, ``NaN``/``Infinity`` for the database to refuse) is an array literal once its brackets are braces.
     A sketch's store becomes one element per point: its keys and its counts each as an inner literal."""
+    try:
+        return _literals(points, ids)
+    except (TypeError, ValueError):  # a value JSON cannot write (a Decimal, a set): the RPC judges the batch
+        return None
+
+
+def _literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...] | None:
     sketches = [p.get("sketch") for p in points]
     if any(s is not None and not _client_shaped(s) for s in sketches):
         return None

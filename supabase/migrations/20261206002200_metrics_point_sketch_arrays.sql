@@ -11,8 +11,8 @@
 --   integer: a bucket's count is at most its point's, at most metrics.max_point_count() (10^9 < 2^31); a
 --   histogram row is 22 % smaller than with jsonb (default workload: 1,050 -> 816 bytes; bigint counts made it
 --   6 % larger). A point carries its sketch in one form: jsonb (the JSON RPC, the COPY path, rows written
---   before this migration) or the arrays (ingest_known's new overload). Adding nullable columns rewrites
---   nothing.
+--   before this migration) or the arrays (ingest_known's new overload, or a COPY that fills them). Adding
+--   nullable columns rewrites nothing.
 -- * metrics.ingest_known gains an overload whose sketches are five arrays: the zeros and, per point, each
 --   store's keys and counts as an array literal ('{3,4}'; null for points without a sketch). One flat array of
 --   all keys sliced per point was measured too: a slice of a PL/pgSQL array argument copies the whole array
@@ -21,10 +21,12 @@
 -- * metrics.check_ingest_rows takes the arrays beside the rows (p_sketches, by position; null for the RPC):
 --   one rule for a sketch, stated for each form. A key given twice in the arrays is one bucket (its counts add
 --   up), as everywhere the arrays are read (the pass, metrics.sketch_from_arrays); a store holds at most 36,525
---   elements, as many as there are keys. metrics.check_copied_points passes the copied rows' arrays: a COPY
---   may fill those columns too (the service role inserts into metrics.points), and the pass reads them.
+--   elements, as many as there are keys; an empty store is '{}' (null is refused). metrics.check_copied_points
+--   passes the copied rows' arrays: a COPY may fill those columns too (the service role inserts into
+--   metrics.points), and the pass reads them.
 -- * metrics.rollup_points sums both forms' buckets in one aggregation, grouped by one bigint (the minute's
---   number and the key) instead of (series, minute, key): 8.0 -> 7.2 us a point for rollup_points over 105,000
+--   number in the high 32 bits, the key in the low ones, so every integer key keeps its own cell in its own
+--   minute) instead of (series, minute, key): 8.0 -> 7.2 us a point for rollup_points over 105,000
 --   default-workload points, rollups identical; a minute with a single jsonb sketch keeps it as before. Rollups
 --   are identical whichever form the points came in (tests/db/test_point_sketch_arrays.py).
 -- * metrics.point_sketch(points) is a point's sketch in the stored jsonb form, whichever form it has (tests,
@@ -185,14 +187,17 @@ begin
   -- keys (36,525). The first failing point is named here, in metrics.sketch_problem's words where the JSON has
   -- the same fault, since repeated keys could hide a bad count from a check of the merged sketch.
   select p.idx, case
-      when p.zeros is null then 'arrays of a sketch without its zeros (only histograms carry a sketch)'
+      when p.zeros is null then 'sketch arrays without their zero count (sketch_zeros); only histograms carry a sketch'
       when p.sketch is not null then 'one sketch, as jsonb or as arrays, not both'
       when not coalesce(pg_catalog.cardinality(p.pos_keys) = pg_catalog.cardinality(p.pos_counts)
           and pg_catalog.cardinality(p.neg_keys) = pg_catalog.cardinality(p.neg_counts)
           and pg_catalog.cardinality(p.pos_keys) <= 36525 and pg_catalog.cardinality(p.neg_keys) <= 36525
           and coalesce(pg_catalog.array_ndims(p.pos_keys), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_keys), 1) = 1
-          and coalesce(pg_catalog.array_ndims(p.pos_counts), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_counts), 1) = 1
-          and pg_catalog.array_position(p.pos_keys, null) is null and pg_catalog.array_position(p.neg_keys, null) is null
+          and coalesce(pg_catalog.array_ndims(p.pos_counts), 1) = 1 and coalesce(pg_catalog.array_ndims(p.neg_counts), 1) = 1,
+        false)
+        then 'each store''s keys and counts must be one-dimensional arrays of equal length (at most 36525), without nulls'
+      -- (array_position takes one-dimensional arrays only: a WHEN of its own, after the one above)
+      when not coalesce(pg_catalog.array_position(p.pos_keys, null) is null and pg_catalog.array_position(p.neg_keys, null) is null
           and pg_catalog.array_position(p.pos_counts, null) is null and pg_catalog.array_position(p.neg_counts, null) is null,
         false)
         then 'each store''s keys and counts must be one-dimensional arrays of equal length (at most 36525), without nulls'
@@ -335,7 +340,8 @@ begin
     ) with ordinality as u (series_id, ts, count, sum, min, max, last, zeros, pos_keys, pos_counts, neg_keys, neg_counts, i)
     left join metrics.series s on s.id = u.series_id and s.project_id = p_project_id
     left join metrics.families f on f.project_id = s.project_id and f.name = s.name;
-  exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded then
+  exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded
+      or array_subscript_error then
     -- the first point whose stores do not parse, found point by point (only on this failure)
     for v_store in
       select u.i, u.pos_keys, u.pos_counts, u.neg_keys, u.neg_counts
@@ -346,7 +352,8 @@ begin
       begin
         perform v_store.pos_keys::integer[], v_store.pos_counts::integer[], v_store.neg_keys::integer[],
           v_store.neg_counts::integer[];
-      exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded then
+      exception when invalid_text_representation or numeric_value_out_of_range or program_limit_exceeded
+          or array_subscript_error then
         perform metrics.reject(pg_catalog.format('points[%s].sketch', v_store.i - 1),
           'each store''s keys and counts must be array literals of integers');
       end;
@@ -433,41 +440,41 @@ begin
     where (n.sketch is not null or n.sketch_zeros is not null) and (m.sketches > 1 or m.array_sketches > 0)
   ),
   -- every bucket of those sketches summed once per series, minute and key, one object per store: one
-  -- aggregation level each, whichever form a point's sketch has, grouped by one bigint (the minute's number
-  -- shifted by 16 bits plus the key offset into [0, 36524]: a tenth cheaper than grouping by series, minute
-  -- and key), the object written as json text and cast to jsonb once (cheaper than jsonb_object_agg's
+  -- aggregation level each, whichever form a point's sketch has, grouped by one bigint (the minute's number in
+  -- the high 32 bits, the key offset into [0, 2^32) in the low ones: every integer key a cell of its own, in
+  -- its own minute; a tenth cheaper than grouping by series, minute and key), the object written as json text and cast to jsonb once (cheaper than jsonb_object_agg's
   -- pair-by-pair jsonb; keys are unique within a group, so the cast keeps every one)
   positive_cells as (
-    select c.cell >> 16 as minute_no, pg_catalog.json_object_agg((c.cell & 65535) - 1036, c.cnt)::jsonb as cells
+    select c.cell >> 32 as minute_no, pg_catalog.json_object_agg((c.cell & 4294967295) - 2147483648, c.cnt)::jsonb as cells
     from (
       select t.cell, sum(t.c) as cnt
       from (
-        select (s.minute_no << 16) + (b.k::integer + 1036), b.c::bigint
+        select (s.minute_no << 32) + (b.k::integer + 2147483648), b.c::bigint
         from sketch_points s cross join lateral pg_catalog.jsonb_each_text(s.sketch -> 'p') as b (k, c)
         union all
-        select (s.minute_no << 16) + (b.k + 1036), b.c
+        select (s.minute_no << 32) + (b.k + 2147483648), b.c
         from sketch_points s
         cross join lateral rows from (pg_catalog.unnest(s.sketch_pos_keys), pg_catalog.unnest(s.sketch_pos_counts)) as b (k, c)
       ) as t (cell, c)
       group by t.cell
     ) as c
-    group by c.cell >> 16
+    group by c.cell >> 32
   ),
   negative_cells as (
-    select c.cell >> 16 as minute_no, pg_catalog.json_object_agg((c.cell & 65535) - 1036, c.cnt)::jsonb as cells
+    select c.cell >> 32 as minute_no, pg_catalog.json_object_agg((c.cell & 4294967295) - 2147483648, c.cnt)::jsonb as cells
     from (
       select t.cell, sum(t.c) as cnt
       from (
-        select (s.minute_no << 16) + (b.k::integer + 1036), b.c::bigint
+        select (s.minute_no << 32) + (b.k::integer + 2147483648), b.c::bigint
         from sketch_points s cross join lateral pg_catalog.jsonb_each_text(s.sketch -> 'n') as b (k, c)
         union all
-        select (s.minute_no << 16) + (b.k + 1036), b.c
+        select (s.minute_no << 32) + (b.k + 2147483648), b.c
         from sketch_points s
         cross join lateral rows from (pg_catalog.unnest(s.sketch_neg_keys), pg_catalog.unnest(s.sketch_neg_counts)) as b (k, c)
       ) as t (cell, c)
       group by t.cell
     ) as c
-    group by c.cell >> 16
+    group by c.cell >> 32
   ),
   minute_rows as materialized (
     select m.project_id, m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.last, m.last_ts, m.points,

@@ -4,6 +4,7 @@ round trip through ``metrics.ingest_known`` is in tests/db/test_ingest_known.py)
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -105,3 +106,10 @@ def test_integral_float_counts_are_written_as_integers() -> None:
     literals = array_literals([point(count=3, sketch={"z": 1.0, "p": {"4": 2.0}})], [7])
     assert literals is not None
     assert literals[7:10] == ("{1}", '{"{4}"}', '{"{2}"}')
+
+
+@pytest.mark.parametrize(
+    "fields", [{"sum": Decimal("1.5")}, {"sketch": {"z": {1, 2}}}], ids=["decimal", "set"]
+)
+def test_a_value_json_cannot_write_is_left_to_the_rpc(fields: dict[str, Any]) -> None:
+    assert array_literals([point(**fields)], [7]) is None

@@ -175,6 +175,7 @@ BAD_ARRAYS: dict[str, tuple[dict[int, str], str]] = {
         r"required for histogram",
     ),
     "arrays without zeros": ({7: "{NULL}"}, r"points\[1\]\.sketch: required for histogram"),
+    "bounds reversed": ({10: '{"[3:1]={}"}'}, r"points\[1\]\.sketch: .* array literals of integers"),
 }
 
 
@@ -205,7 +206,7 @@ def test_a_counter_carries_no_sketch_arrays(conn: psycopg.Connection[Any]) -> No
     literals[8:10] = ['{"{5}"}', '{"{1}"}']
     with pytest.raises(
         psycopg.errors.InvalidParameterValue,
-        match=r"points\[0\]\.sketch: arrays of a sketch without its zeros",
+        match=r"points\[0\]\.sketch: sketch arrays without their zero count",
     ):
         conn.execute(INGEST_KNOWN, (str(project), SOURCE, "counter", *literals))
     assert stored(conn, project) == 0
@@ -303,3 +304,27 @@ def test_the_jsonb_overload_still_serves_earlier_producers(conn: psycopg.Connect
         (project,),
     ).fetchone()
     assert got == (point["sketch"], point["sketch"])
+
+
+def test_a_key_out_of_range_stays_in_its_own_series(conn: psycopg.Connection[Any]) -> None:
+    """A row written around the checks (the service role may insert into metrics.points) with a key past the
+    range: the pass's one-bigint cells keep its bucket in its own series' minute, not another project's."""
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    a, b = histogram("step_seconds", [0.25]), histogram("step_seconds", [0.25])
+    known_ids(conn, mine, [a])
+    known_ids(conn, theirs, [b])
+    conn.execute(
+        "insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum, min, max, last,"
+        " sketch_zeros, sketch_pos_keys, sketch_pos_counts, sketch_neg_keys, sketch_neg_counts)"
+        " values (%s, %s, now(), 's', 'x', 1, 1, 1, 1, 1, 0, '{64500}', '{1}', '{}', '{}'),"
+        " (%s, %s, now(), 's', 'x', 1, 1, 1, 1, 1, 0, '{5}', '{1}', '{}', '{}')",
+        (mine, a["series_id"], theirs, b["series_id"]),
+    )
+    merge_points(conn)
+    sketches = conn.execute(
+        "select project_id, sketch from metrics.rollup_1m where project_id = any(%s)", ([mine, theirs],)
+    ).fetchall()
+    assert dict(sketches) == {
+        mine: {"z": 0, "p": {"64500": 1}, "n": {}},  # its own bucket, neither lost nor moved
+        theirs: {"z": 0, "p": {"5": 1}, "n": {}},
+    }
