@@ -43,7 +43,10 @@ try {
   result.redirectedToLogin = new URL(page.url()).pathname === '/login';
   result.steps.push('redirect');
 
-  // 2. sign in with the form (a form action on the server: cookies set by @supabase/ssr)
+  // 2. sign in with the form (a form action on the server: cookies set by @supabase/ssr). Hydration sets the
+  // email field's value from the page's props, so text typed before the app's scripts ran would be cleared and
+  // the form, its required email empty, would not submit: type once the page is idle (hydrated)
+  await page.waitForLoadState('networkidle');
   await page.getByLabel('Email').fill(process.env.EMAIL ?? '');
   await page.getByLabel('Password').fill(process.env.PASSWORD ?? '');
   await Promise.all([page.waitForURL((u) => u.pathname === '/metrics'), page.getByRole('button', { name: 'Sign in' }).click()]);
