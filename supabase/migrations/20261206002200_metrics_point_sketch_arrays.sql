@@ -123,7 +123,7 @@ declare
   v_shape text;
 begin
   if exists (
-    -- p_sketches (ingest_known's) pairs with p_rows by position; null for the JSON paths
+    -- p_sketches (ingest_known's, the COPY path's) pairs with p_rows by position; null for the JSON RPC
     select from rows from (pg_catalog.unnest(p_rows), pg_catalog.unnest(p_sketches)) p
     where not p.shape_ok  -- never null: a missing or mistyped required field makes it false
       -- the typed paths' shape (the RPC's JSON shape check implies it): a time, a count in range, finite numbers
@@ -236,7 +236,8 @@ $$;
 comment on function metrics.check_ingest_rows(metrics.ingest_row[], jsonb, metrics.config, metrics.sketch_arrays[]) is
   'The point rules every ingest path applies to its parsed rows (the JSON RPC, the COPY path, ingest_known): '
   'raises the invalid-batch error (metrics.reject_first_problem names the point) or returns. p_sketches holds '
-  'the rows'' sketches as arrays, by position, where a row''s sketch came as arrays (ingest_known); a sketch''s '
+  'the rows'' sketches as arrays, by position, where a row''s sketch came as arrays (ingest_known, or a COPY that '
+  'filled the array columns: check_copied_points); a sketch''s '
   'rule is checked in whichever form it has (migration 20261206002200).';
 
 create or replace function metrics.check_ingest_rows(p_rows metrics.ingest_row[], p_points jsonb, p_cfg metrics.config)
@@ -246,7 +247,7 @@ as $$
   select metrics.check_ingest_rows(p_rows, p_points, p_cfg, null::metrics.sketch_arrays[])
 $$;
 comment on function metrics.check_ingest_rows(metrics.ingest_row[], jsonb, metrics.config) is
-  'metrics.check_ingest_rows with no sketch as arrays (the JSON RPC and the COPY path): the rules live in the '
+  'metrics.check_ingest_rows with no sketch as arrays (the JSON RPC): the rules live in the '
   'four-argument function (migration 20261206002200).';
 
 create function metrics.rows_as_points(p_rows metrics.ingest_row[], p_sketches metrics.sketch_arrays[])
