@@ -919,6 +919,7 @@ class PassLoop:
         self.stop = threading.Event()
         self.pass_seconds: list[float] = []
         self.points: list[int] = []
+        self.folded: list[int] = []  # series folded into the totals by each pass (metrics.fold_totals)
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -936,6 +937,7 @@ class PassLoop:
             if isinstance(result, dict) and "points" in result:
                 self.pass_seconds.append(took)
                 self.points.append(int(result["points"]))
+                self.folded.append(int(result.get("folded") or 0))
                 if result.get("behind"):
                     continue
             self.stop.wait(max(0.0, self.interval - took))
@@ -953,6 +955,8 @@ class PassLoop:
         return {
             "interval_s": self.interval,
             "passes_with_points": len(busy),
+            "passes_that_folded": sum(1 for n in self.folded if n > 0),
+            "series_folded": sum(self.folded),
             "pass_ms_p50": percentile_ms(busy, 0.5),
             "pass_ms_p95": percentile_ms(busy, 0.95),
             "pass_ms_max": percentile_ms(busy, 1.0),
