@@ -118,6 +118,7 @@ def array_literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, .
 
 
 def _literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...] | None:
+    """``array_literals`` itself; it may raise what ``json.dumps`` raises."""
     sketches = [p.get("sketch") for p in points]
     if any(s is not None and not _client_shaped(s) for s in sketches):
         return None
@@ -132,12 +133,12 @@ def _literals(points: list[dict[str, Any]], ids: list[int]) -> tuple[str, ...] |
         [None if s is None else _count(s.get("z", 0)) for s in sketches],
     )
     texts = [_dumps(column)[1:-1] for column in columns]
-    stores = [
+    positive, negative = (
         _store_literals([None if s is None else s.get(name) or {} for s in sketches]) for name in ("p", "n")
-    ]
-    if any(_NOT_A_NUMBER.search(text) for text in texts) or None in stores:
+    )
+    if any(_NOT_A_NUMBER.search(text) for text in texts) or positive is None or negative is None:
         return None
-    return (*("{" + text + "}" for text in texts), *stores[0], *stores[1])  # type: ignore[misc]
+    return (*("{" + text + "}" for text in texts), *positive, *negative)
 
 
 def _client_shaped(sketch: Any) -> bool:
