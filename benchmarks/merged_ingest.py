@@ -40,7 +40,8 @@ create schema bench_m;
 
 create function bench_m.check_known(
   p_project_id uuid, p_series_ids bigint[], p_ts double precision[], p_count bigint[], p_sum double precision[],
-  p_min double precision[], p_max double precision[], p_last double precision[], p_sketch jsonb[]
+  p_min double precision[], p_max double precision[], p_last double precision[], p_zeros bigint[],
+  p_pos_keys text[], p_pos_counts text[], p_neg_keys text[], p_neg_counts text[]
 )
 returns void
 language plpgsql stable set search_path = ''
@@ -48,27 +49,34 @@ as $$
 declare
   v_cfg metrics.config;
   v_rows metrics.ingest_row[];
+  v_sketches metrics.sketch_arrays[];
   v_stray integer;
 begin
   select * into strict v_cfg from metrics.config;
-  -- the rows as metrics.ingest_known builds them (prototype: its select, without the ledger and the insert)
+  -- the rows as metrics.ingest_known builds them, sketches as arrays beside them (prototype: its select,
+  -- without the ledger and the insert)
   select pg_catalog.array_agg(row(
       u.i - 1, s.name, f.kind, s.labels,
       case when abs(u.ts) < 'infinity' then pg_catalog.to_timestamp(least(greatest(u.ts, -1e11), 1e11)) end,
-      u.count, u.sum, u.min, u.max, u.last, u.sketch, null, null, true, u.series_id
+      u.count, u.sum, u.min, u.max, u.last, null, null, null, true, u.series_id
     )::metrics.ingest_row order by u.i),
+    pg_catalog.array_agg(row(
+      u.zeros, u.pos_keys::integer[], u.pos_counts::integer[], u.neg_keys::integer[], u.neg_counts::integer[]
+    )::metrics.sketch_arrays order by u.i),
     min(u.i) filter (where s.id is null)
-  into v_rows, v_stray
+  into v_rows, v_sketches, v_stray
   from rows from (
     pg_catalog.unnest(p_series_ids), pg_catalog.unnest(p_ts), pg_catalog.unnest(p_count), pg_catalog.unnest(p_sum),
-    pg_catalog.unnest(p_min), pg_catalog.unnest(p_max), pg_catalog.unnest(p_last), pg_catalog.unnest(p_sketch)
-  ) with ordinality as u (series_id, ts, count, sum, min, max, last, sketch, i)
+    pg_catalog.unnest(p_min), pg_catalog.unnest(p_max), pg_catalog.unnest(p_last), pg_catalog.unnest(p_zeros),
+    pg_catalog.unnest(p_pos_keys), pg_catalog.unnest(p_pos_counts), pg_catalog.unnest(p_neg_keys),
+    pg_catalog.unnest(p_neg_counts)
+  ) with ordinality as u (series_id, ts, count, sum, min, max, last, zeros, pos_keys, pos_counts, neg_keys, neg_counts, i)
   left join metrics.series s on s.id = u.series_id and s.project_id = p_project_id
   left join metrics.families f on f.project_id = s.project_id and f.name = s.name;
   if v_stray is not null then
     perform metrics.reject(pg_catalog.format('points[%s].series_id', v_stray - 1), 'not a series of the project');
   end if;
-  perform metrics.check_ingest_rows(v_rows, null, v_cfg);
+  perform metrics.check_ingest_rows(v_rows, null, v_cfg, v_sketches);
 end
 $$;
 
@@ -91,7 +99,8 @@ $$;
 create function bench_m.insert_merged(
   p_project_id uuid, p_source text, p_batch_id text, p_series_ids bigint[], p_ts double precision[],
   p_count bigint[], p_sum double precision[], p_min double precision[], p_max double precision[],
-  p_last double precision[], p_sketch jsonb[]
+  p_last double precision[], p_zeros bigint[], p_pos_keys text[], p_pos_counts text[], p_neg_keys text[],
+  p_neg_counts text[]
 )
 returns void
 language plpgsql volatile set search_path = ''
@@ -102,20 +111,24 @@ begin
   for v_day in select distinct (pg_catalog.to_timestamp(t) at time zone 'UTC')::date from pg_catalog.unnest(p_ts) t loop
     perform metrics.ensure_points_partition(v_day);
   end loop;
-  insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum, min, max, last, sketch)
+  insert into metrics.points (project_id, series_id, ts, source, batch_id, count, sum, min, max, last,
+    sketch_zeros, sketch_pos_keys, sketch_pos_counts, sketch_neg_keys, sketch_neg_counts)
   select p_project_id, u.series_id, pg_catalog.to_timestamp(u.ts), p_source, p_batch_id, u.count, u.sum, u.min,
-    u.max, u.last, u.sketch
+    u.max, u.last, u.zeros, u.pos_keys::integer[], u.pos_counts::integer[], u.neg_keys::integer[],
+    u.neg_counts::integer[]
   from rows from (
     pg_catalog.unnest(p_series_ids), pg_catalog.unnest(p_ts), pg_catalog.unnest(p_count), pg_catalog.unnest(p_sum),
-    pg_catalog.unnest(p_min), pg_catalog.unnest(p_max), pg_catalog.unnest(p_last), pg_catalog.unnest(p_sketch)
-  ) as u (series_id, ts, count, sum, min, max, last, sketch);
+    pg_catalog.unnest(p_min), pg_catalog.unnest(p_max), pg_catalog.unnest(p_last), pg_catalog.unnest(p_zeros),
+    pg_catalog.unnest(p_pos_keys), pg_catalog.unnest(p_pos_counts), pg_catalog.unnest(p_neg_keys),
+    pg_catalog.unnest(p_neg_counts)
+  ) as u (series_id, ts, count, sum, min, max, last, zeros, pos_keys, pos_counts, neg_keys, neg_counts);
 end
 $$;
 """
 
-CHECK = "select bench_m.check_known(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CHECK = "select bench_m.check_known(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 OPEN = "select bench_m.open_batches(%s, %s, %s, %s)"
-INSERT = "select bench_m.insert_merged(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+INSERT = "select bench_m.insert_merged(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 @dataclass
