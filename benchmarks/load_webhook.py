@@ -31,6 +31,11 @@ flush thread included). Without sockets and HTTP parsing the instrumentation's s
 that h2load's runs leave (their added CPU per request is a difference of two ~200 us figures), and unlike the
 component rows (the calls in a warm loop of their own) it is paid with the caches as a real handler leaves them.
 
+Counted (``benchmarks.load_instructions``, after the in-context runs; ``--skip-instructions`` to leave it out):
+the same three apps under ``valgrind --tool=callgrind``: the instructions a request and a flush / a scrape
+cost, which the machine's load does not move as it moves CPU time, reported with a flush and a scrape a second
+at plain's saturation throughput and at the fixed rate of the h2load runs.
+
 Also (separate processes, so RSS is the client's alone): client memory with 10,000 live series (5 counters and
 5 histograms x 1,000 label sets, flushed live), against prometheus_client holding the same series; and a
 cardinality explosion, 1,000,000 distinct label values on one counter: ours must stay bounded (cap + overflow
@@ -70,6 +75,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks import load_instructions
 from benchmarks._report import summary_row
 
 VARIANTS = ("plain", "ours", "prometheus")
@@ -109,8 +115,19 @@ def make_body() -> tuple[bytes, str]:
 
 
 # -- the service ---------------------------------------------------------------------------------------------
-def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # noqa: PLR0915
-    """The webhook receiver, one handler per variant (no shared indirection, so plain pays nothing)."""
+def build_app(  # noqa: PLR0915
+    variant: str,
+    db_url: str,
+    project: str,
+    spool: str,
+    background: bool = True,
+    db_seconds: float = DB_SECONDS,
+) -> Any:
+    """The webhook receiver, one handler per variant (no shared indirection, so plain pays nothing).
+    ``app.state.tick`` is the variant's periodic work (ours: a flush; prometheus_client: a scrape's
+    ``generate_latest``), for a driver that runs it by request count (``background=False``: no flush thread);
+    ``db_seconds=0`` makes the simulated database call a bare yield to the loop, whose wake-ups then no longer
+    depend on the clock."""
     import asyncio
 
     from starlette.applications import Starlette
@@ -134,6 +151,7 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
 
     routes = [Route("/healthz", healthz)]
     lifespan = None
+    tick: Any = None
 
     if variant == "plain":
 
@@ -142,7 +160,7 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
             if not check(body, request):
                 return JSONResponse({"error": "invalid signature"}, status_code=401)
             event = loads(body)
-            await sleep(DB_SECONDS)  # the insert of the delivery row
+            await sleep(db_seconds)  # the insert of the delivery row
             return JSONResponse({"accepted": True, "id": event["id"], "slug": request.path_params["slug"]})
 
     elif variant == "ours":
@@ -162,7 +180,12 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
                 flush_interval=1.0,
                 spool_dir=Path(spool),
                 service_name="load-webhook",
+                background=background,
+                # counted by request (below): the host reading, one per host every 10 s of wall time, would
+                # land on every flush of a run slowed down 50 times
+                host_metrics=background,
             )
+            app.state.tick = client.flush
             requests_ = client.counter(
                 "meshhook_webhook_requests_total", "Webhook requests", labels=("outcome", "signature")
             )
@@ -188,7 +211,7 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
                     requests_.inc(outcome="rejected", signature="invalid")
                     return JSONResponse({"error": "invalid signature"}, status_code=401)
                 event = loads(body)
-                await sleep(DB_SECONDS)
+                await sleep(db_seconds)
                 requests_.inc(outcome="accepted", signature="verified")
                 return JSONResponse(
                     {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
@@ -223,7 +246,7 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
                     p_requests.labels(outcome="rejected", signature="invalid").inc()
                     return JSONResponse({"error": "invalid signature"}, status_code=401)
                 event = loads(body)
-                await sleep(DB_SECONDS)
+                await sleep(db_seconds)
                 p_requests.labels(outcome="accepted", signature="verified").inc()
                 return JSONResponse(
                     {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
@@ -235,12 +258,17 @@ def build_app(variant: str, db_url: str, project: str, spool: str) -> Any:  # no
         async def metrics(request: Request) -> Response:
             return Response(prom.generate_latest(reg), media_type=prom.CONTENT_TYPE_LATEST)
 
+        def tick() -> bytes:
+            return prom.generate_latest(reg)
+
         routes.append(Route("/metrics", metrics))
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
     routes.append(Route("/api/hooks/{slug}", hook, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.tick = tick  # ours: set by the lifespan, which creates the client
+    return app
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -1191,6 +1219,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     )
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory and cardinality tests")
     parser.add_argument(
+        "--skip-instructions",
+        action="store_true",
+        help="skip the instruction counts under callgrind (benchmarks.load_instructions, ~12 minutes)",
+    )
+    parser.add_argument(
+        "--cache-sim", action="store_true", help="callgrind: simulate caches (cycle estimate)"
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -1223,6 +1259,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
 
     if shutil.which(H2LOAD) is None:
         print("h2load not found: apt-get install nghttp2-client (make system-deps)", file=sys.stderr)
+        return 2
+    if not args.skip_instructions and shutil.which("valgrind") is None:
+        print("valgrind not found: apt-get install valgrind (make system-deps)", file=sys.stderr)
         return 2
     ncpu = len(os.sched_getaffinity(0))
     pin = not args.no_pin and ncpu >= 2
@@ -1289,6 +1328,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             in_context = in_context_costs(
                 db_url, work, args.context_rounds, args.context_requests, args.server_cpu
             )
+            instructions = None
+            if not args.skip_instructions:
+                say("instructions under callgrind (benchmarks.load_instructions) ...")
+                instructions = load_instructions.measure(
+                    db_url, 1000, 4000, 4, args.cache_sim, args.server_cpu, repeats=1
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -1309,6 +1354,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     }
     rows = figures(analysis, load_desc, memory, rounds, components)
     rows[:0] = in_context_rows(in_context, args.context_requests)
+    if instructions is not None:  # the flush and the scrape once a second at the rates measured above
+        saturated = _median([r["plain"]["saturation"]["throughput_rps"] for r in rounds])
+        rates = {"plain's saturation": saturated, "the fixed rate": float(rate)}
+        rows[:0] = load_instructions.rows(instructions, rates)
     print_figures(rows)
     command = "python -m benchmarks.load_webhook " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
@@ -1343,6 +1392,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         "analysis": analysis,
         "rounds": rounds,
         "memory": memory,
+        "in_context": in_context,
+        "instructions": instructions,
     }
     from benchmarks._report import write
 

@@ -2,13 +2,14 @@
 # Debian packages for the local stack and the tests: PostgreSQL 15 with pg_cron, pgTAP (+ pg_prove),
 # plpgsql_check (for `supabase db lint`), Node.js/npm for the pinned Supabase CLI and the dashboard,
 # Chromium (+ a font) for the dashboard's browser tests (playwright-core, executablePath /usr/bin/chromium).
-# nghttp2-client: h2load, the HTTP load generator of benchmarks/load_webhook.py.
+# nghttp2-client: h2load, the HTTP load generator of benchmarks/load_webhook.py; valgrind: its instruction
+# counts (benchmarks/load_instructions.py).
 set -euo pipefail
 packages=(
   postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap postgresql-15-plpgsql-check
   libtap-parser-sourcehandler-pgtap-perl python3-venv
   prometheus prometheus-alertmanager
-  nghttp2-client
+  nghttp2-client valgrind
   chromium fonts-dejavu-core
 )
 missing=()
