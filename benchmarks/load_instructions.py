@@ -63,42 +63,12 @@ def say(message: str) -> None:
 # -- the child: one variant, n requests, a tick every ``every`` requests -----------------------------------------
 def drive(variant: str, db_url: str, n: int, every: int) -> dict[str, Any]:
     """Run ``n`` measured requests after the warm-up; returns how many and how many ticks ran."""
-    from benchmarks.load_webhook import build_app, make_body
+    from benchmarks.load_webhook import asgi_requester, build_app
 
     app = build_app(
         variant, db_url, str(uuid.uuid4()), tempfile.mkdtemp(prefix="meshhook-spool-"), background=False
     )
-    body, signature = make_body()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/api/hooks/meshhook",
-        "raw_path": b"/api/hooks/meshhook",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"x-meshhook-signature", signature.encode())],
-        "http_version": "1.1",
-        "scheme": "http",
-        "server": ("bench", 80),
-        "client": ("bench", 1),
-        "root_path": "",
-    }
-    statuses: list[int] = []
-
-    async def request() -> None:
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if delivered:  # the handler read the body; nothing else arrives
-                await asyncio.Event().wait()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        await app({**scope, "app": app}, receive, send)
+    request, statuses = asgi_requester(app)
 
     async def requests(count: int) -> int:
         """``count`` requests, the tick after every ``every`` of them; returns the ticks run."""

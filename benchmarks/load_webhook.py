@@ -71,7 +71,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -676,15 +676,11 @@ def run_child(mode: str, db_url: str, n: int, spool: Path, cpu: int | None = Non
 
 
 # -- in context: the service's own handler, called in process -------------------------------------------------
-def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency: int = 16) -> dict[str, Any]:
-    """CPU per request of the variant's whole app (Starlette routing, HMAC, JSON, the awaited database call,
-    the instrumentation, and for ours the live flushes on their thread), driven through ASGI in process: no
-    sockets or HTTP parsing, so the instrumentation's share is measured with far less noise than over
-    h2load, and with the caches as cold as a real handler leaves them (the component rows measure the calls
-    warm, in a loop of their own)."""
+def asgi_requester(app: Any) -> tuple[Callable[[], Awaitable[None]], list[int]]:
+    """One signed webhook POST through ``app`` in process (ASGI, no socket), and the list of the statuses
+    its responses started with."""
     import asyncio
 
-    app = build_app(variant, db_url, str(uuid.uuid4()), spool)
     body, signature = make_body()
     scope = {
         "type": "http",
@@ -698,6 +694,7 @@ def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency:
         "server": ("bench", 80),
         "client": ("bench", 1),
         "root_path": "",
+        "app": app,
     }
     statuses: list[int] = []
 
@@ -715,7 +712,21 @@ def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        await app({**scope, "app": app}, receive, send)
+        await app(dict(scope), receive, send)
+
+    return request, statuses
+
+
+def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency: int = 16) -> dict[str, Any]:
+    """CPU per request of the variant's whole app (Starlette routing, HMAC, JSON, the awaited database call,
+    the instrumentation, and for ours the live flushes on their thread), driven through ASGI in process: no
+    sockets or HTTP parsing, so the instrumentation's share is measured with far less noise than over
+    h2load, and with the caches as cold as a real handler leaves them (the component rows measure the calls
+    warm, in a loop of their own)."""
+    import asyncio
+
+    app = build_app(variant, db_url, str(uuid.uuid4()), spool)
+    request, statuses = asgi_requester(app)
 
     async def drive() -> float:
         async with app.router.lifespan_context(app):
