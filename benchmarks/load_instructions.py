@@ -36,7 +36,6 @@ import contextlib
 import gc
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -259,9 +258,9 @@ def rows(result: dict[str, Any], rates: dict[str, float]) -> list[dict[str, Any]
         plain = statistics.median(run[key]["request"] for run in v["plain"])
         for label, rate in rates.items():
             added = added_at(result, key, rate)
-            ratios = [
-                a / b if b > 0 else math.inf for a, b in zip(added["ours"], added["prometheus"], strict=True)
-            ]
+            if min(added["prometheus"]) <= 0:  # no ratio to take (and no Infinity in the JSON)
+                raise RuntimeError(f"prometheus_client added nothing at {label}: {added['prometheus']}")
+            ratios = [a / b for a, b in zip(added["ours"], added["prometheus"], strict=True)]
             ratio = statistics.median(ratios)
             load = (
                 f"callgrind, whole app through ASGI in process, {label}: {rate:,.0f} requests/s, a flush / a scrape "

@@ -84,7 +84,7 @@ ROUTE = "/api/hooks/[slug]"
 DB_SECONDS = 0.001
 GOAL_THROUGHPUT_RATIO = 0.99  # <= 1 % throughput loss
 GOAL_P99_RATIO = 1.02  # <= 2 % p99 increase
-GOAL_COST_RATIO = 0.3  # our added cost <= 0.3x prometheus_client's
+GOAL_COST_RATIO = load_instructions.GOAL_COST_RATIO  # our added cost <= 0.3x prometheus_client's
 EXPLOSION_GROWTH_MIB = 8.0
 BUSY_CORES = 0.25  # other processes' CPU during the load runs above which the machine is flagged busy  # bounded: RSS growth between 100k and 1M distinct label values
 H2LOAD = "h2load"

@@ -65,6 +65,9 @@ def test_the_ratio_is_the_paired_median_at_each_rate_and_the_goal_is_judged() ->
     assert "1,000 requests/s" in slow["load"] and "plain 100 instructions" in slow["load"]
     assert fast["ratio"] == pytest.approx(0.25)  # paired: 0.2, 0.25, 0.5
     assert fast["met"] is True
+    variants["prometheus"] = runs((100, 0), (110, 0), (100, 0))  # adds nothing: no ratio, a clear error
+    with pytest.raises(RuntimeError, match="prometheus_client added nothing"):
+        load_instructions.rows(result, {"slow": 1000.0})
 
 
 def test_costs_of_a_request_and_of_a_tick() -> None:
