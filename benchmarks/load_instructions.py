@@ -14,15 +14,23 @@ request takes ~50 times as long: a once-a-second job would be charged to 50 time
 timer would wake the loop a varying number of times. So there is no flush thread (``background=False``); the
 variant's periodic work, ``tick`` (ours: a flush to PostgreSQL; prometheus_client: one ``generate_latest``, what
 a scrape costs the service), runs by request count on the handler's thread; and the simulated database call is
-a bare yield to the loop (``db_seconds=0``, for every variant). Three runs per variant after the same warm-up
+a bare yield to the loop (``db_seconds=0``, for every variant). Four runs per variant after the same warm-up
 (which includes the first flush, that imports the driver and connects): ``n1`` and ``n2`` requests without a
-tick, whose difference over ``n2 - n1`` is a request's cost, and ``n2`` requests with ``--ticks`` ticks, whose
-excess is a tick's cost. The report puts them together for a service that flushes (and is scraped) once a
-second at each of ``--rates`` requests a second: ``request + tick / rate``. Hash seeds are fixed; repeats agree
-within ~0.1 %.
+tick, whose difference over ``n2 - n1`` is a request's cost, ``n2`` requests with ``--ticks`` ticks, whose
+excess is a tick's cost, and ``n1`` requests followed by two full collections, which price one.
 
-    .venv/bin/python -m benchmarks.load_instructions                        # ~20 minutes on 2 cores
-    .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~7 minutes
+Full collections are charged at their steady rate rather than counted in the windows: one falls every ~2,200
+requests in these services and costs ~350 instructions per object the process tracks (7 to 17 million
+instructions), so whether a 3,000-request window caught one or two moved a variant's figure by thousands of
+instructions a request. Each window starts from a full collection and the collector makes none of its own in
+it (its young generations run as ever); how often each variant's collector makes one, ticks included, is
+counted over ``--gc-requests`` requests at native speed (the collector runs by allocation counts, not by the
+clock, so valgrind would only take longer). The report puts it all together for a service that flushes (and
+is scraped) once a second at each of ``--rates`` requests a second: ``request + tick / rate``. Hash seeds are
+fixed; repeats agree within ~0.1 %.
+
+    .venv/bin/python -m benchmarks.load_instructions                        # ~30 minutes on 2 cores
+    .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~10 minutes
     .venv/bin/python -m benchmarks.load_instructions --cache-sim            # a cycle estimate too, ~2x longer
 
 ``benchmarks.load_webhook`` runs it after its own measures (``--skip-instructions`` to leave it out).
@@ -60,8 +68,16 @@ def say(message: str) -> None:
 
 
 # -- the child: one variant, n requests, a tick every ``every`` requests -----------------------------------------
-def drive(variant: str, db_url: str, n: int, every: int) -> dict[str, Any]:
-    """Run ``n`` measured requests after the warm-up; returns how many and how many ticks ran."""
+NO_FULL = 10**9  # a threshold of the oldest generation no window reaches: no automatic full collection
+
+
+def drive(
+    variant: str, db_url: str, n: int, every: int, collections: int = 0, automatic: bool = False
+) -> dict[str, Any]:
+    """Run ``n`` measured requests after the warm-up, then ``collections`` full collections. Every window
+    starts from a full collection; without ``automatic`` the collector makes no full collection of its
+    own in it (its young generations run as ever), so a window's count does not depend on whether one of
+    those rare, heavy collections fell into it: the parent charges them at their steady rate instead."""
     from benchmarks.load_webhook import asgi_requester, build_app
 
     app = build_app(
@@ -79,25 +95,44 @@ def drive(variant: str, db_url: str, n: int, every: int) -> dict[str, Any]:
                 ticks += 1
         return ticks
 
-    async def run() -> int:
+    window: dict[str, Any] = {}
+    full_at: list[int] = []  # requests served when each full collection of the window ran
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2 and "objects" in window:
+            full_at.append(len(statuses))
+
+    async def run() -> None:
         async with app.router.lifespan_context(app):
             for _ in range(2):  # warm-up; its ticks import the database driver and connect
                 await requests(20 * CONCURRENCY)
                 if app.state.tick is not None:
                     app.state.tick()
             statuses.clear()
-            return await requests(n)
+            gc.collect()
+            window["objects"] = len(gc.get_objects())
+            before = [g["collections"] for g in gc.get_stats()]
+            window["ticks"] = await requests(n)
+            after = [g["collections"] for g in gc.get_stats()]
+            window["full_collections"] = after[2] - before[2]
+            window["middle_collections"] = after[1] - before[1]  # of the middle generation
+            window["full_at"] = list(full_at)
+            window["objects_after"] = len(gc.get_objects())
+            for _ in range(collections):
+                gc.collect()
 
-    full_before = gc.get_stats()[2]["collections"]
-    ticks = asyncio.run(run())
+    thresholds = gc.get_threshold()
+    if not automatic:
+        gc.set_threshold(thresholds[0], thresholds[1], NO_FULL)
+    gc.callbacks.append(on_collection)
+    try:
+        asyncio.run(run())
+    finally:
+        gc.callbacks.remove(on_collection)
+        gc.set_threshold(*thresholds)
     if set(statuses) != {200}:
         raise RuntimeError(f"requests failed: statuses {sorted(set(statuses))}")
-    # full collections are rare, heavy and counted whole: a window shows how many fell into it
-    return {
-        "requests": len(statuses),
-        "ticks": ticks,
-        "full_collections": gc.get_stats()[2]["collections"] - full_before,
-    }
+    return {"requests": len(statuses), **window}
 
 
 # -- the parent: each variant twice under callgrind ----------------------------------------------------------
@@ -133,31 +168,67 @@ def cycles(events: dict[str, int]) -> int | None:
     )
 
 
-def run_once(
-    variant: str, db_url: str, n: int, every: int, work: Path, cache_sim: bool, cpu: int | None
-) -> dict[str, Any]:
-    out = work / f"{variant}-{n}-{every}-{next(_RUN)}.callgrind"  # a name per run: no file of another
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes"]
-    if cache_sim:
-        argv.append("--cache-sim=yes")
-    argv += [sys.executable, "-m", "benchmarks.load_instructions", "--child", variant, "--db-url", db_url]
-    argv += ["--n", str(n), "--every", str(every)]
-    if cpu is not None:
-        argv = ["taskset", "-c", str(cpu), *argv]
-    started = time.monotonic()
+def _child_argv(
+    variant: str, db_url: str, n: int, every: int, collections: int, automatic: bool
+) -> list[str]:
+    argv = [sys.executable, "-m", "benchmarks.load_instructions", "--child", variant, "--db-url", db_url]
+    argv += ["--n", str(n), "--every", str(every), "--collections", str(collections)]
+    return argv + (["--automatic"] if automatic else [])
+
+
+def _run_child(argv: list[str], what: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=3600, cwd=_repo(), env=env, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{variant} under callgrind failed: {done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed: {done.stderr[-3000:]}")
     ran: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return ran
+
+
+def run_once(
+    variant: str,
+    db_url: str,
+    n: int,
+    every: int,
+    work: Path,
+    cache_sim: bool,
+    cpu: int | None,
+    collections: int = 0,
+) -> dict[str, Any]:
+    """One window under callgrind, without automatic full collections (see ``drive``)."""
+    out = work / f"{variant}-{n}-{every}-{next(_RUN)}.callgrind"  # a name per run: no file of another
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes"]
+    if cache_sim:
+        argv.append("--cache-sim=yes")
+    argv += _child_argv(variant, db_url, n, every, collections, automatic=False)
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    started = time.monotonic()
+    ran = _run_child(argv, f"{variant} under callgrind")
     ran["events"] = events_of(out)
     ran["seconds"] = round(time.monotonic() - started, 1)
     return ran
 
 
+def full_collection_rate(variant: str, db_url: str, n: int, every: int) -> dict[str, Any]:
+    """How often the collector makes a full collection of its own in the variant's steady state: ``n``
+    requests at native speed (the collector runs by allocation counts, not by the clock, so valgrind
+    would change nothing but the time), the variant's tick every ``every`` requests. The rate is taken
+    between the first and the last collection (not over the window, which starts right after one)."""
+    ran = _run_child(_child_argv(variant, db_url, n, every, 0, automatic=True), f"{variant} natively")
+    if ran["requests"] != n:
+        raise RuntimeError(f"{variant} natively served {ran['requests']} requests, not {n}")
+    at = ran["full_at"]
+    if len(at) < 3 or at[-1] <= at[0]:
+        raise RuntimeError(f"{variant}: {len(at)} full collections in {n:,} requests; raise --gc-requests")
+    ran["per_request"] = (len(at) - 1) / (at[-1] - at[0])
+    return ran
+
+
 NO_TICK = 10**9  # "every" that no run reaches
+FULL_SAMPLES = 2  # full collections made at the end of a window, to price one
 _RUN = itertools.count()
 
 
@@ -169,65 +240,118 @@ def measure(
     cache_sim: bool = False,
     cpu: int | None = None,
     repeats: int = 3,
+    gc_requests: int = 40_000,
 ) -> dict[str, Any]:
     """Per variant and repeat, in instructions (and estimated cycles): the cost of a request without the
-    periodic work, from two runs' difference (``n1`` and ``n2`` requests, no tick), and the cost of one tick,
-    from a third run of ``n2`` requests with ``ticks`` ticks. The variants interleaved, their order rotated
-    per repeat."""
+    periodic work, from two runs' difference (``n1`` and ``n2`` requests, no tick); the cost of one tick,
+    from a third run of ``n2`` requests with ``ticks`` ticks; and full collections at their steady rate
+    (``gc_requests`` requests at native speed) times the price of one (a fourth run of ``n1`` requests and
+    ``FULL_SAMPLES`` collections). The variants interleaved, their order rotated per repeat."""
     if shutil.which("valgrind") is None:
         raise RuntimeError("valgrind not found: apt-get install valgrind (make system-deps)")
+    every = -(-n2 // ticks)  # ceil: ``ticks`` ticks within n2 requests
     out: dict[str, Any] = {
         "n1": n1,
         "n2": n2,
         "ticks": ticks,
         "cache_sim": cache_sim,
         "repeats": repeats,
+        "gc_requests": gc_requests,
+        "full_collections": {v: full_collection_rate(v, db_url, gc_requests, NO_TICK) for v in VARIANTS},
+        "full_collections_ticking": {
+            v: full_collection_rate(v, db_url, gc_requests, every) for v in VARIANTS if v != "plain"
+        },
         "variants": {v: [] for v in VARIANTS},
     }
-    every = -(-n2 // ticks)  # ceil: ``ticks`` ticks within n2 requests
+    for variant, steady in out["full_collections"].items():
+        ticking = out["full_collections_ticking"].get(variant)
+        say(
+            f"  {variant:<10} natively: a full collection every {1 / steady['per_request']:,.0f} requests"
+            + (f" ({1 / ticking['per_request']:,.0f} with a tick every {every:,})" if ticking else "")
+            + f"; objects tracked {steady['objects']:,} -> {steady['objects_after']:,} over {gc_requests:,}"
+        )
     with tempfile.TemporaryDirectory(prefix="meshhook-callgrind-") as tmp:
         for r in range(repeats):
             for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
-                a = run_once(variant, db_url, n1, NO_TICK, Path(tmp), cache_sim, cpu)
-                b = run_once(variant, db_url, n2, NO_TICK, Path(tmp), cache_sim, cpu)
-                c = (
-                    run_once(variant, db_url, n2, every, Path(tmp), cache_sim, cpu)
-                    if variant != "plain"
-                    else None
+                out["variants"][variant].append(
+                    _measure_variant(variant, db_url, n1, n2, every, Path(tmp), cache_sim, cpu, out)
                 )
-                costs = {key: _costs(key, a, b, c) for key in ("instructions", "cycles_estimate")}
-                got: dict[str, Any] = {key: value for key, value in costs.items() if value is not None}
-                collections = [run["full_collections"] for run in (a, b, c) if run]
-                out["variants"][variant].append({**got, "full_collections": collections})
-                say(
-                    f"  repeat {r + 1}/{repeats} {variant:<10} "
-                    + "; ".join(
-                        f"{key} {v['request']:,.0f} a request"
-                        + (f", {v['tick']:,.0f} a tick" if v["tick"] else "")
-                        for key, v in got.items()
-                    )
-                    + f"; full collections in the runs: {collections}"
-                )
+                say(f"  repeat {r + 1}/{repeats} {variant:<10} " + _describe(out["variants"][variant][-1]))
     return out
 
 
+def _measure_variant(
+    variant: str,
+    db_url: str,
+    n1: int,
+    n2: int,
+    every: int,
+    work: Path,
+    cache_sim: bool,
+    cpu: int | None,
+    out: dict[str, Any],
+) -> dict[str, Any]:
+    a = run_once(variant, db_url, n1, NO_TICK, work, cache_sim, cpu)
+    b = run_once(variant, db_url, n2, NO_TICK, work, cache_sim, cpu)
+    c = run_once(variant, db_url, n2, every, work, cache_sim, cpu) if variant != "plain" else None
+    d = run_once(variant, db_url, n1, NO_TICK, work, cache_sim, cpu, collections=FULL_SAMPLES)
+    rate = out["full_collections"][variant]["per_request"]
+    ticking = out["full_collections_ticking"].get(variant, {}).get("per_request", rate)
+    by_tick = (ticking - rate) * every  # full collections a tick brings on (its objects, promoted)
+    costs = {key: _costs(key, a, b, c, d, rate, by_tick) for key in ("instructions", "cycles_estimate")}
+    got: dict[str, Any] = {key: value for key, value in costs.items() if value is not None}
+    got["objects"] = a["objects"]
+    return got
+
+
+def _describe(got: dict[str, Any]) -> str:
+    v = got["instructions"]
+    return (
+        f"{v['request']:,.0f} instructions a request, of which full collections {v['full']:,.0f} "
+        f"({got['objects']:,} objects tracked, {v['full_collection']:,.0f} a full collection)"
+        + (f"; {v['tick']:,.0f} a tick" if v["tick"] else "")
+    )
+
+
 def _costs(
-    key: str, a: dict[str, Any], b: dict[str, Any], c: dict[str, Any] | None
+    key: str,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    c: dict[str, Any] | None,
+    d: dict[str, Any],
+    full_per_request: float,
+    full_per_tick: float = 0.0,
 ) -> dict[str, float] | None:
-    """A request's and a tick's cost in ``key`` (``None`` when that event was not recorded)."""
-    counts = [_count(key, run["events"]) if run else None for run in (a, b, c)]
-    ca, cb, cc = counts
-    if ca is None or cb is None:
+    """A request's and a tick's cost in ``key`` (``None`` when that event was not recorded). The runs made
+    no full collection of their own: ``d``, ``a`` plus ``FULL_SAMPLES`` of them, prices one (the walk over
+    the objects alive; the garbage a full collection would have freed is freed at the runs' exit, in
+    ``b - a``), charged at the variant's steady rates: ``full_per_request`` without ticks, and the extra
+    ``full_per_tick`` a tick brings on."""
+    counts = [_count(key, run["events"]) if run else None for run in (a, b, c, d)]
+    ca, cb, cc, cd = counts
+    if ca is None or cb is None or cd is None:
         return None
-    request = (cb - ca) / (b["requests"] - a["requests"])
+    if any(run["full_collections"] for run in (a, b, c, d) if run):
+        raise RuntimeError("a window made a full collection of its own: automatic full collections were on")
+    if d["requests"] != a["requests"]:
+        raise RuntimeError("the run pricing a full collection served other requests than the short one")
+    between = (cb - ca) / (b["requests"] - a["requests"])
+    full_collection = (cd - ca) / FULL_SAMPLES
     tick = 0.0
     if c is not None and cc is not None:
         if c["requests"] != b["requests"] or not c["ticks"]:
             raise RuntimeError(
                 "the run with ticks served other requests than the one without, or had no tick"
             )
-        tick = (cc - cb) / c["ticks"]
-    return {"request": request, "tick": tick}
+        tick = (cc - cb) / c["ticks"] + full_per_tick * full_collection
+    full = full_per_request * full_collection
+    return {
+        "request": between + full,
+        "between": between,
+        "full": full,
+        "full_collection": full_collection,
+        "tick": tick,
+    }
 
 
 def _count(key: str, events: dict[str, int]) -> int | None:
@@ -265,7 +389,7 @@ def rows(result: dict[str, Any], rates: dict[str, float]) -> list[dict[str, Any]
             load = (
                 f"callgrind, whole app through ASGI in process, {label}: {rate:,.0f} requests/s, a flush / a scrape "
                 f"a second; {result['n2'] - result['n1']:,} requests a variant x {result['repeats']} repeats; "
-                f"plain {plain:,.0f} {unit} a request"
+                f"plain {plain:,.0f} {unit} a request; full collections at each variant's steady rate"
             )
             out.append(
                 summary_row(
@@ -320,14 +444,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-sim", action="store_true", help="simulate the caches: a cycle estimate too")
     parser.add_argument("--db-url", help="PostgreSQL for our flushes (default: a local stack of its own)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the runs to this CPU")
+    parser.add_argument(
+        "--gc-requests",
+        type=int,
+        default=40_000,
+        help="requests at native speed per variant that give its rate of full collections (40000)",
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--collections", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--automatic", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(drive(args.child, args.db_url or "", args.n, args.every)))
+        ran = drive(args.child, args.db_url or "", args.n, args.every, args.collections, args.automatic)
+        print(json.dumps(ran))
         return 0
     if not 0 < args.n1 < args.n2 or args.ticks < 1 or args.n2 // args.ticks < 2 * CONCURRENCY:
         parser.error("need 0 < --n1 < --n2, --ticks >= 1 and at least 32 requests between ticks")
+    if args.gc_requests < args.n2:
+        parser.error("--gc-requests: at least --n2, for a rate of full collections over many of them")
     try:
         rates = {f"{float(r):,.0f} requests/s": float(r) for r in args.rates.split(",")}
     except ValueError:
@@ -338,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f"callgrind: {', '.join(VARIANTS)}; {args.n1:,} and {args.n2:,} requests, and {args.ticks} ticks ..."
         )
-        result = measure(db_url, args.n1, args.n2, args.ticks, args.cache_sim, args.cpu, args.repeats)
+        result = measure(
+            db_url, args.n1, args.n2, args.ticks, args.cache_sim, args.cpu, args.repeats, args.gc_requests
+        )
     table_rows = rows(result, rates)
     for row in table_rows:
         say(

@@ -4,6 +4,7 @@ paired median of ours' addition over prometheus_client's."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,36 @@ from benchmarks import load_instructions
 def test_the_tick_runs_by_request_count(n: int, every: int, ticks: int) -> None:
     ran = load_instructions.drive("prometheus", "", n, every)  # prometheus_client's app needs no database
     assert (ran["requests"], ran["ticks"]) == (n, ticks)
-    assert ran["full_collections"] >= 0
+
+
+def test_a_window_makes_no_full_collection_of_its_own_unless_asked() -> None:
+    # in processes of their own, as measured (this one's large heap would delay a full collection: the
+    # collector waits until a quarter of the old objects are new); 12,000 requests make ~60 collections
+    # of the middle generation, past the 11 after which the collector makes a full one of its own
+    argv = load_instructions._child_argv(
+        "prometheus", "", 12_000, load_instructions.NO_TICK, 0, automatic=False
+    )
+    counted = load_instructions._run_child(argv, "prometheus")
+    assert counted["full_collections"] == 0 and counted["middle_collections"] > 3 * 11
+    assert counted["full_at"] == [] and counted["objects"] > 1000
+    steady = load_instructions.full_collection_rate("prometheus", "", 12_000, load_instructions.NO_TICK)
+    assert steady["full_collections"] >= 3
+    at = steady["full_at"]
+    assert len(at) == steady["full_collections"] and at == sorted(at) and 0 < at[0] < at[-1] <= 12_000
+    # between the first and the last collection: the window starts right after one (a forced one)
+    assert steady["per_request"] > steady["full_collections"] / 12_000 * 0.9
+
+
+def test_the_collector_is_restored_after_a_window_in_process() -> None:
+    thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
+    ran = load_instructions.drive("prometheus", "", 64, load_instructions.NO_TICK, collections=1)
+    assert ran["requests"] == 64
+    assert gc.get_threshold() == thresholds and gc.callbacks == callbacks
+
+
+def test_too_few_full_collections_for_a_rate_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="raise --gc-requests"):
+        load_instructions.full_collection_rate("prometheus", "", 640, load_instructions.NO_TICK)
 
 
 def test_the_plain_service_has_no_tick() -> None:
@@ -71,15 +101,23 @@ def test_the_ratio_is_the_paired_median_at_each_rate_and_the_goal_is_judged() ->
 
 
 def test_costs_of_a_request_and_of_a_tick() -> None:
-    def run(requests: int, ir: int, ticks: int = 0) -> dict[str, Any]:
-        return {"requests": requests, "ticks": ticks, "events": {"Ir": ir}}
+    def run(requests: int, ir: int, ticks: int = 0, full: int = 0) -> dict[str, Any]:
+        return {"requests": requests, "ticks": ticks, "full_collections": full, "events": {"Ir": ir}}
 
-    got = load_instructions._costs(
-        "instructions", run(1000, 5_000_000), run(2000, 8_000_000), run(2000, 8_400_000, 4)
+    short, long_, ticked = run(1000, 5_000_000), run(2000, 8_000_000), run(2000, 8_400_000, 4)
+    priced = run(1000, 5_000_000 + 2 * 600_000)  # two full collections of 600,000 instructions each
+    got = load_instructions._costs("instructions", short, long_, ticked, priced, 1 / 300, 0.5)
+    # 3,000 a request between full collections, plus one of 600,000 every 300 requests; a tick's 100,000
+    # plus the half full collection it brings on
+    assert got == pytest.approx(
+        {"request": 5000, "between": 3000, "full": 2000, "full_collection": 600_000, "tick": 400_000}
     )
-    assert got == {"request": 3000.0, "tick": 100_000.0}
-    assert load_instructions._costs("cycles_estimate", run(1000, 1), run(2000, 2), None) is None
+    assert load_instructions._costs("cycles_estimate", short, long_, None, priced, 0.0) is None
     with pytest.raises(RuntimeError, match="served other requests"):
-        load_instructions._costs("instructions", run(1000, 1), run(2000, 2), run(2016, 3, 4))
+        load_instructions._costs("instructions", short, long_, run(2016, 3, 4), priced, 0.0)
     with pytest.raises(RuntimeError, match="had no tick"):
-        load_instructions._costs("instructions", run(1000, 1), run(2000, 2), run(2000, 3, 0))
+        load_instructions._costs("instructions", short, long_, run(2000, 3, 0), priced, 0.0)
+    with pytest.raises(RuntimeError, match="full collection of its own"):
+        load_instructions._costs("instructions", short, run(2000, 8_000_000, full=1), None, priced, 0.0)
+    with pytest.raises(RuntimeError, match="pricing a full collection served other requests"):
+        load_instructions._costs("instructions", short, long_, None, run(1016, 6_000_000), 0.0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from decimal import Decimal, InvalidOperation
 
+import pytest
 from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,6 +129,102 @@ def test_extend_buckets_exactly_as_add_does(data: list[float]) -> None:
         one_by_one.add(v)
     batched.extend(data)
     assert (batched.zero, batched.pos, batched.neg) == (one_by_one.zero, one_by_one.pos, one_by_one.neg)
+
+
+def _bucket_end(k: int) -> float:
+    """The largest float of bucket ``k``, by plain stepping (independent of the bisection in the module)."""
+    v = math.exp(k / MULTIPLIER)
+    while key(v) > k:
+        v = math.nextafter(v, 0.0)
+    while key(math.nextafter(v, math.inf)) <= k:
+        v = math.nextafter(v, math.inf)
+    return v
+
+
+def _near_boundary(k: int, steps: int) -> float:
+    """A float ``steps`` representable numbers away from the end of bucket ``k`` (0: the end itself)."""
+    v = _bucket_end(k)
+    for _ in range(abs(steps)):
+        v = math.nextafter(v, math.inf if steps > 0 else 0.0)
+    return v
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    # keys whose values still sum to a finite number, as a batch must for the bucket-by-bucket count
+    st.integers(-1036, 35300).flatmap(
+        lambda k: st.lists(
+            st.builds(_near_boundary, st.integers(k, k + 2), st.integers(-3, 3)), min_size=15, max_size=300
+        )
+    )
+)
+def test_a_batch_of_few_buckets_is_counted_bucket_by_bucket_exactly_as_add_does(data: list[float]) -> None:
+    # at most 4 buckets and 15 values or more: extend sorts the batch and counts each bucket's run, whose
+    # end is found by bisection; values sit on the buckets' very edges, where a wrong end shows
+    one_by_one, batched = Sketch(), Sketch()
+    for v in data:
+        one_by_one.add(v)
+    batched.extend(data)
+    assert batched.pos == one_by_one.pos and not batched.neg and not batched.zero
+
+
+@settings(max_examples=100, derandomize=True)
+@given(
+    st.lists(st.integers(100, 104), min_size=20, max_size=300),
+    st.lists(st.floats(100.0, 104.0), max_size=20),
+)
+def test_repeated_sizes_mixed_with_floats_are_counted_as_add_does(
+    sizes: list[int], floats: list[float]
+) -> None:
+    data: list[float] = [*sizes, *floats]
+    one_by_one, batched = Sketch(), Sketch()
+    for v in data:
+        one_by_one.add(v)
+    batched.extend(data)
+    assert batched.pos == one_by_one.pos
+
+
+@settings(max_examples=200, derandomize=True)
+@given(st.integers(-1036, 35488))
+def test_a_bucket_ends_where_the_next_key_starts(k: int) -> None:
+    sketch._UPPER.clear()  # found, not remembered
+    end = sketch._upper(k)
+    assert key(end) == k
+    assert end == 1.7976931348623157e308 or key(math.nextafter(end, math.inf)) == k + 1
+    assert sketch._upper(k) == end  # remembered
+
+
+def test_an_int_above_a_bucket_end_that_rounds_onto_it_is_counted_as_add_does() -> None:
+    # it sorts after the bucket's largest float yet has that float's key: the run ends before it, and the
+    # count must still move on (it did not: an endless loop) and give it the same key
+    end = sketch._upper(3000)
+    above = int(end) + 1
+    assert above > end and float(above) == end
+    data = [end] * 10 + [above] * 10
+    batched = Sketch()
+    batched.extend(data)
+    assert batched.pos == {3000: 20}
+
+
+def test_a_decimal_nan_raises_as_add_does_after_the_same_values() -> None:
+    data = [Decimal(5)] * 30 + [Decimal("NaN")]
+    batched, one_by_one = Sketch(), Sketch()
+    with pytest.raises(InvalidOperation):
+        batched.extend(data)
+    with pytest.raises(InvalidOperation):
+        for v in data:
+            one_by_one.add(v)
+    assert batched.pos == one_by_one.pos == {key(5.0): 30}
+
+
+def test_a_nan_in_a_batch_of_one_bucket_is_taken_as_add_does() -> None:
+    # min() and max() pass over it; the batch is not sorted with it (the order would be arbitrary)
+    data = [5.0] * 10 + [math.nan] + [5.0] * 10
+    a, b = Sketch(), Sketch()
+    a.extend(data)
+    for v in data:
+        b.add(v)
+    assert (a.zero, a.pos) == (b.zero, b.pos) == (1, {key(5.0): 20})
 
 
 def test_extend_takes_ints_and_iterators() -> None:
