@@ -19,15 +19,15 @@ a bare yield to the loop (``db_seconds=0``, for every variant). Four runs per va
 tick, whose difference over ``n2 - n1`` is a request's cost, ``n2`` requests with ``--ticks`` ticks, whose
 excess is a tick's cost, and ``n1`` requests followed by two full collections, which price one.
 
-Full collections are charged at their steady rate rather than counted in the windows: one falls every ~2,200
-requests in these services and costs ~350 instructions per object the process tracks (7 to 17 million
-instructions), so whether a 3,000-request window caught one or two moved a variant's figure by thousands of
-instructions a request. Each window starts from a full collection and the collector makes none of its own in
-it (its young generations run as ever); how often each variant's collector makes one, ticks included, is
-counted over ``--gc-requests`` requests at native speed (the collector runs by allocation counts, not by the
-clock, so valgrind would only take longer). The report puts it all together for a service that flushes (and
-is scraped) once a second at each of ``--rates`` requests a second: ``request + tick / rate``. Hash seeds are
-fixed; repeats agree within ~0.1 %.
+Full collections are charged at their steady rate rather than counted in the windows: one falls every
+~2,100-2,300 requests in these services and costs ~350 instructions per object the process tracks (7 to 17
+million instructions), so whether a 3,000-request window caught one or two moved a variant's figure by
+thousands of instructions a request. Each window starts from a full collection and the collector makes none of
+its own in it (its young generations run as ever); how often each variant's collector makes one, without ticks
+and with them, is counted over ``--gc-requests`` requests at native speed, between the first and the last (the
+collector runs by allocation counts, not by the clock, so valgrind would only take longer). The report puts it
+all together for a service that flushes (and is scraped) once a second at each of ``--rates`` requests a
+second: ``request + tick / rate``. Hash seeds are fixed; repeats agree within ~0.2 %.
 
     .venv/bin/python -m benchmarks.load_instructions                        # ~30 minutes on 2 cores
     .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~10 minutes
@@ -297,7 +297,9 @@ def _measure_variant(
     d = run_once(variant, db_url, n1, NO_TICK, work, cache_sim, cpu, collections=FULL_SAMPLES)
     rate = out["full_collections"][variant]["per_request"]
     ticking = out["full_collections_ticking"].get(variant, {}).get("per_request", rate)
-    by_tick = (ticking - rate) * every  # full collections a tick brings on (its objects, promoted)
+    # full collections a tick brings on (its objects, promoted); a difference of two measured rates, whose
+    # noise is charged to the variant but never credited to it
+    by_tick = max(0.0, (ticking - rate) * every)
     costs = {key: _costs(key, a, b, c, d, rate, by_tick) for key in ("instructions", "cycles_estimate")}
     got: dict[str, Any] = {key: value for key, value in costs.items() if value is not None}
     got["objects"] = a["objects"]
@@ -461,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not 0 < args.n1 < args.n2 or args.ticks < 1 or args.n2 // args.ticks < 2 * CONCURRENCY:
         parser.error("need 0 < --n1 < --n2, --ticks >= 1 and at least 32 requests between ticks")
-    if args.gc_requests < args.n2:
-        parser.error("--gc-requests: at least --n2, for a rate of full collections over many of them")
+    if args.gc_requests < args.n2 or args.gc_requests % CONCURRENCY:
+        parser.error(
+            f"--gc-requests: at least --n2 and a multiple of {CONCURRENCY} (the requests go {CONCURRENCY} at a time)"
+        )
     try:
         rates = {f"{float(r):,.0f} requests/s": float(r) for r in args.rates.split(",")}
     except ValueError:

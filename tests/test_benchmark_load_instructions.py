@@ -37,6 +37,21 @@ def test_a_window_makes_no_full_collection_of_its_own_unless_asked() -> None:
     assert steady["per_request"] > steady["full_collections"] / 12_000 * 0.9
 
 
+def test_the_rate_runs_between_the_first_and_the_last_full_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran = {"requests": 6000, "full_collections": 3, "full_at": [1000, 3000, 5000]}
+    monkeypatch.setattr(load_instructions, "_run_child", lambda argv, what: dict(ran))
+    assert load_instructions.full_collection_rate("ours", "", 6000, 1000)["per_request"] == 1 / 2000
+    with pytest.raises(RuntimeError, match="served 6000 requests, not 6016"):
+        load_instructions.full_collection_rate("ours", "", 6016, 1000)
+
+
+def test_gc_requests_must_be_whole_rounds_of_requests() -> None:
+    with pytest.raises(SystemExit):
+        load_instructions.main(["--gc-requests", "40001"])
+
+
 def test_the_collector_is_restored_after_a_window_in_process() -> None:
     thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
     ran = load_instructions.drive("prometheus", "", 64, load_instructions.NO_TICK, collections=1)

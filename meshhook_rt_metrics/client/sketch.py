@@ -71,9 +71,10 @@ def _upper(bucket_key: int) -> float:
         u = _FLOAT_MAX
     else:
         lo, hi = _bits(5e-324), _bits(_FLOAT_MAX)  # key(lo) <= bucket_key < key(hi), kept so
-        guess = bucket_key / MULTIPLIER  # narrow to a window around exp(guess) when it brackets the end
-        near_lo = _bits(max(math.exp(guess - 1e-9), 5e-324))
-        near_hi = _bits(min(math.exp(guess + 1e-9), _FLOAT_MAX))
+        # exp(guess) +- a relative 1e-12 brackets the end for every key in range: ~14 steps, not ~60
+        guess = bucket_key / MULTIPLIER
+        near_lo = _bits(max(math.exp(guess - 1e-12), 5e-324))
+        near_hi = _bits(min(math.exp(guess + 1e-12), _FLOAT_MAX))
         if key(_float(near_lo)) <= bucket_key < key(_float(near_hi)):
             lo, hi = near_lo, near_hi
         while hi - lo > 1:

@@ -151,7 +151,8 @@ def _near_boundary(k: int, steps: int) -> float:
 
 @settings(max_examples=300, derandomize=True)
 @given(
-    # keys whose values still sum to a finite number, as a batch must for the bucket-by-bucket count
+    # keys low enough that 300 values near them still sum to a finite number, as a batch must to be
+    # counted bucket by bucket
     st.integers(-1036, 35300).flatmap(
         lambda k: st.lists(
             st.builds(_near_boundary, st.integers(k, k + 2), st.integers(-3, 3)), min_size=15, max_size=300
@@ -184,16 +185,53 @@ def test_repeated_sizes_mixed_with_floats_are_counted_as_add_does(
     assert batched.pos == one_by_one.pos
 
 
-@settings(max_examples=200, derandomize=True)
-@given(st.integers(-1036, 35488))
-def test_a_bucket_ends_where_the_next_key_starts(k: int) -> None:
-    sketch._UPPER.clear()  # found, not remembered
-    end = sketch._upper(k)
-    assert key(end) == k
-    assert end == 1.7976931348623157e308 or key(math.nextafter(end, math.inf)) == k + 1
-    assert sketch._upper(k) == end  # remembered
+def test_every_bucket_ends_where_the_next_key_starts() -> None:
+    for k in range(-1036, 35489):  # every key the wire accepts (~1 s)
+        sketch._UPPER.clear()  # found, not remembered
+        end = sketch._upper(k)
+        assert key(end) == k
+        assert end == 1.7976931348623157e308 or key(math.nextafter(end, math.inf)) == k + 1
+    assert sketch._upper(35488) == 1.7976931348623157e308
 
 
+def test_a_bucket_end_is_found_without_exps_window_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bisection starts from a window around exp(k / MULTIPLIER); if that did not bracket the end,
+    # it would search all the positive floats
+    sketch._UPPER.clear()
+    monkeypatch.setattr(sketch.math, "exp", lambda x: 1.0)
+    for k in (-1036, -5, 3000, 35487):
+        end = sketch._upper(k)
+        assert key(end) == k and key(math.nextafter(end, math.inf)) == k + 1
+    sketch._UPPER.clear()
+
+
+def test_the_remembered_bucket_ends_start_afresh_when_full() -> None:
+    sketch._UPPER.clear()
+    for k in range(sketch._UPPER_MAX):
+        sketch._upper(k)
+    assert len(sketch._UPPER) == sketch._UPPER_MAX
+    end = sketch._upper(sketch._UPPER_MAX)
+    assert list(sketch._UPPER.items()) == [(sketch._UPPER_MAX, end)]
+
+
+def test_a_batch_of_few_buckets_is_sorted_and_a_wide_one_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[int] = []
+    original = Sketch._extend_runs
+
+    def spy(self: Sketch, ordered: list[float]) -> None:
+        runs.append(len(ordered))
+        original(self, ordered)
+
+    monkeypatch.setattr(Sketch, "_extend_runs", spy)
+    Sketch().extend([321] * 30)  # one bucket
+    Sketch().extend([100.0 + k / 10 for k in range(60)])  # 100 to 106: 4 buckets, 60 values
+    assert runs == [30, 60]
+    Sketch().extend([1.5**k for k in range(30)])  # 30 values, each in a bucket of its own
+    Sketch().extend([1.0, 2.0, 3.0])  # 56 buckets' span for 3 values
+    assert runs == [30, 60]
+
+
+@pytest.mark.timeout(10)
 def test_an_int_above_a_bucket_end_that_rounds_onto_it_is_counted_as_add_does() -> None:
     # it sorts after the bucket's largest float yet has that float's key: the run ends before it, and the
     # count must still move on (it did not: an endless loop) and give it the same key
