@@ -42,7 +42,8 @@ def key(value: float) -> int:
 _FLOAT_MAX = sys.float_info.max
 _BUCKET_RUN_COST = 3
 """Counting a bucket's run costs about what 3 values cost one at a time (Python work per bucket, against
-C-speed work per value; callgrind): a batch with at most a third as many buckets as values is sorted."""
+C-speed work per value; callgrind): a batch whose keys, from its min to its max, span at most a third as many
+buckets as it has values is sorted (the span, not the buckets occupied: known before any work)."""
 _UPPER: dict[int, float] = {}
 _UPPER_MAX = 4096
 _BITS = struct.Struct("<q")
