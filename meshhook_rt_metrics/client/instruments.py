@@ -279,7 +279,7 @@ class HistogramChild(_Child):
             if entries:
                 s, mn, mx = float(_sum(entries)), float(min(entries)), float(max(entries))
         if entries:
-            self._sketch.extend(entries)
+            self._sketch.extend_finite(entries, mn, mx)  # validated: finite, and their min and max known
             self._n += len(entries)
             self._s += s
             if mn < self._mn:  # noqa: PLR1730

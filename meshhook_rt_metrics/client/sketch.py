@@ -130,11 +130,22 @@ class Sketch:
             return
         try:
             lowest, highest = min(values), max(values)
-            positive = lowest >= ZERO_THRESHOLD and highest <= _FLOAT_MAX
-            # few buckets; and no NaN, which min() and max() may pass over and which would spoil the sort
-            few = positive and (key(highest) - key(lowest) + 1) * _BUCKET_RUN_COST <= len(values)
-            few = few and sum(values) < _INF
+            finite = sum(values) < _INF  # a NaN, which min() and max() may pass over, makes the sum NaN
         except (TypeError, ValueError, ArithmeticError):  # odd types, a NaN min() or max() met first
+            finite = False
+        if finite:
+            self.extend_finite(values, lowest, highest)
+        else:
+            for v in values:
+                self.add(v)
+
+    def extend_finite(self, values: list[float], lowest: float, highest: float) -> None:
+        """``extend`` for a non-empty list of finite numbers (no NaN) whose min and max the caller already
+        has: a histogram's fold computes them to validate its batch, so they are not scanned for twice."""
+        try:
+            positive = lowest >= ZERO_THRESHOLD and highest <= _FLOAT_MAX
+            few = positive and (key(highest) - key(lowest) + 1) * _BUCKET_RUN_COST <= len(values)
+        except (TypeError, ValueError, ArithmeticError):
             positive = few = False
         if few:
             self._extend_runs(sorted(values))
