@@ -37,6 +37,7 @@ Issue 14 adds, per design and phase:
     .venv/bin/python -m benchmarks.ingest --workload realistic --designs B,T,C,U
     .venv/bin/python -m benchmarks.ingest --workload fleet --designs K,M       # the merge-before-write prototype
     .venv/bin/python -m benchmarks.ingest --workload sustained --designs K     # the default workload, 100 batches
+    .venv/bin/python -m benchmarks.ingest --workload default --designs K,L,K,L --no-floor   # the pass in lanes
     .venv/bin/python -m benchmarks.ingest --batch-size 300 --sources 20 --series 2000   # a custom workload
     DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest --designs B
 
@@ -75,7 +76,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import merged_ingest
+from benchmarks import lane_pass, merged_ingest
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.client.sketch import Sketch
 from meshhook_rt_metrics.db import migrator
@@ -350,7 +351,16 @@ class Design:
     known: bool = False  # the timed phase calls metrics.ingest_known (the client's path for known series)
     known_jsonb: bool = False  # ... its overload with sketches as jsonb (before migration 20261206002200)
     merged: bool = False  # the timed phase goes through a merging service (benchmarks.merged_ingest)
+    lanes: int = 0  # the pass as rounds over this many lanes by series (benchmarks.lane_pass); 0: shipped
     setup: str = ""  # SQL run in the design's database before its phases
+
+
+def landed_function(migration: str, header: str) -> str:
+    """A function's definition as a landed migration wrote it (``header`` up to the end of its body), for a
+    design that measures the code a later migration replaced."""
+    text = (migrator.migrations_dir() / migration).read_text()
+    start = text.index(header)
+    return text[start : text.index("\n$$;", start) + 4]
 
 
 DESIGNS: dict[str, Design] = {
@@ -389,6 +399,16 @@ DESIGNS: dict[str, Design] = {
         known=True,
         known_jsonb=True,
     ),
+    "K1": Design(
+        "K1",
+        "K as before migration 20261207000100: the pass's merge free to pick nested loops (which it does once "
+        "statistics predate its points) and its bucket arrays unnested in FROM (a Function Scan)",
+        known=True,
+        setup=landed_function(
+            "20261206002200_metrics_point_sketch_arrays.sql",
+            "create or replace function metrics.rollup_points(p_from xid8, p_to xid8)",
+        ),
+    ),
     "M": Design(
         "M",
         "prototype (benchmarks/merged_ingest.py, not shipped): a service merges the sources' batches before "
@@ -396,6 +416,13 @@ DESIGNS: dict[str, Design] = {
         "transaction: every batch's ledger row + one row per series and minute + the same pass",
         merged=True,
         setup=merged_ingest.SETUP_SQL,
+    ),
+    "L": Design(
+        "L",
+        "prototype (benchmarks/lane_pass.py, not shipped): K with each pass split into 2 lanes by series, merged on "
+        "2 backends at once (the shipped merge filtered by series_id % 2), then the watermark, fold and publish",
+        known=True,
+        lanes=2,
     ),
     "U": Design(
         "U",
@@ -911,11 +938,13 @@ class PassLoop:
     """What pg_cron or `meshhook-metrics maintain --loop` does: metrics.rollup_pass() every ``interval``
     seconds on one long-lived connection, and again at once while a pass reports a backlog (``behind``)."""
 
-    def __init__(self, url: str, interval: float) -> None:
+    def __init__(self, url: str, interval: float, lanes: int = 0) -> None:
         self.sql = "select metrics.rollup_pass()"
         self.interval = interval
         self.conn = psycopg.connect(url, autocommit=True)
         self.backend_pid = int(self.conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        self.rounds = lane_pass.Rounds(url, lanes) if lanes else None  # design L: the pass as rounds
+        self.pids = {self.backend_pid} | (self.rounds.pids if self.rounds else set())
         self.stop = threading.Event()
         self.pass_seconds: list[float] = []
         self.points: list[int] = []
@@ -928,12 +957,11 @@ class PassLoop:
         while not self.stop.is_set():
             t0 = time.perf_counter()
             try:
-                row = self.conn.execute(self.sql).fetchone()
+                result = self._pass()
             except BaseException as exc:
                 self.errors.append(exc)
                 return
             took = time.perf_counter() - t0
-            result = row[0] if row else None
             if isinstance(result, dict) and "points" in result:
                 self.pass_seconds.append(took)
                 self.points.append(int(result["points"]))
@@ -942,10 +970,18 @@ class PassLoop:
                     continue
             self.stop.wait(max(0.0, self.interval - took))
 
+    def _pass(self) -> Any:
+        if self.rounds:
+            return self.rounds.run()
+        row = self.conn.execute(self.sql).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self.stop.set()
         self.thread.join()
         self.conn.close()
+        if self.rounds:
+            self.rounds.close()
         if self.errors:
             raise self.errors[0]
 
@@ -972,23 +1008,33 @@ def percentile_ms(values: list[float], q: float) -> float | None:
     return round(1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
 
 
-def drain(url: str, pids: set[int] | None = None) -> Callable[[], None]:
-    """The catch-up after a phase: run the pass until no committed point is left behind its watermark
-    (its backend joins ``pids``, whose CPU is reported as the pass's)."""
+def drain(url: str, pids: set[int] | None = None, lanes: int = 0) -> Callable[[], None]:
+    """The catch-up after a phase: run the pass (design L: its rounds over ``lanes``) until no committed point
+    is left behind its watermark (its backends join ``pids``, whose CPU is reported as the pass's)."""
 
     def run() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            if pids is not None:
-                pids.add(int(conn.execute("select pg_backend_pid()").fetchone()[0]))  # type: ignore[index]
-            while True:
-                conn.execute("select metrics.rollup_pass()")
-                left = conn.execute(
-                    "select count(*) from metrics.points"
-                    " where xid >= (select xid_watermark from metrics.rollup_pass_state)"
-                ).fetchone()
-                if left and left[0] == 0:
-                    return
-                time.sleep(0.005)
+            rounds = None
+            try:
+                rounds = lane_pass.Rounds(url, lanes) if lanes else None
+                if pids is not None:
+                    pids.add(int(conn.execute("select pg_backend_pid()").fetchone()[0]))  # type: ignore[index]
+                    pids.update(rounds.pids if rounds else ())
+                while True:
+                    if rounds:
+                        rounds.run()
+                    else:
+                        conn.execute("select metrics.rollup_pass()")
+                    left = conn.execute(
+                        "select count(*) from metrics.points"
+                        " where xid >= (select xid_watermark from metrics.rollup_pass_state)"
+                    ).fetchone()
+                    if left and left[0] == 0:
+                        return
+                    time.sleep(0.005)
+            finally:
+                if rounds:
+                    rounds.close()
 
     return run
 
@@ -1292,6 +1338,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     with psycopg.connect(url, autocommit=True) as conn:
         if design.setup:  # before any point, so that the design holds from the first one
             conn.execute(design.setup)
+        if design.lanes:
+            lane_pass.install(conn)
         meter = CpuMeter(conn)
         t0 = time.perf_counter()
         s, i, pts = work.warmup
@@ -1320,7 +1368,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         for s, i, pts in work.batches
     ]
     drain(url)()
-    loop = PassLoop(url, args.pass_interval)
+    loop = PassLoop(url, args.pass_interval, design.lanes)
     prober = Prober(url, work.project, args.probe_every)
     meter.excluded.add(prober.backend_pid)
     floor = floor_sketch = None
@@ -1343,8 +1391,8 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
             else:
                 ingest_job(conn, payloads[0])
         prober.start()
-        pass_pids = {loop.backend_pid}
-        finish = drain(url, pass_pids)
+        pass_pids = set(loop.pids)
+        finish = drain(url, pass_pids, design.lanes)
         phase, jobs, job, via = timed_ingest(design, work, payloads, copies, knowns, merged)
         say(f"ingest: {settings.batches} batches {via} on {workers} connection(s)")
         ingest = run_phase(

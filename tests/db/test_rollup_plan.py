@@ -1,0 +1,54 @@
+"""The rollup pass's merge keeps its plan when the statistics say its points do not exist (migration
+20261207000100).
+
+A pass merges the newest points, whose transaction ids lie beyond the statistics ANALYZE last took of the
+points table, so PostgreSQL estimates its range at a row or so. With such estimates the merge joined the minutes
+to the sketch points with a nested loop, which took 8-10 s instead of ~1.5 s for the default benchmark's
+90,000 points (docs/architecture.md). The merge runs with hash joins only since; this test makes the estimate
+collapse and reads the plan the pass ran (auto_explain, as the superuser)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+
+from tests.support import TestDatabase, batch, counter, histogram, ingest, other_databases_finished
+
+
+def send(conn: psycopg.Connection[Any], project: uuid.UUID, k: int) -> None:
+    points = []
+    for s in range(10):
+        labels = {"route": f"/r{s}"}
+        points.append(counter("requests_total", k + 1, labels))
+        points.append(histogram("latency_seconds", [0.001 * (1 + s) * (1.1**j) for j in range(30)], labels))
+    ingest(conn, batch(project, points, batch_id=f"b{k}"), merge=False)
+
+
+def test_the_merge_joins_by_hash_when_the_statistics_predate_its_points(fresh_db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    with psycopg.connect(fresh_db.url, autocommit=True) as conn:
+        for k in range(3):
+            send(conn, project, k)
+        other_databases_finished(conn)
+        conn.execute("select metrics.rollup_pass()")
+        conn.execute("analyze metrics.points")  # the statistics end here
+        for k in range(3, 8):
+            send(conn, project, k)
+        other_databases_finished(conn)
+    plans: list[str] = []
+    with psycopg.connect(fresh_db.admin_url, autocommit=True) as admin:
+        admin.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        admin.execute("load 'auto_explain'")
+        admin.execute(
+            "set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;"
+            " set auto_explain.log_level = notice"
+        )
+        result = admin.execute("select metrics.rollup_pass()").fetchone()
+    assert result is not None and result[0]["points"] == 100
+    merge = [p for p in plans if "CTE new_points" in p]
+    assert len(merge) == 1, "the pass ran the merge once"
+    assert "rows=1 " in merge[0] or "rows=2 " in merge[0], "the estimate collapsed, as this test means it to"
+    assert "Nested Loop" not in merge[0] and "Merge Join" not in merge[0], merge[0]
+    assert "Hash Join" in merge[0]
