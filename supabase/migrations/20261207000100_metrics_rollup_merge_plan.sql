@@ -8,13 +8,14 @@
 --    analyzed their points mid-run; reproduced on the default workload's burst (statistics taken after its first
 --    10,000 points, the next 90,000 merged in one pass): 7.6-10.0 s before, 1.1-1.6 s now. The merge now runs
 --    with hash joins only (enable_nestloop and enable_mergejoin off for the function: every join in it is an
---    equi-join, so a hash join is always possible) and without JIT (with nested loops off, a plan's estimated
---    cost passes jit_above_cost, and compiling this statement took ~2 s).
+--    equi-join, so a hash join is always possible) and without JIT: compiling this statement took ~2 s when its
+--    estimated cost passed jit_above_cost (a lateral join, which only a nested loop can run, carried the cost
+--    that disabling nested loops adds), and large true estimates would pass it as well.
 -- 2. Every bucket of every sketch point became a row through ROWS FROM (unnest(keys), unnest(counts)) in FROM, a
 --    Function Scan that copies each call's rows into a tuplestore before returning the first; the same calls in
 --    the select list run as a ProjectSet, which streams (the burst's 1.28 million bucket rows: 830-880 ms before,
---    250-415 ms now). The jsonb sketches of earlier producers are unnested in the select list too, since a
---    lateral join can only run as a nested loop.
+--    250-415 ms now). The jsonb sketches of earlier producers are unnested in the select list too: their
+--    lateral join could only run as a nested loop (jsonb_each_text still fills a tuplestore per call).
 -- Measured on that burst, the same points in cloned databases, interleaved, statistics as they come (none for
 -- the new points): 1.11-1.27 s a merge against 1.43-1.62 s before. Rollups identical (an md5 over every minute
 -- row), in both cases.
@@ -23,7 +24,7 @@ create or replace function metrics.rollup_points(p_from xid8, p_to xid8)
 returns jsonb
 language plpgsql volatile security definer set search_path = '' set timezone = 'UTC' set work_mem = '64MB'
   -- hash joins only, whatever the estimates (see this migration's head); no JIT, whose compiling of this
-  -- statement would take longer than running it
+  -- statement took longer than running it
   set enable_nestloop = off set enable_mergejoin = off set jit = off
 as $$
 declare
@@ -73,9 +74,9 @@ begin
     from (
       select t.minute_no, t.k, sum(t.c) as cnt
       from (
-        -- set-returning functions in the select list (a ProjectSet, streamed), not in FROM (a Function Scan,
-        -- which copies each call's rows into a tuplestore first, and a lateral join, which only a nested loop
-        -- can run); equal-length arrays are zipped by position, a null sketch or array gives no row
+        -- set-returning functions in the select list (a ProjectSet), not in FROM: no lateral join, which only
+        -- a nested loop can run, and unnest streams where a Function Scan copies each call's rows into a
+        -- tuplestore first; equal-length arrays are zipped by position, a null sketch or array gives no row
         select x.minute_no, (x.b).key::integer, (x.b).value::bigint
         from (select s.minute_no, pg_catalog.jsonb_each_text(s.sketch -> 'p') as b from sketch_points s) as x
         union all
@@ -91,9 +92,9 @@ begin
     from (
       select t.minute_no, t.k, sum(t.c) as cnt
       from (
-        -- set-returning functions in the select list (a ProjectSet, streamed), not in FROM (a Function Scan,
-        -- which copies each call's rows into a tuplestore first, and a lateral join, which only a nested loop
-        -- can run); equal-length arrays are zipped by position, a null sketch or array gives no row
+        -- set-returning functions in the select list (a ProjectSet), not in FROM: no lateral join, which only
+        -- a nested loop can run, and unnest streams where a Function Scan copies each call's rows into a
+        -- tuplestore first; equal-length arrays are zipped by position, a null sketch or array gives no row
         select x.minute_no, (x.b).key::integer, (x.b).value::bigint
         from (select s.minute_no, pg_catalog.jsonb_each_text(s.sketch -> 'n') as b from sketch_points s) as x
         union all

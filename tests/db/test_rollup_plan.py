@@ -9,6 +9,7 @@ collapse and reads the plan the pass ran (auto_explain, as the superuser)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -33,7 +34,10 @@ def test_the_merge_joins_by_hash_when_the_statistics_predate_its_points(fresh_db
             send(conn, project, k)
         other_databases_finished(conn)
         conn.execute("select metrics.rollup_pass()")
-        conn.execute("analyze metrics.points")  # the statistics end here
+        partition = conn.execute("select tableoid::regclass::text from metrics.points limit 1").fetchone()[0]  # type: ignore[index]
+        # the statistics end here, and autovacuum does not take newer ones before the pass
+        conn.execute(f"alter table {partition} set (autovacuum_enabled = off)")
+        conn.execute("analyze metrics.points")
         for k in range(3, 8):
             send(conn, project, k)
         other_databases_finished(conn)
@@ -49,6 +53,8 @@ def test_the_merge_joins_by_hash_when_the_statistics_predate_its_points(fresh_db
     assert result is not None and result[0]["points"] == 100
     merge = [p for p in plans if "CTE new_points" in p]
     assert len(merge) == 1, "the pass ran the merge once"
-    assert "rows=1 " in merge[0] or "rows=2 " in merge[0], "the estimate collapsed, as this test means it to"
+    scan = re.search(r"CTE new_points\n\s+->\s+[^\n]*?rows=(\d+) ", merge[0])
+    assert scan is not None, merge[0]
+    assert int(scan.group(1)) <= 2, "the range's estimate collapsed, as this test means it to"
     assert "Nested Loop" not in merge[0] and "Merge Join" not in merge[0], merge[0]
     assert "Hash Join" in merge[0]
