@@ -63,9 +63,14 @@ def negative_data_rejection_or_414(ctx: Any, response: Any, case: Any) -> bool |
     rejections too."""
     if response.status_code in (413, 414):
         return True
-    if case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER):
+    sent = {name.lower() for name in (case.headers or {})}
+    if "authorization" not in sent or (
+        case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    ):
         # the test sends its own Authorization header over schemathesis's (a missing or malformed one is
-        # the negative part): what reached the service may be valid, so this case says nothing
+        # the negative part): what reached the service may be valid, so this case says nothing. A case of the
+        # coverage phase that leaves the required header out is not marked negative at the header (CI found
+        # one, negative in its query too: an array of one boolean, which reads on the wire as the boolean)
         return None
     return negative_data_rejection(ctx, response, case)
 
