@@ -93,8 +93,10 @@ export const panel = (page, title) => page.getByRole('figure', { name: title, ex
 export async function dataTable(page, title) {
   const figure = panel(page, title);
   const show = figure.getByRole('button', { name: 'Show data table' });
-  if (await show.count()) await show.click();
   const table = figure.getByRole('table');
+  // a panel still loading offers neither yet: asked at once, the button was not there and was never clicked
+  await show.or(table).first().waitFor({ timeout: 10_000 });
+  if (await show.count()) await show.click();
   await table.waitFor({ timeout: 10_000 });
   return async () =>
     table.evaluate((t) => ({
