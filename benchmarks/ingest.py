@@ -22,7 +22,8 @@ Issue 14 adds, per design and phase:
 - DB CPU per point: user + system CPU of every PostgreSQL server process (psutil over the postmaster's
   tree, sampled every 0.1 s) over the phase; the phase lasts until the rollup pass
   has caught up (its time and CPU count), and the pass loop's share is reported apart;
-- a loop like ``meshhook-metrics maintain --loop`` every ``--pass-interval``: ``rollup_pass()``;
+- a loop like ``meshhook-metrics maintain --loop`` every ``--pass-interval``: ``rollup_pass(lane)`` on a
+  connection and thread per lane of the pass (``metrics.rollup_lanes``);
 - freshness: one-point probe batches during the ingest phase, commit -> value in its rollup_1m minute
   (what metrics.query reads) and -> on the live topic (the prober's backend is left out of the CPU);
 - correctness: rollup_1m and series_totals against a recomputation from the raw points (CHECK_SQL), and the
@@ -37,7 +38,7 @@ Issue 14 adds, per design and phase:
     .venv/bin/python -m benchmarks.ingest --workload realistic --designs B,T,C,U
     .venv/bin/python -m benchmarks.ingest --workload fleet --designs K,M       # the merge-before-write prototype
     .venv/bin/python -m benchmarks.ingest --workload sustained --designs K     # the default workload, 100 batches
-    .venv/bin/python -m benchmarks.ingest --workload default --designs K,L,K,L --no-floor   # the pass in lanes
+    .venv/bin/python -m benchmarks.ingest --workload default --designs S,K,S,K --no-floor   # the pass in a single lane, in two
     .venv/bin/python -m benchmarks.ingest --batch-size 300 --sources 20 --series 2000   # a custom workload
     DATABASE_URL=postgresql://postgres:...@host/db .venv/bin/python -m benchmarks.ingest --designs B
 
@@ -76,7 +77,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import lane_pass, merged_ingest
+from benchmarks import merged_ingest
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.client.sketch import Sketch
 from meshhook_rt_metrics.db import migrator
@@ -351,16 +352,7 @@ class Design:
     known: bool = False  # the timed phase calls metrics.ingest_known (the client's path for known series)
     known_jsonb: bool = False  # ... its overload with sketches as jsonb (before migration 20261206002200)
     merged: bool = False  # the timed phase goes through a merging service (benchmarks.merged_ingest)
-    lanes: int = 0  # the pass as rounds over this many lanes by series (benchmarks.lane_pass); 0: shipped
     setup: str = ""  # SQL run in the design's database before its phases
-
-
-def landed_function(migration: str, header: str) -> str:
-    """A function's definition as a landed migration wrote it (``header`` up to the end of its body), for a
-    design that measures the code a later migration replaced."""
-    text = (migrator.migrations_dir() / migration).read_text()
-    start = text.index(header)
-    return text[start : text.index("\n$$;", start) + 4]
 
 
 DESIGNS: dict[str, Design] = {
@@ -399,15 +391,12 @@ DESIGNS: dict[str, Design] = {
         known=True,
         known_jsonb=True,
     ),
-    "K1": Design(
-        "K1",
-        "K as before migration 20261207000100: the pass's merge free to pick nested loops (which it does once "
-        "statistics predate its points) and its bucket arrays unnested in FROM (a Function Scan)",
+    "S": Design(
+        "S",
+        "K with the rollup pass in a single lane, as before migration 20261207000300 (metrics.set_pass_lanes(1)): "
+        "one backend merges every series",
         known=True,
-        setup=landed_function(
-            "20261206002200_metrics_point_sketch_arrays.sql",
-            "create or replace function metrics.rollup_points(p_from xid8, p_to xid8)",
-        ),
+        setup="select metrics.set_pass_lanes(1)",
     ),
     "M": Design(
         "M",
@@ -416,13 +405,6 @@ DESIGNS: dict[str, Design] = {
         "transaction: every batch's ledger row + one row per series and minute + the same pass",
         merged=True,
         setup=merged_ingest.SETUP_SQL,
-    ),
-    "L": Design(
-        "L",
-        "prototype (benchmarks/lane_pass.py, not shipped): K with each pass split into 2 lanes by series, merged on "
-        "2 backends at once (the shipped merge filtered by series_id % 2), then the watermark, fold and publish",
-        known=True,
-        lanes=2,
     ),
     "U": Design(
         "U",
@@ -935,64 +917,66 @@ def check_as_sent(
 
 # -- background pass loop and freshness probes ------------------------------------------------------
 class PassLoop:
-    """What pg_cron or `meshhook-metrics maintain --loop` does: metrics.rollup_pass() every ``interval``
-    seconds on one long-lived connection, and again at once while a pass reports a backlog (``behind``)."""
+    """What pg_cron or `meshhook-metrics maintain --loop` does: a lane's pass (``lane_pass``) on every tick of
+    ``interval`` seconds on a long-lived connection and thread per lane of the pass, and again at once while a
+    lane's pass reports a backlog (``behind``)."""
 
-    def __init__(self, url: str, interval: float, lanes: int = 0) -> None:
-        self.sql = "select metrics.rollup_pass()"
+    def __init__(self, url: str, interval: float) -> None:
         self.interval = interval
-        self.conn = psycopg.connect(url, autocommit=True)
-        self.backend_pid = int(self.conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-        self.rounds = lane_pass.Rounds(url, lanes) if lanes else None  # design L: the pass as rounds
-        self.pids = {self.backend_pid} | (self.rounds.pids if self.rounds else set())
+        self.lanes = pass_lanes(url)
+        self.conns: list[psycopg.Connection[Any]] = []
+        try:
+            for _ in range(self.lanes):
+                self.conns.append(psycopg.connect(url, autocommit=True))
+        except BaseException:
+            for conn in self.conns:
+                conn.close()
+            raise
+        self.pids = {int(c.execute("select pg_backend_pid()").fetchone()[0]) for c in self.conns}  # type: ignore[index]
         self.stop = threading.Event()
-        self.pass_seconds: list[float] = []
-        self.points: list[int] = []
-        self.folded: list[int] = []  # series folded into the totals by each pass (metrics.fold_totals)
+        # every lane's passes (list.append is atomic): seconds, points, series folded (metrics.fold_totals)
+        self.passes: list[tuple[float, int, int]] = []
         self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._run, args=(lane,), daemon=True) for lane in range(self.lanes)
+        ]
+        for thread in self.threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _run(self, lane: int) -> None:
         while not self.stop.is_set():
             t0 = time.perf_counter()
             try:
-                result = self._pass()
+                result = lane_pass(self.conns[lane], lane)
             except BaseException as exc:
                 self.errors.append(exc)
                 return
             took = time.perf_counter() - t0
-            if isinstance(result, dict) and "points" in result:
-                self.pass_seconds.append(took)
-                self.points.append(int(result["points"]))
-                self.folded.append(int(result.get("folded") or 0))
+            if "points" in result:
+                self.passes.append((took, int(result["points"]), int(result.get("folded") or 0)))
                 if result.get("behind"):
                     continue
-            self.stop.wait(max(0.0, self.interval - took))
-
-    def _pass(self) -> Any:
-        if self.rounds:
-            return self.rounds.run()
-        row = self.conn.execute(self.sql).fetchone()
-        return row[0] if row else None
+            self.stop.wait(self.interval - time.time() % self.interval)  # the lanes pass on the same ticks
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join()
-        self.conn.close()
-        if self.rounds:
-            self.rounds.close()
+        for thread in self.threads:
+            thread.join()
+        for conn in self.conns:
+            conn.close()
         if self.errors:
             raise self.errors[0]
 
     def summary(self) -> dict[str, Any]:
-        busy = [s for s, n in zip(self.pass_seconds, self.points, strict=True) if n > 0]
-        counts = [n for n in self.points if n > 0]
+        passes = list(self.passes)
+        busy = [took for took, n, _ in passes if n > 0]
+        counts = [n for _, n, _ in passes if n > 0]
         return {
             "interval_s": self.interval,
+            "lanes": self.lanes,
             "passes_with_points": len(busy),
-            "passes_that_folded": sum(1 for n in self.folded if n > 0),
-            "series_folded": sum(self.folded),
+            "passes_that_folded": sum(1 for _, _, folded in passes if folded > 0),
+            "series_folded": sum(folded for _, _, folded in passes),
             "pass_ms_p50": percentile_ms(busy, 0.5),
             "pass_ms_p95": percentile_ms(busy, 0.95),
             "pass_ms_max": percentile_ms(busy, 1.0),
@@ -1008,33 +992,59 @@ def percentile_ms(values: list[float], q: float) -> float | None:
     return round(1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
 
 
-def drain(url: str, pids: set[int] | None = None, lanes: int = 0) -> Callable[[], None]:
-    """The catch-up after a phase: run the pass (design L: its rounds over ``lanes``) until no committed point
-    is left behind its watermark (its backends join ``pids``, whose CPU is reported as the pass's)."""
+def lane_pass(conn: psycopg.Connection[Any], lane: int) -> dict[str, Any]:
+    """A lane's pass as `maintain --loop` runs it: its merge, and after lane 0's the fold and the live messages
+    in a transaction of their own (``metrics.fold_and_publish``)."""
+    row = conn.execute("select metrics.rollup_pass(%s)", (lane,)).fetchone()
+    result = dict(row[0]) if row and row[0] else {}
+    if lane == 0:
+        after = conn.execute("select metrics.fold_and_publish()").fetchone()
+        result |= dict(after[0]) if after and after[0] else {}
+    return result
 
-    def run() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            rounds = None
-            try:
-                rounds = lane_pass.Rounds(url, lanes) if lanes else None
+
+def pass_lanes(url: str) -> int:
+    """The number of lanes the pass runs in (``metrics.rollup_lanes``)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("select count(*) from metrics.rollup_lanes").fetchone()
+    return int(row[0]) if row else 1
+
+
+LANE_LEFT = """
+select count(*) from metrics.points p, metrics.rollup_lanes l
+where l.lane = %(lane)s and p.xid >= l.xid_watermark and (%(lanes)s = 1 or p.series_id %% %(lanes)s = l.lane)
+"""
+
+
+def drain(url: str, pids: set[int] | None = None) -> Callable[[], None]:
+    """The catch-up after a phase: every lane's pass, on a connection and thread per lane at once as the lanes
+    run in the field, until no committed point is left behind its lane's watermark (their backends join
+    ``pids``, whose CPU is reported as the pass's)."""
+
+    def lane(k: int, lanes: int, errors: list[BaseException]) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
                 if pids is not None:
                     pids.add(int(conn.execute("select pg_backend_pid()").fetchone()[0]))  # type: ignore[index]
-                    pids.update(rounds.pids if rounds else ())
                 while True:
-                    if rounds:
-                        rounds.run()
-                    else:
-                        conn.execute("select metrics.rollup_pass()")
-                    left = conn.execute(
-                        "select count(*) from metrics.points"
-                        " where xid >= (select xid_watermark from metrics.rollup_pass_state)"
-                    ).fetchone()
+                    lane_pass(conn, k)
+                    left = conn.execute(LANE_LEFT, {"lane": k, "lanes": lanes}).fetchone()
                     if left and left[0] == 0:
                         return
                     time.sleep(0.005)
-            finally:
-                if rounds:
-                    rounds.close()
+        except BaseException as exc:  # surfaced by run()
+            errors.append(exc)
+
+    def run() -> None:
+        lanes = pass_lanes(url)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=lane, args=(k, lanes, errors), daemon=True) for k in range(lanes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
     return run
 
@@ -1338,8 +1348,6 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
     with psycopg.connect(url, autocommit=True) as conn:
         if design.setup:  # before any point, so that the design holds from the first one
             conn.execute(design.setup)
-        if design.lanes:
-            lane_pass.install(conn)
         meter = CpuMeter(conn)
         t0 = time.perf_counter()
         s, i, pts = work.warmup
@@ -1368,7 +1376,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
         for s, i, pts in work.batches
     ]
     drain(url)()
-    loop = PassLoop(url, args.pass_interval, design.lanes)
+    loop = PassLoop(url, args.pass_interval)
     prober = Prober(url, work.project, args.probe_every)
     meter.excluded.add(prober.backend_pid)
     floor = floor_sketch = None
@@ -1392,7 +1400,7 @@ def measure_design(  # noqa: PLR0915 - one design's phases, in order
                 ingest_job(conn, payloads[0])
         prober.start()
         pass_pids = set(loop.pids)
-        finish = drain(url, pass_pids, design.lanes)
+        finish = drain(url, pass_pids)
         phase, jobs, job, via = timed_ingest(design, work, payloads, copies, knowns, merged)
         say(f"ingest: {settings.batches} batches {via} on {workers} connection(s)")
         ingest = run_phase(

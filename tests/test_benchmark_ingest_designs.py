@@ -1,5 +1,5 @@
-"""``benchmarks.ingest``'s design K1 restores the merge a later migration replaced, from the landed migration's
-own text, and the pass still works with it."""
+"""``benchmarks.ingest`` runs the pass as the field does: a connection and thread per lane (``PassLoop``, and the
+catch-up ``drain``); design S runs it in a single lane, and merges what two lanes merge."""
 
 from __future__ import annotations
 
@@ -9,27 +9,10 @@ import uuid
 from typing import Any
 
 import psycopg
-import pytest
 
 from benchmarks import ingest as bench
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from tests.support import TestDatabase, batch, histogram, ingest, other_databases_finished
-
-
-def test_a_landed_function_is_its_migration_text_up_to_the_end_of_its_body() -> None:
-    setup = bench.DESIGNS["K1"].setup
-    assert setup.startswith("create or replace function metrics.rollup_points(p_from xid8, p_to xid8)")
-    assert setup.endswith("\n$$;")
-    assert "cross join lateral rows from (pg_catalog.unnest(s.sketch_pos_keys)" in setup
-    assert "enable_nestloop" not in setup
-
-
-def test_a_landed_function_that_is_not_there_is_an_error() -> None:
-    with pytest.raises(ValueError):
-        bench.landed_function(
-            "20261206002200_metrics_point_sketch_arrays.sql", "create function metrics.nothing("
-        )
-
 
 MINUTE_ROWS = """
 select s.name, s.labels::text, r.bucket, r.count, r.sum, r.min, r.max, r.sketch::text
@@ -38,12 +21,13 @@ where r.project_id = %s order by 1, 2, 3
 """
 
 
-def load(url: str, project: uuid.UUID, start: float, *, k1: bool) -> list[tuple[Any, ...]]:
+def load(url: str, project: uuid.UUID, start: float, *, single: bool) -> list[tuple[Any, ...]]:
     """The same points, as jsonb (the RPC) and as arrays (ingest_known), negative values included, merged by
-    the shipped pass or by design K1's."""
+    the benchmark's catch-up in the shipped two lanes or in design S's single lane."""
     with psycopg.connect(url, autocommit=True) as conn:
-        if k1:
-            conn.execute(bench.DESIGNS["K1"].setup)
+        if single:
+            conn.execute(bench.DESIGNS["S"].setup)
+        assert bench.pass_lanes(url) == (1 if single else 2)
         for k in range(4):
             points = [
                 histogram(
@@ -68,12 +52,38 @@ def load(url: str, project: uuid.UUID, start: float, *, k1: bool) -> list[tuple[
             assert literals is not None
             conn.execute(INGEST_KNOWN, (str(project), "test-source", f"b{k}", *literals))
         other_databases_finished(conn)
-        assert conn.execute("select metrics.rollup_pass()").fetchone()[0]["points"] == 24  # type: ignore[index]
+        bench.drain(url)()
+        assert conn.execute("select metrics.rollup_pass()").fetchone()[0]["points"] == 0  # type: ignore[index]
         return conn.execute(MINUTE_ROWS, (project,)).fetchall()
 
 
-def test_design_k1_merges_what_the_shipped_pass_merges(db: TestDatabase, fresh_db: TestDatabase) -> None:
+def test_design_s_merges_in_a_single_lane_what_the_shipped_two_merge(
+    db: TestDatabase, fresh_db: TestDatabase
+) -> None:
     project, start = uuid.uuid4(), time.time() - 10
-    shipped = load(db.url, project, start, k1=False)
+    shipped = load(db.url, project, start, single=False)
     assert len(shipped) >= 6 and sum(int(r[3]) for r in shipped) == 4 * 6 * 50
-    assert load(fresh_db.url, project, start, k1=True) == shipped
+    assert load(fresh_db.url, project, start, single=True) == shipped
+
+
+def test_the_pass_loop_runs_a_thread_per_lane(fresh_db: TestDatabase) -> None:
+    project = uuid.uuid4()
+    points = [histogram("latency_seconds", [0.01, 0.02], {"route": f"/r{s}"}) for s in range(8)]
+    loop = bench.PassLoop(fresh_db.url, 0.05)
+    try:
+        with psycopg.connect(fresh_db.url, autocommit=True) as conn:
+            ingest(conn, batch(project, points), merge=False)
+            lanes_of_points = conn.execute(
+                "select count(distinct id %% 2) from metrics.series where project_id = %s", (project,)
+            ).fetchone()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and sum(n for _, n, _ in loop.passes) < len(points):
+                time.sleep(0.05)
+    finally:
+        loop.close()
+    assert lanes_of_points == (2,), "the points fall in both lanes"
+    assert sum(n for _, n, _ in loop.passes) == len(points), (
+        "every point merged once, by the lane of its series"
+    )
+    summary = loop.summary()
+    assert summary["lanes"] == 2 and summary["passes_with_points"] == 2, summary

@@ -73,14 +73,33 @@ def test_up_detached_starts_a_migrated_database_and_the_maintainer(state_dir: Pa
 
 
 def test_pg_cron_runs_maintenance_where_it_is_installed(state_dir: Path) -> None:
-    """The stack's main database has pg_cron (Debian's 1.4: minute schedules only), so the migration scheduled it."""
+    """The stack's main database has pg_cron (Debian's 1.4: minute schedules only), so the migration scheduled it:
+    maintenance, and a job per lane of the rollup pass, which follow the number of lanes."""
+    jobs_sql = (
+        "select jobname, schedule, command from cron.job where jobname like 'meshhook-metrics-%' order by 1"
+    )
     with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
-        jobs = conn.execute("select jobname, schedule, command from cron.job order by jobname").fetchall()
+        jobs = conn.execute(jobs_sql).fetchall()
         note = conn.execute("select metrics.schedule_maintenance()").fetchone()
-    assert ("meshhook-metrics-maintain", "* * * * *", "select metrics.maintain()") in jobs
-    # a minutely job that runs a rollup pass every second: passes more often than a minute under any pg_cron
-    assert ("meshhook-metrics-publish", "* * * * *", "call metrics.run_rollup_passes()") in jobs
-    assert note is not None and "rollup passes every second" in note[0]
+        try:
+            conn.execute("select metrics.set_pass_lanes(3)")
+            three = conn.execute(jobs_sql).fetchall()
+            conn.execute("select metrics.set_pass_lanes(1)")
+            one = conn.execute(jobs_sql).fetchall()
+        finally:
+            conn.execute("select metrics.set_pass_lanes(2)")
+        again = conn.execute(jobs_sql).fetchall()
+    maintain = ("meshhook-metrics-maintain", "* * * * *", "select metrics.maintain()")
+
+    def lane(k: int) -> tuple[str, str, str]:
+        # a minutely job per lane, each a rollup pass every second: more often than a minute under any pg_cron
+        name = "meshhook-metrics-publish" + (f"-lane-{k}" if k else "")
+        return (name, "* * * * *", f"call metrics.run_rollup_passes(55, 1, {k})")
+
+    assert jobs == again == [maintain, lane(0), lane(1)]
+    assert note is not None and "rollup passes every second in 2 lane(s)" in note[0]
+    assert three == [maintain, lane(0), lane(1), lane(2)]
+    assert one == [maintain, lane(0)], "the jobs of lanes that are gone are unscheduled"
 
 
 def test_the_maintainer_publishes_trailing_updates(state_dir: Path) -> None:

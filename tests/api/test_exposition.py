@@ -246,7 +246,7 @@ def test_healthz_reports_a_stalled_rollup_pass(client: httpx.Client, conn: psyco
     assert ok["rollups"] == "current" and ok["rollup_pending_points"] == 0
     ingest(conn, batch(uuid.uuid4(), [counter("meshhook_stalled_total", 1)]), merge=False)
     assert client.get("/healthz").json()["rollups"] == "current", "waiting points alone are not a stall"
-    conn.execute("update metrics.rollup_pass_state set last_pass_at = now() - interval '2 minutes'")
+    conn.execute("update metrics.rollup_lanes set last_pass_at = now() - interval '2 minutes'")
     stalled = client.get("/healthz")
     assert stalled.status_code == 503
     assert stalled.json()["rollups"] == "stalled" and stalled.json()["rollup_pending_points"] >= 1

@@ -60,7 +60,7 @@ def test_ingest_appends_and_the_pass_merges_once(conn: psycopg.Connection[Any]) 
     assert run_pass(conn)["points"] == 0, "a second pass finds nothing new"
     assert events(conn, project) == 1
     state = conn.execute(
-        "select passes >= 1, points >= 1, last_pass_at is not null from metrics.rollup_pass_state"
+        "select sum(passes) >= 1, sum(points) >= 1, max(last_pass_at) is not null from metrics.rollup_lanes"
     )
     assert state.fetchone() == (True, True, True)
 
@@ -227,7 +227,7 @@ def test_run_rollup_passes_commits_every_pass_while_it_runs(
     """What pg_cron calls every minute: passes every ``p_every`` seconds, each committed on its own, so a
     point is merged and visible long before the procedure returns."""
     project = uuid.uuid4()
-    before = conn.execute("select passes from metrics.rollup_pass_state").fetchone()[0]  # type: ignore[index]
+    before = conn.execute("select sum(passes) from metrics.rollup_lanes").fetchone()[0]  # type: ignore[index]
 
     def passes() -> None:
         with psycopg.connect(fresh_db.url, autocommit=True) as c:
@@ -244,7 +244,7 @@ def test_run_rollup_passes_commits_every_pass_while_it_runs(
         assert thread.is_alive(), "merged only when the procedure ended"
     finally:
         thread.join(timeout=30)
-    after = conn.execute("select passes from metrics.rollup_pass_state").fetchone()[0]  # type: ignore[index]
+    after = conn.execute("select sum(passes) from metrics.rollup_lanes").fetchone()[0]  # type: ignore[index]
     assert after - before >= 1
     # 3 s at 0.2 s: many passes, each its own transaction (only those with points count in `passes`)
     assert conn.execute(
@@ -252,12 +252,15 @@ def test_run_rollup_passes_commits_every_pass_while_it_runs(
     ).fetchone() == (1,)
 
 
-@pytest.mark.parametrize(("seconds", "every"), [(0, 0.5), (55, 0.01), (4000, 0.5), (55, 61)])
+@pytest.mark.parametrize(
+    ("seconds", "every", "lane"),
+    [(0, 0.5, 0), (55, 0.01, 0), (4000, 0.5, 0), (55, 61, 0), (55, 1, -1), (55, 1, 16)],
+)
 def test_run_rollup_passes_refuses_bad_arguments(
-    conn: psycopg.Connection[Any], seconds: float, every: float
+    conn: psycopg.Connection[Any], seconds: float, every: float, lane: int
 ) -> None:
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="seconds must be in"):
-        conn.execute("call metrics.run_rollup_passes(%s, %s)", (seconds, every))
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"seconds must be in.*lane from 0 to 15"):
+        conn.execute("call metrics.run_rollup_passes(%s, %s, %s)", (seconds, every, lane))
 
 
 def test_the_largest_counts_cannot_stop_the_pass(conn: psycopg.Connection[Any]) -> None:
@@ -337,8 +340,9 @@ def send_points(conn: psycopg.Connection[Any], project: uuid.UUID, n: int) -> No
 
 def backlog(conn: psycopg.Connection[Any], bound: int, transactions: list[int]) -> uuid.UUID:
     """A project whose points wait for the pass: one transaction per size in ``transactions``, under a bound of
-    ``bound`` points a pass."""
+    ``bound`` points a pass, in one lane (each lane has its own bound: tests/db/test_pass_lanes.py)."""
     project = uuid.uuid4()
+    conn.execute("select metrics.set_pass_lanes(1)")
     bound_passes(conn, bound)
     for n in transactions:
         send_points(conn, project, n)
