@@ -997,8 +997,8 @@ def lane_pass(conn: psycopg.Connection[Any], lane: int) -> dict[str, Any]:
     in a transaction of their own (``metrics.fold_and_publish``)."""
     row = conn.execute("select metrics.rollup_pass(%s)", (lane,)).fetchone()
     result = dict(row[0]) if row and row[0] else {}
-    if lane == 0:
-        after = conn.execute("select metrics.fold_and_publish()").fetchone()
+    if lane == 0:  # waiting for the other lanes' passes of the tick, unless a backlog is left
+        after = conn.execute("select metrics.fold_and_publish(%s)", (not result.get("behind"),)).fetchone()
         result |= dict(after[0]) if after and after[0] else {}
     return result
 

@@ -407,9 +407,10 @@ def test_rollup_status_reports_a_stalled_lane(conn: psycopg.Connection[Any]) -> 
 def test_two_lane_loops_under_writers_merge_every_point_once(
     fresh_db: TestDatabase, conn: psycopg.Connection[Any]
 ) -> None:
-    """Sanity under concurrency: two lanes passing (merge, fold, publish) while two writers ingest into one
-    project over many series and the same minutes. Fails on any error (a deadlock between a lane's merge and
-    another lane's publish, say) or if a point were lost or merged twice."""
+    """Sanity under concurrency: two lanes passing as the loop runs them (each lane's merge; after lane 0's the
+    fold and the publish, in a transaction of their own) while two writers ingest into one project over many
+    series and the same minutes, and a one-shot pass runs now and then. Fails on any error (a deadlock between
+    a lane's merge and the publish, say) or if a point were lost or merged twice."""
     project = uuid.uuid4()
     ts = time.time()
     stop = threading.Event()
@@ -419,8 +420,14 @@ def test_two_lane_loops_under_writers_merge_every_point_once(
     def lane_loop(lane: int) -> None:
         try:
             with psycopg.connect(fresh_db.url, autocommit=True) as c:
+                k = 0
                 while not stop.is_set():
-                    c.execute("select metrics.rollup_pass(%s)", (lane,))
+                    report = one(c, "select metrics.rollup_pass(%s)", (lane,))
+                    if lane == 0:
+                        c.execute("select metrics.fold_and_publish(%s)", (not report["behind"],))
+                        k += 1
+                        if k % 10 == 0:  # the one-shot pass too, through both lanes' locks
+                            c.execute("select metrics.rollup_pass()")
                     stop.wait(0.01)
         except BaseException as exc:
             errors.append(exc)
@@ -512,8 +519,10 @@ def test_lane_0s_publish_waits_for_the_other_lanes_pass_of_the_tick(
 ) -> None:
     """The lanes pass on the same ticks, and the fold and publish after lane 0's merge wait for the other lanes'
     passes then running, so that one message carries every lane's minutes. Fails if fold_and_publish did not
-    wait (the message would hold lane 0's series only: each lane's minutes a second late, live p95 1.8 s at the
-    reference fleet when every lane published on its own)."""
+    wait for lane 1's lock (the message would hold lane 0's series only: each lane's minutes a second late, live
+    p95 1.8 s at the reference fleet when every lane published on its own)."""
+    # no fold due, so the only wait is the one on lane 1's pass
+    conn.execute("update metrics.rollup_pass_state set totals_folded_before = now() + interval '1 hour'")
     project = uuid.uuid4()
     send(conn, project, range(8))
     lane0, lane1 = two_lanes(conn, project)
@@ -521,6 +530,7 @@ def test_lane_0s_publish_waits_for_the_other_lanes_pass_of_the_tick(
     other_databases_finished(conn)
     assert run_pass(other, 0)["points"] == len(lane0)
     assert dict(one(txn, "select metrics.rollup_pass(1)"))["points"] == len(lane1)  # running, not committed
+    publisher_pid = one(other, "select pg_backend_pid()")
     published: list[dict[str, Any]] = []
     publisher = threading.Thread(
         target=lambda: published.append(dict(one(other, "select metrics.fold_and_publish()"))), daemon=True
@@ -529,8 +539,9 @@ def test_lane_0s_publish_waits_for_the_other_lanes_pass_of_the_tick(
     eventually(
         lambda: one(
             conn,
-            "select exists (select from pg_stat_activity where datname = current_database()"
-            " and wait_event = 'advisory' and query like '%%fold_and_publish%%')",
+            "select exists (select from pg_locks where pid = %s and locktype = 'advisory' and not granted"
+            " and objid = 1 and objsubid = 2)",  # lane 1's lock (two keys: the lane is the second)
+            (publisher_pid,),
         ),
         "the publish waits for lane 1's pass",
     )
@@ -542,11 +553,15 @@ def test_lane_0s_publish_waits_for_the_other_lanes_pass_of_the_tick(
 
 
 def test_lane_0s_publish_does_not_wait_long_for_another_lane(
-    conn: psycopg.Connection[Any], other: psycopg.Connection[Any], txn: psycopg.Connection[Any]
+    fresh_db: TestDatabase,
+    conn: psycopg.Connection[Any],
+    other: psycopg.Connection[Any],
+    txn: psycopg.Connection[Any],
 ) -> None:
     """A lane's pass that runs long (a backlog, a large transaction) holds the live messages back 2 s at most:
     then the publish goes out with what is committed, and the lane's minutes go with the next. Fails if
-    fold_and_publish waited for the lane without bound (this test would hang until lock_timeout)."""
+    fold_and_publish waited for the lane as long as its caller's lock_timeout allows (30 s: the statement
+    timeout of 8 s cancels it), or if it left its own lock_timeout in the caller's transaction."""
     project = uuid.uuid4()
     send(conn, project, range(8))
     lane0, lane1 = two_lanes(conn, project)
@@ -554,9 +569,19 @@ def test_lane_0s_publish_does_not_wait_long_for_another_lane(
     other_databases_finished(conn)
     assert run_pass(other, 0)["points"] == len(lane0)
     assert dict(one(txn, "select metrics.rollup_pass(1)"))["points"] == len(lane1)  # left open
-    other.execute("set lock_timeout = '10s'")
-    assert dict(one(other, "select metrics.fold_and_publish()"))["messages"] == 1
-    assert one(other, "show lock_timeout") == "10s", "the caller's lock_timeout is back"
+    with psycopg.connect(fresh_db.url) as caller:  # one transaction, its own settings
+        caller.execute("set local lock_timeout = '30s'")
+        caller.execute("set local statement_timeout = '8s'")
+        assert dict(one(caller, "select metrics.fold_and_publish()"))["messages"] == 1
+        assert one(caller, "show lock_timeout") == "30s", "the caller's lock_timeout is back"
+        assert (
+            one(
+                caller,
+                "select count(*) from pg_locks where pid = pg_backend_pid() and locktype = 'advisory'"
+                " and objsubid = 2",
+            )
+            == 0
+        )
     txn.commit()
     publishable(conn, project)
     assert dict(one(conn, "select metrics.fold_and_publish()"))["messages"] == 1
