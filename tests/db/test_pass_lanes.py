@@ -301,6 +301,31 @@ def test_a_publisher_skips_queued_rows_a_running_merge_holds(
     assert one(conn, queued, (lane0 + lane1,)) == 0
 
 
+# the rollup locks in maintain()'s order (migration 20261207000400) -------------------------------------------
+ROLLUP_LOCKS_HELD = """
+select count(*) from pg_locks l
+where l.pid = pg_backend_pid() and l.locktype = 'advisory' and l.objsubid = 1 and l.mode = 'ShareLock'
+  and ((l.classid::bigint << 32) | l.objid::bigint)
+    in (hashtext('metrics.rollup_hours'), hashtext('metrics.rollup_five_minutes'))
+"""
+
+
+def test_a_merge_of_points_before_the_current_window_takes_both_rollup_locks(
+    conn: psycopg.Connection[Any], txn: psycopg.Connection[Any]
+) -> None:
+    """Points six minutes old lie before the current 5-minute window, and in the current hour whenever it is past
+    :06 (in the previous hour otherwise). Their merge holds the hourly rollup's lock with the 5-minute one, so
+    the one-shot pass, which merges the lanes in turn, never takes the hourly lock after the 5-minute one
+    (maintain() takes them in that order: a deadlock). Fails (past :06) if a merge took the 5-minute lock alone."""
+    project = uuid.uuid4()
+    send(conn, project, range(4), ts=time.time() - 360)
+    other_databases_finished(conn)
+    assert one(txn, ROLLUP_LOCKS_HELD) == 0
+    assert dict(one(txn, "select metrics.rollup_pass()"))["points"] == 4
+    assert one(txn, ROLLUP_LOCKS_HELD) == 2, "the hourly and the 5-minute rollup's locks, shared"
+    txn.commit()
+
+
 # e. ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [0, 17, None])
 def test_set_pass_lanes_refuses_a_bad_number(conn: psycopg.Connection[Any], n: int | None) -> None:
