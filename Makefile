@@ -67,7 +67,13 @@ test: lint dashboard ## Everything: lint, dashboard unit tests (Vitest), Python 
 
 BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook edge_ingest
 
-bench: install ## Benchmarks (ratios against baselines measured in the same run), JSON + summary.md in benchmarks/results/
+# benchmarks only, seen only by the load test's servers (benchmarks/load_http.py): uvicorn[standard]'s parser and loop
+$(VENV)/bench-site/.installed: benchmarks/requirements.txt $(VENV)/.installed
+	rm -rf $(VENV)/bench-site
+	$(VENV)/bin/pip install --quiet --target $(VENV)/bench-site -r benchmarks/requirements.txt
+	touch $@
+
+bench: install $(VENV)/bench-site/.installed ## Benchmarks (ratios against baselines measured in the same run), JSON + summary.md in benchmarks/results/
 	@failed=""; for b in $(BENCHMARKS); do echo "== benchmarks.$$b"; $(PY) -m benchmarks.$$b || failed="$$failed $$b"; done; \
 	$(PY) -m benchmarks.summary > /dev/null && echo "== benchmarks/results/summary.md written"; \
 	if [ -n "$$failed" ]; then echo "failed or missed a goal:$$failed"; exit 1; fi

@@ -13,8 +13,10 @@ How: each variant's whole app (``load_webhook.build_app``, the same handlers) is
 request takes ~50 times as long: a once-a-second job would be charged to 50 times fewer requests, and a 1 ms
 timer would wake the loop a varying number of times. So there is no flush thread (``background=False``); the
 variant's periodic work, ``tick`` (ours: a flush to PostgreSQL; prometheus_client: one ``generate_latest``, what
-a scrape costs the service), runs by request count on the handler's thread; and the simulated database call is
-a bare yield to the loop (``db_seconds=0``, for every variant). Four runs per variant after the same warm-up
+a scrape costs the service), runs by request count on the handler's thread. The simulated 1 ms database call
+stays a timer: under valgrind a request takes ~30 ms, so every one has expired when the loop looks (repeats
+agree within ~0.2 %). Our event-loop lag monitor's timer (4 a second) does run by the clock, charged ~50 times
+too often, against us. Four runs per variant after the same warm-up
 (which includes the first flush, that imports the driver and connects): ``n1`` and ``n2`` requests without a
 tick, whose difference over ``n2 - n1`` is a request's cost, ``n2`` requests with ``--ticks`` ticks, whose
 excess is a tick's cost, and ``n1`` requests followed by two full collections, which price one.
@@ -29,8 +31,23 @@ collector runs by allocation counts, not by the clock, so valgrind would only ta
 all together for a service that flushes (and is scraped) once a second at each of ``--rates`` requests a
 second: ``request + tick / rate``. Hash seeds are fixed; repeats agree within ~0.2 %.
 
-    .venv/bin/python -m benchmarks.load_instructions                        # ~30 minutes on 2 cores
-    .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~10 minutes
+Two handler styles per library: the labels passed at every call (``ours``, ``prometheus``: what most code
+does) and the children of the handler's fixed label sets bound once at start-up (``ours-bound``,
+``prometheus-bound``: what both libraries advise for hot paths); each of ours is paired with prometheus_client
+in the same style.
+
+The throughput goal (<= 1 % lost at saturation) is a share of the whole request over HTTP, which the
+in-process count leaves out (the sockets, the event loop's transports, HTTP parsing: the instrumentation touches
+none of them). ``benchmarks.load_http`` counts the plain service's whole request under uvicorn, in its plain
+set-up (h11, asyncio) and its ``[standard]`` one (httptools, uvloop: ``make bench`` installs them), and how often
+each variant makes a full collection per request there; each variant's throughput is reported as ``plain's
+HTTP request / (plain's HTTP request + the variant's addition)``, since a saturated service serves requests in
+inverse proportion to their cost. ``--rates`` are taken as the saturation rates (the flush's share of a
+request); ``benchmarks.load_webhook`` passes the one it measured.
+
+    .venv/bin/python -m benchmarks.load_instructions                        # ~60 minutes on 2 cores
+    .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~25 minutes
+    .venv/bin/python -m benchmarks.load_instructions --variants plain,ours --setups none   # ~8 minutes
     .venv/bin/python -m benchmarks.load_instructions --cache-sim            # a cycle estimate too, ~2x longer
 
 ``benchmarks.load_webhook`` runs it after its own measures (``--skip-instructions`` to leave it out).
@@ -56,9 +73,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks import load_http
 from benchmarks._report import summary_row, write
 
-VARIANTS = ("plain", "ours", "prometheus")
+# load_webhook's services: labels passed at every call, then the children of the fixed label sets bound once
+VARIANTS = ("plain", "ours", "prometheus", "ours-bound", "prometheus-bound")
+PROTOTYPES = ("ours-append",)  # load_webhook's prototype, counted only when named in --variants
+PAIRS = (("ours", "prometheus"), ("ours-bound", "prometheus-bound"))  # ours against prometheus_client
+GOAL_THROUGHPUT_LOSS = 0.01  # issue #14: <= 1 % throughput loss against the uninstrumented service
 GOAL_COST_RATIO = 0.3  # issue #14: our added cost <= 0.3x prometheus_client's
 CONCURRENCY = 16
 
@@ -241,12 +263,20 @@ def measure(
     cpu: int | None = None,
     repeats: int = 3,
     gc_requests: int = 40_000,
+    variants: tuple[str, ...] = VARIANTS,
+    setups: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Per variant and repeat, in instructions (and estimated cycles): the cost of a request without the
     periodic work, from two runs' difference (``n1`` and ``n2`` requests, no tick); the cost of one tick,
     from a third run of ``n2`` requests with ``ticks`` ticks; and full collections at their steady rate
     (``gc_requests`` requests at native speed) times the price of one (a fourth run of ``n1`` requests and
-    ``FULL_SAMPLES`` collections). The variants interleaved, their order rotated per repeat."""
+    ``FULL_SAMPLES`` collections). The variants interleaved, their order rotated per repeat. Then, in each of
+    ``setups`` (default: every one installed), the plain service's whole request over HTTP and the idle
+    server's clock-driven work under callgrind, and each variant's full collections per request over HTTP
+    natively (``benchmarks.load_http``): what the throughput rows need."""
+    known = set(VARIANTS + PROTOTYPES)
+    if "plain" not in variants or set(variants) - known or len(set(variants)) != len(variants):
+        raise ValueError(f"variants: 'plain' and any of {', '.join(VARIANTS[1:])}; got {', '.join(variants)}")
     if shutil.which("valgrind") is None:
         raise RuntimeError("valgrind not found: apt-get install valgrind (make system-deps)")
     every = -(-n2 // ticks)  # ceil: ``ticks`` ticks within n2 requests
@@ -257,27 +287,50 @@ def measure(
         "cache_sim": cache_sim,
         "repeats": repeats,
         "gc_requests": gc_requests,
-        "full_collections": {v: full_collection_rate(v, db_url, gc_requests, NO_TICK) for v in VARIANTS},
+        "full_collections": {v: full_collection_rate(v, db_url, gc_requests, NO_TICK) for v in variants},
         "full_collections_ticking": {
-            v: full_collection_rate(v, db_url, gc_requests, every) for v in VARIANTS if v != "plain"
+            v: full_collection_rate(v, db_url, gc_requests, every) for v in variants if v != "plain"
         },
-        "variants": {v: [] for v in VARIANTS},
+        "variants": {v: [] for v in variants},
     }
     for variant, steady in out["full_collections"].items():
         ticking = out["full_collections_ticking"].get(variant)
         say(
-            f"  {variant:<10} natively: a full collection every {1 / steady['per_request']:,.0f} requests"
+            f"  {variant:<16} natively: a full collection every {1 / steady['per_request']:,.0f} requests"
             + (f" ({1 / ticking['per_request']:,.0f} with a tick every {every:,})" if ticking else "")
             + f"; objects tracked {steady['objects']:,} -> {steady['objects_after']:,} over {gc_requests:,}"
         )
     with tempfile.TemporaryDirectory(prefix="meshhook-callgrind-") as tmp:
         for r in range(repeats):
-            for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+            k = r % len(variants)
+            for variant in variants[k:] + variants[:k]:
                 out["variants"][variant].append(
                     _measure_variant(variant, db_url, n1, n2, every, Path(tmp), cache_sim, cpu, out)
                 )
-                say(f"  repeat {r + 1}/{repeats} {variant:<10} " + _describe(out["variants"][variant][-1]))
+                say(f"  repeat {r + 1}/{repeats} {variant:<16} " + _describe(out["variants"][variant][-1]))
+        out["http"] = {}
+        for setup in load_http.available_setups() if setups is None else setups:
+            out["http"][setup] = _over_http(setup, variants, db_url, Path(tmp), cpu)
     return out
+
+
+def _over_http(
+    setup: str, variants: tuple[str, ...], db_url: str, work: Path, cpu: int | None
+) -> dict[str, Any]:
+    counted = load_http.request_instructions(setup, load_http.HTTP_N1, load_http.HTTP_N2, work, cpu)
+    got = load_http.at_native_speed(counted, load_http.idle_instructions(setup, work, cpu))
+    say(
+        f"  plain over HTTP ({setup}): {got['request']:,.0f} instructions a request ({got['request_counted']:,.0f} "
+        f"counted, of which {got['clock_per_request']:,.0f} the idle server's clock-driven work under callgrind)"
+    )
+    got["full_collections"] = {}
+    for variant in variants:
+        rate = load_http.full_collection_rates(variant, setup, db_url, work, cpu)
+        got["full_collections"][variant] = rate
+        say(
+            f"  {variant:<16} over HTTP ({setup}), natively: a full collection every {1 / rate['per_request']:,.0f} requests"
+        )
+    return got
 
 
 def _measure_variant(
@@ -369,13 +422,28 @@ def added_at(result: dict[str, Any], key: str, rate: float) -> dict[str, list[fl
         name: [
             run[key]["request"] - p + run[key]["tick"] / rate for run, p in zip(v[name], plain, strict=True)
         ]
-        for name in ("ours", "prometheus")
+        for name in v
+        if name != "plain"
     }
 
 
-def rows(result: dict[str, Any], rates: dict[str, float]) -> list[dict[str, Any]]:
+STYLE = {"ours": "", "ours-bound": ", children bound once"}
+LIBRARY = {"ours": "ours", "ours-bound": "ours", "prometheus": "prometheus_client"}
+LIBRARY["ours-append"] = "ours, one append a request (prototype)"
+LIBRARY["prometheus-bound"] = "prometheus_client"
+
+
+def rows(
+    result: dict[str, Any],
+    rates: dict[str, float],
+    saturation: dict[str, float] | None = None,
+    saturation_setup: str | None = None,
+) -> list[dict[str, Any]]:
     """The summary rows, for each named rate (requests a second; a flush and a scrape a second): ours'
-    addition to a request against prometheus_client's, paired per repeat (the median, with the spread)."""
+    addition to a request against prometheus_client's in each handler style, paired per repeat (the median,
+    with the spread); then, in each server set-up counted over HTTP, the throughput each variant keeps at
+    each ``saturation`` rate (default: ``rates``). A rate measured in ``saturation_setup`` is scaled to the
+    other set-ups by their plain requests' costs (a saturated server's rate is inverse to its request's)."""
     v = result["variants"]
     out = []
     for key, unit in (("instructions", "instructions"), ("cycles_estimate", "cycles (estimate)")):
@@ -384,29 +452,93 @@ def rows(result: dict[str, Any], rates: dict[str, float]) -> list[dict[str, Any]
         plain = statistics.median(run[key]["request"] for run in v["plain"])
         for label, rate in rates.items():
             added = added_at(result, key, rate)
-            if min(added["prometheus"]) <= 0:  # no ratio to take (and no Infinity in the JSON)
-                raise RuntimeError(f"prometheus_client added nothing at {label}: {added['prometheus']}")
-            ratios = [a / b for a, b in zip(added["ours"], added["prometheus"], strict=True)]
-            ratio = statistics.median(ratios)
-            load = (
-                f"callgrind, whole app through ASGI in process, {label}: {rate:,.0f} requests/s, a flush / a scrape "
-                f"a second; {result['n2'] - result['n1']:,} requests a variant x {result['repeats']} repeats; "
-                f"plain {plain:,.0f} {unit} a request; full collections at each variant's steady rate"
-            )
-            out.append(
-                summary_row(
-                    f"[callgrind] added {unit} per request, ours vs prometheus_client ({label})",
-                    statistics.median(added["ours"]),
-                    statistics.median(added["prometheus"]),
-                    ratio,
-                    f"<= {GOAL_COST_RATIO}",
-                    ratio <= GOAL_COST_RATIO,
-                    load,
-                    unit,
-                    spread=[min(ratios), max(ratios)],
-                )
-            )
+            for ours, theirs in PAIRS:
+                if ours in added and theirs in added:
+                    out.append(_cost_row(result, added, ours, theirs, unit, label, rate, plain))
+    http = result.get("http", {})
+    for setup, got in http.items():
+        scale = http[saturation_setup]["request"] / got["request"] if saturation_setup in http else 1.0
+        for label, rate in (rates if saturation is None else saturation).items():
+            for variant in v:
+                if variant != "plain":
+                    out.append(_throughput_row(result, variant, setup, label, rate * scale))
     return out
+
+
+def added_over_http(result: dict[str, Any], variant: str, setup: str, rate: float) -> list[float]:
+    """The variant's addition to a request over HTTP in ``setup``, per repeat: what it adds between full
+    collections in process, its full collections at their rate over HTTP (a request there allocates more, so
+    they come more often per request) less plain's, and its tick (flush or scrape) once a second at ``rate``."""
+    v, rates = result["variants"], result["http"][setup]["full_collections"]
+
+    def request(run: dict[str, Any], name: str) -> float:
+        ins = run["instructions"]
+        return float(ins["between"] + rates[name]["per_request"] * ins["full_collection"])
+
+    return [
+        request(run, variant) - request(p, "plain") + run["instructions"]["tick"] / rate
+        for run, p in zip(v[variant], v["plain"], strict=True)
+    ]
+
+
+def _cost_row(
+    result: dict[str, Any],
+    added: dict[str, list[float]],
+    ours: str,
+    theirs: str,
+    unit: str,
+    label: str,
+    rate: float,
+    plain: float,
+) -> dict[str, Any]:
+    if min(added[theirs]) <= 0:  # no ratio to take (and no Infinity in the JSON)
+        raise RuntimeError(f"prometheus_client added nothing at {label}: {added[theirs]}")
+    ratios = [a / b for a, b in zip(added[ours], added[theirs], strict=True)]
+    ratio = statistics.median(ratios)
+    load = (
+        f"callgrind, whole app through ASGI in process, {label}: {rate:,.0f} requests/s, a flush / a scrape "
+        f"a second; {result['n2'] - result['n1']:,} requests a variant x {result['repeats']} repeats; "
+        f"plain {plain:,.0f} {unit} a request; full collections at each variant's steady rate"
+    )
+    return summary_row(
+        f"[callgrind] added {unit} per request, ours vs prometheus_client{STYLE[ours]} ({label})",
+        statistics.median(added[ours]),
+        statistics.median(added[theirs]),
+        ratio,
+        f"<= {GOAL_COST_RATIO}",
+        ratio <= GOAL_COST_RATIO,
+        load,
+        unit,
+        spread=[min(ratios), max(ratios)],
+    )
+
+
+def _throughput_row(
+    result: dict[str, Any], variant: str, setup: str, label: str, rate: float
+) -> dict[str, Any]:
+    """A saturated service serves requests in inverse proportion to their cost: requests per 10^9
+    instructions, the variant's (plain's whole request over HTTP plus its addition) against plain's."""
+    http = result["http"][setup]
+    plain = http["request"]
+    added = added_over_http(result, variant, setup, rate)
+    ratios = [plain / (plain + a) for a in added]
+    ratio = statistics.median(ratios)
+    goal = variant in ("ours", "ours-bound")  # the client as shipped, in either style
+    style = ", children bound once" if variant.endswith("-bound") else ""
+    return summary_row(
+        f"[callgrind] throughput over HTTP ({setup}), {LIBRARY[variant]}{style} vs uninstrumented ({label})",
+        1e9 / (plain + statistics.median(added)),
+        1e9 / plain,
+        ratio,
+        f">= {1 - GOAL_THROUGHPUT_LOSS:g}" if goal else "-",
+        ratio >= 1 - GOAL_THROUGHPUT_LOSS if goal else None,
+        f"callgrind: plain's whole request over HTTP ({plain:,.0f} instructions; h2load, {CONCURRENCY} "
+        f"connections, {http['n2'] - http['n1']:,} requests) plus the variant's addition in process at "
+        f"{rate:,.0f} requests/s with a flush / a scrape a second and its full collections at their rate over "
+        f"HTTP ({result['repeats']} repeats, median); user-space instructions",
+        "requests per 10^9 instructions",
+        spread=[min(ratios), max(ratios)],
+    )
 
 
 def _repo() -> Path:
@@ -427,6 +559,21 @@ def database(url: str | None) -> Any:
             yield db_url
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _setups(parser: argparse.ArgumentParser, given: str | None) -> tuple[str, ...]:
+    """``--setups``: those installed by default; a named one that is not installed is an error."""
+    if given is None:
+        return load_http.available_setups()
+    if given.strip() == "none":
+        return ()
+    named = tuple(p.strip() for p in given.split(",") if p.strip())
+    if not named or len(set(named)) != len(named) or set(named) - set(load_http.SETUPS):
+        parser.error(f"--setups: any of {', '.join(load_http.SETUPS)} (each once) or 'none'; got {given!r}")
+    missing = [p for p in named if p not in load_http.available_setups()]
+    if missing:
+        parser.error(f"--setups: {', '.join(missing)} not installed (make bench installs them)")
+    return named
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +599,18 @@ def main(argv: list[str] | None = None) -> int:
         default=40_000,
         help="requests at native speed per variant that give its rate of full collections (40000)",
     )
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"services to count, plain among them ({','.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--setups",
+        default=None,
+        help=f"server set-ups counted over HTTP for the throughput ({', '.join(load_http.SETUPS)}; "
+        "default: those installed; 'none' to skip)",
+    )
+    parser.add_argument("--child", choices=VARIANTS + PROTOTYPES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--collections", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--automatic", action="store_true", help=argparse.SUPPRESS)
@@ -473,12 +631,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rates: numbers separated by commas, got {args.rates!r}")
     if not rates or min(rates.values()) <= 0:
         parser.error("--rates: positive numbers")
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    known = set(VARIANTS + PROTOTYPES)
+    if "plain" not in variants or set(variants) - known or len(set(variants)) != len(variants):
+        parser.error(
+            f"--variants: plain and any of {','.join(VARIANTS[1:])}, each once; got {args.variants!r}"
+        )
+    setups = _setups(parser, args.setups)
     with database(args.db_url) as db_url:
         say(
-            f"callgrind: {', '.join(VARIANTS)}; {args.n1:,} and {args.n2:,} requests, and {args.ticks} ticks ..."
+            f"callgrind: {', '.join(variants)}; {args.n1:,} and {args.n2:,} requests, and {args.ticks} ticks; "
+            f"over HTTP: {', '.join(setups) or 'none'} ..."
         )
         result = measure(
-            db_url, args.n1, args.n2, args.ticks, args.cache_sim, args.cpu, args.repeats, args.gc_requests
+            db_url,
+            args.n1,
+            args.n2,
+            args.ticks,
+            args.cache_sim,
+            args.cpu,
+            args.repeats,
+            args.gc_requests,
+            variants,
+            setups,
         )
     table_rows = rows(result, rates)
     for row in table_rows:

@@ -32,9 +32,11 @@ that h2load's runs leave (their added CPU per request is a difference of two ~20
 component rows (the calls in a warm loop of their own) it is paid with the caches as a real handler leaves them.
 
 Counted (``benchmarks.load_instructions``, after the in-context runs; ``--skip-instructions`` to leave it out):
-the same three apps under ``valgrind --tool=callgrind``: the instructions a request and a flush / a scrape
-cost, which the machine's load does not move as it moves CPU time, reported with a flush and a scrape a second
-at plain's saturation throughput and at the fixed rate of the h2load runs.
+the same apps (and ``ours-bound`` / ``prometheus-bound``, whose handlers call children bound once) under
+``valgrind --tool=callgrind``: the instructions a request and a flush / a scrape cost, which the machine's load
+does not move as it moves CPU time, reported with a flush and a scrape a second at plain's saturation
+throughput and at the fixed rate of the h2load runs; and the throughput each keeps against the plain service's
+whole request over HTTP, counted in uvicorn's plain and ``[standard]`` set-ups (``benchmarks.load_http``).
 
 Also (separate processes, so RSS is the client's alone): client memory with 10,000 live series (5 counters and
 5 histograms x 1,000 label sets, flushed live), against prometheus_client holding the same series; and a
@@ -57,6 +59,7 @@ import contextlib
 import gc
 import hashlib
 import hmac
+import importlib.util
 import json
 import math
 import os
@@ -78,7 +81,12 @@ from typing import Any
 from benchmarks import load_instructions
 from benchmarks._report import summary_row
 
-VARIANTS = ("plain", "ours", "prometheus")
+VARIANTS = ("plain", "ours", "prometheus")  # the timed runs' services: labels given at every call
+# the same two libraries with the children of the handler's fixed label sets bound once (``.labels(...)`` at
+# start-up, the style both libraries document for hot paths); counted by ``benchmarks.load_instructions``
+BOUND_VARIANTS = ("ours-bound", "prometheus-bound")
+# a prototype measured beside them, not the client's API: one append per request (see _one_append_prototype)
+PROTOTYPES = ("ours-append",)
 KEY = b"whsec_" + b"k" * 32
 ROUTE = "/api/hooks/[slug]"
 DB_SECONDS = 0.001
@@ -123,7 +131,8 @@ def build_app(  # noqa: PLR0915
     background: bool = True,
     db_seconds: float = DB_SECONDS,
 ) -> Any:
-    """The webhook receiver, one handler per variant (no shared indirection, so plain pays nothing).
+    """The webhook receiver, one handler per variant (no shared indirection, so plain pays nothing);
+    ``ours-bound`` and ``prometheus-bound`` call children bound once instead of passing the labels.
     ``app.state.tick`` is the variant's periodic work (ours: a flush; prometheus_client: a scrape's
     ``generate_latest``), for a driver that runs it by request count (``background=False``: no flush thread);
     ``db_seconds=0`` makes the simulated database call a bare yield to the loop, whose wake-ups then no longer
@@ -163,17 +172,21 @@ def build_app(  # noqa: PLR0915
             await sleep(db_seconds)  # the insert of the delivery row
             return JSONResponse({"accepted": True, "id": event["id"], "slug": request.path_params["slug"]})
 
-    elif variant == "ours":
+    elif variant in ("ours", "ours-bound"):
         from meshhook_rt_metrics.client import MetricsClient
 
         requests_: Any = None
         duration: Any = None
         size: Any = None
         inflight: Any = None
+        accepted: Any = None  # the children of the fixed label sets, for the "-bound" handler
+        rejected: Any = None
+        route_duration: Any = None
+        any_size: Any = None
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Any) -> Any:  # created inside the running loop: event-loop lag monitored too
-            nonlocal requests_, duration, size, inflight
+            nonlocal requests_, duration, size, inflight, accepted, rejected, route_duration, any_size
             client = MetricsClient(
                 project_id=project,
                 database_url=db_url,
@@ -196,31 +209,61 @@ def build_app(  # noqa: PLR0915
             inflight = client.up_down_counter(
                 "meshhook_webhook_inflight_requests", "Requests being handled"
             ).labels()
+            accepted = requests_.labels(outcome="accepted", signature="verified")
+            rejected = requests_.labels(outcome="rejected", signature="invalid")
+            route_duration = duration.labels(route=ROUTE)
+            any_size = size.labels()
             try:
                 yield
             finally:
                 await asyncio.get_running_loop().run_in_executor(None, client.close)
 
-        async def hook(request: Request) -> Response:
-            start = perf()
-            inflight.inc()
-            try:
-                body = await request.body()
-                size.observe(len(body))
-                if not check(body, request):
-                    requests_.inc(outcome="rejected", signature="invalid")
-                    return JSONResponse({"error": "invalid signature"}, status_code=401)
-                event = loads(body)
-                await sleep(db_seconds)
-                requests_.inc(outcome="accepted", signature="verified")
-                return JSONResponse(
-                    {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
-                )
-            finally:
-                inflight.dec()
-                duration.observe(perf() - start, route=ROUTE)
+        if variant == "ours":
 
-    elif variant == "prometheus":
+            async def hook(request: Request) -> Response:
+                start = perf()
+                inflight.inc()
+                try:
+                    body = await request.body()
+                    size.observe(len(body))
+                    if not check(body, request):
+                        requests_.inc(outcome="rejected", signature="invalid")
+                        return JSONResponse({"error": "invalid signature"}, status_code=401)
+                    event = loads(body)
+                    await sleep(db_seconds)
+                    requests_.inc(outcome="accepted", signature="verified")
+                    return JSONResponse(
+                        {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
+                    )
+                finally:
+                    inflight.dec()
+                    duration.observe(perf() - start, route=ROUTE)
+
+        else:
+
+            async def hook(request: Request) -> Response:
+                start = perf()
+                inflight.inc()
+                try:
+                    body = await request.body()
+                    any_size.observe(len(body))
+                    if not check(body, request):
+                        rejected.inc()
+                        return JSONResponse({"error": "invalid signature"}, status_code=401)
+                    event = loads(body)
+                    await sleep(db_seconds)
+                    accepted.inc()
+                    return JSONResponse(
+                        {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
+                    )
+                finally:
+                    inflight.dec()
+                    route_duration.observe(perf() - start)
+
+    elif variant == "ours-append":
+        hook, lifespan = _one_append_prototype(project, db_url, spool, background, db_seconds, check)
+
+    elif variant in ("prometheus", "prometheus-bound"):
         import prometheus_client as prom
 
         reg = prom.CollectorRegistry()
@@ -236,24 +279,50 @@ def build_app(  # noqa: PLR0915
         p_size = prom.Histogram("meshhook_webhook_body_bytes", "Body size", registry=reg)
         p_inflight = prom.Gauge("meshhook_webhook_inflight_requests", "Requests being handled", registry=reg)
 
-        async def hook(request: Request) -> Response:
-            start = perf()
-            p_inflight.inc()
-            try:
-                body = await request.body()
-                p_size.observe(len(body))
-                if not check(body, request):
-                    p_requests.labels(outcome="rejected", signature="invalid").inc()
-                    return JSONResponse({"error": "invalid signature"}, status_code=401)
-                event = loads(body)
-                await sleep(db_seconds)
-                p_requests.labels(outcome="accepted", signature="verified").inc()
-                return JSONResponse(
-                    {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
-                )
-            finally:
-                p_inflight.dec()
-                p_duration.labels(route=ROUTE).observe(perf() - start)
+        if variant == "prometheus":
+
+            async def hook(request: Request) -> Response:
+                start = perf()
+                p_inflight.inc()
+                try:
+                    body = await request.body()
+                    p_size.observe(len(body))
+                    if not check(body, request):
+                        p_requests.labels(outcome="rejected", signature="invalid").inc()
+                        return JSONResponse({"error": "invalid signature"}, status_code=401)
+                    event = loads(body)
+                    await sleep(db_seconds)
+                    p_requests.labels(outcome="accepted", signature="verified").inc()
+                    return JSONResponse(
+                        {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
+                    )
+                finally:
+                    p_inflight.dec()
+                    p_duration.labels(route=ROUTE).observe(perf() - start)
+
+        else:
+            accepted = p_requests.labels(outcome="accepted", signature="verified")
+            rejected = p_requests.labels(outcome="rejected", signature="invalid")
+            route_duration = p_duration.labels(route=ROUTE)
+
+            async def hook(request: Request) -> Response:
+                start = perf()
+                p_inflight.inc()
+                try:
+                    body = await request.body()
+                    p_size.observe(len(body))
+                    if not check(body, request):
+                        rejected.inc()
+                        return JSONResponse({"error": "invalid signature"}, status_code=401)
+                    event = loads(body)
+                    await sleep(db_seconds)
+                    accepted.inc()
+                    return JSONResponse(
+                        {"accepted": True, "id": event["id"], "slug": request.path_params["slug"]}
+                    )
+                finally:
+                    p_inflight.dec()
+                    route_duration.observe(perf() - start)
 
         async def metrics(request: Request) -> Response:
             return Response(prom.generate_latest(reg), media_type=prom.CONTENT_TYPE_LATEST)
@@ -271,15 +340,137 @@ def build_app(  # noqa: PLR0915
     return app
 
 
+def _one_append_prototype(  # noqa: PLR0915
+    project: str, db_url: str, spool: str, background: bool, db_seconds: float, check: Any
+) -> tuple[Any, Any]:
+    """A prototype, not the client's API (it reaches into its instruments): the handler makes no metrics
+    call at all, only ``record((outcome, size, seconds))``, a bound ``list.append`` (no Python frame), and
+    counts the requests it starts in a list cell; a callback gauge, read at every flush, folds the log into
+    the same four metrics with C-speed builtins (``zip``, ``Counter``, the histograms' batch fold) and
+    returns the requests in flight (started less folded). Measured against five calls a request."""
+    import asyncio
+    from collections import Counter
+
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from meshhook_rt_metrics.client import MetricsClient
+
+    perf, sleep, loads = time.perf_counter, asyncio.sleep, json.loads
+    accepted, rejected = ("accepted", "verified"), ("rejected", "invalid")
+    log: list[tuple[tuple[str, str], int, float]] = []
+    record = log.append
+    started = [0]
+    finished = 0
+    children: dict[str, Any] = {}
+
+    def fold() -> float:
+        nonlocal finished
+        n = len(log)
+        if n:
+            entries = log[:n]
+            del log[:n]
+            outcomes, sizes, seconds = zip(*entries, strict=True)
+            for key, count in Counter(outcomes).items():
+                _absorb(children[key], [1] * count)
+            _absorb(children["size"], list(sizes))
+            _absorb(children["duration"], list(seconds))
+            finished += n
+        return float(started[0] - finished)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        client = MetricsClient(
+            project_id=project,
+            database_url=db_url,
+            flush_interval=1.0,
+            spool_dir=Path(spool),
+            service_name="load-webhook",
+            background=background,
+            host_metrics=background,
+        )
+        client.gauge("meshhook_webhook_inflight_requests", "Requests being handled", callback=fold)
+        app.state.tick = client.flush
+        count = client.counter(
+            "meshhook_webhook_requests_total", "Webhook requests", labels=("outcome", "signature")
+        )
+        children.update({key: count.labels(*key) for key in (accepted, rejected)})
+        children["duration"] = client.histogram(
+            "meshhook_webhook_duration_seconds", "Handler time", labels=("route",), unit="seconds"
+        ).labels(route=ROUTE)
+        children["size"] = client.histogram("meshhook_webhook_body_bytes", "Body size", unit="bytes").labels()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, client.close)
+
+    async def hook(request: Request) -> Response:
+        start = perf()
+        started[0] += 1
+        outcome, size = rejected, 0
+        try:
+            body = await request.body()
+            size = len(body)
+            if not check(body, request):
+                return JSONResponse({"error": "invalid signature"}, status_code=401)
+            event = loads(body)
+            await sleep(db_seconds)
+            outcome = accepted
+            return JSONResponse({"accepted": True, "id": event["id"], "slug": request.path_params["slug"]})
+        finally:
+            record((outcome, size, perf() - start))
+
+    return hook, lifespan
+
+
+def _absorb(child: Any, values: list[Any]) -> None:
+    with child._lock:
+        child._absorb(values)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app = build_app(args.serve, args.db_url or "", args.project or str(uuid.uuid4()), args.spool or "")
+    project = args.project or str(uuid.uuid4())
+    app = build_app(args.serve, args.db_url or "", project, args.spool or "")
+    if args.gc_report:
+        app = _counting_full_collections(app, Path(args.gc_report))
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, http=args.http
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        http=args.http,
+        loop=args.loop,
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _counting_full_collections(app: Any, report: Path) -> Any:
+    """``app`` behind a counter of the requests it started, and the count at the end of each full collection,
+    written to ``report`` (JSON) when the process exits (uvicorn re-raises the SIGINT it stopped on): how
+    often the collector makes a full collection per request over HTTP, where a request allocates more than
+    in process. The counter allocates nothing the collector tracks but the one coroutine a request."""
+    import atexit
+
+    served = 0
+    full_at: list[int] = []
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_at.append(served)
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal served
+        if scope["type"] == "http":
+            served += 1
+        await app(scope, receive, send)
+
+    gc.callbacks.append(on_collection)
+    atexit.register(lambda: report.write_text(json.dumps({"served": served, "full_at": full_at})))
+    return counted
 
 
 # -- load generation -----------------------------------------------------------------------------------------
@@ -1214,7 +1405,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     )
     parser.add_argument("--rate-connections", type=int, default=8, help="connections at the fixed rate (8)")
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="prometheus /metrics scrape (1 s)")
-    parser.add_argument("--http", default="auto", help="uvicorn HTTP implementation (auto, h11, httptools)")
+    parser.add_argument(
+        "--http",
+        default="auto",
+        choices=("auto", "h11", "httptools"),
+        help="uvicorn HTTP implementation (auto: httptools when installed, as uvicorn picks, else h11)",
+    )
     parser.add_argument("--series", type=int, default=10_000, help="live series of the memory test")
     parser.add_argument(
         "--explosion", type=int, default=1_000_000, help="distinct label values of the explosion"
@@ -1232,7 +1428,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     parser.add_argument(
         "--skip-instructions",
         action="store_true",
-        help="skip the instruction counts under callgrind (benchmarks.load_instructions, ~12 minutes)",
+        help="skip the instruction counts under callgrind (benchmarks.load_instructions, ~25 minutes)",
     )
     parser.add_argument(
         "--cache-sim", action="store_true", help="callgrind: simulate caches (cycle estimate)"
@@ -1245,7 +1441,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server / generator to CPUs")
     # internal modes
-    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=VARIANTS + BOUND_VARIANTS + PROTOTYPES, help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS)  # uvicorn's event loop
+    parser.add_argument("--gc-report", help=argparse.SUPPRESS)  # see _counting_full_collections
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
@@ -1268,6 +1466,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         )
         return 0
 
+    if args.http == "auto":  # named in the report: uvicorn's own choice
+        args.http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     if shutil.which(H2LOAD) is None:
         print("h2load not found: apt-get install nghttp2-client (make system-deps)", file=sys.stderr)
         return 2
@@ -1359,7 +1559,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         " - MACHINE BUSY" if other > BUSY_CORES else ""
     )
     load_desc = {
-        "saturation": f"h2load --h1 -c {args.connections}, {args.seconds:g} s x {args.rounds} rounds{busy}",
+        "saturation": f"uvicorn + {args.http}; h2load --h1 -c {args.connections}, {args.seconds:g} s x "
+        f"{args.rounds} rounds{busy}",
         "fixed_rate": f"h2load --h1 -c {args.rate_connections} --rps (total {rate:g} req/s), "
         f"{args.seconds:g} s x {args.rounds} rounds{busy}",
     }
@@ -1368,7 +1569,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     if instructions is not None:  # the flush and the scrape once a second at the rates measured above
         saturated = _median([r["plain"]["saturation"]["throughput_rps"] for r in rounds])
         rates = {"plain's saturation": saturated, "the fixed rate": float(rate)}
-        rows[:0] = load_instructions.rows(instructions, rates)
+        # the timed runs' server is uvicorn's plain set-up unless the project's venv has uvloop
+        timed = "uvicorn" if args.http == "h11" and importlib.util.find_spec("uvloop") is None else None
+        rows[:0] = load_instructions.rows(instructions, rates, {"plain's saturation": saturated}, timed)
     print_figures(rows)
     command = "python -m benchmarks.load_webhook " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
