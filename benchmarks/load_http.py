@@ -19,11 +19,12 @@ Under valgrind a request takes ~50 times as long, so uvicorn's clock-driven work
 0.1 s) is charged to 50 times fewer requests than at native speed; ``idle_instructions`` measures it so the
 report can say how much of a request it is.
 
-Natively (``full_collection_rates``): each variant of the service under uvicorn, its flush thread and scrapes
-as in production, ``GC_REQUESTS`` requests after the warm-up; the requests served at the end of each full
-collection give its rate between the first and the last, as ``load_instructions`` does in process. A request
-over HTTP allocates more than in process, so full collections come more often per request, and each one of
-ours walks the client's imports.
+Natively (``full_collection_rates``): each variant of the service under uvicorn (ours with its flush thread
+running, as in production; nothing scrapes prometheus_client there, whose scrape brought on no full collection
+in process), ``GC_REQUESTS`` requests after the warm-up; the requests served at the end of each full collection
+give its rate between the first and the last, as ``load_instructions`` does in process. A request over HTTP
+allocates differently than in process (h11 more, httptools and uvloop less), so full collections come at
+another rate per request, and each one of ours walks the client's imports.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, timeout
             raise RuntimeError(f"the service exited before listening ({proc.returncode}): {_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return
-        time.sleep(1.0)
+        time.sleep(0.2)
     raise RuntimeError(f"the service did not listen within {timeout:.0f} s: {_tail(log)}")
 
 
@@ -210,8 +211,16 @@ def full_collection_rates(
         _wait_listening(proc, port, log, timeout=60)
         for count in (WARMUP, n):
             _h2load(port, count, work)
-    got = json.loads(report.read_text())
-    at = [k for k in got["full_at"] if k > WARMUP]
+    return rate_of(json.loads(report.read_text()), variant, setup, n)
+
+
+def rate_of(got: dict[str, Any], variant: str, setup: str, n: int) -> dict[str, Any]:
+    """The rate from a service's report (``served``, and the requests served at each full collection's end):
+    between the first and the last full collection after the warm-up and before the shutdown (whose final
+    flush may make one)."""
+    if got["served"] != WARMUP + n:
+        raise RuntimeError(f"{variant} over HTTP served {got['served']:,} requests, not {WARMUP + n:,}")
+    at = [k for k in got["full_at"] if WARMUP < k < got["served"]]
     if len(at) < 3 or at[-1] <= at[0]:
         raise RuntimeError(
             f"{variant} over HTTP: {len(at)} full collections in {n:,} requests; too few for a rate"

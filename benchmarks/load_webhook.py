@@ -347,7 +347,9 @@ def _one_append_prototype(  # noqa: PLR0915
     call at all, only ``record((outcome, size, seconds))``, a bound ``list.append`` (no Python frame), and
     counts the requests it starts in a list cell; a callback gauge, read at every flush, folds the log into
     the same four metrics with C-speed builtins (``zip``, ``Counter``, the histograms' batch fold) and
-    returns the requests in flight (started less folded). Measured against five calls a request."""
+    returns the requests in flight (started less folded). Measured against five calls a request. Unlike them,
+    its in-flight gauge is a sample a flush (not every change), a request that raises counts as rejected with
+    the size read so far, and its counts ship with the same flush only because the gauge is registered first."""
     import asyncio
     from collections import Counter
 

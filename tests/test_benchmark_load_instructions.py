@@ -128,7 +128,14 @@ def test_costs_of_a_request_and_of_a_tick() -> None:
     # 3,000 a request between full collections, plus one of 600,000 every 300 requests; a tick's 100,000
     # plus the half full collection it brings on
     assert got == pytest.approx(
-        {"request": 5000, "between": 3000, "full": 2000, "full_collection": 600_000, "tick": 400_000}
+        {
+            "request": 5000,
+            "between": 3000,
+            "full": 2000,
+            "full_collection": 600_000,
+            "tick": 400_000,
+            "tick_full": 300_000,
+        }
     )
     assert load_instructions._costs("cycles_estimate", short, long_, None, priced, 0.0) is None
     with pytest.raises(RuntimeError, match="served other requests"):
@@ -194,7 +201,8 @@ def test_the_throughput_is_against_the_whole_http_request_with_full_collections_
     row = got["[callgrind] throughput over HTTP (uvicorn), ours vs uninstrumented (sat)"]
     # ours adds 30 / 50 between collections, 0.02 x 3,000 - 0.01 x 1,000 = 50 in collections, 10 of its flush
     assert load_instructions.added_over_http(result, "ours", "uvicorn", 1000.0) == [90, 110]
-    assert row["value"] == pytest.approx(1e9 / 4100) and row["baseline"] == pytest.approx(1e9 / 4000)
+    assert row["baseline"] == pytest.approx(1e9 / 4000)
+    assert row["value"] == pytest.approx(row["baseline"] * row["ratio"])  # value / baseline = ratio
     assert row["ratio"] == pytest.approx(statistics.median([4000 / 4090, 4000 / 4110]))
     assert row["ratio_spread"] == [pytest.approx(4000 / 4110), pytest.approx(4000 / 4090)]
     assert row["goal"] == ">= 0.99" and row["met"] is False  # a 2.2-2.7 % loss
@@ -261,9 +269,19 @@ def test_the_http_request_is_the_difference_of_two_runs_less_the_clock_driven_wo
 def test_uvicorn_set_ups_are_found_where_their_servers_look(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import importlib.util
+
     monkeypatch.setattr(load_http, "BENCH_SITE", tmp_path)
-    plain_only = load_http.available_setups()
-    assert plain_only[0] == "uvicorn"  # h11 and asyncio come with uvicorn
+    found = importlib.util.find_spec
+    monkeypatch.setattr(  # the project's own venv without uvicorn[standard]'s modules, as in CI
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("httptools", "uvloop") else found(name, *a),
+    )
+    assert load_http.available_setups() == ("uvicorn",)  # h11 and asyncio come with uvicorn
+    (tmp_path / "httptools").mkdir()
+    assert load_http.available_setups() == ("uvicorn",)  # both modules, or not the set-up
+    (tmp_path / "httptools").rmdir()
     for module in ("httptools", "uvloop"):
         (tmp_path / module).mkdir()
     assert load_http.available_setups() == ("uvicorn", "uvicorn[standard]")
@@ -315,3 +333,44 @@ def test_children_bound_once_record_what_labels_at_every_call_record(labeled: st
     counts = [line for line in got if "requests" in line and "accepted" in line and "created" not in line]
     assert len(counts) == 1 and counts[0].endswith(" 40.0")
     assert any("duration_seconds_count" in line and line.endswith(" 40.0") for line in got)
+
+
+def test_the_full_collections_rate_over_http_leaves_out_the_warm_up_and_the_shutdown() -> None:
+    warm = load_http.WARMUP
+    report = {"served": warm + 9000, "full_at": [100, warm + 1000, warm + 4000, warm + 7000, warm + 9000]}
+    got = load_http.rate_of(report, "ours", "uvicorn", 9000)
+    assert got["full_at"] == [warm + 1000, warm + 4000, warm + 7000]
+    assert got["per_request"] == pytest.approx(2 / 6000)
+    with pytest.raises(RuntimeError, match="too few for a rate"):
+        load_http.rate_of({"served": warm + 9000, "full_at": [warm + 10, warm + 20]}, "ours", "uvicorn", 9000)
+    with pytest.raises(RuntimeError, match="served 9,000 requests, not"):
+        load_http.rate_of({"served": 9000, "full_at": []}, "ours", "uvicorn", 9000)
+
+
+def test_a_set_up_that_fails_over_http_gets_no_rows_and_the_counts_stand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def over_http(setup: str, *args: Any) -> dict[str, Any]:
+        if setup == "uvicorn[standard]":
+            raise RuntimeError("the service exited before listening (1)")
+        return _over_http(4000.0, plain=0.0, ours=0.0, prometheus=0.0)
+
+    monkeypatch.setattr(load_instructions, "_over_http", over_http)
+    result = _result(plain=_runs((100, 0)), ours=_runs((130, 0)), prometheus=_runs((200, 0)))
+    load_instructions._count_over_http(
+        result, ("uvicorn[standard]", "uvicorn"), ("plain", "ours", "prometheus"), "", Path("."), None
+    )
+    assert list(result["http"]) == ["uvicorn"]
+    assert "exited before listening" in result["http_failed"]["uvicorn[standard]"]
+    figures = [r["figure"] for r in load_instructions.rows(result, {"1k": 1000.0})]
+    assert any("(uvicorn)" in f for f in figures) and not any("standard" in f for f in figures)
+
+
+def test_a_tick_s_full_collections_are_not_charged_twice_over_http() -> None:
+    plain, ours = _runs((100, 0)), _runs((100, 10_000))
+    ours[0]["instructions"]["tick_full"] = 4_000.0  # in the tick, and in the rate over HTTP as well
+    result = _result(plain=plain, ours=ours, prometheus=_runs((200, 0)))
+    result["http"] = {"uvicorn": _over_http(4000.0, plain=0.0, ours=0.0, prometheus=0.0)}
+    assert load_instructions.added_over_http(result, "ours", "uvicorn", 1000.0) == [6]
+    row = load_instructions.rows(result, {"1k": 1000.0})[1]
+    assert row["value"] / row["baseline"] == pytest.approx(row["ratio"])  # the summary's convention
