@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -76,7 +77,8 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free now (the server binds it a moment later: one benchmark at a time)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -135,7 +137,7 @@ def _callgrind(out: Path) -> list[str]:
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes"]
 
 
-_RUNS = iter(range(10**9))
+_RUNS = itertools.count()
 
 
 def _counted_run(
@@ -145,7 +147,7 @@ def _counted_run(
     none at all, ``idle`` seconds of waiting instead), and the seconds the ``n`` requests took."""
     from benchmarks.load_instructions import events_of
 
-    port = _free_port()
+    port = free_port()
     out = work / f"http-{re.sub(r'[^a-z]+', '-', setup)}-{next(_RUNS)}.callgrind"  # no glob pattern in it
     log = work / "serve-http.log"
     seconds = 0.0
@@ -200,7 +202,7 @@ def full_collection_rates(
 ) -> dict[str, Any]:
     """Full collections per request of ``variant`` over HTTP in ``setup``, natively, between the first and
     the last one after the warm-up."""
-    port = _free_port()
+    port = free_port()
     report, log = work / f"gc-{variant}-{next(_RUNS)}.json", work / f"serve-{variant}.log"
     argv = [
         *_server_argv(variant, setup, port, db_url, work / f"spool-{variant}"),

@@ -82,7 +82,7 @@ PROTOTYPES = ("ours-append",)  # load_webhook's prototype, counted only when nam
 PAIRS = (("ours", "prometheus"), ("ours-bound", "prometheus-bound"))  # ours against prometheus_client
 GOAL_THROUGHPUT_LOSS = 0.01  # issue #14: <= 1 % throughput loss against the uninstrumented service
 GOAL_COST_RATIO = 0.3  # issue #14: our added cost <= 0.3x prometheus_client's
-CONCURRENCY = 16
+CONCURRENCY = load_http.CONCURRENCY  # requests in flight, in process as over HTTP
 
 
 def say(message: str) -> None:
@@ -448,9 +448,13 @@ def added_at(result: dict[str, Any], key: str, rate: float) -> dict[str, list[fl
 
 
 STYLE = {"ours": "", "ours-bound": ", children bound once"}
-LIBRARY = {"ours": "ours", "ours-bound": "ours", "prometheus": "prometheus_client"}
-LIBRARY["ours-append"] = "ours, one append a request (prototype)"
-LIBRARY["prometheus-bound"] = "prometheus_client"
+LIBRARY = {
+    "ours": "ours",
+    "ours-bound": "ours",
+    "ours-append": "ours, one append a request (prototype)",
+    "prometheus": "prometheus_client",
+    "prometheus-bound": "prometheus_client",
+}
 
 
 def rows(

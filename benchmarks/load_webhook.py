@@ -80,6 +80,7 @@ from typing import Any
 
 from benchmarks import load_instructions
 from benchmarks._report import summary_row
+from benchmarks.load_http import H2LOAD, free_port
 
 VARIANTS = ("plain", "ours", "prometheus")  # the timed runs' services: labels given at every call
 # the same two libraries with the children of the handler's fixed label sets bound once (``.labels(...)`` at
@@ -95,7 +96,6 @@ GOAL_P99_RATIO = 1.02  # <= 2 % p99 increase
 GOAL_COST_RATIO = load_instructions.GOAL_COST_RATIO  # our added cost <= 0.3x prometheus_client's
 EXPLOSION_GROWTH_MIB = 8.0
 BUSY_CORES = 0.25  # other processes' CPU during the load runs above which the machine is flagged busy  # bounded: RSS growth between 100k and 1M distinct label values
-H2LOAD = "h2load"
 
 _started = time.monotonic()
 
@@ -209,10 +209,11 @@ def build_app(  # noqa: PLR0915
             inflight = client.up_down_counter(
                 "meshhook_webhook_inflight_requests", "Requests being handled"
             ).labels()
-            accepted = requests_.labels(outcome="accepted", signature="verified")
-            rejected = requests_.labels(outcome="rejected", signature="invalid")
-            route_duration = duration.labels(route=ROUTE)
-            any_size = size.labels()
+            if variant == "ours-bound":
+                accepted = requests_.labels(outcome="accepted", signature="verified")
+                rejected = requests_.labels(outcome="rejected", signature="invalid")
+                route_duration = duration.labels(route=ROUTE)
+                any_size = size.labels()
             try:
                 yield
             finally:
@@ -510,7 +511,7 @@ class Server:
         self, variant: str, cpu: int | None, work: Path, db_url: str, project: str, http: str, nice: int = 0
     ) -> None:
         self.variant = variant
-        self.port = _free_port()
+        self.port = free_port()
         argv = [sys.executable, "-m", "benchmarks.load_webhook", "--serve", variant, "--port", str(self.port)]
         argv += ["--db-url", db_url, "--project", project, "--spool", str(work / "spool"), "--http", http]
         if cpu is not None:
@@ -542,14 +543,6 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _repo() -> Path:
