@@ -79,13 +79,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.queues import Queue
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import psycopg
 
 from benchmarks import _report
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.localstack.stack import LocalStack, Service
 
 METRIC = "meshhook_webhook_failures_total"
@@ -732,10 +732,6 @@ def report(result: dict[str, Any]) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 class BenchStack(LocalStack):
     """The local stack with only the services this benchmark wants (the maintain loop that publishes live
     rollup messages, the gateway's Realtime, the HTTP service's /metrics): its own alert worker is started
@@ -868,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         args.trials = 10
     if not 1 <= args.trials <= 500:
         parser.error("--trials: 1 to 500")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     source = source_revision()  # what the processes started below load
     work = Path(tempfile.mkdtemp(prefix="meshhook-bench-alerts-"))
     say(f"work directory {work}")

@@ -49,6 +49,7 @@ from prometheus_client import (
 )
 
 from benchmarks._report import environment, table
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.db import migrator
 from meshhook_rt_metrics.localstack.bootstrap import bootstrap_database
 from meshhook_rt_metrics.localstack.gateway.keys import JwtKeys
@@ -427,6 +428,7 @@ def main() -> None:
         help="Run (and populate) only GET /api/metrics or only GET /metrics + generate_latest.",
     )
     args = parser.parse_args()
+    stop_on_sigterm()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     pg = LocalPostgres(tmp / "pg", port=0, fast=True)

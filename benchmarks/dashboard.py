@@ -63,7 +63,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.queues import Queue
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -71,6 +70,7 @@ import httpx
 import psycopg
 
 from benchmarks import _report
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.localstack.postgres import free_port
 from meshhook_rt_metrics.localstack.stack import LocalStack, Service
 
@@ -797,10 +797,6 @@ def report(result: dict[str, Any]) -> None:
     print(_report.table(["dashboard (headless Chromium)", "n", "p50", "p95", "goal", "met"], rows))
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from meshhook_rt_metrics.localstack.gateway.keys import keys_for_state_dir
 
@@ -864,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.steady, args.idle, args.loads = 20, 20, 10, 6
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="meshhook-bench-dashboard-"))
     say(f"work directory {work}")
     try:

@@ -26,6 +26,7 @@ import psutil
 
 from benchmarks import _report
 from benchmarks._gateway import local_gateway
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.client.sinks import Batch, PostgresSink
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,6 +252,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1000, help="Data points per request.")
     parser.add_argument("--requests", type=int, default=30, help="Requests per encoding (plus one warm-up).")
     args = parser.parse_args()
+    stop_on_sigterm()
     if not DENO.exists():
         raise SystemExit("Deno is not installed: make install")
 

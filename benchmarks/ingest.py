@@ -78,6 +78,7 @@ from typing import Any
 import psycopg
 
 from benchmarks import merged_ingest
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.client.known_series import INGEST_KNOWN, array_literals
 from meshhook_rt_metrics.client.sketch import Sketch
 from meshhook_rt_metrics.db import migrator
@@ -1297,6 +1298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "every source has one waiting)",
     )
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     args.custom = any(getattr(args, k) is not None for k in WORKLOAD_FLAGS)
     args.design_list = [d.strip().upper() for d in args.designs.split(",") if d.strip()]
     unknown = [d for d in args.design_list if d not in DESIGNS]

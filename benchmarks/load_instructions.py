@@ -15,8 +15,9 @@ timer would wake the loop a varying number of times. So there is no flush thread
 variant's periodic work, ``tick`` (ours: a flush to PostgreSQL; prometheus_client: one ``generate_latest``, what
 a scrape costs the service), runs by request count on the handler's thread. The simulated 1 ms database call
 stays a timer: under valgrind a request takes ~30 ms, so every one has expired when the loop looks (repeats
-agree within ~0.2 %). Our event-loop lag monitor's timer (4 a second) does run by the clock, charged ~50 times
-too often, against us. Four runs per variant after the same warm-up
+agree within ~0.2 %). Our event-loop lag monitor's timer (4 a second) runs by the clock too, and would be charged
+~50 times too often: it is stopped before each window and its second priced from two idle windows of different
+lengths, then added to the tick (a second of periodic work). Four runs per variant after the same warm-up
 (which includes the first flush, that imports the driver and connects): ``n1`` and ``n2`` requests without a
 tick, whose difference over ``n2 - n1`` is a request's cost, ``n2`` requests with ``--ticks`` ticks, whose
 excess is a tick's cost, and ``n1`` requests followed by two full collections, which price one.
@@ -34,7 +35,8 @@ second: ``request + tick / rate``. Hash seeds are fixed; repeats agree within ~0
 Two handler styles per library: the labels passed at every call (``ours``, ``prometheus``: what most code
 does) and the children of the handler's fixed label sets bound once at start-up (``ours-bound``,
 ``prometheus-bound``: what both libraries advise for hot paths); each of ours is paired with prometheus_client
-in the same style.
+in the same style. A third of ours: the client's request log (``ours-log``: one entry a request, bare C
+appends, instead of five calls), paired with prometheus_client's children bound once, its cheapest style.
 
 The throughput goal (<= 1 % lost at saturation) is a share of the whole request over HTTP, which the
 in-process count leaves out (the sockets, the event loop's transports, HTTP parsing: the instrumentation touches
@@ -75,11 +77,13 @@ from typing import Any
 
 from benchmarks import load_http
 from benchmarks._report import summary_row, write
+from benchmarks._signals import stop_on_sigterm
 
-# load_webhook's services: labels passed at every call, then the children of the fixed label sets bound once
-VARIANTS = ("plain", "ours", "prometheus", "ours-bound", "prometheus-bound")
-PROTOTYPES = ("ours-append",)  # load_webhook's prototype, counted only when named in --variants
-PAIRS = (("ours", "prometheus"), ("ours-bound", "prometheus-bound"))  # ours against prometheus_client
+# load_webhook's services: labels passed at every call, then the children of the fixed label sets bound once,
+# then ours with the client's request log (one entry a request instead of five calls)
+VARIANTS = ("plain", "ours", "prometheus", "ours-bound", "prometheus-bound", "ours-log")
+# ours against prometheus_client: in the same style, then our request log against its children bound once
+PAIRS = (("ours", "prometheus"), ("ours-bound", "prometheus-bound"), ("ours-log", "prometheus-bound"))
 GOAL_THROUGHPUT_LOSS = 0.01  # issue #14: <= 1 % throughput loss against the uninstrumented service
 GOAL_COST_RATIO = 0.3  # issue #14: our added cost <= 0.3x prometheus_client's
 CONCURRENCY = load_http.CONCURRENCY  # requests in flight, in process as over HTTP
@@ -94,12 +98,22 @@ NO_FULL = 10**9  # a threshold of the oldest generation no window reaches: no au
 
 
 def drive(
-    variant: str, db_url: str, n: int, every: int, collections: int = 0, automatic: bool = False
+    variant: str,
+    db_url: str,
+    n: int,
+    every: int,
+    collections: int = 0,
+    automatic: bool = False,
+    idle: float = 0.0,
 ) -> dict[str, Any]:
     """Run ``n`` measured requests after the warm-up, then ``collections`` full collections. Every window
     starts from a full collection; without ``automatic`` the collector makes no full collection of its
     own in it (its young generations run as ever), so a window's count does not depend on whether one of
-    those rare, heavy collections fell into it: the parent charges them at their steady rate instead."""
+    those rare, heavy collections fell into it: the parent charges them at their steady rate instead.
+    Our event-loop lag monitor runs by the clock (4 timers a second), so it is stopped before the window
+    and priced apart: with ``idle`` the window serves no request and waits that many seconds instead, with
+    the monitor firing every ``PRICING_INTERVAL`` (many timers, so the runs' own noise of a few million
+    instructions is small against them). ``monitor_ticks``: the monitor's timers in the window."""
     from benchmarks.load_webhook import asgi_requester, build_app
 
     app = build_app(
@@ -134,7 +148,12 @@ def drive(
             gc.collect()
             window["objects"] = len(gc.get_objects())
             before = [g["collections"] for g in gc.get_stats()]
-            window["ticks"] = await requests(n)
+            _stop_lag_monitors(app, restart=PRICING_INTERVAL if idle else None)
+            await asyncio.sleep(0)  # a stop cancels the monitor's timer from the loop
+            monitored = _lag_observations(app)
+            await asyncio.sleep(idle)
+            window["ticks"] = 0 if idle else await requests(n)
+            window["monitor_ticks"] = _lag_observations(app) - monitored
             after = [g["collections"] for g in gc.get_stats()]
             window["full_collections"] = after[2] - before[2]
             window["middle_collections"] = after[1] - before[1]  # of the middle generation
@@ -152,9 +171,32 @@ def drive(
     finally:
         gc.callbacks.remove(on_collection)
         gc.set_threshold(*thresholds)
-    if set(statuses) != {200}:
+    if set(statuses) != ({200} if n and not idle else set()):
         raise RuntimeError(f"requests failed: statuses {sorted(set(statuses))}")
     return {"requests": len(statuses), **window}
+
+
+def _client(app: Any) -> Any:
+    """Our variants' ``MetricsClient`` (their tick is its ``flush``), else None."""
+    return getattr(app.state.tick, "__self__", None)
+
+
+def _stop_lag_monitors(app: Any, restart: float | None = None) -> None:
+    """Stop our client's lag monitors; with ``restart``, start one that fires every ``restart`` seconds."""
+    client = _client(app)
+    if client is None:
+        return
+    for monitor in client._monitors:
+        monitor.stop()
+    if restart is not None:
+        client.monitor_event_loop(interval=restart)
+
+
+def _lag_observations(app: Any) -> int:
+    """How many times our client's event-loop lag monitor has fired (0 for the other variants)."""
+    client = _client(app)
+    metric = client.registry.get("asyncio_event_loop_lag_seconds") if client is not None else None
+    return sum(child.cumulative()[0] for child in metric.children()) if metric is not None else 0
 
 
 # -- the parent: each variant twice under callgrind ----------------------------------------------------------
@@ -191,10 +233,10 @@ def cycles(events: dict[str, int]) -> int | None:
 
 
 def _child_argv(
-    variant: str, db_url: str, n: int, every: int, collections: int, automatic: bool
+    variant: str, db_url: str, n: int, every: int, collections: int, automatic: bool, idle: float = 0.0
 ) -> list[str]:
     argv = [sys.executable, "-m", "benchmarks.load_instructions", "--child", variant, "--db-url", db_url]
-    argv += ["--n", str(n), "--every", str(every), "--collections", str(collections)]
+    argv += ["--n", str(n), "--every", str(every), "--collections", str(collections), "--idle", str(idle)]
     return argv + (["--automatic"] if automatic else [])
 
 
@@ -218,13 +260,14 @@ def run_once(
     cache_sim: bool,
     cpu: int | None,
     collections: int = 0,
+    idle: float = 0.0,
 ) -> dict[str, Any]:
     """One window under callgrind, without automatic full collections (see ``drive``)."""
     out = work / f"{variant}-{n}-{every}-{next(_RUN)}.callgrind"  # a name per run: no file of another
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes"]
     if cache_sim:
         argv.append("--cache-sim=yes")
-    argv += _child_argv(variant, db_url, n, every, collections, automatic=False)
+    argv += _child_argv(variant, db_url, n, every, collections, automatic=False, idle=idle)
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     started = time.monotonic()
@@ -249,6 +292,35 @@ def full_collection_rate(variant: str, db_url: str, n: int, every: int) -> dict[
     return ran
 
 
+def monitor_price(
+    variant: str, db_url: str, work: Path, cache_sim: bool, cpu: int | None
+) -> dict[str, float]:
+    """What our event-loop lag monitor costs a second at native speed, in each event: two idle windows
+    under callgrind (``IDLE_SECONDS``, the monitor firing every ``PRICING_INTERVAL``), their difference over
+    the timers it fired between them, times the timers a second of the client's default
+    (``LAG_TIMERS_A_SECOND``). An idle timer pays a loop iteration of its own, which a busy loop would share:
+    a little more than the monitor costs a busy service (against us)."""
+    short, long_ = (
+        run_once(variant, db_url, 0, NO_TICK, work, cache_sim, cpu, idle=seconds) for seconds in IDLE_SECONDS
+    )
+    fired = long_["monitor_ticks"] - short["monitor_ticks"]
+    if fired < MIN_TIMERS:
+        raise RuntimeError(
+            f"the lag monitor fired {fired} times more in the longer idle window, fewer than {MIN_TIMERS}: "
+            "too few to price one"
+        )
+    price: dict[str, float] = {"timers": fired}
+    for key in ("instructions", "cycles_estimate"):
+        a, b = _count(key, short["events"]), _count(key, long_["events"])
+        if a is not None and b is not None:
+            price[key] = (b - a) / fired * LAG_TIMERS_A_SECOND
+    return price
+
+
+IDLE_SECONDS = (1.0, 4.0)
+PRICING_INTERVAL = 0.001  # the monitor's interval in the idle windows that price it (~1,000 timers more)
+MIN_TIMERS = 100
+LAG_TIMERS_A_SECOND = 4.0  # the client's default: a timer every 0.25 s
 NO_TICK = 10**9  # "every" that no run reaches
 FULL_SAMPLES = 2  # full collections made at the end of a window, to price one
 _RUN = itertools.count()
@@ -274,7 +346,7 @@ def measure(
     ``setups`` (default: every one installed), the plain service's whole request over HTTP and the idle
     server's clock-driven work under callgrind, and each variant's full collections per request over HTTP
     natively (``benchmarks.load_http``): what the throughput rows need."""
-    known = set(VARIANTS + PROTOTYPES)
+    known = set(VARIANTS)
     if "plain" not in variants or set(variants) - known or len(set(variants)) != len(variants):
         raise ValueError(f"variants: 'plain' and any of {', '.join(VARIANTS[1:])}; got {', '.join(variants)}")
     if shutil.which("valgrind") is None:
@@ -293,6 +365,7 @@ def measure(
         },
         "variants": {v: [] for v in variants},
     }
+    ours = [v for v in variants if v.startswith("ours")]
     for variant, steady in out["full_collections"].items():
         ticking = out["full_collections_ticking"].get(variant)
         say(
@@ -301,6 +374,9 @@ def measure(
             + f"; objects tracked {steady['objects']:,} -> {steady['objects_after']:,} over {gc_requests:,}"
         )
     with tempfile.TemporaryDirectory(prefix="meshhook-callgrind-") as tmp:
+        if ours:
+            out["monitor"] = monitor_price(ours[0], db_url, Path(tmp), cache_sim, cpu)
+            say(f"  our event-loop lag monitor: {out['monitor']['instructions']:,.0f} instructions a second")
         for r in range(repeats):
             k = r % len(variants)
             for variant in variants[k:] + variants[:k]:
@@ -371,7 +447,11 @@ def _measure_variant(
     # full collections a tick brings on (its objects, promoted); a difference of two measured rates, whose
     # noise is charged to the variant but never credited to it
     by_tick = max(0.0, (ticking - rate) * every)
-    costs = {key: _costs(key, a, b, c, d, rate, by_tick) for key in ("instructions", "cycles_estimate")}
+    monitor = out.get("monitor", {}) if variant.startswith("ours") else {}
+    costs = {
+        key: _costs(key, a, b, c, d, rate, by_tick, monitor.get(key, 0.0))
+        for key in ("instructions", "cycles_estimate")
+    }
     got: dict[str, Any] = {key: value for key, value in costs.items() if value is not None}
     got["objects"] = a["objects"]
     return got
@@ -394,12 +474,14 @@ def _costs(
     d: dict[str, Any],
     full_per_request: float,
     full_per_tick: float = 0.0,
+    monitor_second: float = 0.0,
 ) -> dict[str, float] | None:
     """A request's and a tick's cost in ``key`` (``None`` when that event was not recorded). The runs made
     no full collection of their own: ``d``, ``a`` plus ``FULL_SAMPLES`` of them, prices one (the walk over
     the objects alive; the garbage a full collection would have freed is freed at the runs' exit, in
     ``b - a``), charged at the variant's steady rates: ``full_per_request`` without ticks, and the extra
-    ``full_per_tick`` a tick brings on."""
+    ``full_per_tick`` a tick brings on. A tick stands for a second of periodic work: it takes
+    ``monitor_second`` too (our lag monitor's second at native speed, stopped in the windows)."""
     counts = [_count(key, run["events"]) if run else None for run in (a, b, c, d)]
     ca, cb, cc, cd = counts
     if ca is None or cb is None or cd is None:
@@ -417,7 +499,9 @@ def _costs(
                 "the run with ticks served other requests than the one without, or had no tick"
             )
         tick_full = full_per_tick * full_collection
-        tick = (cc - cb) / c["ticks"] + tick_full
+        tick = (cc - cb) / c["ticks"] + tick_full + monitor_second
+    if any(run.get("monitor_ticks", 0) for run in (a, b, c, d) if run):
+        raise RuntimeError("the lag monitor fired in a window: it was not stopped")
     full = full_per_request * full_collection
     return {
         "request": between + full,
@@ -426,6 +510,7 @@ def _costs(
         "full_collection": full_collection,
         "tick": tick,
         "tick_full": tick_full,  # the full collections a tick brings on, in ``tick``
+        "monitor_second": monitor_second,  # our lag monitor's second, in ``tick``
     }
 
 
@@ -447,11 +532,17 @@ def added_at(result: dict[str, Any], key: str, rate: float) -> dict[str, list[fl
     }
 
 
-STYLE = {"ours": "", "ours-bound": ", children bound once"}
+STYLE = {  # how a variant's handler calls its library (what its rows' labels add to the library's name)
+    "ours": "",
+    "prometheus": "",
+    "ours-bound": ", children bound once",
+    "prometheus-bound": ", children bound once",
+    "ours-log": ", request log",
+}
 LIBRARY = {
     "ours": "ours",
     "ours-bound": "ours",
-    "ours-append": "ours, one append a request (prototype)",
+    "ours-log": "ours",
     "prometheus": "prometheus_client",
     "prometheus-bound": "prometheus_client",
 }
@@ -510,6 +601,13 @@ def added_over_http(result: dict[str, Any], variant: str, setup: str, rate: floa
     ]
 
 
+def _versus(ours: str, theirs: str) -> str:
+    """ "ours vs prometheus_client" and the handlers' style, once when both share it."""
+    if STYLE[ours] == STYLE[theirs]:
+        return f"ours vs prometheus_client{STYLE[ours]}"
+    return f"ours{STYLE[ours]} vs prometheus_client{STYLE[theirs]}"
+
+
 def _cost_row(
     result: dict[str, Any],
     added: dict[str, list[float]],
@@ -530,7 +628,7 @@ def _cost_row(
         f"plain {plain:,.0f} {unit} a request; full collections at each variant's steady rate"
     )
     return summary_row(
-        f"[callgrind] added {unit} per request, ours vs prometheus_client{STYLE[ours]} ({label})",
+        f"[callgrind] added {unit} per request, {_versus(ours, theirs)} ({label})",
         statistics.median(added[ours]),
         statistics.median(added[theirs]),
         ratio,
@@ -552,8 +650,8 @@ def _throughput_row(
     added = added_over_http(result, variant, setup, rate)
     ratios = [plain / (plain + a) for a in added]
     ratio = statistics.median(ratios)
-    goal = variant in ("ours", "ours-bound")  # the client as shipped, in either style
-    style = ", children bound once" if variant.endswith("-bound") else ""
+    goal = variant.startswith("ours")  # the client as shipped, in each style
+    style = STYLE[variant]
     return summary_row(
         f"[callgrind] throughput over HTTP ({setup}), {LIBRARY[variant]}{style} vs uninstrumented ({label})",
         1e9 / plain * ratio,  # the median ratio's (value / baseline = ratio, for any number of repeats)
@@ -639,13 +737,17 @@ def main(argv: list[str] | None = None) -> int:
         help=f"server set-ups counted over HTTP for the throughput ({', '.join(load_http.SETUPS)}; "
         "default: those installed; 'none' to skip)",
     )
-    parser.add_argument("--child", choices=VARIANTS + PROTOTYPES, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--collections", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--automatic", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--idle", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     if args.child:
-        ran = drive(args.child, args.db_url or "", args.n, args.every, args.collections, args.automatic)
+        ran = drive(
+            args.child, args.db_url or "", args.n, args.every, args.collections, args.automatic, args.idle
+        )
         print(json.dumps(ran))
         return 0
     if not 0 < args.n1 < args.n2 or args.ticks < 1 or args.n2 // args.ticks < 2 * CONCURRENCY:
@@ -661,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rates or min(rates.values()) <= 0:
         parser.error("--rates: positive numbers")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    known = set(VARIANTS + PROTOTYPES)
+    known = set(VARIANTS)
     if "plain" not in variants or set(variants) - known or len(set(variants)) != len(variants):
         parser.error(
             f"--variants: plain and any of {','.join(VARIANTS[1:])}, each once; got {args.variants!r}"

@@ -80,14 +80,15 @@ from typing import Any
 
 from benchmarks import load_instructions
 from benchmarks._report import summary_row
+from benchmarks._signals import stop_on_sigterm
 from benchmarks.load_http import H2LOAD, free_port
 
 VARIANTS = ("plain", "ours", "prometheus")  # the timed runs' services: labels given at every call
 # the same two libraries with the children of the handler's fixed label sets bound once (``.labels(...)`` at
 # start-up, the style both libraries document for hot paths); counted by ``benchmarks.load_instructions``
 BOUND_VARIANTS = ("ours-bound", "prometheus-bound")
-# a prototype measured beside them, not the client's API: one append per request (see _one_append_prototype)
-PROTOTYPES = ("ours-append",)
+# ours with the client's request log: one entry a request instead of five calls (``client.request_log``)
+LOGGED_VARIANTS = ("ours-log",)
 KEY = b"whsec_" + b"k" * 32
 ROUTE = "/api/hooks/[slug]"
 DB_SECONDS = 0.001
@@ -261,8 +262,8 @@ def build_app(  # noqa: PLR0915
                     inflight.dec()
                     route_duration.observe(perf() - start)
 
-    elif variant == "ours-append":
-        hook, lifespan = _one_append_prototype(project, db_url, spool, background, db_seconds, check)
+    elif variant == "ours-log":
+        hook, lifespan = _request_log_handler(project, db_url, spool, background, db_seconds, check)
 
     elif variant in ("prometheus", "prometheus-bound"):
         import prometheus_client as prom
@@ -341,18 +342,14 @@ def build_app(  # noqa: PLR0915
     return app
 
 
-def _one_append_prototype(  # noqa: PLR0915
+def _request_log_handler(
     project: str, db_url: str, spool: str, background: bool, db_seconds: float, check: Any
 ) -> tuple[Any, Any]:
-    """A prototype, not the client's API (it reaches into its instruments): the handler makes no metrics
-    call at all, only ``record((outcome, size, seconds))``, a bound ``list.append`` (no Python frame), and
-    counts the requests it starts in a list cell; a callback gauge, read at every flush, folds the log into
-    the same four metrics with C-speed builtins (``zip``, ``Counter``, the histograms' batch fold) and
-    returns the requests in flight (started less folded). Measured against five calls a request. Unlike them,
-    its in-flight gauge is a sample a flush (not every change), a request that raises counts as rejected with
-    the size read so far, and its counts ship with the same flush only because the gauge is registered first."""
+    """The handler with the client's request log (``client.request_log``): no metrics call at all, only
+    ``start()`` and ``record((outcome, seconds, size))``, bare C appends; the flush folds them into the same
+    four metrics the five calls feed, with the same values. Unlike the five calls, a request that raises
+    counts as rejected, with the size read so far."""
     import asyncio
-    from collections import Counter
 
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -360,29 +357,12 @@ def _one_append_prototype(  # noqa: PLR0915
     from meshhook_rt_metrics.client import MetricsClient
 
     perf, sleep, loads = time.perf_counter, asyncio.sleep, json.loads
-    accepted, rejected = ("accepted", "verified"), ("rejected", "invalid")
-    log: list[tuple[tuple[str, str], int, float]] = []
-    record = log.append
-    started = [0]
-    finished = 0
-    children: dict[str, Any] = {}
-
-    def fold() -> float:
-        nonlocal finished
-        n = len(log)
-        if n:
-            entries = log[:n]
-            del log[:n]
-            outcomes, sizes, seconds = zip(*entries, strict=True)
-            for key, count in Counter(outcomes).items():
-                _absorb(children[key], [1] * count)
-            _absorb(children["size"], list(sizes))
-            _absorb(children["duration"], list(seconds))
-            finished += n
-        return float(started[0] - finished)
+    start: Any = None  # bound at start-up, like the "-bound" handlers' children
+    record: Any = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
+        nonlocal start, record
         client = MetricsClient(
             project_id=project,
             database_url=db_url,
@@ -392,25 +372,31 @@ def _one_append_prototype(  # noqa: PLR0915
             background=background,
             host_metrics=background,
         )
-        client.gauge("meshhook_webhook_inflight_requests", "Requests being handled", callback=fold)
         app.state.tick = client.flush
         count = client.counter(
             "meshhook_webhook_requests_total", "Webhook requests", labels=("outcome", "signature")
         )
-        children.update({key: count.labels(*key) for key in (accepted, rejected)})
-        children["duration"] = client.histogram(
-            "meshhook_webhook_duration_seconds", "Handler time", labels=("route",), unit="seconds"
-        ).labels(route=ROUTE)
-        children["size"] = client.histogram("meshhook_webhook_body_bytes", "Body size", unit="bytes").labels()
+        log = client.request_log(
+            client.histogram(
+                "meshhook_webhook_duration_seconds", "Handler time", labels=("route",), unit="seconds"
+            ).labels(route=ROUTE),
+            client.histogram("meshhook_webhook_body_bytes", "Body size", unit="bytes"),
+            outcomes={
+                "accepted": count.labels(outcome="accepted", signature="verified"),
+                "rejected": count.labels(outcome="rejected", signature="invalid"),
+            },
+            in_flight=client.up_down_counter("meshhook_webhook_inflight_requests", "Requests being handled"),
+        )
+        start, record = log.start, log.record
         try:
             yield
         finally:
             await asyncio.get_running_loop().run_in_executor(None, client.close)
 
     async def hook(request: Request) -> Response:
-        start = perf()
-        started[0] += 1
-        outcome, size = rejected, 0
+        t0 = perf()
+        start()
+        outcome, size = "rejected", 0
         try:
             body = await request.body()
             size = len(body)
@@ -418,17 +404,12 @@ def _one_append_prototype(  # noqa: PLR0915
                 return JSONResponse({"error": "invalid signature"}, status_code=401)
             event = loads(body)
             await sleep(db_seconds)
-            outcome = accepted
+            outcome = "accepted"
             return JSONResponse({"accepted": True, "id": event["id"], "slug": request.path_params["slug"]})
         finally:
-            record((outcome, size, perf() - start))
+            record((outcome, perf() - t0, size))
 
     return hook, lifespan
-
-
-def _absorb(child: Any, values: list[Any]) -> None:
-    with child._lock:
-        child._absorb(values)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -1436,7 +1417,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server / generator to CPUs")
     # internal modes
-    parser.add_argument("--serve", choices=VARIANTS + BOUND_VARIANTS + PROTOTYPES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=VARIANTS + BOUND_VARIANTS + LOGGED_VARIANTS, help=argparse.SUPPRESS
+    )
     parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS)  # uvicorn's event loop
     parser.add_argument("--gc-report", help=argparse.SUPPRESS)  # see _counting_full_collections
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -1461,6 +1444,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         )
         return 0
 
+    stop_on_sigterm()  # the orchestrator: a SIGTERM unwinds it, so its local stack is stopped
     if args.http == "auto":  # named in the report: uvicorn's own choice
         args.http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     if shutil.which(H2LOAD) is None:

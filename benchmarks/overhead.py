@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._report import table, write
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics.client import MetricsClient
 
 TARGET_LOSS = 0.02
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=1.0, help="length of one round (>= the flush interval)"
     )
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     body, signature = make_body()
     url, cleanup = database_url()
     project = str(uuid.uuid4())

@@ -35,6 +35,7 @@ import websockets
 
 from benchmarks import _report
 from benchmarks._gateway import local_gateway
+from benchmarks._signals import stop_on_sigterm
 
 GOAL_P99_MS = 200.0
 
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="Publisher database connections.")
     parser.add_argument("--drain", type=float, default=2.0, help="Seconds to wait for the last deliveries.")
     args = parser.parse_args()
+    stop_on_sigterm()
 
     with local_gateway("meshhook-fanout-") as stack:
         result = asyncio.run(run(args, stack.url, stack.keys, stack.db_url, stack.pid))

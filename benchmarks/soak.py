@@ -57,7 +57,6 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -67,6 +66,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import _report
+from benchmarks._signals import stop_on_sigterm
 from meshhook_rt_metrics import demo
 from meshhook_rt_metrics.localstack.postgres import free_port
 from meshhook_rt_metrics.localstack.stack import LocalStack
@@ -1010,10 +1010,6 @@ def summary_figures(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--minutes", type=float, default=30, help="minutes of load (default 30)")
@@ -1031,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.warmup_minutes >= args.minutes:
         parser.error("--warmup-minutes must be shorter than --minutes")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     console = Console() if sys.stdout.isatty() else Console(width=140)
     work = Path(tempfile.mkdtemp(prefix="meshhook-soak-"))
     say(f"work directory {work}")

@@ -135,6 +135,7 @@ def test_costs_of_a_request_and_of_a_tick() -> None:
             "full_collection": 600_000,
             "tick": 400_000,
             "tick_full": 300_000,
+            "monitor_second": 0.0,
         }
     )
     assert load_instructions._costs("cycles_estimate", short, long_, None, priced, 0.0) is None
@@ -146,6 +147,59 @@ def test_costs_of_a_request_and_of_a_tick() -> None:
         load_instructions._costs("instructions", short, run(2000, 8_000_000, full=1), None, priced, 0.0)
     with pytest.raises(RuntimeError, match="pricing a full collection served other requests"):
         load_instructions._costs("instructions", short, long_, None, run(1016, 6_000_000), 0.0)
+
+
+def test_our_lag_monitor_is_priced_idle_and_charged_once_a_second_not_in_the_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def run(requests: int, ir: int, ticks: int = 0, monitor: int = 0) -> dict[str, Any]:
+        return {
+            "requests": requests,
+            "ticks": ticks,
+            "full_collections": 0,
+            "monitor_ticks": monitor,
+            "events": {"Ir": ir},
+        }
+
+    idle = iter(
+        [run(0, 1_000_000, monitor=300), run(0, 11_000_000, monitor=1300)]
+    )  # 1,000 timers: 10,000 each
+    monkeypatch.setattr(load_instructions, "run_once", lambda *a, **k: next(idle))
+    price = load_instructions.monitor_price("ours", "", Path("/nonexistent"), False, None)
+    assert price == {"timers": 1000, "instructions": 40_000}  # 4 timers a second at native speed
+
+    short, long_, ticked = run(1000, 5_000_000), run(2000, 8_000_000), run(2000, 8_400_000, 4)
+    priced = run(1000, 5_000_000)
+    got = load_instructions._costs("instructions", short, long_, ticked, priced, 0.0, 0.0, 40_000)
+    assert got is not None
+    assert (got["request"], got["tick"], got["monitor_second"]) == (3000, 140_000, 40_000)
+    with pytest.raises(RuntimeError, match="the lag monitor fired in a window"):
+        load_instructions._costs("instructions", short, run(2000, 8_000_000, monitor=1), None, priced, 0.0)
+    few = iter([run(0, 1_000_000, monitor=8), run(0, 1_000_000, monitor=58)])
+    monkeypatch.setattr(load_instructions, "run_once", lambda *a, **k: next(few))
+    with pytest.raises(RuntimeError, match="fired 50 times more in the longer idle window, fewer than 100"):
+        load_instructions.monitor_price("ours", "", Path("/nonexistent"), False, None)
+
+
+def test_the_windows_stop_our_lag_monitor_and_the_idle_window_prices_it_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the real app in process (no database: its flushes spool), as the counted runs drive it; the
+    client's monitor made to fire every millisecond, so a window it were left running in would see it."""
+    from meshhook_rt_metrics.client import MetricsClient
+
+    monkeypatch.setattr(MetricsClient.monitor_event_loop, "__defaults__", (None, 0.001))
+    counted = load_instructions.drive("ours-log", "", 64, load_instructions.NO_TICK)
+    assert counted["requests"] == 64 and counted["monitor_ticks"] == 0
+    monkeypatch.setattr(load_instructions, "_stop_lag_monitors", lambda app, restart=None: None)
+    assert load_instructions.drive("ours-log", "", 64, load_instructions.NO_TICK)["monitor_ticks"] > 0
+    monkeypatch.undo()
+    idle = load_instructions.drive("ours-log", "", 0, load_instructions.NO_TICK, idle=0.3)
+    assert idle["requests"] == 0 and idle["monitor_ticks"] >= 50  # PRICING_INTERVAL, not every 0.25 s
+    assert (
+        load_instructions.drive("prometheus", "", 0, load_instructions.NO_TICK, idle=0.3)["monitor_ticks"]
+        == 0
+    )
 
 
 def _runs(*costs: tuple[float, float]) -> list[dict[str, dict[str, float]]]:
@@ -183,6 +237,12 @@ def test_each_handler_style_is_paired_with_its_own_style() -> None:
     assert (labeled["value"], labeled["baseline"], labeled["ratio"]) == (40, 100, 0.4)  # 30 + 10,000 / 1,000
     assert (bound["value"], bound["baseline"], bound["ratio"]) == (20, 50, 0.4)
     assert len(got) == 2  # no count over HTTP: no throughput rows
+    result["variants"]["ours-log"] = _runs((105, 5_000))  # +5: against prometheus_client's best style
+    logged = {row["figure"]: row for row in load_instructions.rows(result, {"1k": 1000.0})}[
+        "[callgrind] added instructions per request, ours, request log vs prometheus_client, children bound once (1k)"
+    ]
+    assert (logged["value"], logged["baseline"], logged["ratio"]) == (10, 50, 0.2)
+    del result["variants"]["ours-log"]
     del result["variants"]["prometheus-bound"]  # a style without its counterpart gets no ratio
     assert list(r["figure"] for r in load_instructions.rows(result, {"1k": 1000.0})) == [labeled["figure"]]
 
@@ -304,9 +364,7 @@ def _webhook_lines(variant: str, requests: int) -> list[str]:
     async def run() -> None:
         async with app.router.lifespan_context(app):
             await asyncio.gather(*(request() for _ in range(requests)))
-            tick = app.state.tick
-            if variant == "ours-append":
-                tick()  # the prototype's fold runs at the flush (which spools here: no database)
+            tick = app.state.tick  # ours' request log: folded by the scrape as by the flush
             scraped = tick() if variant.startswith("prometheus") else tick.__self__.prometheus_text()
             text.extend(scraped.decode().splitlines())
 
@@ -324,7 +382,7 @@ def _webhook_lines(variant: str, requests: int) -> list[str]:
 
 @pytest.mark.parametrize(
     ("labeled", "bound"),
-    [("ours", "ours-bound"), ("prometheus", "prometheus-bound"), ("ours", "ours-append")],
+    [("ours", "ours-bound"), ("prometheus", "prometheus-bound"), ("ours", "ours-log")],
 )
 def test_children_bound_once_record_what_labels_at_every_call_record(labeled: str, bound: str) -> None:
     # ours' app has no database here: its flush would spool, so the client's own exposition is read instead

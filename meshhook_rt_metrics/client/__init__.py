@@ -3,6 +3,7 @@
 from meshhook_rt_metrics.client.client import MetricsClient, default_source
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, Histogram, LabelError, Timer
 from meshhook_rt_metrics.client.labels import default_redactor, no_redaction
+from meshhook_rt_metrics.client.request_log import RequestLog
 from meshhook_rt_metrics.client.settings import ClientSettings
 from meshhook_rt_metrics.client.sinks import (
     BatchTooLargeError,
@@ -29,6 +30,7 @@ __all__ = [
     "MetricsClient",
     "NotAuthorisedError",
     "PostgresSink",
+    "RequestLog",
     "ServerError",
     "SinkError",
     "Sketch",

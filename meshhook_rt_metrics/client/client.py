@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,7 @@ from meshhook_rt_metrics.client.collectors import PROCESS_LABELS, LoopLagMonitor
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram
 from meshhook_rt_metrics.client.labels import Redactor
 from meshhook_rt_metrics.client.registry import Health, Registry
+from meshhook_rt_metrics.client.request_log import RequestLog
 from meshhook_rt_metrics.client.settings import ClientSettings
 from meshhook_rt_metrics.client.sinks import (
     BatchTooLargeError,
@@ -226,6 +228,19 @@ class MetricsClient:
     ) -> Gauge:
         """A gauge driven by ``inc``/``dec`` (in-flight requests, queue depth)."""
         return self.registry.gauge(name, help, labels, unit)
+
+    def request_log(
+        self,
+        *observed: object,
+        outcomes: Mapping[Hashable, object],
+        in_flight: object = None,
+        name: str = "request_log",
+    ) -> RequestLog:
+        """One entry a request instead of a call per metric: ``start()`` when it begins (only for
+        ``in_flight``) and ``record((outcome, *values))`` in its ``finally``, both bare C appends; the flush
+        folds them into the counter series ``outcomes[outcome]`` (+1), the ``observed`` series (one value
+        each, in order) and the ``in_flight`` up-down counter, exactly as the calls would have."""
+        return self.registry.request_log(observed, outcomes, in_flight, name)
 
     def monitor_event_loop(
         self, loop: asyncio.AbstractEventLoop | None = None, interval: float = 0.25

@@ -44,6 +44,7 @@ class PrometheusCollector:
 
     def collect(self) -> Iterator[Metric]:
         with self._registry.read_lock:
+            self._registry.fold_request_logs()
             families = [self._family(m) for m in self._registry.metrics()]
         yield from (f for f in families if f is not None)
 

@@ -127,6 +127,16 @@ class _Child:
             except Exception:  # values no check foresaw: dropped and counted, never raised into a caller
                 self._report(entries)
 
+    def absorb(self, entries: list[Any]) -> None:
+        """Fold ``entries`` as if they had been logged after this series' own log (a request log's fold):
+        the same validation, and never raising."""
+        with self._lock:
+            self._fold_locked()
+            try:
+                self._absorb(entries)
+            except Exception:
+                self._report(entries)
+
     def _absorb(self, entries: list[Any]) -> None:
         raise NotImplementedError
 

@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram, Metric, Point
 from meshhook_rt_metrics.client.labels import Redactor, default_redactor
 from meshhook_rt_metrics.client.limits import MAX_POINT_COUNT, MAX_POINT_SUM, within_limits
+from meshhook_rt_metrics.client.request_log import RequestLog
 
 log = logging.getLogger("meshhook_rt_metrics.client")
 
@@ -44,6 +45,7 @@ class Registry:
         self._redacted: OrderedDict[str, str] = OrderedDict()
         self._redacted_by: Redactor = self.redact
         self._metrics: dict[str, Metric] = {}
+        self._request_logs: list[RequestLog] = []
         self._lock = threading.Lock()
         # one reader at a time: the flush (which moves each interval into the series' totals) or a
         # Prometheus scrape (which sums them); each series' own lock already keeps either view whole
@@ -87,6 +89,24 @@ class Registry:
     ) -> Gauge:
         return self._register(Gauge, name, lambda: Gauge(self, name, help, labels, unit, callback))
 
+    def request_log(
+        self,
+        observed: tuple[object, ...],
+        outcomes: Mapping[Hashable, object],
+        in_flight: object = None,
+        name: str = "request_log",
+    ) -> RequestLog:
+        request_log = RequestLog(self, observed, outcomes, in_flight, name)
+        gauge = request_log.in_flight
+        with self._lock:
+            if gauge is not None and any(other.in_flight is gauge for other in self._request_logs):
+                raise ValueError(
+                    f"request log: in_flight {gauge._metric.name!r} is fed by another request log already; "
+                    "its values are exact only when one log feeds it"
+                )
+            self._request_logs.append(request_log)
+        return request_log
+
     def metrics(self) -> list[Metric]:
         return list(self._metrics.values())
 
@@ -94,9 +114,20 @@ class Registry:
         return self._metrics.get(name)
 
     # -- collection -------------------------------------------------------------------------------
+    def fold_request_logs(self) -> None:
+        """Fold the request logs into their series; a reader does, under ``read_lock``, before it reads."""
+        for request_log in list(self._request_logs):
+            try:
+                request_log.fold()
+            except Exception:  # never let one log break the flush of the others
+                self._warn(
+                    "fold:" + request_log.name, "folding request log %s failed", request_log.name, exc=True
+                )
+
     def collect(self, ts: float) -> list[Point]:
         points: list[Point] = []
         with self.read_lock:
+            self.fold_request_logs()
             metrics = self.metrics()
             for metric in metrics:  # fold first: invalid values a fold finds reach the health counters
                 metric.fold()  # collected in this same flush
@@ -130,6 +161,8 @@ class Registry:
         self.read_lock = threading.Lock()
         for metric in self.metrics():
             metric.after_fork()
+        for request_log in self._request_logs:
+            request_log.after_fork()
 
     # -- policy callbacks from instruments --------------------------------------------------------
     def redact_cached(self, text: str) -> str:
