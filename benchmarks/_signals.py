@@ -12,9 +12,13 @@ from types import FrameType
 
 
 def stop_on_sigterm() -> None:
-    """From now on, SIGTERM raises ``KeyboardInterrupt`` in the main thread, so everything unwinds."""
+    """From now on, SIGTERM raises ``KeyboardInterrupt`` in the main thread, so everything unwinds. Call it
+    where the orchestration starts (not in a benchmark's child or served modes)."""
     signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # once: a second SIGTERM (or a Ctrl-C) must not interrupt the clean-up the first one started
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt

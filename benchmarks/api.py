@@ -432,11 +432,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     pg = LocalPostgres(tmp / "pg", port=0, fast=True)
-    pg.init()
-    pg.start()
     server: subprocess.Popen[bytes] | None = None
     servers: list[subprocess.Popen[bytes]] = []
     try:
+        pg.init()  # within the try: a SIGTERM while it starts still stops it
+        pg.start()
         bootstrap_database(pg)
         migrator.migrate(pg.url())
         project, user, token, hours_until, populate_s = populate(pg, args.only)

@@ -743,7 +743,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--automatic", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    stop_on_sigterm()
     if args.child:
         ran = drive(
             args.child, args.db_url or "", args.n, args.every, args.collections, args.automatic, args.idle
@@ -769,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--variants: plain and any of {','.join(VARIANTS[1:])}, each once; got {args.variants!r}"
         )
     setups = _setups(parser, args.setups)
+    stop_on_sigterm()
     with database(args.db_url) as db_url:
         say(
             f"callgrind: {', '.join(variants)}; {args.n1:,} and {args.n2:,} requests, and {args.ticks} ticks; "

@@ -96,9 +96,19 @@ class Registry:
         in_flight: object = None,
         name: str = "request_log",
     ) -> RequestLog:
+        """The log named ``name``: a new one, or the one made before with the same series (as a metric's
+        registration returns the existing metric)."""
         request_log = RequestLog(self, observed, outcomes, in_flight, name)
         gauge = request_log.in_flight
         with self._lock:
+            for other in self._request_logs:
+                if other.name == name:
+                    if other.same_as(request_log):
+                        return other
+                    raise ValueError(
+                        f"request log {name!r} is already registered with other series; give this one "
+                        "another name"
+                    )
             if gauge is not None and any(other.in_flight is gauge for other in self._request_logs):
                 raise ValueError(
                     f"request log: in_flight {gauge._metric.name!r} is fed by another request log already; "

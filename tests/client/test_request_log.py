@@ -186,35 +186,41 @@ class _Weird:
 
 
 def test_one_malformed_entry_alone_is_found_and_never_costs_the_others() -> None:
+    """Each shape alone among well-formed entries: the fast path must refuse it by itself."""
     from collections import namedtuple
 
     Entry = namedtuple("Entry", "outcome seconds size")
-    for bad in [
-        Entry("accepted", 0.5, 10),
+    shapes = [
+        Entry("accepted", 0.5, 10),  # a tuple subclass: refused as any other non-tuple
         ["accepted", 0.5, 10],
-        {"accepted": 0, "x": 1},
-        "ab",
+        ("accepted", 0.5),
+        ("accepted", 0.5, 10, 99),
+        {"accepted": 0, "x": 1, "y": 2},
+        "abc",
         (),
-        _Weird(),
-    ]:
+        _Weird(),  # its == and hash raise
+        (_Weird(), 0.5, 10),  # an outcome that cannot be hashed
+        (["accepted"], 0.5, 10),
+    ]
+    for bad in shapes:
         client, sink = memory_client()
         hook = Webhook(client, logged=True)
         assert hook.log is not None
-        hook.log.start()
+        for _ in range(3):
+            hook.log.start()
         hook.log.record(("accepted", 0.5, 10))
-        hook.log.start()
         hook.log.record(bad)  # type: ignore[arg-type]
-        hook.log.start()
-        hook.log.record((_Weird(), 0.5, 10))  # an outcome that cannot be hashed
+        hook.log.record(("rejected", 0.25, 4))
         client.flush()
         assert totals(sink.batches, "hook_requests_total") == {
-            (("outcome", "accepted"), ("signature", "verified")): [1, 1]
+            (("outcome", "accepted"), ("signature", "verified")): [1, 1],
+            (("outcome", "rejected"), ("signature", "invalid")): [1, 1],
         }, bad
-        assert totals(sink.batches, "hook_body_bytes") == {(): [1, 10]}, bad
+        assert totals(sink.batches, "hook_body_bytes") == {(): [2, 14]}, bad
         invalid = "meshhook_metrics_client_invalid_values_total"
-        assert health_total(client, invalid, metric="request_log") == 2, bad
+        assert health_total(client, invalid, metric="request_log") == 1, bad
         assert health_total(client, invalid, metric="hook_body_bytes") == 0, bad
-        assert hook.in_flight.value == 0  # three starts, three records (two of them malformed)
+        assert hook.in_flight.value == 0  # three starts, three records (one malformed)
 
 
 def test_a_strict_client_counts_what_its_calls_would_raise() -> None:
@@ -232,20 +238,33 @@ def test_a_strict_client_counts_what_its_calls_would_raise() -> None:
     assert totals(sink.batches, "hook_body_bytes") == {(): [1, 10]}
 
 
-def test_one_log_alone_feeds_an_in_flight_gauge() -> None:
+def test_asking_twice_for_a_log_returns_it_and_one_log_alone_feeds_an_in_flight_gauge() -> None:
     client, _ = memory_client()
     hook = Webhook(client, logged=True)
+    again = client.request_log(
+        hook.duration,
+        hook.size,
+        outcomes=dict(zip(NAMES, hook.outcomes, strict=True)),
+        in_flight=client.up_down_counter("hook_in_flight"),  # the same series, by its metric
+    )
+    assert again is hook.log  # an app factory run twice on one client
+    with pytest.raises(ValueError, match="'request_log' is already registered with other series"):
+        client.request_log(hook.size, outcomes={"a": hook.outcomes[0]})
     with pytest.raises(ValueError, match="'hook_in_flight' is fed by another request log already"):
-        client.request_log(outcomes={"a": hook.outcomes[0]}, in_flight=hook.in_flight)
-    assert len(client.registry._request_logs) == 1
+        client.request_log(outcomes={"a": hook.outcomes[0]}, in_flight=hook.in_flight, name="other")
+    assert client.registry._request_logs == [hook.log]
 
 
-def test_a_log_that_fails_to_fold_does_not_stop_the_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_log_that_fails_to_fold_counts_its_entries_and_the_flush_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, sink = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
     other = client.counter("other_total")
     other.inc()
+    hook.log.start()
+    hook.log.record(("accepted", 0.1, 1))
     hook.log.record(("accepted", 0.1, 1))
 
     def broken(self: RequestLog, entries: list[Any]) -> None:
@@ -254,6 +273,8 @@ def test_a_log_that_fails_to_fold_does_not_stop_the_flush(monkeypatch: pytest.Mo
     monkeypatch.setattr(RequestLog, "_fold", broken)
     client.flush()
     assert totals(sink.batches, "other_total") == {(): [1, 1]}
+    invalid = "meshhook_metrics_client_invalid_values_total"
+    assert health_total(client, invalid, metric="request_log") == 2  # the records, not the start
 
 
 def test_bad_series_are_refused_when_the_log_is_made() -> None:
