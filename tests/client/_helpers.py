@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,23 @@ def health_total(client: MetricsClient, name: str, **labels: str) -> float:
     text = client.prometheus_text().decode()
     m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
+
+
+def with_concurrent_flushes(client: MetricsClient, work: Callable[[], None], threads: int) -> None:
+    """Run ``work`` on ``threads`` threads while another flushes without pause, then flush once more."""
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            client.flush()
+
+    f = threading.Thread(target=flusher)
+    f.start()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    f.join()
+    client.flush()

@@ -4,7 +4,6 @@ sampling, /proc reading. Timing lives in benchmarks/; these check that nothing o
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from meshhook_rt_metrics.client import instruments
 from meshhook_rt_metrics.client.labels import _reference_redactor, default_redactor
 from meshhook_rt_metrics.client.registry import REDACTION_CACHE_SIZE
 from meshhook_rt_metrics.client.sketch import Sketch
-from tests.client._helpers import health_total, memory_client, totals, user_points
+from tests.client._helpers import health_total, memory_client, totals, user_points, with_concurrent_flushes
 
 
 def _gauge_points(batches: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -69,7 +68,6 @@ def test_gauge_inc_dec_is_exact_across_threads_with_concurrent_flushes() -> None
     inflight = client.up_down_counter("inflight")
     child = inflight.labels()
     threads, per = 6, 20_000
-    stop = threading.Event()
 
     def work() -> None:
         for _ in range(per):
@@ -77,20 +75,7 @@ def test_gauge_inc_dec_is_exact_across_threads_with_concurrent_flushes() -> None
             child.dec()
         child.inc(2)
 
-    def flusher() -> None:
-        while not stop.is_set():
-            client.flush()
-
-    f = threading.Thread(target=flusher)
-    f.start()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    stop.set()
-    f.join()
-    client.flush()
+    with_concurrent_flushes(client, work, threads)
     points = _gauge_points(sink.batches, "inflight")
     assert child.value == 2 * threads
     assert points[-1]["last"] == 2 * threads

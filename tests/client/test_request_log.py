@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshhook_rt_metrics.client import MetricsClient, RequestLog
-from tests.client._helpers import health_total, memory_client, totals, user_points
+from tests.client._helpers import health_total, memory_client, totals, user_points, with_concurrent_flushes
 
 OUTCOMES = (("accepted", "verified"), ("rejected", "invalid"))
 NAMES = ("accepted", "rejected")
@@ -111,27 +110,13 @@ def test_exact_under_threads_with_concurrent_flushes() -> None:
     assert hook.log is not None
     start, record = hook.log.start, hook.log.record
     per_thread, threads_n = 5_000, 4
-    stop = threading.Event()
 
     def handler() -> None:
         for i in range(per_thread):
             start()
             record(("accepted", 0.001, i % 7))
 
-    def flusher() -> None:
-        while not stop.is_set():
-            client.flush()
-
-    f = threading.Thread(target=flusher)
-    f.start()
-    threads = [threading.Thread(target=handler) for _ in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stop.set()
-    f.join()
-    client.flush()
+    with_concurrent_flushes(client, handler, threads_n)
     n = per_thread * threads_n
     assert totals(sink.batches, "hook_requests_total") == {
         (("outcome", "accepted"), ("signature", "verified")): [n, n]
