@@ -32,7 +32,8 @@ that h2load's runs leave (their added CPU per request is a difference of two ~20
 component rows (the calls in a warm loop of their own) it is paid with the caches as a real handler leaves them.
 
 Counted (``benchmarks.load_instructions``, after the in-context runs; ``--skip-instructions`` to leave it out):
-the same apps (and ``ours-bound`` / ``prometheus-bound``, whose handlers call children bound once) under
+the same apps (and ``ours-bound`` / ``prometheus-bound``, whose handlers call children bound once, and
+``ours-log``, whose handler feeds the client's request log instead of calling the instruments) under
 ``valgrind --tool=callgrind``: the instructions a request and a flush / a scrape cost, which the machine's load
 does not move as it moves CPU time, reported with a flush and a scrape a second at plain's saturation
 throughput and at the fixed rate of the h2load runs; and the throughput each keeps against the plain service's
