@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -232,7 +232,7 @@ class MetricsClient:
     def request_log(
         self,
         *observed: object,
-        outcomes: Mapping[Hashable, object],
+        outcomes: Mapping[Any, object],  # any hashable keys (Mapping is invariant in them)
         in_flight: object = None,
         name: str = "request_log",
     ) -> RequestLog:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from meshhook_rt_metrics.client.instruments import Counter, Gauge, GaugeCallback, Histogram, Metric, Point
@@ -92,7 +92,7 @@ class Registry:
     def request_log(
         self,
         observed: tuple[object, ...],
-        outcomes: Mapping[Hashable, object],
+        outcomes: Mapping[Any, object],
         in_flight: object = None,
         name: str = "request_log",
     ) -> RequestLog:

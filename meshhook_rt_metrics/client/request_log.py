@@ -3,13 +3,14 @@
 A handler instrumented with five calls (count the outcome, observe the duration and the body's size, raise
 and lower the in-flight gauge) runs five Python functions a request; on a busy asynchronous service that
 is most of what metrics cost it (docs/architecture.md, "The client in a real service"). Here a request
-costs two calls of C functions, no Python frame at all: ``start()`` (``list.append`` of ``None``, bound with
-``functools.partial``) when it begins and ``record((outcome, *values))`` (a bound ``list.append``) when it
+costs two calls of C functions, no Python frame at all: ``start()`` (``deque.append`` of ``None``, bound with
+``functools.partial``) when it begins and ``record((outcome, *values))`` (a bound ``deque.append``) when it
 ends. The flush (and a Prometheus scrape) folds the log with C-speed builtins into the same series the
 five calls would have fed, with the same values (float sums to rounding, summed in other batches): each
 entry's ``outcome`` (the name of a counter's child) counted once, its values observed by the log's children,
-and the in-flight gauge replayed in the one order of starts and ends (both go to the same list, so its
-count, sum, min, max and last are exact, as long as this log alone feeds it).
+and the in-flight gauge replayed in the one order of starts and ends (both go to the same deque, so its
+count, sum, min, max and last are exact, as long as nothing but this log changes it: a second log is refused,
+direct ``inc``/``dec``/``set`` calls are not, and would be folded before each flush's entries).
 
 An entry names its outcome (a string) rather than holding the counter's child: a tuple of strings and numbers
 is left by the garbage collector's first young collection, while one that holds an object stays tracked until
@@ -31,7 +32,7 @@ import threading
 from array import array
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from itertools import compress, repeat, starmap
 from operator import is_not
@@ -69,7 +70,7 @@ class RequestLog:
         self,
         owner: LogOwner,
         observed: Sequence[object],
-        outcomes: Mapping[Hashable, object],
+        outcomes: Mapping[Any, object],
         in_flight: object = None,
         name: str = "request_log",
     ) -> None:
@@ -83,10 +84,12 @@ class RequestLog:
             None if in_flight is None else _child(owner, in_flight, (GaugeChild,), "in_flight")
         )
         self._lock = threading.Lock()
-        # a deque, not a list: it grows by blocks of 64 entries that it reuses, where a list a flush long (a few
-        # thousand entries) is reallocated as it grows, in blocks large enough to make glibc's malloc
-        # consolidate its free lists, which slowed the application's own small mallocs (OpenSSL's for the
-        # HMAC among them): counted, ~1,500 instructions a request in the load test's service
+        # a deque, not a list: it grows by blocks of 64 entries (528 bytes, below the size at which glibc's
+        # malloc consolidates its free lists), where a list a flush long (a few thousand entries) is
+        # reallocated between the requests as it grows, in blocks large enough to make glibc consolidate, which
+        # slowed the application's own small mallocs (OpenSSL's for the HMAC among them): counted, ~1,200
+        # instructions a request less in the load test's service (the fold's own list of the entries still
+        # grows, once a flush, on the flush's thread)
         self._log: deque[Any] = deque()
         self.record: Callable[[tuple[Any, ...]], None] = self._log.append
         self.start: Callable[[], None] = partial(self._log.append, None)
@@ -185,8 +188,8 @@ class RequestLog:
         )
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's unfolded entries are the parent's to ship. The list is emptied in
-        place, never replaced: the application holds ``record`` and ``start`` bound to it."""
+        """In a forked child: the parent's unfolded entries are the parent's to ship. The deque is emptied
+        in place, never replaced: the application holds ``record`` and ``start`` bound to it."""
         self._lock = threading.Lock()
         self._log.clear()
 

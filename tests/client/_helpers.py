@@ -56,8 +56,9 @@ def health_total(client: MetricsClient, name: str, **labels: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def with_concurrent_flushes(client: MetricsClient, work: Callable[[], None], threads: int) -> None:
-    """Run ``work`` on ``threads`` threads while another flushes without pause, then flush once more."""
+def with_concurrent_flushes(client: MetricsClient, work: Callable[[int], None], threads: int) -> None:
+    """Run ``work(i)`` on threads ``i`` = 0 .. ``threads`` - 1 while another flushes without pause, then flush
+    once more."""
     stop = threading.Event()
 
     def flusher() -> None:
@@ -66,7 +67,7 @@ def with_concurrent_flushes(client: MetricsClient, work: Callable[[], None], thr
 
     f = threading.Thread(target=flusher)
     f.start()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     for t in workers:
         t.start()
     for t in workers:

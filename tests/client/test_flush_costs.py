@@ -69,7 +69,7 @@ def test_gauge_inc_dec_is_exact_across_threads_with_concurrent_flushes() -> None
     child = inflight.labels()
     threads, per = 6, 20_000
 
-    def work() -> None:
+    def work(i: int) -> None:
         for _ in range(per):
             child.inc()
             child.dec()

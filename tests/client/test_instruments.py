@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshhook_rt_metrics.client import LabelError, MetricsClient, Sketch
-from tests.client._helpers import memory_client, totals, user_points
+from tests.client._helpers import memory_client, totals, user_points, with_concurrent_flushes
 
 
 def _check_wire(batch: dict[str, Any]) -> None:
@@ -92,11 +92,6 @@ def test_exact_totals_under_threads_with_concurrent_flushes() -> None:
     counter = client.counter("work_total", labels=("worker",))
     hist = client.histogram("work_seconds")
     threads_n, per_thread = 8, 20_000
-    stop = threading.Event()
-
-    def flusher() -> None:
-        while not stop.is_set():
-            client.flush()
 
     def work(i: int) -> None:
         child = counter.labels(worker=str(i % 2))
@@ -107,16 +102,7 @@ def test_exact_totals_under_threads_with_concurrent_flushes() -> None:
                 counter.inc(worker=str(i % 2))
             hist.observe((j % 100) / 10)
 
-    f = threading.Thread(target=flusher)
-    f.start()
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    stop.set()
-    f.join()
-    client.flush()
+    with_concurrent_flushes(client, work, threads_n)
     got = totals(sink.batches, "work_total")
     assert sum(v[1] for v in got.values()) == threads_n * per_thread
     assert sum(v[0] for v in got.values()) == threads_n * per_thread

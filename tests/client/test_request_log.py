@@ -111,10 +111,10 @@ def test_exact_under_threads_with_concurrent_flushes() -> None:
     start, record = hook.log.start, hook.log.record
     per_thread, threads_n = 5_000, 4
 
-    def handler() -> None:
-        for i in range(per_thread):
+    def handler(i: int) -> None:
+        for j in range(per_thread):
             start()
-            record(("accepted", 0.001, i % 7))
+            record(("accepted", 0.001, j % 7))
 
     with_concurrent_flushes(client, handler, threads_n)
     n = per_thread * threads_n
