@@ -102,9 +102,8 @@ class RequestLog:
             k = len(log)
             if not k:
                 return
-            entries = list(
-                starmap(log.popleft, repeat((), k))
-            )  # each popleft atomic: appends go on meanwhile
+            # the k oldest, in order: each popleft is atomic, and appends go on meanwhile at the other end
+            entries = list(starmap(log.popleft, repeat((), k)))
             if k > UNFOLDED_WARNING:
                 self._owner._warn(
                     "unfolded:" + self.name,
