@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import threading
 import uuid
@@ -75,3 +77,23 @@ def with_concurrent_flushes(client: MetricsClient, work: Callable[[int], None], 
     stop.set()
     f.join()
     client.flush()
+
+
+def in_a_fork(work: Callable[[], Any]) -> tuple[int, Any]:
+    """Run ``work`` in a forked child: the child's pid and what ``work`` returned (as JSON, through a pipe).
+    The child leaves with ``os._exit`` whatever happens; its failure fails the caller."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.write(write_end, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:  # read before waiting: a full pipe would block the child
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child failed"
+    return pid, json.loads(data)

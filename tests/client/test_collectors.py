@@ -15,7 +15,7 @@ import pytest
 
 from meshhook_rt_metrics.client import MetricsClient
 from meshhook_rt_metrics.client.settings import ClientSettings, default_service_name
-from tests.client._helpers import memory_client
+from tests.client._helpers import in_a_fork, memory_client
 
 PROCESS_GAUGES = ("process_resident_memory_bytes", "process_virtual_memory_bytes", "process_threads")
 HOST_METRICS = ("system_cpu_utilization_ratio", "system_memory_available_bytes")
@@ -209,22 +209,13 @@ def test_a_forked_child_reports_under_its_own_instance(instance: str | None) -> 
     client, sink = memory_client(**options)
     client.flush()
     parent_labels = client.process_labels
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            client.flush()
-            rss = [p["labels"] for b in sink.batches for p in b["points"] if p["name"] == PROCESS_GAUGES[0]]
-            os.write(write_end, json.dumps({"labels": client.process_labels, "rss": rss}).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    child = json.loads(os.read(read_end, 100_000))
-    os.close(read_end)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def in_child() -> dict[str, Any]:
+        client.flush()
+        rss = [p["labels"] for b in sink.batches for p in b["points"] if p["name"] == PROCESS_GAUGES[0]]
+        return {"labels": client.process_labels, "rss": rss}
+
+    pid, child = in_a_fork(in_child)
     prefix = instance if instance is not None else socket.gethostname()
     assert child["labels"]["instance"] == f"{prefix}:{pid}" != parent_labels["instance"]
     assert child["rss"][-1] == child["labels"]  # the child's own series, not the parent's

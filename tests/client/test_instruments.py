@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshhook_rt_metrics.client import LabelError, MetricsClient, Sketch
-from tests.client._helpers import memory_client, totals, user_points, with_concurrent_flushes
+from tests.client._helpers import in_a_fork, memory_client, totals, user_points, with_concurrent_flushes
 
 
 def _check_wire(batch: dict[str, Any]) -> None:
@@ -436,26 +435,16 @@ def test_fork_child_starts_clean(tmp_path: Path) -> None:
     client, sink = memory_client()
     c = client.counter("forked_total")
     c.inc(5)  # unflushed in the parent at fork time
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            c.inc(3)
-            client.flush()
-            report = {
-                "source": client.source,
-                "total": sum(v[1] for v in totals(sink.batches, "forked_total").values()),
-            }
-            os.write(write_end, json.dumps(report).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    child = json.loads(os.read(read_end, 10_000))
-    os.close(read_end)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def in_child() -> dict[str, Any]:
+        c.inc(3)
+        client.flush()
+        return {
+            "source": client.source,
+            "total": sum(v[1] for v in totals(sink.batches, "forked_total").values()),
+        }
+
+    _, child = in_a_fork(in_child)
     assert child["total"] == 3
     assert child["source"] != client.source
     c.inc()

@@ -4,7 +4,6 @@ it replaces (shipped into a MemorySink: no database needed)."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
@@ -12,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshhook_rt_metrics.client import MetricsClient, RequestLog
-from tests.client._helpers import health_total, memory_client, totals, user_points, with_concurrent_flushes
+from tests.client._helpers import (
+    health_total,
+    in_a_fork,
+    memory_client,
+    totals,
+    user_points,
+    with_concurrent_flushes,
+)
 
 OUTCOMES = (("accepted", "verified"), ("rejected", "invalid"))
 NAMES = ("accepted", "rejected")
@@ -332,22 +338,12 @@ def test_fork_child_starts_clean_and_its_bound_record_still_ships() -> None:
     assert hook.log is not None
     record = hook.log.record
     record(("accepted", 0.1, 5))  # unflushed in the parent at fork time: the parent's to ship
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            record(("accepted", 0.2, 7))
-            client.flush()
-            os.write(write_end, json.dumps(totals(sink.batches, "hook_body_bytes")[()]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    in_child = json.loads(os.read(read_end, 10_000))
-    os.close(read_end)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert in_child == [1, 7]
+
+    def in_child() -> Any:
+        record(("accepted", 0.2, 7))
+        client.flush()
+        return totals(sink.batches, "hook_body_bytes")[()]
+
+    assert in_a_fork(in_child)[1] == [1, 7]
     client.flush()
     assert totals(sink.batches, "hook_body_bytes") == {(): [1, 5]}
