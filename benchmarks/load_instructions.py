@@ -47,7 +47,7 @@ HTTP request / (plain's HTTP request + the variant's addition)``, since a satura
 inverse proportion to their cost. ``--rates`` are taken as the saturation rates (the flush's share of a
 request); ``benchmarks.load_webhook`` passes the one it measured.
 
-    .venv/bin/python -m benchmarks.load_instructions                        # ~60 minutes on 2 cores
+    .venv/bin/python -m benchmarks.load_instructions                        # ~70 minutes on 2 cores
     .venv/bin/python -m benchmarks.load_instructions --repeats 1 --rates 2500  # ~25 minutes
     .venv/bin/python -m benchmarks.load_instructions --variants plain,ours --setups none   # ~8 minutes
     .venv/bin/python -m benchmarks.load_instructions --cache-sim            # a cycle estimate too, ~2x longer
@@ -602,7 +602,7 @@ def added_over_http(result: dict[str, Any], variant: str, setup: str, rate: floa
 
 
 def _versus(ours: str, theirs: str) -> str:
-    """ "ours vs prometheus_client" and the handlers' style, once when both share it."""
+    """The pair's label: ours against prometheus_client, with each handler's style (once when they share it)."""
     if STYLE[ours] == STYLE[theirs]:
         return f"ours vs prometheus_client{STYLE[ours]}"
     return f"ours{STYLE[ours]} vs prometheus_client{STYLE[theirs]}"
