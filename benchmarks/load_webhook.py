@@ -88,7 +88,7 @@ VARIANTS = ("plain", "ours", "prometheus")  # the timed runs' services: labels g
 # the same two libraries with the children of the handler's fixed label sets bound once (``.labels(...)`` at
 # start-up, the style both libraries document for hot paths); counted by ``benchmarks.load_instructions``
 BOUND_VARIANTS = ("ours-bound", "prometheus-bound")
-# ours with the client's request log: one entry a request instead of five calls (``client.request_log``)
+# ours with the client's request log: bare C appends instead of five calls (``client.request_log``)
 LOGGED_VARIANTS = ("ours-log",)
 KEY = b"whsec_" + b"k" * 32
 ROUTE = "/api/hooks/[slug]"
@@ -347,9 +347,9 @@ def _request_log_handler(
     project: str, db_url: str, spool: str, background: bool, db_seconds: float, check: Any
 ) -> tuple[Any, Any]:
     """The handler with the client's request log (``client.request_log``): no metrics call at all, only
-    ``start()`` and ``record((outcome, seconds, size))``, bare C appends; the flush folds them into the same
-    four metrics the five calls feed, with the same values. Unlike the five calls, a request that raises
-    counts as rejected, with the size read so far."""
+    ``start()``, the outcome's ``end`` and the two values' ``observe``, bare C appends; the flush folds them
+    into the same four metrics the five calls feed, with the same values. Unlike the five calls, a request
+    that raises counts as rejected, with the size read so far."""
     import asyncio
 
     from starlette.requests import Request
@@ -359,11 +359,14 @@ def _request_log_handler(
 
     perf, sleep, loads = time.perf_counter, asyncio.sleep, json.loads
     start: Any = None  # bound at start-up, like the "-bound" handlers' children
-    record: Any = None
+    accepted: Any = None
+    rejected: Any = None
+    took: Any = None
+    sized: Any = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        nonlocal start, record
+        nonlocal start, accepted, rejected, took, sized
         client = MetricsClient(
             project_id=project,
             database_url=db_url,
@@ -388,7 +391,8 @@ def _request_log_handler(
             },
             in_flight=client.up_down_counter("meshhook_webhook_inflight_requests", "Requests being handled"),
         )
-        start, record = log.start, log.record
+        start, accepted, rejected = log.start, log.end["accepted"], log.end["rejected"]
+        took, sized = log.observe
         try:
             yield
         finally:
@@ -397,7 +401,7 @@ def _request_log_handler(
     async def hook(request: Request) -> Response:
         t0 = perf()
         start()
-        outcome, size = "rejected", 0
+        end, size = rejected, 0
         try:
             body = await request.body()
             size = len(body)
@@ -405,10 +409,12 @@ def _request_log_handler(
                 return JSONResponse({"error": "invalid signature"}, status_code=401)
             event = loads(body)
             await sleep(db_seconds)
-            outcome = "accepted"
+            end = accepted
             return JSONResponse({"accepted": True, "id": event["id"], "slug": request.path_params["slug"]})
         finally:
-            record((outcome, perf() - t0, size))
+            end()
+            took(perf() - t0)
+            sized(size)
 
     return hook, lifespan
 

@@ -416,7 +416,7 @@ def test_a_set_up_that_fails_over_http_gets_no_rows_and_the_counts_stand(
     monkeypatch.setattr(load_instructions, "_over_http", over_http)
     result = _result(plain=_runs((100, 0)), ours=_runs((130, 0)), prometheus=_runs((200, 0)))
     load_instructions._count_over_http(
-        result, ("uvicorn[standard]", "uvicorn"), ("plain", "ours", "prometheus"), "", Path("."), None
+        result, ("uvicorn[standard]", "uvicorn"), ("plain", "ours", "prometheus"), "", Path("."), None, 60_000
     )
     assert list(result["http"]) == ["uvicorn"]
     assert "exited before listening" in result["http_failed"]["uvicorn[standard]"]

@@ -236,10 +236,10 @@ class MetricsClient:
         in_flight: object = None,
         name: str = "request_log",
     ) -> RequestLog:
-        """One entry a request instead of a call per metric: ``start()`` when it begins (only for
-        ``in_flight``) and ``record((outcome, *values))`` in its ``finally``, both bare C appends; the flush
-        folds them into the counter series ``outcomes[outcome]`` (+1), the ``observed`` series (one value
-        each, in order) and the ``in_flight`` up-down counter, exactly as the calls would have."""
+        """Bare C appends instead of a call per metric: ``start()`` when a request begins (only for
+        ``in_flight``), ``end[outcome]()`` and each of ``observe`` (one value each, in the order of
+        ``observed``) when it ends; the flush folds them into the counter series ``outcomes[outcome]`` (+1),
+        the ``observed`` series and the ``in_flight`` up-down counter, exactly as the calls would have."""
         return self.registry.request_log(observed, outcomes, in_flight, name)
 
     def monitor_event_loop(

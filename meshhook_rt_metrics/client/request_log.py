@@ -1,52 +1,51 @@
-"""A request log: one entry per request, folded into several series at each flush.
+"""A request log: bare appends while a request runs, folded into several series at each flush.
 
 A handler instrumented with five calls (count the outcome, observe the duration and the body's size, raise
 and lower the in-flight gauge) runs five Python functions a request; on a busy asynchronous service that
-is most of what metrics cost it (docs/architecture.md, "The client in a real service"). Here a request
-costs two calls of C functions, no Python frame at all: ``start()`` (``deque.append`` of ``None``, bound with
-``functools.partial``) when it begins and ``record((outcome, *values))`` (a bound ``deque.append``) when it
-ends. The flush (and a Prometheus scrape) folds the log with C-speed builtins into the same series the
-five calls would have fed, with the same values (float sums to rounding, summed in other batches): each
-entry's ``outcome`` (the name of a counter's child) counted once, its values observed by the log's children,
-and the in-flight gauge replayed in the one order of starts and ends (both go to the same deque, so its
-count, sum, min, max and last are exact, as long as nothing but this log changes it: a second log is refused,
-direct ``inc``/``dec``/``set`` calls are not, and would be folded before each flush's entries).
+is most of what metrics cost it (docs/architecture.md, "The client in a real service"). Here every call is a
+C function and no Python frame runs: ``start()`` when a request begins, its outcome's ``end`` callable when it
+ends (both ``functools.partial`` of ``deque.append`` with a small int, the outcome's code), and one bound
+``deque.append`` per observed value (``observe``). Nothing is allocated but the values themselves: no entry
+tuple, so no container for the garbage collector to count, track and traverse (the first design's one tuple
+a request brought on more young and full collections: counted).
 
-An entry names its outcome (a string) rather than holding the counter's child: a tuple of strings and numbers
-is left by the garbage collector's first young collection, while one that holds an object stays tracked until
-the fold and, surviving young collections meanwhile, brings on more full collections (counted: one every
-~2,100 requests instead of ~2,300 in the load test's service, ~800 instructions a request).
+The flush (and a Prometheus scrape) folds the deques at C speed into the same series the five calls would
+have fed, with the same values (float sums to rounding, summed in other batches): the codes become ``bytes``,
+each outcome's count is one ``bytes.count``, and the in-flight gauge is replayed in the one order of starts
+and ends (both go to the codes' deque, so its count, sum, min, max and last are exact, as long as nothing but
+this log changes it: a second log is refused, direct ``inc``/``dec``/``set`` calls are not, and would be folded
+before each flush's starts and ends). Each observed series folds its own deque, as its ``observe`` calls would
+have.
 
-Only flushes and scrapes fold the log: it holds the requests of one flush interval with the background
-flush, and grows without bound when nothing folds it (``background=False`` without ``flush()`` calls, or
-records after ``close()``); a fold that finds more than ``UNFOLDED_WARNING`` entries says so in the log. A
-bare append checks nothing: a malformed entry is found by the fold, counted in
-``meshhook_metrics_client_invalid_values_total{metric=<the log's name>}`` and dropped (it still ends a
-request for the in-flight gauge), and an invalid value is counted against the series that would have taken
-it, in every mode, strict too (where the calls raise).
+The codes can only come from the log's own callables, so they need no check; an observed value is checked as
+an ``observe`` call's is at its fold (an invalid one counted in ``meshhook_metrics_client_invalid_values_total``
+under its metric's name and dropped, in every mode, strict too, where the calls raise). Only flushes and scrapes
+fold the log: it holds the requests of one flush interval with the background flush, and grows without bound
+when nothing folds it (``background=False`` without ``flush()`` calls, or requests after ``close()``); a fold
+that finds more than ``UNFOLDED_WARNING`` appends in one of its deques says so in the log.
 """
 
 from __future__ import annotations
 
 import threading
 from array import array
-from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from itertools import compress, repeat, starmap
-from operator import is_not
+from itertools import repeat, starmap
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from meshhook_rt_metrics.client.instruments import CounterChild, GaugeChild, HistogramChild, Metric
 from meshhook_rt_metrics.client.owner import InstrumentOwner
 
-# the in-flight gauge's change, from an entry's "is a record": a start (``None``, 0) raises it by 1, a record
-# (1) lowers it by 1 (255 as a signed byte); ``bytes.translate`` maps them all at C speed
-_STEP = bytes([1, 255]) + bytes(254)
-_TUPLE = {tuple}
+START = 255
+"""A request began (an outcome's code is its index, from 0)."""
+MAX_OUTCOMES = START
+# the in-flight gauge's step for each code, as a signed byte: +1 for a start, -1 (255) for every end
+_STEPS = bytes([255]) * START + bytes([1])
 UNFOLDED_WARNING = 100_000
-"""Entries a fold finds above which it warns: the log is only folded by flushes and scrapes."""
+"""Appends a fold finds in one deque above which it warns: the log is only folded by flushes and scrapes."""
 
 
 class LogOwner(InstrumentOwner, Protocol):
@@ -56,15 +55,27 @@ class LogOwner(InstrumentOwner, Protocol):
 
 
 class RequestLog:
-    """``start()`` when a request begins, ``record((outcome, *values))`` in its ``finally``.
+    """``start()`` when a request begins; ``end[outcome]()`` and each of ``observe`` when it ends.
 
-    ``outcome`` is a key of ``outcomes`` (names of counter children of the same client), counted once;
-    ``values`` are observed, in order, by the ``observed`` children (histograms, or counters to add an
-    amount). ``start`` is only needed for ``in_flight``; a request that is started must be recorded, or the
-    gauge stays raised.
+    ``end`` maps each key of ``outcomes`` (counter series of the same client) to a callable that counts that
+    outcome once; ``observe`` holds one callable per ``observed`` series (histograms, or counters to add an
+    amount), in order, each taking one value. ``start`` is only needed for ``in_flight``; a request that is
+    started must end, or the gauge stays raised.
     """
 
-    __slots__ = ("_lock", "_log", "_observed", "_outcomes", "_owner", "in_flight", "name", "record", "start")
+    __slots__ = (
+        "_codes",
+        "_lock",
+        "_observed",
+        "_outcomes",
+        "_owner",
+        "_values",
+        "end",
+        "in_flight",
+        "name",
+        "observe",
+        "start",
+    )
 
     def __init__(
         self,
@@ -79,118 +90,93 @@ class RequestLog:
         self._observed = tuple(_child(owner, o, (HistogramChild, CounterChild), "observed") for o in observed)
         if not outcomes:
             raise ValueError("request log: outcomes must name at least one counter series")
-        self._outcomes = {k: _child(owner, c, (CounterChild,), f"outcome {k!r}") for k, c in outcomes.items()}
+        if len(outcomes) > MAX_OUTCOMES:
+            raise ValueError(f"request log: at most {MAX_OUTCOMES} outcomes, got {len(outcomes)}")
+        self._outcomes = tuple(
+            (k, _child(owner, c, (CounterChild,), f"outcome {k!r}")) for k, c in outcomes.items()
+        )
         self.in_flight: GaugeChild | None = (
             None if in_flight is None else _child(owner, in_flight, (GaugeChild,), "in_flight")
         )
         self._lock = threading.Lock()
-        # a deque, not a list: it grows by blocks of 64 entries (528 bytes, below the size at which glibc's
-        # malloc consolidates its free lists), where a list a flush long (a few thousand entries) is
-        # reallocated between the requests as it grows, in blocks large enough to make glibc consolidate, which
-        # slowed the application's own small mallocs (OpenSSL's for the HMAC among them): counted, ~1,200
-        # instructions a request less in the load test's service (the fold's own list of the entries still
-        # grows, once a flush, on the flush's thread)
-        self._log: deque[Any] = deque()
-        self.record: Callable[[tuple[Any, ...]], None] = self._log.append
-        self.start: Callable[[], None] = partial(self._log.append, None)
+        # deques, not lists: they grow by blocks of 64 entries (528 bytes, below the size at which glibc's
+        # malloc consolidates its free lists), where a list a flush long is reallocated between the requests
+        # in blocks large enough to make glibc consolidate, which slowed the application's own small mallocs
+        # (OpenSSL's for the HMAC among them): counted, ~1,200 instructions a request
+        self._codes: deque[int] = deque()
+        self._values: tuple[deque[Any], ...] = tuple(deque() for _ in self._observed)
+        self.start: Callable[[], None] = partial(self._codes.append, START)
+        self.end: Mapping[Any, Callable[[], None]] = MappingProxyType(
+            {k: partial(self._codes.append, code) for code, (k, _) in enumerate(self._outcomes)}
+        )
+        self.observe: tuple[Callable[[Any], None], ...] = tuple(values.append for values in self._values)
 
     def fold(self) -> None:
-        """Fold the entries logged so far into their series (the flush and a scrape do, before they read).
-        Entries appended meanwhile stay for the next fold."""
+        """Fold what was logged so far into the series (the flush and a scrape do, before they read).
+        What is appended meanwhile stays for the next fold."""
         with self._lock:
-            log = self._log
-            k = len(log)
-            if not k:
-                return
-            # the k oldest, in order: each popleft is atomic, and appends go on meanwhile at the other end
-            entries = list(starmap(log.popleft, repeat((), k)))
-            if k > UNFOLDED_WARNING:
+            codes = bytes(_take(self._codes))
+            columns = [_take(values) for values in self._values]
+            held = max([len(codes), *map(len, columns)])
+            if held > UNFOLDED_WARNING:
                 self._owner._warn(
                     "unfolded:" + self.name,
-                    "request log %s held %d entries: is the client flushing (background=False needs flush())?",
+                    "request log %s held %d unfolded appends: is the client flushing (background=False needs"
+                    " flush())?",
                     self.name,
-                    k,
+                    held,
                 )
-            try:
-                self._fold(entries)
-            except Exception:  # a bug, or an entry no check foresaw: counted, never raised into the flush
-                self._invalid(
-                    sum(map(is_not, entries, repeat(None))), "folding request log %s failed", exc=True
-                )
+            self._fold(codes, columns)
 
-    def _fold(self, entries: list[Any]) -> None:
-        """Check every entry first, then apply: a malformed one never costs the others."""
-        ends = list(map(is_not, entries, repeat(None)))  # identity only: no entry's own __eq__ runs
-        records = list(compress(entries, ends))
-        columns = self._columns(records)
-        if columns is None and records:
-            records = self._well_formed(records)
-            columns = self._columns(records)
-            if columns is None and records:  # entries whose hash or equality changes between looks
-                self._invalid(len(records), "request log %s: %d entries could not be folded", len(records))
-        if self.in_flight is not None:  # every record ends a request, well-formed or not
-            self.in_flight.absorb(array("b", bytes(ends).translate(_STEP)))  # type: ignore[arg-type]
-        if columns is None:
-            return
-        outcomes = self._outcomes
-        for outcome, n in Tally(columns[0]).items():
-            outcomes[outcome].absorb([1] * n)
-        for child, values in zip(self._observed, columns[1:], strict=True):
-            child.absorb(list(values))
+    def _fold(self, codes: bytes, columns: list[list[Any]]) -> None:
+        """Each series on its own: one that fails (a bug, nothing a caller can append) loses only its
+        share, counted as invalid under its own metric, and never raises into the flush. The codes need no
+        check: only the log's own callables append them."""
+        if self.in_flight is not None and codes:
+            steps = array("b", codes.translate(_STEPS))
+            self._apply(self.in_flight, len(steps), self.in_flight.absorb_steps, steps)
+        for code, (_, counter) in enumerate(self._outcomes):
+            n = codes.count(code)
+            if n:
+                self._apply(counter, n, counter.absorb_ones, n)
+        for child, values in zip(self._observed, columns, strict=True):
+            if values:
+                self._apply(child, len(values), child.absorb, values)  # checked as its own calls are
 
-    def _columns(self, records: list[Any]) -> list[tuple[Any, ...]] | None:
-        """The records' fields, one tuple a field; None when a record is malformed (the slow path)."""
-        if not records or set(map(type, records)) != _TUPLE:
-            return None
+    def _apply(self, child: Any, n: int, absorb: Callable[[Any], None], what: Any) -> None:
         try:
-            columns = list(zip(*records, strict=True))
-            named = set(columns[0])
-        except Exception:  # tuples of different lengths, an unhashable (or unhashing) outcome
-            return None
-        if len(columns) != 1 + len(self._observed) or not named <= self._outcomes.keys():
-            return None
-        return columns
-
-    def _well_formed(self, records: list[Any]) -> list[Any]:
-        """The records of the right shape, one by one; the others counted and dropped."""
-        width = 1 + len(self._observed)
-        kept = [r for r in records if type(r) is tuple and len(r) == width and self._named(r[0])]
-        if len(kept) < len(records):
-            self._invalid(
-                len(records) - len(kept),
-                "request log %s: %d entries are not (outcome, *values) tuples with one of the log's outcomes"
-                " and one value for each of %d observed series",
-                len(records) - len(kept),
-                len(self._observed),
+            absorb(what)
+        except Exception:
+            name = child._metric.name
+            self._owner._warn(
+                "fold:" + name, "request log %s: folding into %s failed", self.name, name, exc=True
             )
-        return kept
-
-    def _named(self, outcome: object) -> bool:
-        try:
-            return outcome in self._outcomes
-        except Exception:  # unhashable, or a __hash__ that raises
-            return False
-
-    def _invalid(self, n: int, msg: str, *args: Any, exc: bool = False) -> None:
-        for _ in range(n):
-            self._owner.count_invalid(self.name)
-        self._owner._warn("log:" + self.name, msg, self.name, *args, exc=exc)
+            for _ in range(n):
+                self._owner.count_invalid(name)
 
     def same_as(self, other: RequestLog) -> bool:
         """Both fold into the very same series (asking twice for one log returns the first)."""
         return (
             len(self._observed) == len(other._observed)
             and all(a is b for a, b in zip(self._observed, other._observed, strict=True))
-            and self._outcomes.keys() == other._outcomes.keys()
-            and all(c is other._outcomes[k] for k, c in self._outcomes.items())
+            and len(self._outcomes) == len(other._outcomes)
+            and all(dict(other._outcomes).get(k) is c for k, c in self._outcomes)  # in any order
             and self.in_flight is other.in_flight
         )
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's unfolded entries are the parent's to ship. The deque is emptied
-        in place, never replaced: the application holds ``record`` and ``start`` bound to it."""
+        """In a forked child: the parent's unfolded requests are the parent's to ship. The deques are
+        emptied in place, never replaced: the application holds ``start``, ``end`` and ``observe``."""
         self._lock = threading.Lock()
-        self._log.clear()
+        self._codes.clear()
+        for values in self._values:
+            values.clear()
+
+
+def _take(log: deque[Any]) -> list[Any]:
+    """The entries in ``log`` now, oldest first, removed: each ``popleft`` is atomic, and appends go on
+    meanwhile at the other end (``list(log)`` then ``clear()`` would lose those made in between)."""
+    return list(starmap(log.popleft, repeat((), len(log))))
 
 
 def _child(owner: LogOwner, target: object, kinds: tuple[type, ...], role: str) -> Any:

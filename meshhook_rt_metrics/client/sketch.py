@@ -141,14 +141,22 @@ class Sketch:
 
     def extend_finite(self, values: list[float], lowest: float, highest: float) -> None:
         """``extend`` for a non-empty list of finite numbers (no NaN) whose min and max the caller already
-        has: a histogram's fold computes them to validate its batch, so they are not scanned for twice."""
+        has, so they are not scanned for twice."""
+        self._extend_known(values, lowest, highest, ordered=False)
+
+    def extend_sorted(self, values: list[float], lowest: float, highest: float) -> None:
+        """``extend_finite`` for values already sorted (a histogram's fold sorts its batch to validate it):
+        each bucket's run is counted without sorting them again."""
+        self._extend_known(values, lowest, highest, ordered=True)
+
+    def _extend_known(self, values: list[float], lowest: float, highest: float, ordered: bool) -> None:
         try:
             positive = lowest >= ZERO_THRESHOLD and highest <= _FLOAT_MAX
             few = positive and (key(highest) - key(lowest) + 1) * _BUCKET_RUN_COST <= len(values)
         except (TypeError, ValueError, ArithmeticError):
             positive = few = False
         if few:
-            self._extend_runs(sorted(values))
+            self._extend_runs(values if ordered else sorted(values))
         elif not (positive and self._extend_each(values)):
             for v in values:
                 self.add(v)

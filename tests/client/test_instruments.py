@@ -489,3 +489,40 @@ def test_prometheus_exposition_is_cumulative(tmp_path: Path) -> None:
     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).content
     assert parse(body)[("meshhook_webhook_requests_total", (("outcome", "accepted"),))] == 8
     client.close()
+
+
+def test_a_request_logs_folds_come_after_the_series_own_pending_calls() -> None:
+    """``absorb_steps`` and ``absorb_ones`` fold what the series' own calls logged first: a gauge's last
+    value is the last update made, whichever path made it."""
+    client, sink = memory_client()
+    gauge = client.up_down_counter("g").labels()
+    counter = client.counter("c_total").labels()
+    gauge.set(5)  # logged, not yet folded
+    counter.inc(2.5)
+    gauge.absorb_steps([1, 1, -1])
+    counter.absorb_ones(3)
+    client.flush()
+    (point,) = [p for p in user_points(sink.batches) if p["name"] == "g"]
+    assert (point["count"], point["sum"], point["min"], point["max"], point["last"]) == (
+        4,
+        24.0,
+        5.0,
+        7.0,
+        6.0,
+    )
+    assert totals(sink.batches, "c_total") == {(): [4, 5.5]}
+
+
+def test_a_histogram_batch_judges_odd_values_one_by_one() -> None:
+    """The fold sorts a batch first: values it cannot sort or sum are judged one by one, the good kept."""
+    from decimal import Decimal
+
+    client, sink = memory_client()
+    h = client.histogram("h_seconds")
+    for v in (0.5, "abc", Decimal("1.5"), None, 2, math.nan, 10**400, True, [1.0]):
+        h.observe(v)  # type: ignore[arg-type]
+    client.flush()
+    (point,) = [p for p in user_points(sink.batches) if p["name"] == "h_seconds"]
+    assert (point["count"], point["sum"], point["min"], point["max"]) == (4, 5.0, 0.5, 2.0)
+    invalid = totals(sink.batches, "meshhook_metrics_client_invalid_values_total")
+    assert invalid[(("metric", "h_seconds"),)][1] == 5

@@ -1,5 +1,5 @@
-"""The request log: one entry a request, folded into the same series, with the same values, as the calls
-it replaces (shipped into a MemorySink: no database needed)."""
+"""The request log: bare appends while a request runs, folded into the same series, with the same values, as
+the calls they replace (shipped into a MemorySink: no database needed)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ class Webhook:
             self.in_flight.dec()
             self.duration.observe(seconds)
         else:
-            self.log.record((NAMES[outcome], seconds, size))
+            took, sized = self.log.observe
+            self.log.end[NAMES[outcome]]()
+            took(seconds)
+            sized(size)
 
 
 def _comparable(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -114,13 +117,15 @@ def test_exact_under_threads_with_concurrent_flushes() -> None:
     client, sink = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
-    start, record = hook.log.start, hook.log.record
+    start, accepted, (took, sized) = hook.log.start, hook.log.end["accepted"], hook.log.observe
     per_thread, threads_n = 5_000, 4
 
     def handler(i: int) -> None:
         for j in range(per_thread):
             start()
-            record(("accepted", 0.001, j % 7))
+            accepted()
+            took(0.001)
+            sized(j % 7)
 
     with_concurrent_flushes(client, handler, threads_n)
     n = per_thread * threads_n
@@ -131,6 +136,7 @@ def test_exact_under_threads_with_concurrent_flushes() -> None:
         n,
         threads_n * sum(i % 7 for i in range(per_thread)),
     ]
+    assert totals(sink.batches, "hook_duration_seconds")[(("route", "/h"),)][0] == n
     assert hook.in_flight.value == 0
     gauge = [p for p in user_points(sink.batches) if p["name"] == "hook_in_flight"]
     # every start and every end a value of the gauge (a flush that saw no change samples it once more)
@@ -139,35 +145,28 @@ def test_exact_under_threads_with_concurrent_flushes() -> None:
     assert min(p["min"] for p in gauge) >= 0
 
 
-def test_malformed_entries_are_counted_and_dropped_the_rest_kept() -> None:
+def test_a_flush_between_a_requests_end_and_its_values_ships_each_once() -> None:
+    """Each series folds its own deque: a request's fields may land in two flushes, none twice or lost."""
     client, sink = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
-    hook.log.record(("accepted", 0.5, 10))
-    for bad in [
-        ("accepted", 0.5),  # too short
-        ["accepted", 0.5, 10],  # not a tuple
-        (hook.outcomes[0], 0.5, 10),  # the child itself, not its name
-        ("unknown", 0.5, 10),
-        7,
-        ([], 1, 2),  # unhashable
-    ]:
-        hook.log.record(bad)  # type: ignore[arg-type]
-    hook.log.record(("accepted", float("nan"), 10))  # a bad value: counted against its series only
+    took, sized = hook.log.observe
+    hook.log.start()
+    hook.log.end["rejected"]()
     client.flush()
+    took(0.5)
+    sized(9)
+    client.flush()
+    assert [len(b["points"]) > 0 for b in sink.batches] == [True, True]
     assert totals(sink.batches, "hook_requests_total") == {
-        (("outcome", "accepted"), ("signature", "verified")): [2, 2]
+        (("outcome", "rejected"), ("signature", "invalid")): [1, 1]
     }
     assert totals(sink.batches, "hook_duration_seconds") == {(("route", "/h"),): [1, 0.5]}
-    assert totals(sink.batches, "hook_body_bytes") == {(): [2, 20]}
-    invalid = "meshhook_metrics_client_invalid_values_total"
-    assert health_total(client, invalid, metric="request_log") == 6
-    assert health_total(client, invalid, metric="hook_duration_seconds") == 1
-    assert hook.in_flight.value == -8  # records without starts: the gauge follows what was logged
+    assert totals(sink.batches, "hook_body_bytes") == {(): [1, 9]}
 
 
 class _Weird:
-    """An entry whose ``==`` and hash raise, as a numpy array's comparison does."""
+    """A value whose ``==``, ordering and hash raise, as a numpy array's comparison does."""
 
     def __eq__(self, other: object) -> bool:
         raise ValueError("ambiguous")
@@ -176,56 +175,59 @@ class _Weird:
         raise RuntimeError("no hash")
 
 
-def test_one_malformed_entry_alone_is_found_and_never_costs_the_others() -> None:
-    """Each shape alone among well-formed entries: the fast path must refuse it by itself."""
-    from collections import namedtuple
+ODD_VALUES: list[Any] = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    "abc",
+    "1.5",  # a string float() would parse: still not a number
+    None,
+    [1.0],
+    (1.0,),
+    _Weird(),
+    10**400,  # an int beyond any float
+    True,
+]
 
-    Entry = namedtuple("Entry", "outcome seconds size")
-    shapes = [
-        Entry("accepted", 0.5, 10),  # a tuple subclass: refused as any other non-tuple
-        ["accepted", 0.5, 10],
-        ("accepted", 0.5),
-        ("accepted", 0.5, 10, 99),
-        {"accepted": 0, "x": 1, "y": 2},
-        "abc",
-        (),
-        _Weird(),  # its == and hash raise
-        (_Weird(), 0.5, 10),  # an outcome that cannot be hashed
-        (["accepted"], 0.5, 10),
-    ]
-    for bad in shapes:
+
+@pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)
+def test_an_odd_value_among_good_ones_is_judged_as_an_observe_call_judges_it(odd: Any) -> None:
+    """The log's ``observe`` against the histogram's own ``observe``, the same values in the same order:
+    the same points and the same invalid counts; the other series never pay for it."""
+    shipped = []
+    for logged in (False, True):
         client, sink = memory_client()
-        hook = Webhook(client, logged=True)
-        assert hook.log is not None
-        for _ in range(3):
-            hook.log.start()
-        hook.log.record(("accepted", 0.5, 10))
-        hook.log.record(bad)  # type: ignore[arg-type]
-        hook.log.record(("rejected", 0.25, 4))
+        hook = Webhook(client, logged=logged)
+        for value in (0.5, odd, 0.25):
+            hook.start()
+            hook.end(0, value, 10)
         client.flush()
-        assert totals(sink.batches, "hook_requests_total") == {
-            (("outcome", "accepted"), ("signature", "verified")): [1, 1],
-            (("outcome", "rejected"), ("signature", "invalid")): [1, 1],
-        }, bad
-        assert totals(sink.batches, "hook_body_bytes") == {(): [2, 14]}, bad
         invalid = "meshhook_metrics_client_invalid_values_total"
-        assert health_total(client, invalid, metric="request_log") == 1, bad
-        assert health_total(client, invalid, metric="hook_body_bytes") == 0, bad
-        assert hook.in_flight.value == 0  # three starts, three records (one malformed)
+        shipped.append(
+            (
+                _comparable(sink.batches),
+                health_total(client, invalid, metric="hook_duration_seconds"),
+                health_total(client, invalid, metric="request_log"),
+            )
+        )
+        assert totals(sink.batches, "hook_body_bytes") == {(): [3, 30]}, logged
+        assert hook.in_flight.value == 0
+    assert shipped[0] == shipped[1]
+    assert shipped[1][2] == 0  # the log itself found nothing wrong
 
 
 def test_a_strict_client_counts_what_its_calls_would_raise() -> None:
     client, sink = memory_client(mode="development")
     hook = Webhook(client, logged=True)
     assert hook.log is not None
+    took, sized = hook.log.observe
     with pytest.raises(ValueError, match="finite"):
         hook.duration.observe(float("nan"))
-    hook.log.record(("accepted", float("nan"), 10))
-    hook.log.record(("nobody", 0.1, 10))
+    took(float("nan"))
+    sized(10)
     client.flush()  # no raise in the flush: counted
     invalid = "meshhook_metrics_client_invalid_values_total"
     assert health_total(client, invalid, metric="hook_duration_seconds") == 1
-    assert health_total(client, invalid, metric="request_log") == 1
     assert totals(sink.batches, "hook_body_bytes") == {(): [1, 10]}
 
 
@@ -246,26 +248,85 @@ def test_asking_twice_for_a_log_returns_it_and_one_log_alone_feeds_an_in_flight_
     assert client.registry._request_logs == [hook.log]
 
 
-def test_a_log_that_fails_to_fold_counts_its_entries_and_the_flush_goes_on(
+def test_a_series_that_fails_to_fold_loses_only_its_share_counted_and_the_flush_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from meshhook_rt_metrics.client.instruments import CounterChild
+
     client, sink = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
     other = client.counter("other_total")
     other.inc()
-    hook.log.start()
-    hook.log.record(("accepted", 0.1, 1))
-    hook.log.record(("accepted", 0.1, 1))
+    for outcome in (0, 0, 1):
+        hook.start()
+        hook.end(outcome, 0.5, 10)
 
-    def broken(self: RequestLog, entries: list[Any]) -> None:
+    def broken(self: CounterChild, n: int) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(RequestLog, "_fold", broken)
+    monkeypatch.setattr(CounterChild, "absorb_ones", broken)
     client.flush()
     assert totals(sink.batches, "other_total") == {(): [1, 1]}
+    assert "hook_requests_total" not in {p["name"] for p in user_points(sink.batches)}
+    assert totals(sink.batches, "hook_body_bytes") == {(): [3, 30]}  # the other series fold as ever
+    assert hook.in_flight.value == 0
     invalid = "meshhook_metrics_client_invalid_values_total"
-    assert health_total(client, invalid, metric="request_log") == 2  # the records, not the start
+    assert health_total(client, invalid, metric="hook_requests_total") == 3  # its share, under its name
+    assert health_total(client, invalid, metric="request_log") == 0
+
+
+def test_the_same_series_in_another_order_are_the_same_log() -> None:
+    client, _ = memory_client()
+    hook = Webhook(client, logged=True)
+    again = client.request_log(
+        hook.duration,
+        hook.size,
+        outcomes=dict(zip(reversed(NAMES), reversed(hook.outcomes), strict=True)),
+        in_flight=hook.in_flight,
+    )
+    assert again is hook.log
+    with pytest.raises(ValueError, match="already registered with other series"):
+        client.request_log(
+            hook.size,  # observed in another order: other values for each callable
+            hook.duration,
+            outcomes=dict(zip(NAMES, hook.outcomes, strict=True)),
+            in_flight=hook.in_flight,
+        )
+
+
+@pytest.mark.parametrize("base", [0.1, 1 / 3, 2.0**53, -7.0])
+def test_a_gauge_set_directly_before_is_stepped_as_the_calls_step_it(base: float) -> None:
+    """From a whole value the steps are summed as ints; from any other, replayed in floats as the calls
+    are: the same points either way."""
+    shipped = []
+    for logged in (False, True):
+        client, sink = memory_client()
+        hook = Webhook(client, logged=logged)
+        hook.in_flight.set(base)
+        client.flush()
+        for k in range(300):
+            hook.start()
+            if k % 3:
+                hook.end(0, 0.5, 1)
+        client.flush()
+        shipped.append(_comparable(sink.batches))
+    assert shipped[0] == shipped[1]
+
+
+def test_the_last_of_255_outcomes_is_an_end_not_a_start() -> None:
+    client, sink = memory_client()
+    outcomes = client.counter("many_total", labels=("i",))
+    in_flight = client.up_down_counter("many_in_flight").labels()
+    log = client.request_log(outcomes={i: outcomes.labels(i=str(i)) for i in range(255)}, in_flight=in_flight)
+    log.start()
+    log.start()
+    log.end[254]()
+    log.end[0]()
+    client.flush()
+    assert totals(sink.batches, "many_total") == {(("i", "0"),): [1, 1], (("i", "254"),): [1, 1]}
+    gauge = [p for p in user_points(sink.batches) if p["name"] == "many_in_flight"]
+    assert [(p["count"], p["max"], p["last"]) for p in gauge] == [(4, 2.0, 0.0)]
 
 
 def test_bad_series_are_refused_when_the_log_is_made() -> None:
@@ -285,6 +346,9 @@ def test_bad_series_are_refused_when_the_log_is_made() -> None:
         client.request_log(other.histogram("o_seconds"), outcomes=ok)
     with pytest.raises(ValueError, match="outcomes must name at least one counter series"):
         client.request_log(outcomes={})
+    many = {i: client.counter("many_total", labels=("i",)).labels(i=str(i)) for i in range(256)}
+    with pytest.raises(ValueError, match="at most 255 outcomes, got 256"):
+        client.request_log(outcomes=many)
     assert client.registry._request_logs == []  # nothing half-made
 
 
@@ -293,30 +357,42 @@ def test_a_counter_observes_amounts_and_unlabelled_metrics_are_their_only_series
     jobs = client.counter("jobs_total", labels=("queue",))
     log = client.request_log(
         client.counter("bytes_total"),
-        outcomes={"mail": jobs.labels(queue="mail"), "done": client.counter("done_total")},
+        outcomes={("mail", 1): jobs.labels(queue="mail"), "done": client.counter("done_total")},
         name="jobs",
     )
     assert isinstance(log, RequestLog) and log.name == "jobs"
-    log.record(("mail", 100))
-    log.record(("mail", 20))
-    log.record(("done", 1))
+    (amount,) = log.observe
+    for outcome, size in ((("mail", 1), 100), (("mail", 1), 20), ("done", 1)):
+        log.end[outcome]()
+        amount(size)
     client.flush()
     assert totals(sink.batches, "jobs_total") == {(("queue", "mail"),): [2, 2]}
     assert totals(sink.batches, "done_total") == {(): [1, 1]}
     assert totals(sink.batches, "bytes_total") == {(): [3, 121]}
 
 
-def test_entries_of_names_and_numbers_leave_the_garbage_collectors_watch() -> None:
-    """Tracked entries would survive young collections until the fold and bring on full ones."""
+def test_a_request_allocates_nothing_the_garbage_collector_counts() -> None:
+    """No container a request: the first design's entry tuple brought on more young collections, and
+    with them more full ones (counted in the load test's service)."""
     import gc
 
     client, _ = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
-    for i in range(1000):
-        hook.log.record(("accepted", i / 1000, i))
-    gc.collect(0)
-    assert not any(gc.is_tracked(e) for e in hook.log._log)
+    start, accepted, (took, sized) = hook.log.start, hook.log.end["accepted"], hook.log.observe
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for i in range(1000):
+            start()
+            accepted()
+            took(i / 1000)
+            sized(i)
+        allocated = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert allocated < 10  # ints and floats are not containers, nor are the deques' blocks
 
 
 def test_a_scrape_folds_the_log() -> None:
@@ -324,7 +400,7 @@ def test_a_scrape_folds_the_log() -> None:
     hook = Webhook(client, logged=True)
     assert hook.log is not None
     hook.log.start()
-    hook.log.record(("rejected", 0.25, 3))
+    hook.end(1, 0.25, 3)
     hook.log.start()
     text = client.prometheus_text().decode()
     assert 'hook_requests_total{outcome="rejected",signature="invalid"} 1.0' in text
@@ -332,18 +408,23 @@ def test_a_scrape_folds_the_log() -> None:
     assert "hook_body_bytes_count 1.0" in text
 
 
-def test_fork_child_starts_clean_and_its_bound_record_still_ships() -> None:
+def test_fork_child_starts_clean_and_its_bound_callables_still_ship() -> None:
     client, sink = memory_client()
     hook = Webhook(client, logged=True)
     assert hook.log is not None
-    record = hook.log.record
-    record(("accepted", 0.1, 5))  # unflushed in the parent at fork time: the parent's to ship
+    accepted, (_, sized) = hook.log.end["accepted"], hook.log.observe
+    accepted()  # unflushed in the parent at fork time: the parent's to ship
+    sized(5)
 
     def in_child() -> Any:
-        record(("accepted", 0.2, 7))
+        accepted()
+        sized(7)
         client.flush()
-        return totals(sink.batches, "hook_body_bytes")[()]
+        requests = totals(sink.batches, "hook_requests_total")
+        return totals(sink.batches, "hook_body_bytes")[()], list(requests.values())
 
-    assert in_a_fork(in_child)[1] == [1, 7]
+    sizes, requests = in_a_fork(in_child)[1]
+    assert sizes == [1, 7]
+    assert requests == [[1, 1]]
     client.flush()
     assert totals(sink.batches, "hook_body_bytes") == {(): [1, 5]}

@@ -185,6 +185,21 @@ def test_repeated_sizes_mixed_with_floats_are_counted_as_add_does(
     assert batched.pos == one_by_one.pos
 
 
+@settings(max_examples=100, derandomize=True)
+@given(
+    st.lists(st.integers(100, 104), max_size=300),
+    st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=300),
+)
+def test_a_sorted_batch_is_counted_as_add_does(sizes: list[int], floats: list[float]) -> None:
+    """``extend_sorted`` (a histogram's fold has sorted its batch): few buckets or many, ints and floats."""
+    for data in (sorted([*sizes, *floats]), sorted([*sizes, floats[0]]), sorted(floats)):
+        one_by_one, batched = Sketch(), Sketch()
+        for v in data:
+            one_by_one.add(v)
+        batched.extend_sorted(data, data[0], data[-1])
+        assert batched.pos == one_by_one.pos
+
+
 def test_every_bucket_ends_where_the_next_key_starts() -> None:
     for k in range(-1036, 35489):  # every key the wire accepts (~1 s)
         sketch._UPPER.clear()  # found, not remembered
