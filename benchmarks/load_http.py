@@ -225,7 +225,8 @@ def rate_of(got: dict[str, Any], variant: str, setup: str, n: int) -> dict[str, 
     at = [k for k in got["full_at"] if WARMUP < k < got["served"]]
     if len(at) < 3 or at[-1] <= at[0]:
         raise RuntimeError(
-            f"{variant} over HTTP: {len(at)} full collections in {n:,} requests; too few for a rate"
+            f"{variant} over HTTP: {len(at)} full collections in {n:,} requests; too few for a rate "
+            "(raise --http-gc-requests)"
         )
     return {
         "variant": variant,

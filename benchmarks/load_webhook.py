@@ -48,6 +48,7 @@ series), prometheus_client's growth is shown for comparison.
     .venv/bin/python -m benchmarks.load_webhook --nice -10       # on a machine shared with other work (root)
     .venv/bin/python -m benchmarks.load_webhook --rounds 5 --seconds 30      # longer, less noise
     .venv/bin/python -m benchmarks.load_webhook --rounds 1 --seconds 3 --skip-memory   # smoke run
+    .venv/bin/python -m benchmarks.load_webhook --ours log --prometheus bound --skip-instructions  # other handlers
 
 Goals (issue #14): <= 1 % throughput loss and <= 2 % p99 increase against uninstrumented; our added cost
 <= 0.3x prometheus_client's. JSON: benchmarks/results/load_webhook.json (``figures``: the rows of the summary).
@@ -634,11 +635,22 @@ def h2load(
     return result
 
 
+STYLES = {"labels": "", "bound": "-bound", "log": "-log"}  # --ours / --prometheus: the handler a role serves
+
+
+def served(role: str, cfg: argparse.Namespace) -> str:
+    """The service that plays ``role`` (plain, ours, prometheus) in the timed and in-context runs: ours and
+    prometheus_client in the handler style ``--ours`` and ``--prometheus`` chose (labels at every call by
+    default)."""
+    style = {"ours": cfg.ours, "prometheus": cfg.prometheus}.get(role)
+    return role if style is None else role + STYLES[style]
+
+
 def measure_variant(
     variant: str, cfg: argparse.Namespace, work: Path, files: dict[str, Path], db_url: str, rate: float
 ) -> dict[str, Any]:
     project = str(uuid.uuid4())
-    server = Server(variant, cfg.server_cpu, work, db_url, project, cfg.http, cfg.nice)
+    server = Server(served(variant, cfg), cfg.server_cpu, work, db_url, project, cfg.http, cfg.nice)
     scraper = Scraper(server.url, cfg.scrape_interval) if variant == "prometheus" else None
     before: dict[str, Any] = {}
     try:
@@ -919,13 +931,16 @@ def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency:
     return {"cpu_us_per_request": spent / len(statuses) * 1e6, "requests": len(statuses)}
 
 
-def in_context_costs(db_url: str, work: Path, rounds: int, n: int, cpu: int | None) -> dict[str, list[float]]:
+def in_context_costs(
+    db_url: str, work: Path, rounds: int, n: int, cpu: int | None, services: dict[str, str] | None = None
+) -> dict[str, list[float]]:
     """Each variant's in-context CPU per request, in a fresh process per run (on the server's CPU, away from
-    PostgreSQL), variants interleaved."""
+    PostgreSQL), variants interleaved; ``services`` names the service each role runs (default: its own)."""
     out: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for i in range(rounds):
         for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
-            got = run_child(f"{variant}:in-context", db_url, n, work / f"spool-{variant}-context-{i}", cpu)
+            name = (services or {}).get(variant, variant)
+            got = run_child(f"{name}:in-context", db_url, n, work / f"spool-{variant}-context-{i}", cpu)
             out[variant].append(got["cpu_us_per_request"])
     say(
         "in context: "
@@ -1084,13 +1099,14 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def in_context_rows(costs: dict[str, list[float]], requests: int) -> list[dict[str, Any]]:
+def in_context_rows(costs: dict[str, list[float]], requests: int, styles: str = "") -> list[dict[str, Any]]:
     """The in-context rows: each instrumented variant's added CPU per request against the plain service's
     (medians over runs), and ours against prometheus_client's (the issue's 0.3 goal)."""
     plain = _median(costs["plain"])
     added = {v: _median(costs[v]) - plain for v in ("ours", "prometheus")}
     load = (
-        f"whole app through ASGI in process, {requests:,} requests x {len(costs['plain'])} runs per variant"
+        f"{styles}whole app through ASGI in process, {requests:,} requests x {len(costs['plain'])} runs per "
+        "variant"
     )
 
     def row(figure: str, value: float, baseline: float, goal: str, met: bool | None) -> dict[str, Any]:
@@ -1377,6 +1393,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds; each runs every variant once (default 3)"
     )
+    parser.add_argument(
+        "--ours",
+        choices=("labels", "bound", "log"),
+        default="labels",
+        help="our handler in the timed and in-context runs: labels at every call (default), children bound "
+        "once, or the client's request log",
+    )
+    parser.add_argument(
+        "--prometheus",
+        choices=("labels", "bound"),
+        default="labels",
+        help="prometheus_client's handler there: labels at every call (default) or children bound once",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up load per server start (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="connections at saturation (default 16)")
@@ -1523,7 +1552,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 f"in context: {args.context_rounds} rounds x 3 variants x {args.context_requests:,} requests ..."
             )
             in_context = in_context_costs(
-                db_url, work, args.context_rounds, args.context_requests, args.server_cpu
+                db_url,
+                work,
+                args.context_rounds,
+                args.context_requests,
+                args.server_cpu,
+                {v: served(v, args) for v in VARIANTS},
             )
             instructions = None
             if not args.skip_instructions:
@@ -1544,14 +1578,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     busy = f"; other processes busy {other:.2f} cores (median)" + (
         " - MACHINE BUSY" if other > BUSY_CORES else ""
     )
+    styles = (
+        ""
+        if (args.ours, args.prometheus) == ("labels", "labels")
+        else f"ours: {served('ours', args)}, prometheus_client: {served('prometheus', args)}; "
+    )
     load_desc = {
-        "saturation": f"uvicorn + {args.http}; h2load --h1 -c {args.connections}, {args.seconds:g} s x "
+        "saturation": f"{styles}uvicorn + {args.http}; h2load --h1 -c {args.connections}, {args.seconds:g} s x "
         f"{args.rounds} rounds{busy}",
         "fixed_rate": f"h2load --h1 -c {args.rate_connections} --rps (total {rate:g} req/s), "
         f"{args.seconds:g} s x {args.rounds} rounds{busy}",
     }
     rows = figures(analysis, load_desc, memory, rounds, components)
-    rows[:0] = in_context_rows(in_context, args.context_requests)
+    rows[:0] = in_context_rows(in_context, args.context_requests, styles)
     if instructions is not None:  # the flush and the scrape once a second at the rates measured above
         saturated = _median([r["plain"]["saturation"]["throughput_rps"] for r in rounds])
         rates = {"plain's saturation": saturated, "the fixed rate": float(rate)}

@@ -55,6 +55,34 @@ def test_gc_requests_must_be_whole_rounds_of_requests() -> None:
         load_instructions.main(["--gc-requests", "40001"])
 
 
+def test_http_gc_requests_too_few_for_a_rate_are_refused_and_the_given_ones_are_served(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_stack(url: str | None) -> Any:
+        raise AssertionError("the arguments should have been refused before any stack started")
+
+    monkeypatch.setattr(load_instructions, "database", no_stack)
+    with pytest.raises(SystemExit):
+        load_instructions.main(["--http-gc-requests", "5000"])
+    assert "--http-gc-requests: at least 10000" in capsys.readouterr().err
+    served: list[int] = []
+
+    def rates(variant: str, setup: str, db_url: str, work: Path, cpu: int | None, n: int) -> dict[str, Any]:
+        served.append(n)
+        return {"per_request": 1 / 5000}
+
+    monkeypatch.setattr(load_http, "request_instructions", lambda *a: {"counted": True})
+    monkeypatch.setattr(load_http, "idle_instructions", lambda *a: 0.0)
+    monkeypatch.setattr(
+        load_http,
+        "at_native_speed",
+        lambda got, idle: {"request": 1.0, "request_counted": 1.0, "clock_per_request": 0.0},
+    )
+    monkeypatch.setattr(load_http, "full_collection_rates", rates)
+    load_instructions._over_http("uvicorn", ("plain", "ours"), "", Path("."), None, 300_000)
+    assert served == [300_000, 300_000]
+
+
 def test_the_collector_is_restored_after_a_window_in_process() -> None:
     thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
     ran = load_instructions.drive("prometheus", "", 64, load_instructions.NO_TICK, collections=1)
@@ -432,3 +460,18 @@ def test_a_tick_s_full_collections_are_not_charged_twice_over_http() -> None:
     assert load_instructions.added_over_http(result, "ours", "uvicorn", 1000.0) == [6]
     row = load_instructions.rows(result, {"1k": 1000.0})[1]
     assert row["value"] / row["baseline"] == pytest.approx(row["ratio"])  # the summary's convention
+
+
+def test_the_timed_runs_serve_each_role_in_the_style_chosen() -> None:
+    """``benchmarks.load_webhook --ours log --prometheus bound``: the roles keep their names in the report,
+    the servers run the chosen handlers."""
+    from benchmarks import load_webhook
+
+    chosen = argparse.Namespace(ours="log", prometheus="bound")
+    assert [load_webhook.served(v, chosen) for v in load_webhook.VARIANTS] == [
+        "plain",
+        "ours-log",
+        "prometheus-bound",
+    ]
+    default = argparse.Namespace(ours="labels", prometheus="labels")
+    assert [load_webhook.served(v, default) for v in load_webhook.VARIANTS] == list(load_webhook.VARIANTS)

@@ -464,8 +464,8 @@ class GaugeChild(_Child):
     def absorb_steps(self, steps: Sequence[int]) -> None:
         """Fold unit steps in order (+1 a request began, -1 one ended: a request log's in-flight gauge),
         valid by construction. From a whole current value (the gauge is the log's alone), the running
-        values are summed as ints from 0 and offset once, exactly as the steps one by one would give them;
-        their min and max come from their set, a handful of distinct values (C-speed int hashing, where
+        values are taken as ints from 0 and offset once: the values, min, max and last exactly as the steps
+        one by one would give them, their sum too below 2**53; their min and max come from their set, a handful of distinct values (C-speed int hashing, where
         min() and max() would compare each value twice through Python's generic path). From any other
         value (a direct ``set(0.1)``) they are replayed in floats, rounded at each step as the calls are."""
         if not steps:

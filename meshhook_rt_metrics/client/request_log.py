@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -44,8 +45,11 @@ START = 255
 MAX_OUTCOMES = START
 # the in-flight gauge's step for each code, as a signed byte: +1 for a start, -1 (255) for every end
 _STEPS = bytes([255]) * START + bytes([1])
-UNFOLDED_WARNING = 100_000
-"""Appends a fold finds in one deque above which it warns: the log is only folded by flushes and scrapes."""
+UNFOLDED_WARNING = 1_000_000
+"""Appends a fold finds in one deque above which it warns: the log is only folded by flushes and scrapes
+(a minute's flush interval at 8,000 requests a second stays below it; ~30 MB of numbers reach it)."""
+MANY_OUTCOMES = 16
+"""Outcomes above which the fold counts them in one pass (a ``Counter``) rather than one pass each."""
 
 
 class LogOwner(InstrumentOwner, Protocol):
@@ -106,10 +110,10 @@ class RequestLog:
         self._codes: deque[int] = deque()
         self._values: tuple[deque[Any], ...] = tuple(deque() for _ in self._observed)
         self.start: Callable[[], None] = partial(self._codes.append, START)
-        self.end: Mapping[Any, Callable[[], None]] = MappingProxyType(
-            {k: partial(self._codes.append, code) for code, (k, _) in enumerate(self._outcomes)}
-        )
-        self.observe: tuple[Callable[[Any], None], ...] = tuple(values.append for values in self._values)
+        ends = _Outcomes({k: partial(self._codes.append, code) for code, (k, _) in enumerate(self._outcomes)})
+        ends.log = name
+        self.end: Mapping[Any, Callable[[], None]] = MappingProxyType(ends)
+        self.observe: tuple[Callable[[float], None], ...] = tuple(values.append for values in self._values)
 
     def fold(self) -> None:
         """Fold what was logged so far into the series (the flush and a scrape do, before they read).
@@ -135,8 +139,9 @@ class RequestLog:
         if self.in_flight is not None and codes:
             steps = array("b", codes.translate(_STEPS))
             self._apply(self.in_flight, len(steps), self.in_flight.absorb_steps, steps)
+        counted = Tally(codes) if len(self._outcomes) > MANY_OUTCOMES else None
         for code, (_, counter) in enumerate(self._outcomes):
-            n = codes.count(code)
+            n = codes.count(code) if counted is None else counted[code]
             if n:
                 self._apply(counter, n, counter.absorb_ones, n)
         for child, values in zip(self._observed, columns, strict=True):
@@ -149,7 +154,7 @@ class RequestLog:
         except Exception:
             name = child._metric.name
             self._owner._warn(
-                "fold:" + name, "request log %s: folding into %s failed", self.name, name, exc=True
+                "fold-series:" + name, "request log %s: folding into %s failed", self.name, name, exc=True
             )
             for _ in range(n):
                 self._owner.count_invalid(name)
@@ -171,6 +176,16 @@ class RequestLog:
         self._codes.clear()
         for values in self._values:
             values.clear()
+
+
+class _Outcomes(dict[Any, Callable[[], None]]):
+    """The ``end`` callables by outcome; an unknown outcome's ``KeyError`` names the log and its outcomes
+    (looked up once, at start-up, a typo fails there and not in a request's ``finally``)."""
+
+    log = ""
+
+    def __missing__(self, key: Any) -> Callable[[], None]:
+        raise KeyError(f"request log {self.log!r} has no outcome {key!r}; its outcomes: {list(self)!r}")
 
 
 def _take(log: deque[Any]) -> list[Any]:

@@ -203,17 +203,11 @@ def test_an_odd_value_among_good_ones_is_judged_as_an_observe_call_judges_it(odd
             hook.end(0, value, 10)
         client.flush()
         invalid = "meshhook_metrics_client_invalid_values_total"
-        shipped.append(
-            (
-                _comparable(sink.batches),
-                health_total(client, invalid, metric="hook_duration_seconds"),
-                health_total(client, invalid, metric="request_log"),
-            )
-        )
+        counted = health_total(client, invalid, metric="hook_duration_seconds")
+        shipped.append((_comparable(sink.batches), counted))
         assert totals(sink.batches, "hook_body_bytes") == {(): [3, 30]}, logged
         assert hook.in_flight.value == 0
     assert shipped[0] == shipped[1]
-    assert shipped[1][2] == 0  # the log itself found nothing wrong
 
 
 def test_a_strict_client_counts_what_its_calls_would_raise() -> None:
@@ -273,7 +267,6 @@ def test_a_series_that_fails_to_fold_loses_only_its_share_counted_and_the_flush_
     assert hook.in_flight.value == 0
     invalid = "meshhook_metrics_client_invalid_values_total"
     assert health_total(client, invalid, metric="hook_requests_total") == 3  # its share, under its name
-    assert health_total(client, invalid, metric="request_log") == 0
 
 
 def test_the_same_series_in_another_order_are_the_same_log() -> None:
@@ -350,6 +343,41 @@ def test_bad_series_are_refused_when_the_log_is_made() -> None:
     with pytest.raises(ValueError, match="at most 255 outcomes, got 256"):
         client.request_log(outcomes=many)
     assert client.registry._request_logs == []  # nothing half-made
+
+
+def test_an_unknown_outcome_fails_at_its_lookup_and_the_outcomes_are_copied() -> None:
+    client, sink = memory_client()
+    outcomes = {"ok": client.counter("ok_total").labels()}
+    log = client.request_log(outcomes=outcomes, name="jobs")
+    with pytest.raises(
+        KeyError, match=r"request log 'jobs' has no outcome 'timeout'; its outcomes: \['ok'\]"
+    ):
+        log.end["timeout"]
+    assert log.end.get("timeout") is None  # a default for outcomes chosen at run time
+    outcomes["late"] = client.counter("late_total").labels()  # too late: the log copied them
+    assert list(log.end) == ["ok"]
+    with pytest.raises(TypeError):
+        log.end["late"] = log.end["ok"]  # type: ignore[index]
+    log.end["ok"]()
+    client.flush()
+    assert totals(sink.batches, "ok_total") == {(): [1, 1]}
+
+
+def test_a_log_nothing_folds_for_long_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from meshhook_rt_metrics.client import request_log
+
+    monkeypatch.setattr(request_log, "UNFOLDED_WARNING", 50)
+    client, sink = memory_client()
+    hook = Webhook(client, logged=True)
+    for _ in range(40):  # 80 starts and ends, 40 values a series
+        hook.start()
+        hook.end(0, 0.5, 1)
+    with caplog.at_level("WARNING"):
+        client.flush()
+    assert "request log request_log held 80 unfolded appends" in caplog.text
+    assert totals(sink.batches, "hook_body_bytes") == {(): [40, 40]}  # warned, and folded all the same
 
 
 def test_a_counter_observes_amounts_and_unlabelled_metrics_are_their_only_series() -> None:
