@@ -106,7 +106,8 @@ class RequestLog:
         # deques, not lists: they grow by blocks of 64 entries (528 bytes, below the size at which glibc's
         # malloc consolidates its free lists), where a list a flush long is reallocated between the requests
         # in blocks large enough to make glibc consolidate, which slowed the application's own small mallocs
-        # (OpenSSL's for the HMAC among them): counted, ~1,200 instructions a request
+        # (OpenSSL's for the HMAC among them): counted, without a database, ~1,200 instructions a request
+        # (docs/architecture.md, "Then: the request log, shipped")
         self._codes: deque[int] = deque()
         self._values: tuple[deque[Any], ...] = tuple(deque() for _ in self._observed)
         self.start: Callable[[], None] = partial(self._codes.append, START)
