@@ -307,7 +307,7 @@ class HistogramChild(_Child):
                 ordered = sorted(entries)
                 s, mn, mx = float(_sum(ordered)), float(ordered[0]), float(ordered[-1])
         if entries:
-            self._sketch.extend_sorted(ordered, mn, mx)  # validated: finite, sorted, their min and max known
+            self._sketch.extend_finite(ordered, mn, mx, ordered=True)  # validated, sorted, min and max known
             self._n += len(entries)
             self._s += s
             if mn < self._mn:  # noqa: PLR1730
@@ -478,10 +478,8 @@ class GaugeChild(_Child):
                 running = list(accumulate(steps))
                 seen = set(running)
                 self._took(n, n * v + sum(running), v + running[-1], v + min(seen), v + max(seen))
-            else:
-                values = list(accumulate(steps, initial=v))
-                del values[0]
-                self._took(n, sum(values), values[-1], min(values), max(values))
+            else:  # the calls' own fold: replayed in floats from the current value
+                self._absorb(list(steps))
 
     def _replay(self, entries: list[Any]) -> tuple[list[float], list[Any]]:
         """One entry at a time, what the fast path could not take: the values, and the invalid entries."""

@@ -139,17 +139,12 @@ class Sketch:
             for v in values:
                 self.add(v)
 
-    def extend_finite(self, values: list[float], lowest: float, highest: float) -> None:
+    def extend_finite(
+        self, values: list[float], lowest: float, highest: float, *, ordered: bool = False
+    ) -> None:
         """``extend`` for a non-empty list of finite numbers (no NaN) whose min and max the caller already
-        has, so they are not scanned for twice."""
-        self._extend_known(values, lowest, highest, ordered=False)
-
-    def extend_sorted(self, values: list[float], lowest: float, highest: float) -> None:
-        """``extend_finite`` for values already sorted (a histogram's fold sorts its batch to validate it):
-        each bucket's run is counted without sorting them again."""
-        self._extend_known(values, lowest, highest, ordered=True)
-
-    def _extend_known(self, values: list[float], lowest: float, highest: float, ordered: bool) -> None:
+        has, so they are not scanned for twice; ``ordered`` when they are sorted already (a histogram's fold
+        sorts its batch to validate it), so each bucket's run is counted without sorting them again."""
         try:
             positive = lowest >= ZERO_THRESHOLD and highest <= _FLOAT_MAX
             few = positive and (key(highest) - key(lowest) + 1) * _BUCKET_RUN_COST <= len(values)

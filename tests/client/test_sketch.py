@@ -191,12 +191,13 @@ def test_repeated_sizes_mixed_with_floats_are_counted_as_add_does(
     st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=300),
 )
 def test_a_sorted_batch_is_counted_as_add_does(sizes: list[int], floats: list[float]) -> None:
-    """``extend_sorted`` (a histogram's fold has sorted its batch): few buckets or many, ints and floats."""
+    """``extend_finite(..., ordered=True)`` (a histogram's fold has sorted its batch): few buckets or many,
+    ints and floats."""
     for data in (sorted([*sizes, *floats]), sorted([*sizes, floats[0]]), sorted(floats)):
         one_by_one, batched = Sketch(), Sketch()
         for v in data:
             one_by_one.add(v)
-        batched.extend_sorted(data, data[0], data[-1])
+        batched.extend_finite(data, data[0], data[-1], ordered=True)
         assert batched.pos == one_by_one.pos
 
 
