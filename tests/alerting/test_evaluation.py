@@ -269,10 +269,13 @@ def test_a_silenced_transition_is_recorded_but_not_sent(s: Scenario) -> None:
 def test_a_mute_window_in_its_time_zone_mutes_notifications(s: Scenario) -> None:
     hook = s.receiver()
     rule = s.rule([hook], metric=ERRORS, agg="sum", group_by=["route"], window_length="1 minute")
-    # a window around the current local time of Asia/Tokyo, on today's weekday there
+    # a window around the current local time of Asia/Tokyo, on the weekday it starts on there: a window
+    # past midnight belongs to its start's weekday (metrics.alert_muted), so near Tokyo's midnight that is
+    # yesterday's
     s.conn.execute(
         """insert into metrics.alert_mute_windows (project_id, rule_id, name, weekdays, start_time, end_time, time_zone)
-           select %s, %s, 'maintenance', array[extract(isodow from now() at time zone 'Asia/Tokyo')::smallint],
+           select %s, %s, 'maintenance',
+             array[extract(isodow from (now() at time zone 'Asia/Tokyo') - interval '10 minutes')::smallint],
              ((now() at time zone 'Asia/Tokyo') - interval '10 minutes')::time,
              ((now() at time zone 'Asia/Tokyo') + interval '10 minutes')::time, 'Asia/Tokyo'""",
         (s.project, rule),
