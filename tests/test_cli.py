@@ -102,6 +102,46 @@ def test_pg_cron_runs_maintenance_where_it_is_installed(state_dir: Path) -> None
     assert one == [maintain, lane(0)], "the jobs of lanes that are gone are unscheduled"
 
 
+def test_the_pass_interval_an_operator_chose_survives_rescheduling(state_dir: Path) -> None:
+    """``schedule_rollup_passes(p_every => s)`` sets every lane's interval; changing the lanes or scheduling
+    maintenance again keeps it (they wrote 1 s back before migration 20261207000500); a bad one changes nothing."""
+    jobs_sql = (
+        "select jobname, command from cron.job where jobname like 'meshhook-metrics-publish%' order by 1"
+    )
+
+    def lanes(every: str, n: int) -> list[tuple[str, str]]:
+        return [
+            (
+                "meshhook-metrics-publish" + (f"-lane-{k}" if k else ""),
+                f"call metrics.run_rollup_passes(55, {every}, {k})",
+            )
+            for k in range(n)
+        ]
+
+    with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
+        try:
+            note = conn.execute("select metrics.schedule_rollup_passes(p_every => 0.5)").fetchone()
+            half = conn.execute(jobs_sql).fetchall()
+            conn.execute("select metrics.set_pass_lanes(3)")
+            three = conn.execute(jobs_sql).fetchall()
+            conn.execute("select metrics.schedule_maintenance()")
+            maintained = conn.execute(jobs_sql).fetchall()
+            with pytest.raises(
+                psycopg.errors.InvalidParameterValue, match=r"p_every must be in \[0\.1, 60\]"
+            ):
+                conn.execute("select metrics.schedule_rollup_passes(p_every => 0)")
+            refused = conn.execute(jobs_sql).fetchall()
+        finally:
+            conn.execute("select metrics.set_pass_lanes(2)")
+            restored = conn.execute("select metrics.schedule_rollup_passes(p_every => 1)").fetchone()
+        again = conn.execute(jobs_sql).fetchall()
+    assert note is not None and "rollup passes every 0.5 s in 2 lane(s)" in note[0]
+    assert half == lanes("0.5", 2)
+    assert three == maintained == refused == lanes("0.5", 3)
+    assert restored is not None and "rollup passes every second in 2 lane(s)" in restored[0]
+    assert again == lanes("1", 2)
+
+
 def test_the_maintainer_publishes_trailing_updates(state_dir: Path) -> None:
     """A burst's last changes arrive without further ingest: the background sweep sends them."""
     project = uuid.uuid4()

@@ -55,7 +55,7 @@ select is(
     select o from unnest(array[
       'metrics.rollup_watermark()', 'metrics.rollup_lane(integer)', 'metrics.rollup_pass(integer)',
       'metrics.set_pass_lanes(integer)', 'metrics.merge_lane_range(xid8,xid8,integer,integer)',
-      'metrics.fold_and_publish(boolean)', 'metrics.schedule_rollup_passes(boolean)', 'metrics.capped_lock_timeout(interval)',
+      'metrics.fold_and_publish(boolean)', 'metrics.schedule_rollup_passes(boolean,double precision)', 'metrics.capped_lock_timeout(interval)',
       'metrics.run_rollup_passes(double precision,double precision,integer)',
       'metrics.pass_cut(xid8,xid8,integer,integer,integer)', 'metrics.rollup_points(xid8,xid8,integer,integer)'
     ]) as o
