@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest
+from tests.support import TestDatabase, batch, counter, gauge, histogram, ingest, merge_points
 
 
 @pytest.fixture
@@ -203,3 +203,96 @@ def test_old_partitions_and_batch_ids_are_dropped(conn: psycopg.Connection[Any])
 def test_maintenance_schedules_itself_only_where_pg_cron_exists(conn: psycopg.Connection[Any]) -> None:
     row = conn.execute("select metrics.schedule_maintenance()").fetchone()
     assert row is not None and row[0].startswith("pg_cron not installed")
+
+
+def total(conn: psycopg.Connection[Any], project: uuid.UUID) -> float | None:
+    row = conn.execute(
+        "select sum(t.sum) from metrics.series_totals_current t where t.project_id = %s", (project,)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def test_retention_keeps_raw_points_the_pass_has_not_merged(conn: psycopg.Connection[Any]) -> None:
+    """A point past its project's raw retention (max_past above it) is deleted only once the pass merged it."""
+    project = uuid.uuid4()
+    conn.execute("insert into metrics.projects (id, raw_retention) values (%s, '1 hour')", (project,))
+    ingest(conn, batch(project, [counter("late_total", 7, ts=time.time() - 5 * 3600)]), merge=False)
+    report = conn.execute("select metrics.apply_row_retention()").fetchone()
+    assert report is not None and report[0]["points_deleted"] == 0
+    assert total(conn, project) is None, "setup: not merged yet"
+    merge_points(conn)
+    assert total(conn, project) == 7
+    report = conn.execute("select metrics.apply_row_retention()").fetchone()
+    assert report is not None and report[0]["points_deleted"] == 1, "merged: its retention applies"
+    assert total(conn, project) == 7
+
+
+def test_retention_keeps_minutes_the_totals_have_not_folded(
+    conn: psycopg.Connection[Any], fresh_db: TestDatabase
+) -> None:
+    """A minute past a short minute retention stays while the fold skips (a merge holds its lock), even once its
+    hour is rolled up: deleting it before the fold took it lost it from the totals for good."""
+    project = uuid.uuid4()
+    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 second')", (project,))
+    hour = conn.execute("select extract(epoch from date_trunc('hour', now()))").fetchone()
+    assert hour is not None
+    with psycopg.connect(fresh_db.url) as holder:  # what an uncommitted merge does: every fold skips
+        holder.execute("select pg_advisory_xact_lock_shared(hashtext('metrics.fold_totals'))")
+        # the fold five minutes before this hour (a fresh database has no minute, so none is folded twice),
+        # and a point of the last hour after it: a closed hour, a minute not folded
+        conn.execute(
+            "update metrics.rollup_pass_state set totals_folded_before = to_timestamp(%s) - interval '5 minutes'",
+            (hour[0],),
+        )
+        ingest(conn, batch(project, [counter("recent_total", 5, ts=float(hour[0]) - 200)]))
+        report = conn.execute("select metrics.maintain()").fetchone()
+        assert report is not None and report[0]["minutes_deleted"] == 0
+        assert report[0]["hours_rolled_up"] >= 1, "setup: its hour is rolled up"
+        assert total(conn, project) == 5
+    conn.execute("select metrics.rollup_pass()")  # the lock is free: the pass's fold takes the minute
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["minutes_deleted"] == 1, "folded and rolled up: now deleted"
+    assert total(conn, project) == 5, "the totals kept it"
+
+
+def test_retention_keeps_the_minutes_of_an_hour_not_rolled_up(conn: psycopg.Connection[Any]) -> None:
+    """The current hour is rolled up once it closes: its minutes stay until then, whatever the minute retention."""
+    hour_sql = "select extract(epoch from date_trunc('hour', now()))"
+    for _ in range(2):  # again if the hour closed while this ran (then its minutes may go)
+        project = uuid.uuid4()
+        conn.execute(
+            "insert into metrics.projects (id, minute_retention) values (%s, '1 second')", (project,)
+        )
+        start = conn.execute(hour_sql).fetchone()
+        assert start is not None
+        ingest(conn, batch(project, [counter("hourly_total", 3, ts=float(start[0]) + 1)]))
+        time.sleep(1.1)
+        conn.execute("select metrics.maintain()")
+        kept = conn.execute(
+            "select count(*) from metrics.rollup_1m where project_id = %s", (project,)
+        ).fetchone()
+        if conn.execute(hour_sql).fetchone() == start:
+            break
+    assert kept == (1,)
+
+
+def test_a_partition_holding_points_not_merged_is_kept(conn: psycopg.Connection[Any]) -> None:
+    """A stalled pass costs disk, not data: the daily drop keeps a partition until its points are merged."""
+    conn.execute("select metrics.ensure_points_partition(current_date - 10)")
+    name = conn.execute("select 'points_' || to_char(current_date - 10, 'YYYYMMDD')").fetchone()
+    assert name is not None
+    project = uuid.uuid4()
+    ingest(conn, batch(project, [counter("stalled_total", 4)]), merge=False)
+    # as if the pass had stood still since: the point ten days old, never merged
+    conn.execute("update metrics.points set ts = ts - interval '10 days' where project_id = %s", (project,))
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["partitions_kept_unmerged"] == 1
+    assert name[0] in partitions(conn)
+    merge_points(conn)
+    merged = conn.execute(
+        "select sum(sum) from metrics.rollup_1m where project_id = %s", (project,)
+    ).fetchone()
+    assert merged == (4,)
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["partitions_kept_unmerged"] == 0
+    assert name[0] not in partitions(conn)
