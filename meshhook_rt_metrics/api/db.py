@@ -83,11 +83,18 @@ class Database:
 
     @staticmethod
     def _rollup_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-        """``metrics.rollup_status()``: whether the rollup pass keeps up (``unknown`` without access)."""
+        """``metrics.rollup_status()``: whether the rollup pass and the totals' fold keep up (``unknown`` without
+        access)."""
         try:
             with conn.transaction():
-                row = conn.execute("select pending_points, stalled from metrics.rollup_status()").fetchone()
+                row = conn.execute(
+                    "select pending_points, stalled, fold_stalled from metrics.rollup_status()"
+                ).fetchone()
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction):
-            return {"rollups": "unknown"}
+            return {"rollups": "unknown", "totals": "unknown"}
         assert row is not None
-        return {"rollups": "stalled" if row[1] else "current", "rollup_pending_points": int(row[0])}
+        return {
+            "rollups": "stalled" if row[1] else "current",
+            "rollup_pending_points": int(row[0]),
+            "totals": "stalled" if row[2] else "current",
+        }

@@ -1,5 +1,5 @@
-"""GET /healthz: the database reachable, every migration this service knows applied, and the rollup pass keeping
-up (no token)."""
+"""GET /healthz: the database reachable, every migration this service knows applied, and the rollup pass and the
+totals' fold keeping up (no token)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz(db: DatabaseDep) -> Any:
-    """Database reachable, every migration this service knows applied, rollups not stalled (no authentication)."""
+    """Database reachable, every migration this service knows applied, rollups and totals not stalled (no
+    authentication)."""
     try:
         state = db.health()
     except Exception as exc:
@@ -30,7 +31,10 @@ def healthz(db: DatabaseDep) -> Any:
             ).model_dump(),
             status_code=503,
         )
-    ok = state["migrations"] in ("current", "unknown") and state.get("rollups") != "stalled"
+    ok = state["migrations"] in ("current", "unknown") and "stalled" not in (
+        state.get("rollups"),
+        state.get("totals"),
+    )
     health = Health(
         status="ok" if ok else "degraded",
         database=state["database"],
@@ -38,6 +42,7 @@ def healthz(db: DatabaseDep) -> Any:
         pending=state.get("pending", []),
         rollups=state.get("rollups", "unknown"),
         rollup_pending_points=state.get("rollup_pending_points"),
+        totals=state.get("totals", "unknown"),
         detail=state.get("detail"),
     )
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)

@@ -229,4 +229,10 @@ class Health(BaseModel):
         "transaction holds the watermark back); unknown: the service's role may not ask.",
     )
     rollup_pending_points: int | None = Field(default=None, description="Points not merged into rollups yet.")
+    totals: Literal["current", "stalled", "unknown"] = Field(
+        default="unknown",
+        description="stalled: a minute that ended more than five minutes ago is not folded into the series' "
+        "totals (no rollup pass runs, or a transaction that called metrics.rollup_now() stays open); nothing is "
+        "lost, scrapes read more minutes; unknown: the service's role may not ask.",
+    )
     detail: str | None = None

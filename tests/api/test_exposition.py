@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -252,6 +253,28 @@ def test_healthz_reports_a_stalled_rollup_pass(client: httpx.Client, conn: psyco
     assert stalled.json()["rollups"] == "stalled" and stalled.json()["rollup_pending_points"] >= 1
     merge_points(conn)
     assert client.get("/healthz").json() == ok | {"rollups": "current", "rollup_pending_points": 0}
+
+
+def test_healthz_reports_a_stalled_fold_of_the_totals(
+    client: httpx.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A minute that ended more than five minutes ago and is not folded into the totals: degraded. The setup
+    moves the fold watermark back to an old minute and puts it back before any fold runs (no pass runs here)."""
+    merge_points(conn)
+    assert client.get("/healthz").json()["totals"] == "current"
+    ingest(conn, batch(uuid.uuid4(), [counter("meshhook_unfolded_total", 1, ts=time.time() - 8 * 60)]))
+    row = conn.execute("select totals_folded_before from metrics.rollup_pass_state").fetchone()
+    assert row is not None
+    try:
+        conn.execute(
+            "update metrics.rollup_pass_state set totals_folded_before = date_trunc('minute', now() - interval '8 minutes')"
+        )
+        stalled = client.get("/healthz")
+        assert stalled.status_code == 503
+        assert stalled.json()["totals"] == "stalled" and stalled.json()["rollups"] == "current"
+    finally:
+        conn.execute("update metrics.rollup_pass_state set totals_folded_before = %s", row)
+    assert client.get("/healthz").status_code == 200
 
 
 def test_limits_cors_and_openapi(client: httpx.Client, world: World) -> None:
