@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meshhook_rt_metrics.logs import redact
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -44,8 +46,9 @@ def _fmt(value: Any) -> str:
 def write(name: str, command: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    # a benchmark's command names its database's URL (--db-url): the file keeps no password
     path.write_text(
-        json.dumps({"command": command, "environment": environment(), **payload}, indent=2) + "\n"
+        json.dumps({"command": redact(command), "environment": environment(), **payload}, indent=2) + "\n"
     )
     return path
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._report import RESULTS, summary_row
+from meshhook_rt_metrics.logs import redact
 
 Row = dict[str, Any]
 
@@ -348,7 +349,8 @@ def build(results: Path) -> str:
         env = data.get("environment") or data.get("machine") or {}
         env = env if isinstance(env, dict) else {}
         machines.setdefault(_machine(env), []).append(name)
-        runs.append(f"- `{name}`: `{data.get('command', '?')}` at {env.get('when') or data.get('when', '?')}")
+        command = redact(str(data.get("command", "?")))  # results written before write() redacted
+        runs.append(f"- `{name}`: `{command}` at {env.get('when') or data.get('when', '?')}")
         for r in rows:
             if r["met"] is not None:
                 met_count[0] += bool(r["met"])
