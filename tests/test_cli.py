@@ -120,7 +120,10 @@ def test_the_pass_interval_an_operator_chose_survives_rescheduling(state_dir: Pa
 
     with psycopg.connect(env_of(state_dir)["DATABASE_URL"], autocommit=True) as conn:
         try:
-            note = conn.execute("select metrics.schedule_rollup_passes(p_every => 0.5)").fetchone()
+            # 0.30000000000000004 as a double: written to the millisecond, so that it is read back
+            note = conn.execute(
+                "select metrics.schedule_rollup_passes(p_every => 0.1::float8 + 0.2::float8)"
+            ).fetchone()
             half = conn.execute(jobs_sql).fetchall()
             conn.execute("select metrics.set_pass_lanes(3)")
             three = conn.execute(jobs_sql).fetchall()
@@ -135,9 +138,9 @@ def test_the_pass_interval_an_operator_chose_survives_rescheduling(state_dir: Pa
             conn.execute("select metrics.set_pass_lanes(2)")
             restored = conn.execute("select metrics.schedule_rollup_passes(p_every => 1)").fetchone()
         again = conn.execute(jobs_sql).fetchall()
-    assert note is not None and "rollup passes every 0.5 s in 2 lane(s)" in note[0]
-    assert half == lanes("0.5", 2)
-    assert three == maintained == refused == lanes("0.5", 3)
+    assert note is not None and "rollup passes every 0.3 s in 2 lane(s)" in note[0]
+    assert half == lanes("0.3", 2)
+    assert three == maintained == refused == lanes("0.3", 3)
     assert restored is not None and "rollup passes every second in 2 lane(s)" in restored[0]
     assert again == lanes("1", 2)
 

@@ -6,6 +6,7 @@
 -- share one: they pass on the same ticks, so that lane 0's live messages carry the other lanes' minutes). Without
 -- it, the interval lane 0's job runs with now is kept (1 s when there is no such job or its command is not one
 -- this function wrote). So set_pass_lanes and schedule_maintenance, which call it without one, keep the interval.
+-- An interval is kept to the millisecond (0.1 + 0.2 is written, and read back, as 0.3).
 
 drop function metrics.schedule_rollup_passes(boolean);
 
@@ -18,7 +19,7 @@ as $$
   select case when v.every between 0.1 and 60 then v.every end
   from (
     select pg_catalog.substring(pg_catalog.lower(p_command),
-      '^\s*call\s+metrics\.run_rollup_passes\(\s*[0-9]+(?:\.[0-9]+)?\s*,\s*([0-9]{1,2}(?:\.[0-9]{1,6})?)\s*(?:,\s*[0-9]{1,2}\s*)?\)\s*;?\s*$'
+      '^\s*call\s+metrics\.run_rollup_passes\(\s*[0-9]+(?:\.[0-9]+)?\s*,\s*([0-9]{1,9}(?:\.[0-9]{1,20})?)\s*(?:,\s*[0-9]{1,2}\s*)?\)\s*;?\s*$'
     )::double precision as every
   ) as v
 $$;
@@ -43,6 +44,7 @@ begin
       errcode = '22023',
       message = pg_catalog.format('schedule_rollup_passes: p_every must be in [0.1, 60] seconds, got %s', p_every);
   end if;
+  v_every := pg_catalog.round(p_every::numeric, 3)::double precision;  -- what pass_interval_of reads back
   select e.extversion into v_version from pg_catalog.pg_extension e where e.extname = 'pg_cron';
   if v_version is null then
     return 'pg_cron not installed: run "meshhook-metrics maintain --loop" (a thread per lane; '
@@ -52,7 +54,8 @@ begin
   execute pg_catalog.format('select j.command from %I.job j where j.jobname = $1', 'cron')
     into v_command using 'meshhook-metrics-publish';
   if not p_create and v_command is null then
-    return 'no pg_cron job runs the rollup pass (metrics.schedule_maintenance() schedules them)';
+    return 'no pg_cron job runs the rollup pass (metrics.schedule_maintenance() schedules them)'
+      || case when p_every is not null then '; the interval was not applied: call this again after it' else '' end;
   end if;
   v_every := coalesce(v_every, metrics.pass_interval_of(v_command), 1);
   -- lane 0 keeps the job name of earlier versions (cron.schedule replaces jobs by name)
@@ -74,7 +77,8 @@ comment on function metrics.schedule_rollup_passes(boolean, double precision) is
   'lane 0 named meshhook-metrics-publish, the others meshhook-metrics-publish-lane-<n>) and unschedules those of '
   'lanes that are gone; without p_create, only where the pass is already scheduled (metrics.set_pass_lanes calls '
   'it so). Without p_every, the interval lane 0''s job runs with is kept (else 1 s); a p_every outside [0.1, 60] '
-  'raises 22023 and changes nothing. Returns what it did.';
+  'raises 22023 and changes nothing; it is kept to the millisecond. Returns what it did (that the interval was not '
+  'applied, where no job runs the pass yet).';
 revoke execute on function metrics.schedule_rollup_passes(boolean, double precision) from public;
 -- as metrics.schedule_maintenance(), which calls it (both run as the caller)
 grant execute on function metrics.schedule_rollup_passes(boolean, double precision) to service_role;

@@ -6,12 +6,14 @@
 -- fold skips or when minute_retention is shorter than the fold's lag. Deleting it lost data for good (a
 -- Prometheus counter then went backwards). Now:
 -- * raw points are deleted, and partitions dropped, only once merged (xid below metrics.rollup_watermark(), the
---   lowest lane's; a partition holding a point not merged yet is kept and counted in partitions_kept_unmerged);
+--   lowest lane's; a partition holding a point not merged yet is kept and counted in partitions_kept_unmerged;
+--   checked again under the drop's lock, so a writer that commits meanwhile is not dropped with it);
 -- * minute rollups are deleted only once folded into the totals and rolled up into their hour (bucket below
---   rollup_pass_state.totals_folded_before and maintenance_state.hour_watermark).
--- A stalled pass then costs disk, not data; metrics.rollup_status() and GET /healthz report it. (A partition is
--- checked before its drop takes the lock: a point inserted in between would be older than the longest raw
--- retention, which ingest accepts only where max_past is set above it.)
+--   rollup_pass_state.totals_folded_before and maintenance_state.hour_watermark), and only in hours no late
+--   point can reach any more (before the hour of now() - config.max_past, no late_hours mark pending):
+--   metrics.rollup_hours recomputes a late hour from the minutes left, so deleting some of them first made the
+--   hour the late points alone.
+-- A stalled pass then costs disk, not data; metrics.rollup_status() and GET /healthz report it.
 
 create or replace function metrics.apply_row_retention()
 returns jsonb
@@ -19,10 +21,8 @@ language plpgsql volatile security definer set search_path = '' set timezone = '
 as $$
 declare
   v_cfg metrics.config;
-  v_merged_below xid8 := metrics.rollup_watermark();
-  v_minutes_taken_before timestamptz := least(
-    (select s.totals_folded_before from metrics.rollup_pass_state s),
-    (select ms.hour_watermark from metrics.maintenance_state ms));
+  v_merged_below xid8 := metrics.rollup_watermark();  -- null (no lane) deletes no point
+  v_minutes_taken_before timestamptz;
   v_points bigint;
   v_minutes bigint;
   v_five_minutes bigint;
@@ -31,6 +31,11 @@ declare
   v_batches bigint;
 begin
   select * into strict v_cfg from metrics.config;
+  -- minutes before this are folded, rolled up into their hour, and out of the reach of late points
+  v_minutes_taken_before := least(
+    (select s.totals_folded_before from metrics.rollup_pass_state s),
+    (select ms.hour_watermark from metrics.maintenance_state ms),
+    pg_catalog.date_trunc('hour', now() - v_cfg.max_past));
   -- projects that keep less than the partitions do; a point the pass has not merged yet stays (xid null: merged
   -- by rollup_now())
   delete from metrics.points p using metrics.projects pr
@@ -38,10 +43,14 @@ begin
     and (p.xid is null or p.xid < v_merged_below);
   get diagnostics v_points = row_count;
 
-  -- a minute stays until the totals' fold and the hourly rollup have taken it
+  -- a minute stays until the totals' fold and the hourly rollup have taken it for good (a late hour is
+  -- recomputed from its minutes: metrics.rollup_hours)
   delete from metrics.rollup_1m r using metrics.projects pr
   where pr.id = r.project_id and r.bucket < now() - coalesce(pr.minute_retention, v_cfg.minute_retention)
-    and r.bucket < v_minutes_taken_before;
+    and r.bucket < v_minutes_taken_before
+    and not exists (
+      select from metrics.late_hours l where l.series_id = r.series_id and l.hour = pg_catalog.date_trunc('hour', r.bucket)
+    );
   get diagnostics v_minutes = row_count;
 
   -- the 5-minute tier speeds up minute-resolution queries, so it lives exactly as long as the minutes
@@ -75,10 +84,67 @@ $$;
 comment on function metrics.apply_row_retention() is
   'Deletes rows past each project''s retention (raw 2 days; minute, 5-minute and merged 5-minute 14 days; '
   'hour 400 days by default), but no raw point the rollup pass has not merged (xid at or past '
-  'metrics.rollup_watermark()) and no minute the totals'' fold or the hourly rollup has not taken yet (bucket at or '
-  'past rollup_pass_state.totals_folded_before or maintenance_state.hour_watermark); forgets batch ids older than '
+  'metrics.rollup_watermark()) and no minute the totals'' fold or the hourly rollup has not taken for good (bucket '
+  'at or past rollup_pass_state.totals_folded_before, maintenance_state.hour_watermark or the hour of now() - '
+  'config.max_past, or of an hour with a late_hours mark); forgets batch ids older than '
   'the widest timestamp window ever configured (config.max_past_high_water + max_future_high_water + 1 hour, at '
   'least raw_retention). No DDL.';
+
+create function metrics.points_partition_unmerged(p_partition text)
+returns boolean
+language plpgsql stable security invoker set search_path = ''
+as $$
+declare
+  v_unmerged boolean;
+begin
+  -- the partition's points_xid_idx answers; no lane (a null watermark) counts every point as not merged
+  execute pg_catalog.format('select exists (select from metrics.%I p where p.xid >= $1)', p_partition)
+    into v_unmerged using coalesce(metrics.rollup_watermark(), '0'::xid8);
+  return v_unmerged;
+end
+$$;
+comment on function metrics.points_partition_unmerged(text) is
+  'Whether a raw partition (metrics.<p_partition>) holds a point the rollup pass has not merged (xid at or past '
+  'metrics.rollup_watermark()). Internal to maintenance (invoker, granted to no one).';
+
+create function metrics.drop_merged_points_partition(p_day date, p_lock_timeout interval, p_attempts integer)
+returns text
+language plpgsql volatile security invoker set search_path = ''
+as $$
+declare
+  v_partition text := 'points_' || pg_catalog.to_char(p_day, 'YYYYMMDD');
+  v_timeout text := pg_catalog.current_setting('lock_timeout');
+begin
+  if metrics.points_partition_unmerged(v_partition) then
+    return 'kept';  -- (no lock taken while the pass stands still)
+  end if;
+  for v_try in 1 .. greatest(p_attempts, 1) loop
+    begin
+      -- set in the subtransaction: undone with it when the lock is not granted in time
+      perform pg_catalog.set_config('lock_timeout',
+        greatest(1, (extract(epoch from p_lock_timeout) * 1000)::bigint)::text || 'ms', true);
+      -- the lock the drop takes anyway, first: no writer commits into the partition between the check and the drop
+      lock table only metrics.points in access exclusive mode;
+      perform pg_catalog.set_config('lock_timeout', v_timeout, true);
+      if metrics.points_partition_unmerged(v_partition) then
+        return 'kept';
+      end if;
+      execute pg_catalog.format('drop table if exists metrics.%I', v_partition);
+      return 'dropped';
+    exception when lock_not_available then
+      if v_try < p_attempts then
+        perform pg_catalog.pg_sleep(0.05 * v_try);  -- holds no lock of metrics.points meanwhile
+      end if;
+    end;
+  end loop;
+  return 'deferred';
+end
+$$;
+comment on function metrics.drop_merged_points_partition(date, interval, integer) is
+  'Drops the raw partition of a UTC day unless it holds a point the rollup pass has not merged (checked before '
+  'and again under ACCESS EXCLUSIVE on metrics.points, taken with lock_timeout = p_lock_timeout and retried up to '
+  'p_attempts times as metrics.points_partition_ddl does): ''dropped'', ''kept'' or ''deferred'' (the lock stayed '
+  'busy). Internal to maintenance (invoker, granted to no one).';
 
 create or replace function metrics.maintain_points_partitions(
   p_create boolean default true,
@@ -94,7 +160,6 @@ declare
   v_keep_raw interval;
   v_day date;
   v_part record;
-  v_unmerged boolean;
   v_created integer := 0;
   v_dropped integer := 0;
   v_kept integer := 0;
@@ -126,17 +191,13 @@ begin
       order by 1
     loop
       continue when v_part.day + 1 > (now() - v_keep_raw)::date;
-      -- a point the pass has not merged keeps its partition (the partition's points_xid_idx answers)
-      execute pg_catalog.format('select exists (select from metrics.%I p where p.xid >= $1)', v_part.relname)
-        into v_unmerged using metrics.rollup_watermark();
-      if v_unmerged then
-        v_kept := v_kept + 1;
-      -- DROP of a partition takes ACCESS EXCLUSIVE on metrics.points until the transaction ends: done last
-      elsif metrics.points_partition_ddl(true, v_part.day, p_lock_timeout, p_attempts) then
-        v_dropped := v_dropped + 1;
-      else
-        v_deferred := v_deferred + 1;
-      end if;
+      -- DROP of a partition takes ACCESS EXCLUSIVE on metrics.points until the transaction ends: done last;
+      -- a point the pass has not merged keeps its partition
+      case metrics.drop_merged_points_partition(v_part.day, p_lock_timeout, p_attempts)
+        when 'dropped' then v_dropped := v_dropped + 1;
+        when 'kept' then v_kept := v_kept + 1;
+        else v_deferred := v_deferred + 1;
+      end case;
     end loop;
     v_report := v_report || pg_catalog.jsonb_build_object('partitions_dropped', v_dropped,
       'partitions_kept_unmerged', v_kept);
@@ -147,7 +208,10 @@ $$;
 comment on function metrics.maintain_points_partitions(boolean, boolean, interval, integer) is
   'Partition DDL of maintenance: creates the raw partitions of yesterday..+2 days (p_create) and drops those '
   'past the longest raw retention (p_drop) whose points the rollup pass has all merged (one holding a point at '
-  'or past metrics.rollup_watermark() is kept and counted in partitions_kept_unmerged, for a later run), each '
-  'statement with a short lock_timeout and retries (metrics.points_partition_ddl); a partition whose lock stays '
+  'or past metrics.rollup_watermark() is kept and counted in partitions_kept_unmerged, for a later run: '
+  'metrics.drop_merged_points_partition), each statement with a short lock_timeout and retries; a partition whose lock stays '
   'busy is counted in partitions_deferred and left for the next run. Call it last in a transaction (maintain() '
   'does): a drop holds ACCESS EXCLUSIVE on metrics.points until the commit.';
+
+revoke execute on function metrics.points_partition_unmerged(text) from public;
+revoke execute on function metrics.drop_merged_points_partition(date, interval, integer) from public;

@@ -3,7 +3,7 @@
 -- 0's job runs with, read by metrics.pass_interval_of. The jobs themselves need pg_cron: tests/test_cli.py.
 begin;
 set local client_min_messages = warning;
-select plan(12);
+select plan(13);
 
 select is(metrics.pass_interval_of('call metrics.run_rollup_passes(55, 1, 0)'), 1::double precision,
   'the interval of a job this function writes');
@@ -18,6 +18,8 @@ select is(metrics.pass_interval_of('call metrics.run_rollup_passes(55, 61, 0)'),
 select is(metrics.pass_interval_of('call metrics.run_rollup_passes(55, 1, 0); select 1'), null::double precision,
   'a command with more in it is not one of ours');
 select is(metrics.pass_interval_of(null), null::double precision, 'no job, no interval');
+select is(metrics.pass_interval_of('call metrics.run_rollup_passes(55, 0.30000000000000004, 1)'),
+  0.30000000000000004::double precision, 'a double''s shortest exact form is read back');
 
 select throws_ok($$select metrics.schedule_rollup_passes(true, 0.05)$$, '22023',
   'schedule_rollup_passes: p_every must be in [0.1, 60] seconds, got 0.05', 'too short an interval is refused');

@@ -167,6 +167,8 @@ def test_retention_per_project_and_defaults(conn: psycopg.Connection[Any]) -> No
         "update metrics.projects set minute_retention = '1 hour', raw_retention = '1 hour' where id = %s",
         (trim,),
     )
+    # minutes stay while a late point may still reach their hour: the old one, once max_past is shorter
+    conn.execute("update metrics.config set max_past = '2 hours'")
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["minutes_deleted"] == 1 and report[0]["points_deleted"] == 1
     counts = dict(
@@ -230,21 +232,23 @@ def test_retention_keeps_raw_points_the_pass_has_not_merged(conn: psycopg.Connec
 def test_retention_keeps_minutes_the_totals_have_not_folded(
     conn: psycopg.Connection[Any], fresh_db: TestDatabase
 ) -> None:
-    """A minute past a short minute retention stays while the fold skips (a merge holds its lock), even once its
-    hour is rolled up: deleting it before the fold took it lost it from the totals for good."""
+    """A minute past a short minute retention, of a closed hour out of late points' reach, stays while the fold
+    skips (a merge holds its lock): deleting it before the fold took it lost it from the totals for good."""
     project = uuid.uuid4()
     conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 second')", (project,))
-    hour = conn.execute("select extract(epoch from date_trunc('hour', now()))").fetchone()
+    hour = conn.execute(
+        "select extract(epoch from date_trunc('hour', now() - interval '2 hours'))"
+    ).fetchone()
     assert hour is not None
     with psycopg.connect(fresh_db.url) as holder:  # what an uncommitted merge does: every fold skips
         holder.execute("select pg_advisory_xact_lock_shared(hashtext('metrics.fold_totals'))")
-        # the fold five minutes before this hour (a fresh database has no minute, so none is folded twice),
-        # and a point of the last hour after it: a closed hour, a minute not folded
+        # the fold five minutes before that hour (a fresh database has no minute, so none is folded twice)
         conn.execute(
             "update metrics.rollup_pass_state set totals_folded_before = to_timestamp(%s) - interval '5 minutes'",
             (hour[0],),
         )
-        ingest(conn, batch(project, [counter("recent_total", 5, ts=float(hour[0]) - 200)]))
+        ingest(conn, batch(project, [counter("recent_total", 5, ts=float(hour[0]) + 60)]))
+        conn.execute("update metrics.config set max_past = '1 hour'")  # the hour is out of late points' reach
         report = conn.execute("select metrics.maintain()").fetchone()
         assert report is not None and report[0]["minutes_deleted"] == 0
         assert report[0]["hours_rolled_up"] >= 1, "setup: its hour is rolled up"
@@ -253,6 +257,29 @@ def test_retention_keeps_minutes_the_totals_have_not_folded(
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["minutes_deleted"] == 1, "folded and rolled up: now deleted"
     assert total(conn, project) == 5, "the totals kept it"
+
+
+def test_retention_keeps_the_minutes_a_late_point_may_still_reach(conn: psycopg.Connection[Any]) -> None:
+    """A late point makes maintenance recompute its hour from the minutes left: minutes within max_past stay
+    whatever the minute retention, or the hour would become the late point alone."""
+    project = uuid.uuid4()
+    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 hour')", (project,))
+    hour = conn.execute(
+        "select extract(epoch from date_trunc('hour', now() - interval '3 hours'))"
+    ).fetchone()
+    assert hour is not None
+    ingest(conn, batch(project, [counter("hourly_total", 5, ts=float(hour[0]) + 60)]))
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["hours_rolled_up"] >= 1 and report[0]["minutes_deleted"] == 0
+    ingest(
+        conn, batch(project, [counter("hourly_total", 2, ts=float(hour[0]) + 1800)])
+    )  # late: hour rolled up
+    conn.execute("select metrics.maintain()")
+    rolled = conn.execute(
+        "select sum from metrics.rollup_1h where project_id = %s and bucket = to_timestamp(%s)",
+        (project, hour[0]),
+    ).fetchone()
+    assert rolled == (7,)
 
 
 def test_retention_keeps_the_minutes_of_an_hour_not_rolled_up(conn: psycopg.Connection[Any]) -> None:
@@ -286,8 +313,8 @@ def test_a_partition_holding_points_not_merged_is_kept(conn: psycopg.Connection[
     # as if the pass had stood still since: the point ten days old, never merged
     conn.execute("update metrics.points set ts = ts - interval '10 days' where project_id = %s", (project,))
     report = conn.execute("select metrics.maintain()").fetchone()
-    assert report is not None and report[0]["partitions_kept_unmerged"] == 1
     assert name[0] in partitions(conn)
+    assert report is not None and report[0]["partitions_kept_unmerged"] == 1
     merge_points(conn)
     merged = conn.execute(
         "select sum(sum) from metrics.rollup_1m where project_id = %s", (project,)
