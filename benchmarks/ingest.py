@@ -935,8 +935,11 @@ class PassLoop:
             raise
         self.pids = {int(c.execute("select pg_backend_pid()").fetchone()[0]) for c in self.conns}  # type: ignore[index]
         self.stop = threading.Event()
-        # every lane's passes (list.append is atomic): seconds, points, series folded (metrics.fold_totals)
+        # every lane's passes (list.append is atomic): the merge's seconds, points, series folded
+        # (metrics.fold_totals); and lane 0's fold and publish's seconds apart, since they include waiting for
+        # the other lanes' passes of the tick (up to 2 s each)
         self.passes: list[tuple[float, int, int]] = []
+        self.publishes: list[float] = []
         self.errors: list[BaseException] = []
         self.threads = [
             threading.Thread(target=self._run, args=(lane,), daemon=True) for lane in range(self.lanes)
@@ -946,15 +949,15 @@ class PassLoop:
 
     def _run(self, lane: int) -> None:
         while not self.stop.is_set():
-            t0 = time.perf_counter()
             try:
                 result = lane_pass(self.conns[lane], lane)
             except BaseException as exc:
                 self.errors.append(exc)
                 return
-            took = time.perf_counter() - t0
+            if "publish_s" in result:
+                self.publishes.append(result["publish_s"])
             if "points" in result:
-                self.passes.append((took, int(result["points"]), int(result.get("folded") or 0)))
+                self.passes.append((result["merge_s"], int(result["points"]), int(result.get("folded") or 0)))
                 if result.get("behind"):
                     continue
             self.stop.wait(self.interval - time.time() % self.interval)  # the lanes pass on the same ticks
@@ -981,6 +984,9 @@ class PassLoop:
             "pass_ms_p50": percentile_ms(busy, 0.5),
             "pass_ms_p95": percentile_ms(busy, 0.95),
             "pass_ms_max": percentile_ms(busy, 1.0),
+            # lane 0's fold and live messages after its merge, waits for the other lanes included
+            "publish_ms_p50": percentile_ms(self.publishes, 0.5),
+            "publish_ms_p95": percentile_ms(self.publishes, 0.95),
             "points_per_pass_p50": sorted(counts)[min(len(counts) - 1, len(counts) // 2)] if counts else None,
         }
 
@@ -995,12 +1001,14 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 
 def lane_pass(conn: psycopg.Connection[Any], lane: int) -> dict[str, Any]:
     """A lane's pass as `maintain --loop` runs it: its merge, and after lane 0's the fold and the live messages
-    in a transaction of their own (``metrics.fold_and_publish``)."""
+    in a transaction of their own (``metrics.fold_and_publish``); ``merge_s`` and ``publish_s`` their seconds."""
+    t0 = time.perf_counter()
     row = conn.execute("select metrics.rollup_pass(%s)", (lane,)).fetchone()
-    result = dict(row[0]) if row and row[0] else {}
+    t1 = time.perf_counter()
+    result = (dict(row[0]) if row and row[0] else {}) | {"merge_s": t1 - t0}
     if lane == 0:  # waiting for the other lanes' passes of the tick, unless a backlog is left
         after = conn.execute("select metrics.fold_and_publish(%s)", (not result.get("behind"),)).fetchone()
-        result |= dict(after[0]) if after and after[0] else {}
+        result |= (dict(after[0]) if after and after[0] else {}) | {"publish_s": time.perf_counter() - t1}
     return result
 
 

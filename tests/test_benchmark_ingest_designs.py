@@ -87,3 +87,17 @@ def test_the_pass_loop_runs_a_thread_per_lane(fresh_db: TestDatabase) -> None:
     )
     summary = loop.summary()
     assert summary["lanes"] == 2 and summary["passes_with_points"] == 2, summary
+    assert loop.publishes and summary["publish_ms_p50"] is not None, "lane 0's fold and publish timed"
+
+
+def test_lane_0s_publish_waits_are_timed_apart_from_its_merge(fresh_db: TestDatabase) -> None:
+    """fold_and_publish waits (at most 2 s) for the other lanes' passes of the tick: a lane 1 pass held open
+    makes lane 0's publish take those 2 s, which its merge's seconds must not include."""
+    with (
+        psycopg.connect(fresh_db.url) as holder,
+        psycopg.connect(fresh_db.url, autocommit=True) as conn,
+    ):
+        holder.execute("select pg_advisory_xact_lock(hashtext('metrics.rollup_pass'), 1)")  # lane 1's pass
+        result = bench.lane_pass(conn, 0)
+    assert result["publish_s"] >= 1.5, result
+    assert result["merge_s"] < result["publish_s"], result
