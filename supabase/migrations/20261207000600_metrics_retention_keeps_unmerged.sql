@@ -10,7 +10,8 @@
 --   checked again under the drop's lock, so a writer that commits meanwhile is not dropped with it);
 -- * minute rollups are deleted only once folded into the totals and rolled up into their hour (bucket below
 --   rollup_pass_state.totals_folded_before and maintenance_state.hour_watermark), and only in hours no late
---   point can reach any more (before the hour of now() - config.max_past, no late_hours mark pending):
+--   point can reach any more: before the hour of now() - config.max_past - 5 minutes (an ingest still open,
+--   as metrics.rollup_hours allows for) and of the oldest point not merged yet, and no late_hours mark pending.
 --   metrics.rollup_hours recomputes a late hour from the minutes left, so deleting some of them first made the
 --   hour the late points alone.
 -- A stalled pass then costs disk, not data; metrics.rollup_status() and GET /healthz report it.
@@ -31,11 +32,15 @@ declare
   v_batches bigint;
 begin
   select * into strict v_cfg from metrics.config;
-  -- minutes before this are folded, rolled up into their hour, and out of the reach of late points
+  -- minutes before this are folded, rolled up into their hour, and out of the reach of late points: those
+  -- ingest may still accept (an ingest still open: 5 minutes, as rollup_hours allows) and those accepted but
+  -- not merged yet (points_xid_idx: the points past the watermark, about a second's while the pass keeps up)
   v_minutes_taken_before := least(
     (select s.totals_folded_before from metrics.rollup_pass_state s),
     (select ms.hour_watermark from metrics.maintenance_state ms),
-    pg_catalog.date_trunc('hour', now() - v_cfg.max_past));
+    pg_catalog.date_trunc('hour', now() - v_cfg.max_past - interval '5 minutes'),
+    (select pg_catalog.date_trunc('hour', min(p.ts)) from metrics.points p
+     where p.xid >= coalesce(v_merged_below, '0'::xid8)));
   -- projects that keep less than the partitions do; a point the pass has not merged yet stays (xid null: merged
   -- by rollup_now())
   delete from metrics.points p using metrics.projects pr
@@ -85,8 +90,9 @@ comment on function metrics.apply_row_retention() is
   'Deletes rows past each project''s retention (raw 2 days; minute, 5-minute and merged 5-minute 14 days; '
   'hour 400 days by default), but no raw point the rollup pass has not merged (xid at or past '
   'metrics.rollup_watermark()) and no minute the totals'' fold or the hourly rollup has not taken for good (bucket '
-  'at or past rollup_pass_state.totals_folded_before, maintenance_state.hour_watermark or the hour of now() - '
-  'config.max_past, or of an hour with a late_hours mark); forgets batch ids older than '
+  'at or past rollup_pass_state.totals_folded_before, maintenance_state.hour_watermark, the hour of now() - '
+  'config.max_past - 5 minutes or that of the oldest point not merged, or of an hour with a late_hours mark); '
+  'forgets batch ids older than '
   'the widest timestamp window ever configured (config.max_past_high_water + max_future_high_water + 1 hour, at '
   'least raw_retention). No DDL.';
 
@@ -118,6 +124,9 @@ begin
   if metrics.points_partition_unmerged(v_partition) then
     return 'kept';  -- (no lock taken while the pass stands still)
   end if;
+  if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+    return 'deferred';  -- the check under the lock needs a snapshot taken after it (pg_cron, the CLI: autocommit)
+  end if;
   for v_try in 1 .. greatest(p_attempts, 1) loop
     begin
       -- set in the subtransaction: undone with it when the lock is not granted in time
@@ -127,13 +136,16 @@ begin
       lock table only metrics.points in access exclusive mode;
       perform pg_catalog.set_config('lock_timeout', v_timeout, true);
       if metrics.points_partition_unmerged(v_partition) then
-        return 'kept';
+        raise sqlstate 'MHKPT';  -- rolls the block back, and with it the lock: ingest goes on at once
       end if;
       execute pg_catalog.format('drop table if exists metrics.%I', v_partition);
       return 'dropped';
-    exception when lock_not_available then
+    exception when sqlstate 'MHKPT' then
+      return 'kept';
+    when lock_not_available or deadlock_detected then
+      -- (a pass that read points waits for this run's rollup locks: no wait lasts, the drop comes next run)
       if v_try < p_attempts then
-        perform pg_catalog.pg_sleep(0.05 * v_try);  -- holds no lock of metrics.points meanwhile
+        perform pg_catalog.pg_sleep(0.05 * v_try);  -- holds no lock that blocks ingest meanwhile
       end if;
     end;
   end loop;
@@ -143,8 +155,9 @@ $$;
 comment on function metrics.drop_merged_points_partition(date, interval, integer) is
   'Drops the raw partition of a UTC day unless it holds a point the rollup pass has not merged (checked before '
   'and again under ACCESS EXCLUSIVE on metrics.points, taken with lock_timeout = p_lock_timeout and retried up to '
-  'p_attempts times as metrics.points_partition_ddl does): ''dropped'', ''kept'' or ''deferred'' (the lock stayed '
-  'busy). Internal to maintenance (invoker, granted to no one).';
+  'p_attempts times as metrics.points_partition_ddl does; a kept partition gives the lock back at once): '
+  '''dropped'', ''kept'' or ''deferred'' (the lock stayed busy or a deadlock was found, or the transaction is not '
+  'read committed). Internal to maintenance (invoker, granted to no one).';
 
 create or replace function metrics.maintain_points_partitions(
   p_create boolean default true,

@@ -15,18 +15,20 @@ as $$
   -- per lane: its points at or past its watermark (committed, or of transactions still running)
   select coalesce(sum(x.pending), 0)::bigint, max(x.last_pass_at),
     coalesce(bool_or(x.pending > 0 and coalesce(x.last_pass_at, '-infinity') < now() - interval '1 minute'), false),
-    f.folded_before,
+    (select s.totals_folded_before from metrics.rollup_pass_state s),
     -- rollup_1m_bucket_idx: an empty range while the fold keeps up
-    exists (select from metrics.rollup_1m r where r.bucket >= f.folded_before and r.bucket < now() - interval '6 minutes')
+    exists (
+      select from metrics.rollup_1m r
+      where r.bucket >= (select s.totals_folded_before from metrics.rollup_pass_state s)
+        and r.bucket < now() - interval '6 minutes'
+    )
   from (
     select l.last_pass_at, (
       select pg_catalog.count(*) from metrics.points p
       where p.xid >= l.xid_watermark and (n.lanes = 1 or p.series_id % n.lanes = l.lane)
     ) as pending
     from metrics.rollup_lanes l, (select count(*)::integer as lanes from metrics.rollup_lanes) as n
-  ) as x,
-  (select s.totals_folded_before as folded_before from metrics.rollup_pass_state s) as f
-  group by f.folded_before
+  ) as x
 $$;
 comment on function metrics.rollup_status() is
   'How far the rollup pass and the totals'' fold are: points not merged yet, when a lane last merged any, stalled '

@@ -4,7 +4,7 @@
 -- rollup_now()); the pass, the fold and the partition drop across sessions: tests/db/test_maintenance.py.
 begin;
 set local client_min_messages = warning;
-select plan(10);
+select plan(11);
 
 insert into metrics.projects (id, raw_retention, minute_retention)
 values ('0d000000-0000-4000-8000-00000000000d', '1 hour', '1 second');
@@ -29,6 +29,10 @@ select is(metrics.apply_row_retention() - array['five_minutes_deleted', 'five_mi
   'merged: the point goes; its minute, past the minute retention but not folded, stays');
 
 select ok(metrics.fold_totals() >= 1, 'the fold takes it');
+update metrics.maintenance_state set hour_watermark = date_trunc('hour', now() - interval '6 hours');
+select is((metrics.apply_row_retention() ->> 'minutes_deleted')::integer, 0,
+  'folded, but its hour not rolled up (retention run alone, before rollup_hours): it stays');
+update metrics.maintenance_state set hour_watermark = date_trunc('hour', now());
 insert into metrics.late_hours (series_id, hour)
 select series_id, date_trunc('hour', bucket) from metrics.rollup_1m
 where project_id = '0d000000-0000-4000-8000-00000000000d';

@@ -267,7 +267,7 @@ def test_healthz_reports_a_stalled_fold_of_the_totals(
     assert row is not None
     try:
         conn.execute(
-            "update metrics.rollup_pass_state set totals_folded_before = date_trunc('minute', now() - interval '8 minutes')"
+            "update metrics.rollup_pass_state set totals_folded_before = date_trunc('minute', now() - interval '9 minutes')"
         )
         stalled = client.get("/healthz")
         assert stalled.status_code == 503

@@ -22,6 +22,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
@@ -103,8 +104,11 @@ def test_api_conforms_to_its_openapi(case: Any, world: World, seeded: Seed) -> N
         return
     # positive_data_acceptance is left out on purpose: some rules belong to the data plane and cannot be
     # written as JSON Schema (from < to, ranges <= 400 days, a regex that compiles); they answer 400
+    excluded = [positive_data_acceptance, negative_data_rejection]
+    if case.path == "/healthz":
+        # its documented 503 (degraded) is an answer, not a server error: no pass runs in this module, so the
+        # seeded minute waits for the totals' fold and GET /healthz reports it after six minutes
+        excluded.append(not_a_server_error)
     case.call_and_validate(
-        headers=headers,
-        excluded_checks=[positive_data_acceptance, negative_data_rejection],
-        additional_checks=[negative_data_rejection_or_414],
+        headers=headers, excluded_checks=excluded, additional_checks=[negative_data_rejection_or_414]
     )

@@ -282,25 +282,28 @@ def test_retention_keeps_the_minutes_a_late_point_may_still_reach(conn: psycopg.
     assert rolled == (7,)
 
 
-def test_retention_keeps_the_minutes_of_an_hour_not_rolled_up(conn: psycopg.Connection[Any]) -> None:
-    """The current hour is rolled up once it closes: its minutes stay until then, whatever the minute retention."""
-    hour_sql = "select extract(epoch from date_trunc('hour', now()))"
-    for _ in range(2):  # again if the hour closed while this ran (then its minutes may go)
-        project = uuid.uuid4()
-        conn.execute(
-            "insert into metrics.projects (id, minute_retention) values (%s, '1 second')", (project,)
-        )
-        start = conn.execute(hour_sql).fetchone()
-        assert start is not None
-        ingest(conn, batch(project, [counter("hourly_total", 3, ts=float(start[0]) + 1)]))
-        time.sleep(1.1)
-        conn.execute("select metrics.maintain()")
-        kept = conn.execute(
-            "select count(*) from metrics.rollup_1m where project_id = %s", (project,)
-        ).fetchone()
-        if conn.execute(hour_sql).fetchone() == start:
-            break
-    assert kept == (1,)
+def test_retention_keeps_the_minutes_of_a_late_point_not_merged_yet(conn: psycopg.Connection[Any]) -> None:
+    """A late point accepted while the pass stands still marks its hour late only once merged: the hour's minutes
+    stay while it waits, even once max_past no longer reaches back to them (time passing, here shortened)."""
+    project = uuid.uuid4()
+    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 hour')", (project,))
+    hour = conn.execute(
+        "select extract(epoch from date_trunc('hour', now() - interval '3 hours'))"
+    ).fetchone()
+    assert hour is not None
+    ingest(conn, batch(project, [counter("stalled_total", 5, ts=float(hour[0]) + 60)]))
+    conn.execute("select metrics.maintain()")
+    ingest(conn, batch(project, [counter("stalled_total", 2, ts=float(hour[0]) + 1800)]), merge=False)
+    conn.execute("update metrics.config set max_past = '1 hour'")
+    report = conn.execute("select metrics.maintain()").fetchone()
+    assert report is not None and report[0]["minutes_deleted"] == 0
+    merge_points(conn)  # the pass runs again: the hour is marked late and recomputed from its minutes
+    conn.execute("select metrics.maintain()")
+    rolled = conn.execute(
+        "select sum from metrics.rollup_1h where project_id = %s and bucket = to_timestamp(%s)",
+        (project, hour[0]),
+    ).fetchone()
+    assert rolled == (7,)
 
 
 def test_a_partition_holding_points_not_merged_is_kept(conn: psycopg.Connection[Any]) -> None:
