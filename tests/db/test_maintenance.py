@@ -259,9 +259,14 @@ def test_retention_keeps_minutes_the_totals_have_not_folded(
     assert total(conn, project) == 5, "the totals kept it"
 
 
-def test_retention_keeps_the_minutes_a_late_point_may_still_reach(conn: psycopg.Connection[Any]) -> None:
+@pytest.mark.parametrize("merged", [True, False], ids=["merged", "waiting-for-the-pass"])
+def test_retention_keeps_the_minutes_a_late_point_may_still_reach(
+    conn: psycopg.Connection[Any], merged: bool
+) -> None:
     """A late point makes maintenance recompute its hour from the minutes left: minutes within max_past stay
-    whatever the minute retention, or the hour would become the late point alone."""
+    whatever the minute retention, or the hour would become the late point alone; and so do those of a late
+    point accepted while the pass stands still (its hour is marked late only once it is merged), even once
+    max_past no longer reaches back to them (time passing, here shortened)."""
     project = uuid.uuid4()
     conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 hour')", (project,))
     hour = conn.execute(
@@ -271,33 +276,13 @@ def test_retention_keeps_the_minutes_a_late_point_may_still_reach(conn: psycopg.
     ingest(conn, batch(project, [counter("hourly_total", 5, ts=float(hour[0]) + 60)]))
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["hours_rolled_up"] >= 1 and report[0]["minutes_deleted"] == 0
-    ingest(
-        conn, batch(project, [counter("hourly_total", 2, ts=float(hour[0]) + 1800)])
-    )  # late: hour rolled up
-    conn.execute("select metrics.maintain()")
-    rolled = conn.execute(
-        "select sum from metrics.rollup_1h where project_id = %s and bucket = to_timestamp(%s)",
-        (project, hour[0]),
-    ).fetchone()
-    assert rolled == (7,)
-
-
-def test_retention_keeps_the_minutes_of_a_late_point_not_merged_yet(conn: psycopg.Connection[Any]) -> None:
-    """A late point accepted while the pass stands still marks its hour late only once merged: the hour's minutes
-    stay while it waits, even once max_past no longer reaches back to them (time passing, here shortened)."""
-    project = uuid.uuid4()
-    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 hour')", (project,))
-    hour = conn.execute(
-        "select extract(epoch from date_trunc('hour', now() - interval '3 hours'))"
-    ).fetchone()
-    assert hour is not None
-    ingest(conn, batch(project, [counter("stalled_total", 5, ts=float(hour[0]) + 60)]))
-    conn.execute("select metrics.maintain()")
-    ingest(conn, batch(project, [counter("stalled_total", 2, ts=float(hour[0]) + 1800)]), merge=False)
-    conn.execute("update metrics.config set max_past = '1 hour'")
-    report = conn.execute("select metrics.maintain()").fetchone()
-    assert report is not None and report[0]["minutes_deleted"] == 0
-    merge_points(conn)  # the pass runs again: the hour is marked late and recomputed from its minutes
+    late = batch(project, [counter("hourly_total", 2, ts=float(hour[0]) + 1800)])  # its hour rolled up
+    ingest(conn, late, merge=merged)
+    if not merged:
+        conn.execute("update metrics.config set max_past = '1 hour'")
+        report = conn.execute("select metrics.maintain()").fetchone()
+        assert report is not None and report[0]["minutes_deleted"] == 0
+        merge_points(conn)  # the pass runs again: the hour is marked late
     conn.execute("select metrics.maintain()")
     rolled = conn.execute(
         "select sum from metrics.rollup_1h where project_id = %s and bucket = to_timestamp(%s)",
