@@ -214,6 +214,21 @@ def total(conn: psycopg.Connection[Any], project: uuid.UUID) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
+def project_and_hour(
+    conn: psycopg.Connection[Any], minute_retention: str, hours_back: int
+) -> tuple[uuid.UUID, float]:
+    """A new project keeping minutes ``minute_retention``, and the start of the hour ``hours_back`` ago."""
+    project = uuid.uuid4()
+    conn.execute(
+        "insert into metrics.projects (id, minute_retention) values (%s, %s)", (project, minute_retention)
+    )
+    hour = conn.execute(
+        "select extract(epoch from date_trunc('hour', now() - make_interval(hours => %s)))", (hours_back,)
+    ).fetchone()
+    assert hour is not None
+    return project, float(hour[0])
+
+
 def test_retention_keeps_raw_points_the_pass_has_not_merged(conn: psycopg.Connection[Any]) -> None:
     """A point past its project's raw retention (max_past above it) is deleted only once the pass merged it."""
     project = uuid.uuid4()
@@ -234,20 +249,15 @@ def test_retention_keeps_minutes_the_totals_have_not_folded(
 ) -> None:
     """A minute past a short minute retention, of a closed hour out of late points' reach, stays while the fold
     skips (a merge holds its lock): deleting it before the fold took it lost it from the totals for good."""
-    project = uuid.uuid4()
-    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 second')", (project,))
-    hour = conn.execute(
-        "select extract(epoch from date_trunc('hour', now() - interval '2 hours'))"
-    ).fetchone()
-    assert hour is not None
+    project, hour = project_and_hour(conn, "1 second", 2)
     with psycopg.connect(fresh_db.url) as holder:  # what an uncommitted merge does: every fold skips
         holder.execute("select pg_advisory_xact_lock_shared(hashtext('metrics.fold_totals'))")
         # the fold five minutes before that hour (a fresh database has no minute, so none is folded twice)
         conn.execute(
             "update metrics.rollup_pass_state set totals_folded_before = to_timestamp(%s) - interval '5 minutes'",
-            (hour[0],),
+            (hour,),
         )
-        ingest(conn, batch(project, [counter("recent_total", 5, ts=float(hour[0]) + 60)]))
+        ingest(conn, batch(project, [counter("recent_total", 5, ts=hour + 60)]))
         conn.execute("update metrics.config set max_past = '1 hour'")  # the hour is out of late points' reach
         report = conn.execute("select metrics.maintain()").fetchone()
         assert report is not None and report[0]["minutes_deleted"] == 0
@@ -267,16 +277,11 @@ def test_retention_keeps_the_minutes_a_late_point_may_still_reach(
     whatever the minute retention, or the hour would become the late point alone; and so do those of a late
     point accepted while the pass stands still (its hour is marked late only once it is merged), even once
     max_past no longer reaches back to them (time passing, here shortened)."""
-    project = uuid.uuid4()
-    conn.execute("insert into metrics.projects (id, minute_retention) values (%s, '1 hour')", (project,))
-    hour = conn.execute(
-        "select extract(epoch from date_trunc('hour', now() - interval '3 hours'))"
-    ).fetchone()
-    assert hour is not None
-    ingest(conn, batch(project, [counter("hourly_total", 5, ts=float(hour[0]) + 60)]))
+    project, hour = project_and_hour(conn, "1 hour", 3)
+    ingest(conn, batch(project, [counter("hourly_total", 5, ts=hour + 60)]))
     report = conn.execute("select metrics.maintain()").fetchone()
     assert report is not None and report[0]["hours_rolled_up"] >= 1 and report[0]["minutes_deleted"] == 0
-    late = batch(project, [counter("hourly_total", 2, ts=float(hour[0]) + 1800)])  # its hour rolled up
+    late = batch(project, [counter("hourly_total", 2, ts=hour + 1800)])  # its hour rolled up
     ingest(conn, late, merge=merged)
     if not merged:
         conn.execute("update metrics.config set max_past = '1 hour'")
@@ -286,7 +291,7 @@ def test_retention_keeps_the_minutes_a_late_point_may_still_reach(
     conn.execute("select metrics.maintain()")
     rolled = conn.execute(
         "select sum from metrics.rollup_1h where project_id = %s and bucket = to_timestamp(%s)",
-        (project, hour[0]),
+        (project, hour),
     ).fetchone()
     assert rolled == (7,)
 
