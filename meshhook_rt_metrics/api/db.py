@@ -90,7 +90,11 @@ class Database:
                 row = conn.execute(
                     "select pending_points, stalled, fold_stalled from metrics.rollup_status()"
                 ).fetchone()
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction):
+        except (
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.UndefinedFunction,
+            psycopg.errors.UndefinedColumn,  # a database before migration 20261207000700 (reported pending)
+        ):
             return {"rollups": "unknown", "totals": "unknown"}
         assert row is not None
         return {

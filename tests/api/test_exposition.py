@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshhook_rt_metrics.client import sketch
+from meshhook_rt_metrics.db import migrator
 from tests.api.conftest import ApiServer, Seed, World
 from tests.support import batch, counter, ingest, merge_points
 
@@ -274,6 +275,34 @@ def test_healthz_reports_a_stalled_fold_of_the_totals(
         assert stalled.json()["totals"] == "stalled" and stalled.json()["rollups"] == "current"
     finally:
         conn.execute("update metrics.rollup_pass_state set totals_folded_before = %s", row)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_of_a_database_before_the_fold_status_migration(
+    client: httpx.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A service newer than its database (rolled out before the migrations): degraded, with the migration
+    pending, not down because rollup_status() lacks the fold's columns."""
+    version = "20261207000700"
+    migration = next(migrator.migrations_dir().glob(f"{version}_*.sql"))
+    row = conn.execute(
+        "delete from supabase_migrations.schema_migrations where version = %s returning version, statements, name",
+        (version,),
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "drop function metrics.rollup_status();"
+        " create function metrics.rollup_status(out pending_points bigint, out last_merge_at timestamptz,"
+        " out stalled boolean) language sql as $$ select 0::bigint, null::timestamptz, false $$"
+    )
+    try:
+        got = client.get("/healthz")
+        assert got.status_code == 503, got.text
+        assert got.json()["status"] == "degraded" and got.json()["pending"] == [version]
+        assert got.json()["rollups"] == got.json()["totals"] == "unknown"
+    finally:
+        conn.execute(migration.read_text())
+        conn.execute("insert into supabase_migrations.schema_migrations values (%s, %s, %s)", row)
     assert client.get("/healthz").status_code == 200
 
 
