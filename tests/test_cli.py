@@ -124,7 +124,7 @@ def test_the_pass_interval_an_operator_chose_survives_rescheduling(state_dir: Pa
             note = conn.execute(
                 "select metrics.schedule_rollup_passes(p_every => 0.1::float8 + 0.2::float8)"
             ).fetchone()
-            half = conn.execute(jobs_sql).fetchall()
+            chosen = conn.execute(jobs_sql).fetchall()
             conn.execute("select metrics.set_pass_lanes(3)")
             three = conn.execute(jobs_sql).fetchall()
             conn.execute("select metrics.schedule_maintenance()")
@@ -139,7 +139,7 @@ def test_the_pass_interval_an_operator_chose_survives_rescheduling(state_dir: Pa
             restored = conn.execute("select metrics.schedule_rollup_passes(p_every => 1)").fetchone()
         again = conn.execute(jobs_sql).fetchall()
     assert note is not None and "rollup passes every 0.3 s in 2 lane(s)" in note[0]
-    assert half == lanes("0.3", 2)
+    assert chosen == lanes("0.3", 2)
     assert three == maintained == refused == lanes("0.3", 3)
     assert restored is not None and "rollup passes every second in 2 lane(s)" in restored[0]
     assert again == lanes("1", 2)
