@@ -7,6 +7,7 @@ The history table is ``supabase_migrations.schema_migrations(version, statements
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -24,6 +25,13 @@ create table if not exists supabase_migrations.schema_migrations (
     name text
 );
 """
+
+
+# a migration's transaction may lose a lock race with the database's own jobs (pg_cron's rollup passes and
+# maintenance, scheduled by the migrations before it, run while the later ones apply): it is rolled back whole,
+# so it is applied again, a few times
+TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+ATTEMPTS = 4
 
 
 class MigrationError(RuntimeError):
@@ -87,15 +95,26 @@ def migrate(
         for migration in pending(conn, directory):
             if progress:
                 progress(migration)
-            try:
-                with conn.transaction():
-                    conn.execute(migration.sql.encode())
-                    conn.execute(
-                        "insert into supabase_migrations.schema_migrations (version, statements, name)"
-                        " values (%s, %s, %s)",
-                        (migration.version, [migration.sql], migration.name),
-                    )
-            except psycopg.Error as exc:
-                raise MigrationError(f"{migration.path.name}: {exc}") from exc
+            _apply(conn, migration)
             applied.append(migration)
     return applied
+
+
+def _apply(conn: psycopg.Connection, migration: Migration) -> None:
+    """One migration and its history row in one transaction; again after a deadlock or serialization failure."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "insert into supabase_migrations.schema_migrations (version, statements, name)"
+                    " values (%s, %s, %s)",
+                    (migration.version, [migration.sql], migration.name),
+                )
+            return
+        except TRANSIENT as exc:
+            if attempt == ATTEMPTS:
+                raise MigrationError(f"{migration.path.name}: {exc} (after {ATTEMPTS} attempts)") from exc
+            time.sleep(0.2 * attempt)
+        except psycopg.Error as exc:
+            raise MigrationError(f"{migration.path.name}: {exc}") from exc

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +160,39 @@ def test_migration_files_are_well_named() -> None:
     versions = all_versions()
     assert versions, "no migrations found"
     assert versions == sorted(set(versions))
+
+
+def test_a_migration_that_loses_a_deadlock_is_applied_again(bare_db: TestDatabase, tmp_path: Path) -> None:
+    """A real deadlock, as a pg_cron job of an earlier migration can cause while later ones apply (CI saw one during
+    `up`): the migration, which waited first, is the victim; its transaction is rolled back whole and applied
+    again once the other side has finished, instead of failing the whole `up`."""
+    with psycopg.connect(bare_db.url, autocommit=True) as conn:
+        conn.execute("create table public.left_side (); create table public.right_side ()")
+    (tmp_path / "20990101000000_takes_both.sql").write_text(
+        "lock table public.right_side in access exclusive mode;\n"
+        "lock table public.left_side in access exclusive mode;\n"
+        "create table public.took_both ();\n"
+    )
+    with psycopg.connect(bare_db.url) as other:
+        other.execute("lock table public.left_side in access exclusive mode")
+        outcome: list[object] = []
+        migrating = threading.Thread(
+            target=lambda: outcome.append(migrator.migrate(bare_db.url, directory=tmp_path)), daemon=True
+        )
+        migrating.start()
+        waiting = (
+            "select count(*) from pg_locks where not granted and relation = 'public.left_side'::regclass"
+        )
+        with psycopg.connect(bare_db.url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while watcher.execute(waiting).fetchone() != (1,) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        other.execute(
+            "lock table public.right_side in access exclusive mode"
+        )  # the cycle: one side gives way
+        other.commit()
+    migrating.join(timeout=60)
+    assert [m.version for m in outcome[0]] == ["20990101000000"]  # type: ignore[attr-defined]
+    assert recorded_versions(bare_db.url) == ["20990101000000"]
+    with psycopg.connect(bare_db.url) as conn:
+        assert conn.execute("select to_regclass('public.took_both') is not null").fetchone() == (True,)
