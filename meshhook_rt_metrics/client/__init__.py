@@ -5,6 +5,7 @@ from meshhook_rt_metrics.client.instruments import Counter, Gauge, Histogram, La
 from meshhook_rt_metrics.client.labels import default_redactor, no_redaction
 from meshhook_rt_metrics.client.request_log import RequestLog
 from meshhook_rt_metrics.client.settings import ClientSettings
+from meshhook_rt_metrics.client.shipper import ShipperSink
 from meshhook_rt_metrics.client.sinks import (
     BatchTooLargeError,
     InvalidBatchError,
@@ -32,6 +33,7 @@ __all__ = [
     "PostgresSink",
     "RequestLog",
     "ServerError",
+    "ShipperSink",
     "SinkError",
     "Sketch",
     "SupabaseSink",

@@ -29,13 +29,8 @@ from meshhook_rt_metrics.client.labels import Redactor
 from meshhook_rt_metrics.client.registry import Health, Registry
 from meshhook_rt_metrics.client.request_log import RequestLog
 from meshhook_rt_metrics.client.settings import ClientSettings
-from meshhook_rt_metrics.client.sinks import (
-    BatchTooLargeError,
-    InvalidBatchError,
-    PostgresSink,
-    Sink,
-    SupabaseSink,
-)
+from meshhook_rt_metrics.client.shipper import ShipperSink, answer_timeout
+from meshhook_rt_metrics.client.sinks import BatchTooLargeError, InvalidBatchError, Sink, SinkSpec, sink_for
 from meshhook_rt_metrics.client.spool import Batch, Spool
 
 log = logging.getLogger("meshhook_rt_metrics.client")
@@ -138,10 +133,18 @@ class MetricsClient:
     # -- construction helpers ---------------------------------------------------------------------
     def _make_sink(self) -> Sink:
         s = self.settings
+        spec = self._sink_spec()
+        if s.shipper == "process":
+            return ShipperSink(spec, answer_timeout=answer_timeout(s.send_timeout))
+        return sink_for(spec)
+
+    def _sink_spec(self) -> SinkSpec:
+        s = self.settings
         if s.database_url is not None:
-            return PostgresSink(s.database_url.get_secret_value(), timeout=s.send_timeout)
+            return {"kind": "postgres", "url": s.database_url.get_secret_value(), "timeout": s.send_timeout}
         if s.supabase_url and s.supabase_key is not None:
-            return SupabaseSink(s.supabase_url, s.supabase_key.get_secret_value(), timeout=s.send_timeout)
+            key = s.supabase_key.get_secret_value()
+            return {"kind": "supabase", "url": s.supabase_url, "key": key, "timeout": s.send_timeout}
         raise ValueError(
             "no backend: pass database_url= (or MESHHOOK_METRICS_DATABASE_URL), or supabase_url= and "
             "supabase_key=, or sink="

@@ -126,6 +126,13 @@ class ClientSettings(BaseSettings):
     backoff_initial: float = Field(default=0.5, gt=0, le=60, description="First retry delay after a failure.")
     backoff_max: float = Field(default=30.0, gt=0, le=3600, description="Longest retry delay.")
     send_timeout: float = Field(default=5.0, gt=0, le=120, description="Connect/statement/HTTP timeout.")
+    shipper: Literal["thread", "process"] = Field(
+        default="thread",
+        description=(
+            "Where batches are sent from: the flush thread (thread), or a shipper process the flush hands "
+            "each batch to, so the service never imports the database driver (process)."
+        ),
+    )
     close_timeout: float = Field(
         default=5.0, ge=0, le=120, description="Deadline of the final flush on close."
     )

@@ -268,6 +268,20 @@ def _error_of(response: httpx.Response) -> tuple[str | None, str]:
     return None, str(body)[:500]
 
 
+SinkSpec = dict[str, Any]
+"""What a sink is built from: ``{"kind": "postgres", "url", "timeout"}`` or ``{"kind": "supabase", "url", "key",
+"timeout"}``. Holds credentials: never logged, never on a command line (the shipper reads it from its pipe)."""
+
+
+def sink_for(spec: SinkSpec) -> PostgresSink | SupabaseSink:
+    """The sink a spec names; the client's and the shipper process's one way to build it."""
+    if spec.get("kind") == "postgres":
+        return PostgresSink(str(spec["url"]), timeout=float(spec["timeout"]))
+    if spec.get("kind") == "supabase":
+        return SupabaseSink(str(spec["url"]), str(spec["key"]), timeout=float(spec["timeout"]))
+    raise ValueError(f"unknown sink kind {spec.get('kind')!r} (expected 'postgres' or 'supabase')")
+
+
 class MemorySink:
     """Keeps batches in a list (tests, dry runs); can be told to fail to exercise the spool. Like
     ``metrics.ingest`` it answers ``duplicate`` for a ``(project_id, source, batch_id)`` seen before."""
