@@ -289,7 +289,8 @@ class MetricsClient:
     def flush(self, *, replay_deadline: float | None = None) -> bool:
         """Collect and ship one batch now; True when nothing is left waiting in the spool.
 
-        Blocks the caller for at most about one send timeout; never raises on backend failure.
+        Blocks the caller while the batch is sent: at most about a connect and two statements under the
+        statement timeout (``max(30 s, 6 * send_timeout)`` each); never raises on backend failure.
         """
         with self._flush_lock:
             if os.getpid() != self._pid:
@@ -512,11 +513,21 @@ class MetricsClient:
         if worker.is_alive():
             log.warning("metrics close deadline reached; unsent batches stay in the spool")
         else:
-            with contextlib.suppress(Exception):
-                self._sink.close()
+            self._close_sink(deadline)
             self.spool.close()
             if self._system is not None:
                 self._system.release()
+
+    def _close_sink(self, deadline: float) -> None:
+        """Close the sink unless a flush still uses it (a caller's, past the deadline): never under a send."""
+        if not self._flush_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("metrics close deadline reached while a flush was sending; its connection stays open")
+            return
+        try:
+            with contextlib.suppress(Exception):
+                self._sink.close()
+        finally:
+            self._flush_lock.release()
 
     def _final_flush(self, deadline: float) -> None:
         try:

@@ -7,14 +7,16 @@ service's GIL, on another core (docs/architecture.md, "Then: the send in a proce
 
 The contract is the sink's: ``send`` returns once the shipper's sink returned (the batch committed) and raises
 the errors that sink raised, so the client's spool, retries and exactly-once stay as they are. A shipper that
-exits or stops answering is killed and its batch reported as a ``SinkError``: the client spools and resends it,
-and the ledger answers ``duplicate`` if it had been stored. The next send starts a new shipper. The shipper
-leaves when its stdin closes (the client closed, or the service exited or was killed); it ignores SIGINT and
-SIGTERM, which a terminal or a service manager sends the whole group, so the service's final flush still finds it.
+exits, stops answering, answers out of turn, or whose send is interrupted (even by ``KeyboardInterrupt``) is
+killed and the batch reported as a ``SinkError``: the client spools and resends it, and the ledger answers
+``duplicate`` if it was stored. The next send starts a new shipper. The shipper leaves when its stdin closes
+(the client closed, or the service exited or was killed); it ignores SIGINT and SIGTERM, which a terminal or a
+service manager sends the whole group, so the service's final flush still finds it.
 
 Frames on both pipes: a 4-byte big-endian length, then ``marshal`` data (batches are plain dicts, lists,
 strings and numbers; both ends are the same interpreter). The first frame is the sink's spec, credentials
-included, which is why they never appear on the shipper's command line.
+included, which is why they never appear on the shipper's command line; the shipper answers it with a hello.
+Every request carries a sequence number its answer repeats.
 """
 
 from __future__ import annotations
@@ -45,22 +47,41 @@ from meshhook_rt_metrics.client.sinks import (
 
 log = logging.getLogger("meshhook_rt_metrics.client")
 
+HELLO = ("meshhook-metrics-shipper", 1)
+"""The shipper's first answer (name, protocol): proof that ``sys.executable`` started one."""
+MAX_FRAME = 1 << 30
 _LENGTH = struct.Struct(">I")
 _ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (SinkError, ServerError, BatchTooLargeError, NotAuthorisedError, InvalidBatchError)
 }
 """The errors a sink raises, by name: the shipper answers with one of these names and the service raises it."""
+_BOOT = """\
+import os, sys
+replies = os.dup(1)
+try:
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
+except OSError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+root = {root!r}
+if root not in sys.path:
+    sys.path.insert(0, root)
+from meshhook_rt_metrics.client.shipper import main
+raise SystemExit(main(replies))
+"""
+"""The shipper's ``-c`` program (run with ``-P``: the service's working directory is not on its path). The
+package's directory goes first only when the interpreter would not find the package anyway (a source tree);
+an installed package keeps the interpreter's order, standard library first."""
 
 
 def answer_timeout(send_timeout: float) -> float:
-    """How long the service waits for the shipper's answer: the longest a healthy send can take (connect, then
-    the statement timeout ``PostgresSink`` sets), plus a margin; after it the shipper counts as hung."""
-    return 2 * send_timeout + max(30.0, 6 * send_timeout) + 5.0
+    """How long the service waits for an answer: the longest a healthy send takes (a connect, then up to two
+    statements under the statement timeout ``PostgresSink`` sets), plus a margin; then the shipper is hung."""
+    return 2 * send_timeout + 2 * max(30.0, 6 * send_timeout) + 5.0
 
 
 class UnansweredError(Exception):
-    """The shipper exited, closed its pipe or did not answer in time."""
+    """The shipper exited, closed its pipe, did not answer in time or answered out of turn."""
 
 
 class ShipperSink:
@@ -68,9 +89,16 @@ class ShipperSink:
 
     def __init__(self, spec: SinkSpec, *, answer_timeout: float) -> None:
         sink_for(spec)  # a spec the shipper could not build fails here, in the service, with its message
+        if getattr(sys, "frozen", False) or not sys.executable:
+            raise ValueError(
+                "shipper='process' needs sys.executable to be a Python interpreter that can import this package "
+                f"(got {sys.executable!r}{', a frozen application' if getattr(sys, 'frozen', False) else ''}); "
+                "use shipper='thread'"
+            )
         self._spec = spec
         self._answer_timeout = answer_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._seq = 0
 
     def __repr__(self) -> str:
         return f"ShipperSink({self._spec['kind']}, {redact_url(str(self._spec['url']))!r})"
@@ -81,45 +109,58 @@ class ShipperSink:
         return self._proc.pid if self._proc is not None else None
 
     def send(self, batch: Batch) -> dict[str, Any]:
-        payload = marshal.dumps(batch)
+        self._seq += 1
+        request = marshal.dumps((self._seq, batch))
         proc = self._running()
-        deadline = time.monotonic() + self._answer_timeout
         try:
-            _write_frame(_fd(proc.stdin), payload, deadline)
+            deadline = time.monotonic() + self._answer_timeout
+            _write_frame(_fd(proc.stdin), request, deadline)
             reply = marshal.loads(_read_frame(_fd(proc.stdout), deadline))
-        except (OSError, EOFError, ValueError, UnansweredError) as exc:
+            if not (isinstance(reply, tuple) and len(reply) >= 3 and reply[0] == self._seq):
+                raise UnansweredError(f"answer out of turn: {str(reply)[:80]!r}")
+        except BaseException as exc:  # whatever interrupted the exchange, its answer must never be read later
             self._stop(kill=True)
-            raise SinkError(f"metrics shipper failed ({exc}); a new one starts at the next send") from exc
-        if reply[0] == "ok":
-            result: dict[str, Any] = reply[1]
+            if isinstance(exc, Exception):
+                raise SinkError(f"metrics shipper failed ({exc}); a new one starts at the next send") from exc
+            raise
+        if reply[1] == "ok":
+            result: dict[str, Any] = reply[2]
             return result
-        raise _ERRORS.get(reply[1], ServerError)(reply[2])
+        raise _ERRORS.get(str(reply[2]), ServerError)(*reply[3:4])
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._stop(kill=True)
+        try:
+            self._proc = proc = self._start()
+            deadline = time.monotonic() + self._answer_timeout
+            _write_frame(_fd(proc.stdin), marshal.dumps(self._spec), deadline)
+            hello = marshal.loads(_read_frame(_fd(proc.stdout), deadline))
+            if hello != HELLO:
+                raise UnansweredError(f"its first answer was {str(hello)[:80]!r}")
+        except BaseException as exc:
+            self._stop(kill=True)
+            if isinstance(exc, Exception):
+                raise SinkError(f"{sys.executable} did not start a metrics shipper ({exc})") from exc
+            raise
+        return proc
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        root = str(Path(__file__).resolve().parents[2])
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from meshhook_rt_metrics.client.shipper import main; raise SystemExit(main())",
-            ],
+            [sys.executable, "-P", "-c", _BOOT.format(root=root)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
-            env=_child_env(),
         )
-        self._proc = proc
-        try:
-            _write_frame(_fd(proc.stdin), marshal.dumps(self._spec), time.monotonic() + self._answer_timeout)
-        except (OSError, UnansweredError) as exc:
-            self._stop(kill=True)
-            raise SinkError(f"metrics shipper did not start ({exc})") from exc
+        for pipe in (proc.stdin, proc.stdout):  # a deadline holds only if no write or read can block
+            os.set_blocking(_fd(pipe), False)
         return proc
 
     def _stop(self, *, kill: bool, timeout: float = 5.0) -> None:
-        """Close the pipes (the shipper leaves at EOF); kill it if asked or if it outlives ``timeout``."""
+        """Close the pipes (the shipper leaves at EOF); kill it if asked or if it outlives ``timeout``. Never
+        waits longer than twice ``timeout``: a process that will not die is left to the system."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -132,7 +173,10 @@ class ShipperSink:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("metrics shipper %d did not exit after SIGKILL; left to the system", proc.pid)
 
     def close(self) -> None:
         self._stop(kill=False)
@@ -155,31 +199,31 @@ def _fd(pipe: Any) -> int:
     return fd
 
 
-def _child_env() -> dict[str, str]:
-    """The service's environment, with this package's directory first on ``PYTHONPATH`` so that ``-m`` finds
-    the same code a service run from a source tree imported (``-c``, not ``-m``: the package imports this module)."""
-    root = str(Path(__file__).resolve().parents[2])
-    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 def _write_frame(fd: int, payload: bytes, deadline: float) -> None:
     data = memoryview(_LENGTH.pack(len(payload)) + payload)
     while data:
-        _wait(fd, deadline, write=True)
-        data = data[os.write(fd, data) :]
+        _wait(fd, deadline, select.POLLOUT)
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            continue
 
 
 def _read_frame(fd: int, deadline: float) -> bytes:
     (length,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size, deadline))
+    if length > MAX_FRAME:
+        raise UnansweredError(f"a frame of {length} bytes is not an answer")
     return _read_exact(fd, length, deadline)
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:
     chunks: list[bytes] = []
     while n:
-        _wait(fd, deadline, write=False)
-        chunk = os.read(fd, min(n, 1 << 20))
+        _wait(fd, deadline, select.POLLIN)
+        try:
+            chunk = os.read(fd, min(n, 1 << 20))
+        except BlockingIOError:
+            continue
         if not chunk:
             raise UnansweredError("it exited")
         chunks.append(chunk)
@@ -187,22 +231,32 @@ def _read_exact(fd: int, n: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def _wait(fd: int, deadline: float, *, write: bool) -> None:
-    left = None if deadline == float("inf") else max(deadline - time.monotonic(), 0.0)
-    ready = select.select([], [fd], [], left) if write else select.select([fd], [], [], left)
-    if not (ready[1] if write else ready[0]):
+def _wait(fd: int, deadline: float, event: int) -> None:
+    """Until ``fd`` is ready (or hung up: the read or write then says how) or the deadline passes. ``poll``,
+    not ``select``: a busy service's descriptors are often above ``select``'s 1,024."""
+    if deadline == float("inf"):
+        return  # the shipper's own blocking pipes
+    poller = select.poll()
+    poller.register(fd, event)
+    if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
         raise UnansweredError("no answer in time")
 
 
 # -- the shipper process ------------------------------------------------------------------------------------
-def _answer(sink: Any, batch: Batch) -> tuple[Any, ...]:
+def _error_name(exc: BaseException) -> str:
+    """The nearest of the sink's errors in the exception's classes (a subclass keeps its meaning)."""
+    return next((c.__name__ for c in type(exc).__mro__ if _ERRORS.get(c.__name__) is c), "ServerError")
+
+
+def _answer(sink: Any, seq: int, batch: Batch) -> tuple[Any, ...]:
     try:
-        return ("ok", sink.send(batch))
+        return (seq, "ok", sink.send(batch))
     except tuple(_ERRORS.values()) as exc:
-        return ("error", type(exc).__name__, str(exc))
+        return (seq, "error", _error_name(exc), str(exc))
     except Exception as exc:  # a bug in the sink: reported as a server error, retried by the service
-        log.warning("metrics shipper: the send failed unexpectedly", exc_info=True)
-        return ("error", "ServerError", f"{type(exc).__name__}: {redact_url(str(exc))}")
+        detail = f"{type(exc).__name__}: {redact_url(str(exc))}"
+        log.warning("metrics shipper: the send failed unexpectedly: %s", detail)
+        return (seq, "error", "ServerError", detail)
 
 
 def _read_request(fd: int) -> bytes | None:
@@ -213,20 +267,20 @@ def _read_request(fd: int) -> bytes | None:
         return None
 
 
-def main() -> int:
-    """Serve one service: read its sink's spec, then answer batch after batch until stdin closes."""
+def main(replies: int) -> int:
+    """Serve one service: read its sink's spec, say hello, then answer batch after batch until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    replies = os.dup(1)
-    os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s meshhook-metrics shipper: %(message)s")
     first = _read_request(0)
     if first is None:
         return 0
     sink = sink_for(marshal.loads(first))
     try:
+        _write_frame(replies, marshal.dumps(HELLO), float("inf"))
         while (frame := _read_request(0)) is not None:
-            _write_frame(replies, marshal.dumps(_answer(sink, marshal.loads(frame))), float("inf"))
+            seq, batch = marshal.loads(frame)
+            _write_frame(replies, marshal.dumps(_answer(sink, seq, batch)), float("inf"))
     except BrokenPipeError:
         pass  # the service left while we answered
     finally:

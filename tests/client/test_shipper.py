@@ -79,8 +79,10 @@ def test_answers_and_errors_cross_the_pipe_as_the_sink_gave_them(db: TestDatabas
         bad = _batch(project, "b2", labels={"foo-bar": "x"})
         with pytest.raises(InvalidBatchError) as shipped:
             sink.send(bad)
-        with pytest.raises(InvalidBatchError) as direct:  # the oracle: the same sink in this process
-            PostgresSink(db.url).send(bad)
+        oracle = PostgresSink(db.url)  # the same sink in this process
+        with pytest.raises(InvalidBatchError) as direct:
+            oracle.send(bad)
+        oracle.close()
         assert str(shipped.value) == str(direct.value) and "foo-bar" in str(shipped.value)
     finally:
         sink.close()
@@ -99,14 +101,15 @@ def test_a_service_with_a_shipper_never_imports_the_driver(db: TestDatabase, tmp
         client.flush()
         pid = client._sink.pid
         client.close()
-        print(json.dumps({{"driver": "psycopg" in sys.modules, "shipper": pid}}))
+        driver = [m for m in ("psycopg", "httpx") if m in sys.modules]
+        print(json.dumps({{"driver": driver, "shipper": pid}}))
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     seen = json.loads(done.stdout)
-    assert seen["driver"] is False and isinstance(seen["shipper"], int)
+    assert seen["driver"] == [] and isinstance(seen["shipper"], int)
     assert _gone(seen["shipper"])
     assert rollup_totals(db.url, project, NAME)["sum"] == 7
 
@@ -127,15 +130,16 @@ def test_a_shipper_killed_between_sends_is_replaced(db: TestDatabase) -> None:
     assert rollup_totals(db.url, project, NAME)["sum"] == 2
 
 
-def _waiting_on_a_lock(admin_url: str, within: float = 30.0) -> bool:
+def _backends(admin_url: str, condition: str, expected: bool, within: float = 30.0) -> bool:
+    """Whether the client's backends meeting ``condition`` exist (``expected``) or are gone within ``within``."""
     end = time.monotonic() + within
     with psycopg.connect(admin_url, autocommit=True) as conn:
         while time.monotonic() < end:
             row = conn.execute(
-                """select count(*) from pg_stat_activity
-                   where application_name = 'meshhook-metrics-client' and wait_event_type = 'Lock'"""
+                "select count(*) > 0 from pg_stat_activity where application_name = 'meshhook-metrics-client' "
+                f"and {condition}"
             ).fetchone()
-            if row and row[0]:
+            if row and row[0] == expected:
                 return True
             time.sleep(0.05)
     return False
@@ -160,11 +164,13 @@ def test_a_shipper_killed_mid_send_costs_a_resend_never_a_batch(db: TestDatabase
             locker.execute("lock table metrics.batches in exclusive mode")
             flusher = threading.Thread(target=client.flush)
             flusher.start()
-            assert _waiting_on_a_lock(db.admin_url)
+            assert _backends(db.admin_url, "wait_event_type = 'Lock'", expected=True)
             os.kill(first, signal.SIGKILL)
             flusher.join(60)
             assert not flusher.is_alive()
             assert client.spool.pending == 1  # the send failed: spooled, not lost
+        # the orphaned statement finishes, commits, fails to answer and its backend leaves: then the replay
+        assert _backends(db.admin_url, "true", expected=False)
         time.sleep(0.05)  # past the backoff
         assert client.flush() is True
         assert (
@@ -210,7 +216,8 @@ def test_the_shipper_leaves_with_its_service_and_outlives_a_terminals_signals(db
         assert service.stdout is not None
         shipper = int(service.stdout.readline())
         cmdline = " ".join(psutil.Process(shipper).cmdline())
-        assert "meshhook_rt_metrics.client.shipper" in cmdline and "postgres" not in cmdline  # no credentials
+        password = psycopg.conninfo.conninfo_to_dict(db.url)["password"]
+        assert "meshhook_rt_metrics.client.shipper" in cmdline and str(password) not in cmdline
         os.kill(shipper, signal.SIGINT)
         os.kill(shipper, signal.SIGTERM)
         assert not _gone(shipper, within=0.5)
@@ -275,3 +282,106 @@ def test_the_setting_picks_the_shipper_and_refuses_what_it_does_not_know(
         sink_for({"kind": "kafka", "url": "x", "timeout": 1.0})
     with pytest.raises(ValueError, match="unknown sink kind"):
         ShipperSink({"kind": "kafka", "url": "x", "timeout": 1.0}, answer_timeout=1.0)
+
+
+def test_a_big_batch_to_a_stopped_shipper_still_meets_the_deadline(db: TestDatabase) -> None:
+    """More than a pipe holds (64 KiB): the write must not block past the answer's deadline."""
+    project = str(uuid.uuid4())
+    sink = _sink(db.url, answer_timeout=1.0)
+    try:
+        sink.send(_batch(project, "b1"))
+        stopped = sink.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        big = _batch(project, "b2")
+        big["points"] = [{**big["points"][0], "labels": {"route": f"/hook/{i}"}} for i in range(5_000)]
+        outcome: list[BaseException | None] = []
+
+        def send() -> None:
+            try:
+                sink.send(big)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sender.join(60)  # generous: the deadline is 1 s; a blocked write never returns at all
+        assert outcome and isinstance(outcome[0], SinkError) and "no answer in time" in str(outcome[0])
+        assert _gone(stopped)
+    finally:
+        sink.close()
+
+
+def test_a_service_with_many_open_files_ships(db: TestDatabase) -> None:
+    """Descriptors above 1,024, where ``select`` refuses to look."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1_200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4_096), hard))
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1_100)]
+    sink = _sink(db.url)
+    try:
+        assert sink.send(_batch(str(uuid.uuid4()), "b1"))["status"] == "accepted"
+        assert os.fstat(sink._proc.stdout.fileno()) and sink._proc.stdout.fileno() > 1_024  # type: ignore[union-attr]
+    finally:
+        sink.close()
+        for fd in opened:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_interrupted_send_never_pairs_an_answer_with_the_next_batch(db: TestDatabase) -> None:
+    """A KeyboardInterrupt while the shipper works on b1: its late answer must not be taken for b2's."""
+    project = str(uuid.uuid4())
+    sink = _sink(db.url)
+    try:
+        sink.send(_batch(project, "b0"))
+        with psycopg.connect(db.admin_url) as locker:
+            locker.execute("lock table metrics.batches in exclusive mode")
+
+            def interrupt(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    sink.send(_batch(project, "b1", 1))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            assert sink.pid is None  # the shipper that owed an answer is gone
+        two = _batch(project, "b2")
+        two["points"] = [{**two["points"][0], "labels": {"route": r}} for r in ("/a", "/b")]
+        answer = sink.send(two)
+        assert answer["status"] == "accepted" and answer["points"] == 2  # b2's own answer
+    finally:
+        sink.close()
+
+
+def test_an_interpreter_that_is_not_python_is_refused_clearly(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/cat")  # echoes the spec back instead of saying hello
+    sink = _sink(db.url, answer_timeout=5.0)
+    with pytest.raises(SinkError, match="/bin/cat did not start a metrics shipper") as refused:
+        sink.send(_batch(str(uuid.uuid4()), "b1"))
+    assert str(psycopg.conninfo.conninfo_to_dict(db.url)["password"]) not in str(refused.value)
+    assert sink.pid is None
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    with pytest.raises(ValueError, match="frozen application"):
+        _sink(db.url)
+
+
+def test_the_services_working_directory_cannot_shadow_the_shippers_modules(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "struct.py").write_text("raise ImportError('the working directory was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    sink = _sink(db.url)
+    try:
+        assert sink.send(_batch(str(uuid.uuid4()), "b1"))["status"] == "accepted"
+    finally:
+        sink.close()
