@@ -13,14 +13,16 @@ killed and the batch reported as a ``SinkError``: the client spools and resends 
 (the client closed, or the service exited or was killed); it ignores SIGINT and SIGTERM, which a terminal or a
 service manager sends the whole group, so the service's final flush still finds it.
 
-Frames on both pipes: a 4-byte big-endian length, then ``marshal`` data (batches are plain dicts, lists,
-strings and numbers; both ends are the same interpreter). The first frame is the sink's spec, credentials
-included, which is why they never appear on the shipper's command line; the shipper answers it with a hello.
-Every request carries a sequence number its answer repeats.
+Requests go to the shipper's stdin, answers come back on a pipe of their own (its stdout goes to /dev/null, so
+nothing printed at start-up can pass for an answer). Frames: a 4-byte big-endian length, then ``marshal`` data
+(batches are plain dicts, lists, strings and numbers; both ends are the same interpreter). The first frame is the
+sink's spec, credentials included, which is why they never appear on the shipper's command line; the shipper
+answers it with a hello. Every request carries a sequence number its answer repeats.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import marshal
 import os
@@ -49,7 +51,10 @@ log = logging.getLogger("meshhook_rt_metrics.client")
 
 HELLO = ("meshhook-metrics-shipper", 1)
 """The shipper's first answer (name, protocol): proof that ``sys.executable`` started one."""
-MAX_FRAME = 1 << 30
+MAX_REQUEST = 1 << 30
+"""A larger batch is reported as too large (the client splits it), never sent."""
+MAX_ANSWER = 1 << 20
+MAX_HELLO = 64
 _LENGTH = struct.Struct(">I")
 _ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
@@ -57,21 +62,22 @@ _ERRORS: dict[str, type[Exception]] = {
 }
 """The errors a sink raises, by name: the shipper answers with one of these names and the service raises it."""
 _BOOT = """\
-import os, sys
-replies = os.dup(1)
-try:
-    os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
-except OSError:
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+import importlib.util, os, sys
 root = {root!r}
-if root not in sys.path:
+found = importlib.util.find_spec("meshhook_rt_metrics")
+if found is None or not found.origin or os.path.realpath(os.path.dirname(os.path.dirname(found.origin))) != root:
     sys.path.insert(0, root)
 from meshhook_rt_metrics.client.shipper import main
-raise SystemExit(main(replies))
+raise SystemExit(main({replies}))
 """
-"""The shipper's ``-c`` program (run with ``-P``: the service's working directory is not on its path). The
-package's directory goes first only when the interpreter would not find the package anyway (a source tree);
+"""The shipper's ``-c`` program (with ``-P`` and in ``/``: the service's working directory is not on its path).
+The package's directory goes first only when the interpreter would find another copy or none (a source tree);
 an installed package keeps the interpreter's order, standard library first."""
+
+
+def startup_timeout(send_timeout: float) -> float:
+    """How long a new shipper may take to start and say hello (imports on a busy machine)."""
+    return 10.0 + send_timeout
 
 
 def answer_timeout(send_timeout: float) -> float:
@@ -87,7 +93,7 @@ class UnansweredError(Exception):
 class ShipperSink:
     """A sink that sends through a shipper process (see the module's docstring)."""
 
-    def __init__(self, spec: SinkSpec, *, answer_timeout: float) -> None:
+    def __init__(self, spec: SinkSpec, *, answer_timeout: float, hello_timeout: float | None = None) -> None:
         sink_for(spec)  # a spec the shipper could not build fails here, in the service, with its message
         if getattr(sys, "frozen", False) or not sys.executable:
             raise ValueError(
@@ -97,7 +103,10 @@ class ShipperSink:
             )
         self._spec = spec
         self._answer_timeout = answer_timeout
+        self._hello_timeout = min(answer_timeout, hello_timeout or startup_timeout(float(spec["timeout"])))
         self._proc: subprocess.Popen[bytes] | None = None
+        self._replies: int | None = None  # the read end of the answers' pipe
+        self._owner = os.getpid()
         self._seq = 0
 
     def __repr__(self) -> str:
@@ -111,13 +120,15 @@ class ShipperSink:
     def send(self, batch: Batch) -> dict[str, Any]:
         self._seq += 1
         request = marshal.dumps((self._seq, batch))
-        proc = self._running()
+        if len(request) > MAX_REQUEST:
+            raise BatchTooLargeError(f"a batch of {len(request)} bytes is over the shipper's {MAX_REQUEST}")
+        proc, replies = self._running()
         try:
             deadline = time.monotonic() + self._answer_timeout
             _write_frame(_fd(proc.stdin), request, deadline)
-            reply = marshal.loads(_read_frame(_fd(proc.stdout), deadline))
+            reply = marshal.loads(_read_frame(replies, deadline, MAX_ANSWER))
             if not (isinstance(reply, tuple) and len(reply) >= 3 and reply[0] == self._seq):
-                raise UnansweredError(f"answer out of turn: {str(reply)[:80]!r}")
+                raise UnansweredError(f"an answer out of turn ({type(reply).__name__})")
         except BaseException as exc:  # whatever interrupted the exchange, its answer must never be read later
             self._stop(kill=True)
             if isinstance(exc, Exception):
@@ -128,47 +139,65 @@ class ShipperSink:
             return result
         raise _ERRORS.get(str(reply[2]), ServerError)(*reply[3:4])
 
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+    def _running(self) -> tuple[subprocess.Popen[bytes], int]:
+        if self._owner != os.getpid():  # forked without after_fork (e.g. used on its own): never share
+            self.after_fork()
+        if self._proc is not None and self._replies is not None and self._proc.poll() is None:
+            return self._proc, self._replies
         self._stop(kill=True)
         try:
-            self._proc = proc = self._start()
-            deadline = time.monotonic() + self._answer_timeout
+            proc, replies = self._start()
+            deadline = time.monotonic() + self._hello_timeout
             _write_frame(_fd(proc.stdin), marshal.dumps(self._spec), deadline)
-            hello = marshal.loads(_read_frame(_fd(proc.stdout), deadline))
-            if hello != HELLO:
-                raise UnansweredError(f"its first answer was {str(hello)[:80]!r}")
+            if marshal.loads(_read_frame(replies, deadline, MAX_HELLO)) != HELLO:
+                raise UnansweredError(
+                    "its first answer was not a shipper's hello"
+                )  # never shown: may echo the spec
         except BaseException as exc:
             self._stop(kill=True)
             if isinstance(exc, Exception):
                 raise SinkError(f"{sys.executable} did not start a metrics shipper ({exc})") from exc
             raise
-        return proc
+        return proc, replies
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        root = str(Path(__file__).resolve().parents[2])
-        proc = subprocess.Popen(
-            [sys.executable, "-P", "-c", _BOOT.format(root=root)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-        )
-        for pipe in (proc.stdin, proc.stdout):  # a deadline holds only if no write or read can block
-            os.set_blocking(_fd(pipe), False)
-        return proc
+    def _start(self) -> tuple[subprocess.Popen[bytes], int]:
+        """Start a shipper with the service's interpreter flags; its answers come on a pipe of their own."""
+        root = os.path.realpath(Path(__file__).parents[2])
+        read, write = os.pipe()
+        try:
+            self._replies, self._owner = read, os.getpid()
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+                    "-P",
+                    "-c",
+                    _BOOT.format(root=root, replies=write),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(write,),
+                cwd="/",
+                process_group=0,  # a terminal's signals to the service's group do not reach it
+                bufsize=0,
+            )
+        finally:
+            os.close(write)
+        os.set_blocking(read, False)  # a deadline holds only if no write or read can block
+        os.set_blocking(_fd(self._proc.stdin), False)
+        return self._proc, read
 
     def _stop(self, *, kill: bool, timeout: float = 5.0) -> None:
         """Close the pipes (the shipper leaves at EOF); kill it if asked or if it outlives ``timeout``. Never
         waits longer than twice ``timeout``: a process that will not die is left to the system."""
         proc, self._proc = self._proc, None
+        self._close_replies()
         if proc is None:
             return
         if kill:
             proc.kill()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -178,6 +207,12 @@ class ShipperSink:
             except subprocess.TimeoutExpired:
                 log.warning("metrics shipper %d did not exit after SIGKILL; left to the system", proc.pid)
 
+    def _close_replies(self) -> None:
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            with contextlib.suppress(OSError):
+                os.close(replies)
+
     def close(self) -> None:
         self._stop(kill=False)
 
@@ -185,10 +220,11 @@ class ShipperSink:
         """A forked child drops its copies of the pipes (so the parent's shipper still sees EOF when the parent
         closes) and starts a shipper of its own at its first send; it never waits for the parent's."""
         proc, self._proc = self._proc, None
+        self._close_replies()
+        self._owner = os.getpid()
         if proc is not None:
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
             proc.returncode = 0  # not our child: Popen must never wait for or signal it
 
 
@@ -209,10 +245,10 @@ def _write_frame(fd: int, payload: bytes, deadline: float) -> None:
             continue
 
 
-def _read_frame(fd: int, deadline: float) -> bytes:
+def _read_frame(fd: int, deadline: float, limit: int) -> bytes:
     (length,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size, deadline))
-    if length > MAX_FRAME:
-        raise UnansweredError(f"a frame of {length} bytes is not an answer")
+    if length > limit:
+        raise UnansweredError(f"a frame of {length} bytes, over {limit}")
     return _read_exact(fd, length, deadline)
 
 
@@ -262,7 +298,7 @@ def _answer(sink: Any, seq: int, batch: Batch) -> tuple[Any, ...]:
 def _read_request(fd: int) -> bytes | None:
     """The next frame, or None at EOF (the service closed the pipe or is gone)."""
     try:
-        return _read_frame(fd, float("inf"))
+        return _read_frame(fd, float("inf"), MAX_REQUEST)
     except UnansweredError:
         return None
 
@@ -284,5 +320,6 @@ def main(replies: int) -> int:
     except BrokenPipeError:
         pass  # the service left while we answered
     finally:
-        sink.close()
+        with contextlib.suppress(Exception):
+            sink.close()
     return 0

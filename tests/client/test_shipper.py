@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,7 +26,9 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+import meshhook_rt_metrics.client.shipper as shipper_module
 from meshhook_rt_metrics.client import (
+    BatchTooLargeError,
     ClientSettings,
     InvalidBatchError,
     MetricsClient,
@@ -53,8 +56,17 @@ def _batch(
     }
 
 
-def _sink(url: str, answer_timeout: float = 30.0) -> ShipperSink:
-    return ShipperSink({"kind": "postgres", "url": url, "timeout": 5.0}, answer_timeout=answer_timeout)
+def _sink(url: str, answer_timeout: float = 30.0, hello_timeout: float | None = None) -> ShipperSink:
+    spec = {"kind": "postgres", "url": url, "timeout": 5.0}
+    return ShipperSink(spec, answer_timeout=answer_timeout, hello_timeout=hello_timeout)
+
+
+def _line(pipe: Any, within: float = 60.0) -> bytes:
+    """A line from a child's pipe, failing (not hanging) when none comes in time."""
+    poller = select.poll()
+    poller.register(pipe.fileno(), select.POLLIN)
+    assert poller.poll(int(within * 1000)), "the child printed nothing in time"
+    return bytes(pipe.readline())
 
 
 def _gone(pid: int, within: float = 15.0) -> bool:
@@ -130,25 +142,36 @@ def test_a_shipper_killed_between_sends_is_replaced(db: TestDatabase) -> None:
     assert rollup_totals(db.url, project, NAME)["sum"] == 2
 
 
-def _backends(admin_url: str, condition: str, expected: bool, within: float = 30.0) -> bool:
-    """Whether the client's backends meeting ``condition`` exist (``expected``) or are gone within ``within``."""
+def _blocked_by(admin_url: str, locker: int, within: float = 30.0) -> int:
+    """The backend of this database waiting for the lock the ``locker`` backend holds (0: none in time)."""
     end = time.monotonic() + within
     with psycopg.connect(admin_url, autocommit=True) as conn:
         while time.monotonic() < end:
             row = conn.execute(
-                "select count(*) > 0 from pg_stat_activity where application_name = 'meshhook-metrics-client' "
-                f"and {condition}"
+                """select pid from pg_stat_activity
+                   where datname = current_database() and pg_blocking_pids(pid) @> array[%s::int]""",
+                (locker,),
             ).fetchone()
-            if row and row[0] == expected:
+            if row:
+                return int(row[0])
+            time.sleep(0.05)
+    return 0
+
+
+def _backend_gone(admin_url: str, pid: int, within: float = 30.0) -> bool:
+    end = time.monotonic() + within
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        while time.monotonic() < end:
+            if conn.execute("select 1 from pg_stat_activity where pid = %s", (pid,)).fetchone() is None:
                 return True
             time.sleep(0.05)
     return False
 
 
 def test_a_shipper_killed_mid_send_costs_a_resend_never_a_batch(db: TestDatabase, tmp_path: Path) -> None:
-    """The shipper dies while its statement waits on a lock; the statement then commits anyway (the server
-    does not notice a gone client while it waits), so the acknowledgement is lost: the client spools the
-    batch, resends it, and the ledger answers duplicate. Counted once."""
+    """The shipper dies while its statement waits on a lock; the statement then commits anyway (its Sync was
+    already sent, and the server does not notice a gone client while it waits), so the acknowledgement is lost:
+    the client spools the batch, resends it, and the ledger answers duplicate. Counted once."""
     project = str(uuid.uuid4())
     client = MetricsClient(
         project, db.url, shipper="process", background=False, system_metrics=False, spool_dir=tmp_path,
@@ -164,18 +187,20 @@ def test_a_shipper_killed_mid_send_costs_a_resend_never_a_batch(db: TestDatabase
             locker.execute("lock table metrics.batches in exclusive mode")
             flusher = threading.Thread(target=client.flush)
             flusher.start()
-            assert _backends(db.admin_url, "wait_event_type = 'Lock'", expected=True)
+            waiting = _blocked_by(db.admin_url, locker.info.backend_pid)
+            assert waiting  # the shipper's statement is queued behind the lock
             os.kill(first, signal.SIGKILL)
             flusher.join(60)
             assert not flusher.is_alive()
             assert client.spool.pending == 1  # the send failed: spooled, not lost
         # the orphaned statement finishes, commits, fails to answer and its backend leaves: then the replay
-        assert _backends(db.admin_url, "true", expected=False)
+        assert _backend_gone(db.admin_url, waiting)
         time.sleep(0.05)  # past the backoff
         assert client.flush() is True
+        duplicates = health_total(client, "meshhook_metrics_client_batches_duplicate_total")
         assert (
-            health_total(client, "meshhook_metrics_client_batches_duplicate_total") == 1
-        )  # the killed shipper's statement had committed
+            duplicates == 1
+        )  # the killed shipper's statement had committed; the resend was not stored again
     finally:
         client.close()
     assert rollup_totals(db.url, project, NAME)["sum"] == 16
@@ -183,15 +208,17 @@ def test_a_shipper_killed_mid_send_costs_a_resend_never_a_batch(db: TestDatabase
 
 def test_a_hung_shipper_is_killed_and_replaced(db: TestDatabase) -> None:
     project = str(uuid.uuid4())
-    sink = _sink(db.url, answer_timeout=1.0)
+    sink = _sink(db.url)
     try:
-        sink.send(_batch(project, "b1"))
+        sink.send(_batch(project, "b1"))  # started, connected, series learnt: under the long timeout
+        sink._answer_timeout = 1.0
         hung = sink.pid
         assert hung is not None
         os.kill(hung, signal.SIGSTOP)
         with pytest.raises(SinkError, match="no answer in time"):
             sink.send(_batch(project, "b2"))
         assert _gone(hung) and sink.pid is None
+        sink._answer_timeout = 30.0
         assert sink.send(_batch(project, "b2"))["status"] == "accepted"
     finally:
         sink.close()
@@ -213,8 +240,7 @@ def test_the_shipper_leaves_with_its_service_and_outlives_a_terminals_signals(db
     )
     service = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        assert service.stdout is not None
-        shipper = int(service.stdout.readline())
+        shipper = int(_line(service.stdout))
         cmdline = " ".join(psutil.Process(shipper).cmdline())
         password = psycopg.conninfo.conninfo_to_dict(db.url)["password"]
         assert "meshhook_rt_metrics.client.shipper" in cmdline and str(password) not in cmdline
@@ -230,6 +256,8 @@ def test_the_shipper_leaves_with_its_service_and_outlives_a_terminals_signals(db
 
 
 def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp_path: Path) -> None:
+    """The child (alive until the parent has closed) ships through its own shipper, and has closed its copies
+    of the parent's pipes: the parent's shipper sees EOF at the parent's close and leaves on its own."""
     project = str(uuid.uuid4())
     client = MetricsClient(
         project, db.url, shipper="process", background=False, system_metrics=False, spool_dir=tmp_path
@@ -239,30 +267,61 @@ def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp
     client.flush()
     parent_shipper = client._sink._proc  # type: ignore[attr-defined]
     assert parent_shipper is not None
-    read, write = os.pipe()
+    report_r, report_w = os.pipe()
+    release_r, release_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its own shipper, its own batches; reports its shipper's pid
+    if pid == 0:  # the child: its own shipper, its own batches; reports its shipper's pid, waits for release
         code = 1
         try:
             counter.inc(3, who="child")
             client.flush()
-            os.write(write, str(client._sink.pid).encode())  # type: ignore[attr-defined]
+            os.write(report_w, f"{client._sink.pid}\n".encode())  # type: ignore[attr-defined]
             client.close()
+            os.read(release_r, 1)
             code = 0
         finally:
             os._exit(code)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    child_shipper = int(os.read(read, 64) or b"0")
-    os.close(read)
+    try:
+        child_shipper = int(_line(os.fdopen(report_r, "rb", buffering=0)) or b"0")
+        assert child_shipper not in (0, parent_shipper.pid) and _gone(child_shipper)
+        counter.inc(4, who="parent")
+        client.flush()
+        assert client._sink._proc is parent_shipper  # type: ignore[attr-defined]
+        client.close()
+        assert parent_shipper.returncode == 0  # left at EOF though the child still lives: not killed
+    finally:
+        os.write(release_w, b"x")
+        _, status = os.waitpid(pid, 0)
+        client.close()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert child_shipper not in (0, parent_shipper.pid) and _gone(child_shipper)
-    counter.inc(4, who="parent")
-    client.flush()
-    assert client._sink._proc is parent_shipper  # type: ignore[attr-defined]
-    client.close()
-    assert parent_shipper.returncode == 0  # it left at EOF: the child had closed its copies of the pipes
     assert rollup_totals(db.url, project, NAME)["sum"] == 9
+
+
+def test_a_shipper_sink_used_on_its_own_is_not_shared_across_fork(db: TestDatabase) -> None:
+    """No client, so no at-fork hook: the sink itself notices it is in another process."""
+    project = str(uuid.uuid4())
+    sink = _sink(db.url)
+    try:
+        sink.send(_batch(project, "b1"))
+        parent = sink.pid
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                answer = sink.send(_batch(project, "child"))
+                os.write(report_w, f"{sink.pid} {answer['status']}\n".encode())
+                sink.close()
+                code = 0
+            finally:
+                os._exit(code)
+        child_pid, status = _line(os.fdopen(report_r, "rb", buffering=0)).split()
+        os.waitpid(pid, 0)
+        assert int(child_pid) != parent and status == b"accepted"
+        assert sink.send(_batch(project, "b2"))["status"] == "accepted" and sink.pid == parent
+    finally:
+        sink.close()
+    assert rollup_totals(db.url, project, NAME)["sum"] == 3
 
 
 def test_the_setting_picks_the_shipper_and_refuses_what_it_does_not_know(
@@ -287,9 +346,10 @@ def test_the_setting_picks_the_shipper_and_refuses_what_it_does_not_know(
 def test_a_big_batch_to_a_stopped_shipper_still_meets_the_deadline(db: TestDatabase) -> None:
     """More than a pipe holds (64 KiB): the write must not block past the answer's deadline."""
     project = str(uuid.uuid4())
-    sink = _sink(db.url, answer_timeout=1.0)
+    sink = _sink(db.url)
     try:
         sink.send(_batch(project, "b1"))
+        sink._answer_timeout = 1.0
         stopped = sink.pid
         assert stopped is not None
         os.kill(stopped, signal.SIGSTOP)
@@ -307,6 +367,7 @@ def test_a_big_batch_to_a_stopped_shipper_still_meets_the_deadline(db: TestDatab
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         sender.join(60)  # generous: the deadline is 1 s; a blocked write never returns at all
+        assert not sender.is_alive()
         assert outcome and isinstance(outcome[0], SinkError) and "no answer in time" in str(outcome[0])
         assert _gone(stopped)
     finally:
@@ -318,13 +379,14 @@ def test_a_service_with_many_open_files_ships(db: TestDatabase) -> None:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 1_200:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4_096), hard))
-    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1_100)]
+    opened: list[int] = []
     sink = _sink(db.url)
     try:
+        if soft < 1_200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4_096), hard))
+        opened += [os.open(os.devnull, os.O_RDONLY) for _ in range(1_100)]
         assert sink.send(_batch(str(uuid.uuid4()), "b1"))["status"] == "accepted"
-        assert os.fstat(sink._proc.stdout.fileno()) and sink._proc.stdout.fileno() > 1_024  # type: ignore[union-attr]
+        assert sink._replies is not None and sink._replies > 1_024
     finally:
         sink.close()
         for fd in opened:
@@ -364,15 +426,38 @@ def test_an_interrupted_send_never_pairs_an_answer_with_the_next_batch(db: TestD
 def test_an_interpreter_that_is_not_python_is_refused_clearly(
     db: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(sys, "executable", "/bin/cat")  # echoes the spec back instead of saying hello
-    sink = _sink(db.url, answer_timeout=5.0)
-    with pytest.raises(SinkError, match="/bin/cat did not start a metrics shipper") as refused:
-        sink.send(_batch(str(uuid.uuid4()), "b1"))
-    assert str(psycopg.conninfo.conninfo_to_dict(db.url)["password"]) not in str(refused.value)
-    assert sink.pid is None
+    """One that echoes its stdin (the spec, credentials included; answers come on a pipe of their own, so the echo
+    never reads as one) and one that exits: both fail the send with a clear message that shows none of the spec."""
+    echo = tmp_path / "echo-python"
+    echo.write_text("#!/bin/sh\nexec cat\n")
+    echo.chmod(0o755)
+    password = str(psycopg.conninfo.conninfo_to_dict(db.url)["password"])
+    for executable, why in ((str(echo), "no answer in time"), ("/bin/false", "it exited")):
+        monkeypatch.setattr(sys, "executable", executable)
+        sink = _sink(db.url, hello_timeout=2.0)
+        with pytest.raises(SinkError, match=f"{executable} did not start a metrics shipper") as refused:
+            sink.send(_batch(str(uuid.uuid4()), "b1"))
+        message = str(refused.value)
+        assert why in message and sink.pid is None
+        assert not any(password[k : k + 6] in message for k in range(len(password) - 5)), message
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     with pytest.raises(ValueError, match="frozen application"):
         _sink(db.url)
+
+
+def test_a_batch_over_the_pipes_limit_is_too_large_not_retried_forever(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shipper_module, "MAX_REQUEST", 2_000)
+    sink = _sink(db.url)
+    try:
+        big = _batch(str(uuid.uuid4()), "b1")
+        big["points"] = [{**big["points"][0], "labels": {"route": f"/hook/{i}"}} for i in range(50)]
+        with pytest.raises(BatchTooLargeError, match="over the shipper's 2000"):
+            sink.send(big)
+        assert sink.send(_batch(str(uuid.uuid4()), "b2"))["status"] == "accepted"
+    finally:
+        sink.close()
 
 
 def test_the_services_working_directory_cannot_shadow_the_shippers_modules(
