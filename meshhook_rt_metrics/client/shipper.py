@@ -23,6 +23,7 @@ answers it with a hello. Every request carries a sequence number its answer repe
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import marshal
 import os
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,8 @@ MAX_REQUEST = 1 << 30
 """A larger batch is reported as too large (the client splits it), never sent."""
 MAX_ANSWER = 1 << 20
 MAX_HELLO = 64
+MAX_MESSAGE = 64 * 1024
+"""An error's text is cut to this length in its answer (a long one must not turn into an unanswered send)."""
 _LENGTH = struct.Struct(">I")
 _ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
@@ -70,7 +74,8 @@ if found is None or not found.origin or os.path.realpath(os.path.dirname(os.path
 from meshhook_rt_metrics.client.shipper import main
 raise SystemExit(main({replies}))
 """
-"""The shipper's ``-c`` program (with ``-P`` and in ``/``: the service's working directory is not on its path).
+"""The shipper's ``-c`` program (with ``-P``: the service's working directory, which the shipper keeps for the
+relative paths of a connection string, is not on its path).
 The package's directory goes first only when the interpreter would find another copy or none (a source tree);
 an installed package keeps the interpreter's order, standard library first."""
 
@@ -106,8 +111,10 @@ class ShipperSink:
         self._hello_timeout = min(answer_timeout, hello_timeout or startup_timeout(float(spec["timeout"])))
         self._proc: subprocess.Popen[bytes] | None = None
         self._replies: int | None = None  # the read end of the answers' pipe
+        self._handing_over: int | None = None  # its write end, until the shipper holds it
         self._owner = os.getpid()
         self._seq = 0
+        _SINKS.add(self)
 
     def __repr__(self) -> str:
         return f"ShipperSink({self._spec['kind']}, {redact_url(str(self._spec['url']))!r})"
@@ -163,7 +170,8 @@ class ShipperSink:
     def _start(self) -> tuple[subprocess.Popen[bytes], int]:
         """Start a shipper with the service's interpreter flags; its answers come on a pipe of their own."""
         root = os.path.realpath(Path(__file__).parents[2])
-        read, write = os.pipe()
+        read, write = _above_stdio(os.pipe())  # the child's stdin, stdout and stderr take 0-2
+        self._handing_over = write
         try:
             self._replies, self._owner = read, os.getpid()
             self._proc = subprocess.Popen(
@@ -177,12 +185,11 @@ class ShipperSink:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(write,),
-                cwd="/",
                 process_group=0,  # a terminal's signals to the service's group do not reach it
                 bufsize=0,
             )
         finally:
-            os.close(write)
+            self._close_handed_over()
         os.set_blocking(read, False)  # a deadline holds only if no write or read can block
         os.set_blocking(_fd(self._proc.stdin), False)
         return self._proc, read
@@ -210,8 +217,12 @@ class ShipperSink:
     def _close_replies(self) -> None:
         replies, self._replies = self._replies, None
         if replies is not None:
-            with contextlib.suppress(OSError):
-                os.close(replies)
+            os.close(replies)
+
+    def _close_handed_over(self) -> None:
+        write, self._handing_over = self._handing_over, None
+        if write is not None:
+            os.close(write)
 
     def close(self) -> None:
         self._stop(kill=False)
@@ -221,11 +232,39 @@ class ShipperSink:
         closes) and starts a shipper of its own at its first send; it never waits for the parent's."""
         proc, self._proc = self._proc, None
         self._close_replies()
+        self._close_handed_over()  # forked by another thread while this one started a shipper
         self._owner = os.getpid()
         if proc is not None:
             if proc.stdin is not None:
                 proc.stdin.close()
             proc.returncode = 0  # not our child: Popen must never wait for or signal it
+
+
+_SINKS: weakref.WeakSet[ShipperSink] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Every sink drops its copies of the pipes at the fork, before the child's code can run (or outlive its
+    parent): a shipper sees EOF when its own service closes or dies, whatever that service forked."""
+    for sink in list(_SINKS):
+        with contextlib.suppress(Exception):
+            sink.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _above_stdio(fds: tuple[int, int]) -> tuple[int, int]:
+    """The pipe's ends moved to descriptors above 2 (a service started with stdin, stdout or stderr closed gets
+    them there), close-on-exec; ``pass_fds`` makes the write end the shipper's."""
+    moved = []
+    for fd in fds:
+        if fd > 2:
+            moved.append(fd)
+            continue
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        os.close(fd)
+    return moved[0], moved[1]
 
 
 def _fd(pipe: Any) -> int:
@@ -243,6 +282,8 @@ def _write_frame(fd: int, payload: bytes, deadline: float) -> None:
             data = data[os.write(fd, data) :]
         except BlockingIOError:
             continue
+        except BrokenPipeError as exc:
+            raise UnansweredError("it exited") from exc
 
 
 def _read_frame(fd: int, deadline: float, limit: int) -> bytes:
@@ -288,9 +329,9 @@ def _answer(sink: Any, seq: int, batch: Batch) -> tuple[Any, ...]:
     try:
         return (seq, "ok", sink.send(batch))
     except tuple(_ERRORS.values()) as exc:
-        return (seq, "error", _error_name(exc), str(exc))
+        return (seq, "error", _error_name(exc), str(exc)[:MAX_MESSAGE])
     except Exception as exc:  # a bug in the sink: reported as a server error, retried by the service
-        detail = f"{type(exc).__name__}: {redact_url(str(exc))}"
+        detail = f"{type(exc).__name__}: {redact_url(str(exc))}"[:MAX_MESSAGE]
         log.warning("metrics shipper: the send failed unexpectedly: %s", detail)
         return (seq, "error", "ServerError", detail)
 
@@ -305,8 +346,10 @@ def _read_request(fd: int) -> bytes | None:
 
 def main(replies: int) -> int:
     """Serve one service: read its sink's spec, say hello, then answer batch after batch until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for ignored in (signal.SIGINT, signal.SIGTERM, signal.SIGTTOU):  # SIGTTOU: a warning to the terminal from
+        signal.signal(
+            ignored, signal.SIG_IGN
+        )  # a background group (``stty tostop``) must not stop the shipper
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s meshhook-metrics shipper: %(message)s")
     first = _read_request(0)
     if first is None:

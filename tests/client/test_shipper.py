@@ -273,6 +273,8 @@ def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp
     if pid == 0:  # the child: its own shipper, its own batches; reports its shipper's pid, waits for release
         code = 1
         try:
+            os.close(report_r)
+            os.close(release_w)
             counter.inc(3, who="child")
             client.flush()
             os.write(report_w, f"{client._sink.pid}\n".encode())  # type: ignore[attr-defined]
@@ -281,8 +283,12 @@ def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp
             code = 0
         finally:
             os._exit(code)
+    os.close(report_w)
+    os.close(release_r)
+    status = -1
     try:
-        child_shipper = int(_line(os.fdopen(report_r, "rb", buffering=0)) or b"0")
+        with os.fdopen(report_r, "rb", buffering=0) as report:
+            child_shipper = int(_line(report) or b"0")
         assert child_shipper not in (0, parent_shipper.pid) and _gone(child_shipper)
         counter.inc(4, who="parent")
         client.flush()
@@ -290,7 +296,7 @@ def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp
         client.close()
         assert parent_shipper.returncode == 0  # left at EOF though the child still lives: not killed
     finally:
-        os.write(release_w, b"x")
+        os.close(release_w)  # the child's read returns: it exits
         _, status = os.waitpid(pid, 0)
         client.close()
     assert os.waitstatus_to_exitcode(status) == 0
@@ -298,7 +304,7 @@ def test_a_forked_child_ships_through_a_shipper_of_its_own(db: TestDatabase, tmp
 
 
 def test_a_shipper_sink_used_on_its_own_is_not_shared_across_fork(db: TestDatabase) -> None:
-    """No client, so no at-fork hook: the sink itself notices it is in another process."""
+    """No client: the sink's own at-fork hook gives the child a shipper of its own."""
     project = str(uuid.uuid4())
     sink = _sink(db.url)
     try:
@@ -309,14 +315,20 @@ def test_a_shipper_sink_used_on_its_own_is_not_shared_across_fork(db: TestDataba
         if pid == 0:
             code = 1
             try:
+                os.close(report_r)
                 answer = sink.send(_batch(project, "child"))
                 os.write(report_w, f"{sink.pid} {answer['status']}\n".encode())
                 sink.close()
                 code = 0
             finally:
                 os._exit(code)
-        child_pid, status = _line(os.fdopen(report_r, "rb", buffering=0)).split()
-        os.waitpid(pid, 0)
+        os.close(report_w)
+        try:
+            with os.fdopen(report_r, "rb", buffering=0) as report:
+                child_pid, status = _line(report).split()
+        finally:
+            _, exited = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(exited) == 0
         assert int(child_pid) != parent and status == b"accepted"
         assert sink.send(_batch(project, "b2"))["status"] == "accepted" and sink.pid == parent
     finally:
@@ -384,7 +396,8 @@ def test_a_service_with_many_open_files_ships(db: TestDatabase) -> None:
     try:
         if soft < 1_200:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4_096), hard))
-        opened += [os.open(os.devnull, os.O_RDONLY) for _ in range(1_100)]
+        for _ in range(1_100):
+            opened.append(os.open(os.devnull, os.O_RDONLY))
         assert sink.send(_batch(str(uuid.uuid4()), "b1"))["status"] == "accepted"
         assert sink._replies is not None and sink._replies > 1_024
     finally:
@@ -455,6 +468,7 @@ def test_a_batch_over_the_pipes_limit_is_too_large_not_retried_forever(
         big["points"] = [{**big["points"][0], "labels": {"route": f"/hook/{i}"}} for i in range(50)]
         with pytest.raises(BatchTooLargeError, match="over the shipper's 2000"):
             sink.send(big)
+        assert sink.pid is None  # refused before anything was started
         assert sink.send(_batch(str(uuid.uuid4()), "b2"))["status"] == "accepted"
     finally:
         sink.close()
@@ -470,3 +484,27 @@ def test_the_services_working_directory_cannot_shadow_the_shippers_modules(
         assert sink.send(_batch(str(uuid.uuid4()), "b1"))["status"] == "accepted"
     finally:
         sink.close()
+
+
+def test_a_service_started_with_stdio_closed_ships(db: TestDatabase, tmp_path: Path) -> None:
+    """A daemon with stdin, stdout and stderr closed: the answers' pipe must not land on 0-2, where the shipper's
+    own stdio would overwrite it or write into it."""
+    report = tmp_path / "report.json"
+    script = textwrap.dedent(
+        f"""
+        import json, time, uuid
+        from meshhook_rt_metrics.client import ShipperSink
+        sink = ShipperSink({{"kind": "postgres", "url": {db.url!r}, "timeout": 5.0}}, answer_timeout=30.0)
+        point = {{"name": {NAME!r}, "kind": "counter", "labels": {{}}, "ts": time.time(), "count": 1, "sum": 1}}
+        batch = {{"project_id": str(uuid.uuid4()), "source": "s:1:abcdef", "batch_id": "b1", "points": [point]}}
+        try:
+            answer = sink.send(batch)["status"]
+        except Exception as exc:
+            answer = repr(exc)
+        sink.close()
+        open({str(report)!r}, "w").write(json.dumps({{"answer": answer}}))
+        """
+    )
+    closed = 'exec 0<&- 1>&- 2>&-; exec "$0" -c "$1"'
+    subprocess.run(["/bin/sh", "-c", closed, sys.executable, script], timeout=120, check=True)
+    assert json.loads(report.read_text()) == {"answer": "accepted"}
