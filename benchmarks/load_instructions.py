@@ -36,7 +36,10 @@ Two handler styles per library: the labels passed at every call (``ours``, ``pro
 does) and the children of the handler's fixed label sets bound once at start-up (``ours-bound``,
 ``prometheus-bound``: what both libraries advise for hot paths); each of ours is paired with prometheus_client
 in the same style. A third of ours: the client's request log (``ours-log``: four bare C appends a request
-instead of five calls), paired with prometheus_client's children bound once, its cheapest style.
+instead of five calls), paired with prometheus_client's children bound once, its cheapest style; and a fourth,
+the request log sending from a shipper process (``ours-log-shipper``: ``shipper="process"``, the service never
+imports the driver). The shipper runs natively, outside the count: its CPU a flush is reported beside it
+(``shipper_cpu_ms_per_tick``, when the four flushes of a run reach the clock's 10 ms resolution).
 
 The throughput goal (<= 1 % lost at saturation) is a share of the whole request over HTTP, which the
 in-process count leaves out (the sockets, the event loop's transports, HTTP parsing: the instrumentation touches
@@ -81,9 +84,14 @@ from benchmarks._signals import stop_on_sigterm
 
 # load_webhook's services: labels passed at every call, then the children of the fixed label sets bound once,
 # then ours with the client's request log (bare C appends instead of five calls)
-VARIANTS = ("plain", "ours", "prometheus", "ours-bound", "prometheus-bound", "ours-log")
+VARIANTS = ("plain", "ours", "prometheus", "ours-bound", "prometheus-bound", "ours-log", "ours-log-shipper")
 # ours against prometheus_client: in the same style, then our request log against its children bound once
-PAIRS = (("ours", "prometheus"), ("ours-bound", "prometheus-bound"), ("ours-log", "prometheus-bound"))
+PAIRS = (
+    ("ours", "prometheus"),
+    ("ours-bound", "prometheus-bound"),
+    ("ours-log", "prometheus-bound"),
+    ("ours-log-shipper", "prometheus-bound"),
+)
 GOAL_THROUGHPUT_LOSS = 0.01  # issue #14: <= 1 % throughput loss against the uninstrumented service
 GOAL_COST_RATIO = 0.3  # issue #14: our added cost <= 0.3x prometheus_client's
 CONCURRENCY = load_http.CONCURRENCY  # requests in flight, in process as over HTTP
@@ -151,9 +159,10 @@ def drive(
             before = [g["collections"] for g in gc.get_stats()]
             _stop_lag_monitors(app, restart=PRICING_INTERVAL if idle else None)
             await asyncio.sleep(0)  # a stop cancels the monitor's timer from the loop
-            monitored = _lag_observations(app)
+            monitored, shipped = _lag_observations(app), _shipper_cpu(app)
             await asyncio.sleep(idle)
             window["ticks"] = 0 if idle else await requests(n)
+            window["shipper_cpu_s"] = _shipper_cpu(app) - shipped
             window["monitor_ticks"] = _lag_observations(app) - monitored
             after = [g["collections"] for g in gc.get_stats()]
             window["full_collections"] = after[2] - before[2]
@@ -180,6 +189,18 @@ def drive(
 def _client(app: Any) -> Any:
     """Our variants' ``MetricsClient`` (their tick is its ``flush``), else None."""
     return getattr(app.state.tick, "__self__", None)
+
+
+def _shipper_cpu(app: Any) -> float:
+    """CPU seconds our client's shipper process has used (0 without one): work done outside the counted
+    process, reported beside its instructions."""
+    import psutil
+
+    pid = getattr(getattr(_client(app), "_sink", None), "pid", None)
+    if pid is None:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _stop_lag_monitors(app: Any, restart: float | None = None) -> None:
@@ -458,6 +479,8 @@ def _measure_variant(
     }
     got: dict[str, Any] = {key: value for key, value in costs.items() if value is not None}
     got["objects"] = a["objects"]
+    if c is not None and c["ticks"] and c.get("shipper_cpu_s"):  # the send's share, run natively elsewhere
+        got["shipper_cpu_ms_per_tick"] = round(1000 * c["shipper_cpu_s"] / c["ticks"], 3)
     return got
 
 
@@ -467,6 +490,11 @@ def _describe(got: dict[str, Any]) -> str:
         f"{v['request']:,.0f} instructions a request, of which full collections {v['full']:,.0f} "
         f"({got['objects']:,} objects tracked, {v['full_collection']:,.0f} a full collection)"
         + (f"; {v['tick']:,.0f} a tick" if v["tick"] else "")
+        + (
+            f" (its shipper process: {got['shipper_cpu_ms_per_tick']} ms CPU)"
+            if "shipper_cpu_ms_per_tick" in got
+            else ""
+        )
     )
 
 
@@ -542,11 +570,13 @@ STYLE = {  # how a variant's handler calls its library (what its rows' labels ad
     "ours-bound": ", children bound once",
     "prometheus-bound": ", children bound once",
     "ours-log": ", request log",
+    "ours-log-shipper": ", request log, shipper process",
 }
 LIBRARY = {
     "ours": "ours",
     "ours-bound": "ours",
     "ours-log": "ours",
+    "ours-log-shipper": "ours",
     "prometheus": "prometheus_client",
     "prometheus-bound": "prometheus_client",
 }

@@ -33,7 +33,8 @@ component rows (the calls in a warm loop of their own) it is paid with the cache
 
 Counted (``benchmarks.load_instructions``, after the in-context runs; ``--skip-instructions`` to leave it out):
 the same apps (and ``ours-bound`` / ``prometheus-bound``, whose handlers call children bound once, and
-``ours-log``, whose handler feeds the client's request log instead of calling the instruments) under
+``ours-log``, whose handler feeds the client's request log instead of calling the instruments, and
+``ours-log-shipper``, the same sending from a shipper process) under
 ``valgrind --tool=callgrind``: the instructions a request and a flush / a scrape cost, which the machine's load
 does not move as it moves CPU time, reported with a flush and a scrape a second at plain's saturation
 throughput and at the fixed rate of the h2load runs; and the throughput each keeps against the plain service's
@@ -90,7 +91,10 @@ VARIANTS = ("plain", "ours", "prometheus")  # the timed runs' services: labels g
 # start-up, the style both libraries document for hot paths); counted by ``benchmarks.load_instructions``
 BOUND_VARIANTS = ("ours-bound", "prometheus-bound")
 # ours with the client's request log: bare C appends instead of five calls (``client.request_log``)
-LOGGED_VARIANTS = ("ours-log",)
+LOGGED_VARIANTS = (
+    "ours-log",
+    "ours-log-shipper",
+)  # -shipper: sent from a shipper process (``shipper="process"``)
 KEY = b"whsec_" + b"k" * 32
 ROUTE = "/api/hooks/[slug]"
 DB_SECONDS = 0.001
@@ -264,8 +268,9 @@ def build_app(  # noqa: PLR0915
                     inflight.dec()
                     route_duration.observe(perf() - start)
 
-    elif variant == "ours-log":
-        hook, lifespan = _request_log_handler(project, db_url, spool, background, db_seconds, check)
+    elif variant in LOGGED_VARIANTS:
+        shipper = "process" if variant == "ours-log-shipper" else "thread"
+        hook, lifespan = _request_log_handler(project, db_url, spool, background, db_seconds, check, shipper)
 
     elif variant in ("prometheus", "prometheus-bound"):
         import prometheus_client as prom
@@ -345,7 +350,7 @@ def build_app(  # noqa: PLR0915
 
 
 def _request_log_handler(
-    project: str, db_url: str, spool: str, background: bool, db_seconds: float, check: Any
+    project: str, db_url: str, spool: str, background: bool, db_seconds: float, check: Any, shipper: str
 ) -> tuple[Any, Any]:
     """The handler with the client's request log (``client.request_log``): no metrics call at all, only
     ``start()``, the outcome's ``end`` and the two values' ``observe``, bare C appends; the flush folds them
@@ -376,6 +381,7 @@ def _request_log_handler(
             service_name="load-webhook",
             background=background,
             host_metrics=background,
+            shipper=shipper,
         )
         app.state.tick = client.flush
         count = client.counter(
