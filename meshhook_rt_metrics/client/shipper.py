@@ -156,10 +156,9 @@ class ShipperSink:
             proc, replies = self._start()
             deadline = time.monotonic() + self._hello_timeout
             _write_frame(_fd(proc.stdin), marshal.dumps(self._spec), deadline)
-            if marshal.loads(_read_frame(replies, deadline, MAX_HELLO)) != HELLO:
-                raise UnansweredError(
-                    "its first answer was not a shipper's hello"
-                )  # never shown: may echo the spec
+            hello = marshal.loads(_read_frame(replies, deadline, MAX_HELLO))
+            if hello != HELLO:  # never shown: it may be the spec, echoed
+                raise UnansweredError("its first answer was not a shipper's hello")
         except BaseException as exc:
             self._stop(kill=True)
             if isinstance(exc, Exception):
