@@ -195,6 +195,14 @@ def migrate(
     _say(f"{len(applied)} migration(s) applied; database is up to date")
 
 
+MAINTAIN_WAIT = 120.0
+"""Seconds a one-shot ``maintain`` waits for a maintenance run already in progress."""
+
+
+def _say_waiting(why: str) -> None:
+    typer.echo(f"{why}: waiting for it to finish (up to {MAINTAIN_WAIT:.0f} s) ...", err=True)
+
+
 @app.command()
 def maintain(
     db_url: Annotated[
@@ -225,9 +233,11 @@ def maintain(
         with psycopg.connect(db_url, autocommit=True) as conn:
             # the rollup pass first: minutes merged before their hours roll up
             sent = maintenance.publish_once(conn)
-            report = maintenance.maintain_once(conn)
+            report = maintenance.maintain_when_free(conn, MAINTAIN_WAIT, _say_waiting)
     except psycopg.Error as exc:
         raise _fail(str(exc)) from exc
+    if "skipped" in report:
+        raise _fail(f"{report['skipped']} for more than {MAINTAIN_WAIT:.0f} s; nothing done, try again")
     typer.echo(json.dumps({**report, "messages_published": sent}, indent=2, default=str))
 
 

@@ -189,6 +189,31 @@ def test_maintain_once_prints_a_report(state_dir: Path) -> None:
     assert {"partitions_created", "hours_rolled_up", "minutes_deleted", "messages_published"} <= set(report)
 
 
+def test_maintain_once_waits_for_a_maintenance_in_progress(state_dir: Path) -> None:
+    """The stack's maintain loop (or pg_cron's job) may be running: a run asked for by hand waits for it and
+    then reports its own work, instead of 'skipped' (which once failed the test above)."""
+    url = env_of(state_dir)["DATABASE_URL"]
+    with psycopg.connect(url) as holder:
+        holder.execute("select pg_advisory_xact_lock(hashtext('metrics.maintain'))")
+        env = {**os.environ, "COLUMNS": "200"}
+        asked = subprocess.Popen(
+            [*CLI, "maintain", "--db-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert asked.stderr is not None
+            lines = iter(asked.stderr.readline, "")  # until EOF: a maintain that did not wait exits
+            assert any("waiting for it to finish" in line for line in lines)
+        finally:
+            holder.commit()
+        out, err = asked.communicate(timeout=180)
+    assert asked.returncode == 0, err
+    assert "partitions_created" in json.loads(out)
+
+
 def test_demo_sends_batches_and_shows_live_aggregates(state_dir: Path) -> None:
     result = run("demo", "--state-dir", str(state_dir), "--seconds", "1.5")
     assert "meshhook_webhook_requests_total" in result.stdout and "demo simulated" in result.stderr

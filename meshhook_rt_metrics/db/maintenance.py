@@ -28,6 +28,23 @@ def maintain_once(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     return dict(row[0]) if row and row[0] else {}
 
 
+def maintain_when_free(
+    conn: psycopg.Connection[Any], wait: float, on_wait: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """``maintain_once``, waiting up to ``wait`` seconds while another maintenance run holds the lock (pg_cron's
+    job, a ``maintain --loop``): a run asked for by hand does its work instead of reporting ``skipped``. The
+    last report, still ``skipped`` if the other run outlasted the wait."""
+    deadline = time.monotonic() + wait
+    while True:
+        report = maintain_once(conn)
+        if "skipped" not in report or time.monotonic() >= deadline:
+            return report
+        if on_wait is not None:
+            on_wait(str(report["skipped"]))
+            on_wait = None  # said once
+        time.sleep(0.2)
+
+
 def pass_once(conn: psycopg.Connection[Any], lane: int | None = None) -> dict[str, Any]:
     """One rollup pass: merge the committed points (at most ``metrics.config.pass_max_points`` a lane) into the
     rollups, then publish every project's pending live updates that its rate limit allows; returns the pass's

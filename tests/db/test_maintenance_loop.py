@@ -85,3 +85,40 @@ def test_the_local_cluster_refuses_wrong_passwords_on_tcp_and_on_its_socket(
     with psycopg.connect(cluster.admin_url()) as admin:
         methods = {row[0] for row in admin.execute("select auth_method from pg_hba_file_rules")}
     assert methods == {"scram-sha-256"}
+
+
+def _holding_the_maintenance_lock(url: str) -> psycopg.Connection[Any]:
+    """A connection whose open transaction holds ``metrics.maintain``'s lock, as a running maintenance does."""
+    holder = psycopg.connect(url)
+    holder.execute("select pg_advisory_xact_lock(hashtext('metrics.maintain'))")
+    return holder
+
+
+def test_a_maintenance_asked_for_by_hand_waits_for_the_running_one_then_does_its_work(
+    db: TestDatabase,
+) -> None:
+    holder = _holding_the_maintenance_lock(db.url)
+    said: list[str] = []
+    got: dict[str, Any] = {}
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        worker = threading.Thread(
+            target=lambda: got.update(maintenance.maintain_when_free(conn, 60.0, said.append))
+        )
+        worker.start()
+        wait_for(lambda: said, "the wait to be announced")
+        assert worker.is_alive() and not got  # still waiting while the other run holds the lock
+        holder.commit()  # the other run ends
+        worker.join(60)
+    holder.close()
+    assert said == ["another maintenance run is in progress"]  # said once, however long the wait
+    assert "skipped" not in got and "partitions_created" in got
+
+
+def test_a_maintenance_that_waits_too_long_reports_it_skipped(db: TestDatabase) -> None:
+    holder = _holding_the_maintenance_lock(db.url)
+    try:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            report = maintenance.maintain_when_free(conn, 0.5)
+    finally:
+        holder.close()
+    assert report == {"skipped": "another maintenance run is in progress"}
