@@ -458,6 +458,27 @@ def test_an_interpreter_that_is_not_python_is_refused_clearly(
         _sink(db.url)
 
 
+def test_a_process_that_answers_but_is_not_a_shipper_is_refused(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Python that writes a well-formed first answer on the answers' pipe, but not the hello."""
+    impostor = tmp_path / "impostor"
+    impostor.write_text(
+        f"#!{sys.executable}\n"
+        "import marshal, os, re, struct, sys\n"
+        "fd = int(re.search(r'main\\((\\d+)\\)', sys.argv[-1]).group(1))\n"
+        "frame = marshal.dumps(('meshhook-metrics-shipper', 99))\n"
+        "os.write(fd, struct.pack('>I', len(frame)) + frame)\n"
+        "sys.stdin.buffer.read()\n"
+    )
+    impostor.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(impostor))
+    sink = _sink(db.url, hello_timeout=10.0)
+    with pytest.raises(SinkError, match="its first answer was not a shipper's hello"):
+        sink.send(_batch(str(uuid.uuid4()), "b1"))
+    assert sink.pid is None
+
+
 def test_a_batch_over_the_pipes_limit_is_too_large_not_retried_forever(
     db: TestDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
