@@ -191,7 +191,7 @@ class MetricsClient:
         self._batch_seq = 0
         root = s.spool_dir if s.spool_enabled else None
         self.spool = Spool(root, self.project_id, self.source, s.spool_max_bytes)
-        self._reported: dict[str, int] = {}
+        self._reported: dict[str, float] = {}
         self._failures = 0
         self._retry_at = 0.0
         self._next_adopt = 0.0
@@ -483,6 +483,10 @@ class MetricsClient:
             self._reported[key] = value
         self.health.flush_duration.observe(duration)
         self.health.flush_cpu.inc(max(0.0, cpu))
+        if isinstance(self._sink, ShipperSink):
+            shipped = self._sink.cpu_seconds - self._reported.get("shipper_cpu", 0.0)
+            self._reported["shipper_cpu"] = self._sink.cpu_seconds
+            self.health.shipper_cpu_used(max(0.0, shipped))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self, timeout: float | None = None) -> None:

@@ -271,4 +271,16 @@ class Health:
         self.flush_cpu = registry.counter(
             p + "flush_cpu_seconds_total", "CPU time the flushes took from the host process", unit="seconds"
         )
+        self._registry = registry
+        self._shipper_cpu: Counter | None = None  # registered by the first flush through a shipper process
         registry._health = self
+
+    def shipper_cpu_used(self, seconds: float) -> None:
+        """Count the shipper process's CPU (``shipper="process"``): the sends' cost, off the host process."""
+        if self._shipper_cpu is None:
+            self._shipper_cpu = self._registry.counter(
+                "meshhook_metrics_client_shipper_cpu_seconds_total",
+                "CPU time of the shipper process the flushes send through (start-up included)",
+                unit="seconds",
+            )
+        self._shipper_cpu.inc(seconds)

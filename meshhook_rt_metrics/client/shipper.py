@@ -51,8 +51,9 @@ from meshhook_rt_metrics.client.sinks import (
 
 log = logging.getLogger("meshhook_rt_metrics.client")
 
-HELLO = ("meshhook-metrics-shipper", 1)
-"""The shipper's first answer (name, protocol): proof that ``sys.executable`` started one."""
+HELLO = ("meshhook-metrics-shipper", 2)
+"""The shipper's first answer (name, protocol; then its CPU seconds so far): proof that ``sys.executable`` started
+one. Every answer ends with the shipper's CPU seconds, so the service can report what its sends cost there."""
 MAX_REQUEST = 1 << 30
 """A larger batch is reported as too large (the client splits it), never sent."""
 MAX_ANSWER = 1 << 20
@@ -114,6 +115,9 @@ class ShipperSink:
         self._handing_over: int | None = None  # its write end, until the shipper holds it
         self._owner = os.getpid()
         self._seq = 0
+        self._cpu_seen = 0.0  # the current shipper's CPU seconds at its last answer
+        self.cpu_seconds = 0.0
+        """CPU seconds the shipper processes this sink started have used (start-up included), as they reported."""
         _SINKS.add(self)
 
     def __repr__(self) -> str:
@@ -134,8 +138,9 @@ class ShipperSink:
             deadline = time.monotonic() + self._answer_timeout
             _write_frame(_fd(proc.stdin), request, deadline)
             reply = marshal.loads(_read_frame(replies, deadline, MAX_ANSWER))
-            if not (isinstance(reply, tuple) and len(reply) >= 3 and reply[0] == self._seq):
+            if not (isinstance(reply, tuple) and len(reply) >= 4 and reply[0] == self._seq):
                 raise UnansweredError(f"an answer out of turn ({type(reply).__name__})")
+            self._count_cpu(reply[-1])
         except BaseException as exc:  # whatever interrupted the exchange, its answer must never be read later
             self._stop(kill=True)
             if isinstance(exc, Exception):
@@ -144,7 +149,12 @@ class ShipperSink:
         if reply[1] == "ok":
             result: dict[str, Any] = reply[2]
             return result
-        raise _ERRORS.get(str(reply[2]), ServerError)(*reply[3:4])
+        raise _ERRORS.get(str(reply[2]), ServerError)(reply[3])
+
+    def _count_cpu(self, reported: object) -> None:
+        if isinstance(reported, float) and reported >= self._cpu_seen:
+            self.cpu_seconds += reported - self._cpu_seen
+            self._cpu_seen = reported
 
     def _running(self) -> tuple[subprocess.Popen[bytes], int]:
         if self._owner != os.getpid():  # forked without after_fork (e.g. used on its own): never share
@@ -157,8 +167,12 @@ class ShipperSink:
             deadline = time.monotonic() + self._hello_timeout
             _write_frame(_fd(proc.stdin), marshal.dumps(self._spec), deadline)
             hello = marshal.loads(_read_frame(replies, deadline, MAX_HELLO))
-            if hello != HELLO:  # never shown: it may be the spec, echoed
+            if not (
+                isinstance(hello, tuple) and len(hello) == 3 and hello[:2] == HELLO
+            ):  # never shown: the spec?
                 raise UnansweredError("its first answer was not a shipper's hello")
+            self._cpu_seen = 0.0
+            self._count_cpu(hello[2])
         except BaseException as exc:
             self._stop(kill=True)
             if isinstance(exc, Exception):
@@ -325,14 +339,16 @@ def _error_name(exc: BaseException) -> str:
 
 
 def _answer(sink: Any, seq: int, batch: Batch) -> tuple[Any, ...]:
+    """``(seq, "ok", result, cpu)`` or ``(seq, "error", name, message, cpu)``."""
     try:
-        return (seq, "ok", sink.send(batch))
+        answer: tuple[Any, ...] = (seq, "ok", sink.send(batch))
     except tuple(_ERRORS.values()) as exc:
-        return (seq, "error", _error_name(exc), str(exc)[:MAX_MESSAGE])
+        answer = (seq, "error", _error_name(exc), str(exc)[:MAX_MESSAGE])
     except Exception as exc:  # a bug in the sink: reported as a server error, retried by the service
         detail = f"{type(exc).__name__}: {redact_url(str(exc))}"[:MAX_MESSAGE]
         log.warning("metrics shipper: the send failed unexpectedly: %s", detail)
-        return (seq, "error", "ServerError", detail)
+        answer = (seq, "error", "ServerError", detail)
+    return (*answer, time.process_time())
 
 
 def _read_request(fd: int) -> bytes | None:
@@ -355,7 +371,7 @@ def main(replies: int) -> int:
         return 0
     sink = sink_for(marshal.loads(first))
     try:
-        _write_frame(replies, marshal.dumps(HELLO), float("inf"))
+        _write_frame(replies, marshal.dumps((*HELLO, time.process_time())), float("inf"))
         while (frame := _read_request(0)) is not None:
             seq, batch = marshal.loads(frame)
             _write_frame(replies, marshal.dumps(_answer(sink, seq, batch)), float("inf"))

@@ -529,3 +529,22 @@ def test_a_service_started_with_stdio_closed_ships(db: TestDatabase, tmp_path: P
     closed = 'exec 0<&- 1>&- 2>&-; exec "$0" -c "$1"'
     subprocess.run(["/bin/sh", "-c", closed, sys.executable, script], timeout=120, check=True)
     assert json.loads(report.read_text()) == {"answer": "accepted"}
+
+
+def test_the_shippers_cpu_is_reported_in_the_clients_own_metrics(db: TestDatabase, tmp_path: Path) -> None:
+    """What the sends cost in the shipper (start-up included) is counted; a client without one has no such series."""
+    options: dict[str, Any] = {"background": False, "system_metrics": False, "spool_dir": tmp_path}
+    shipped = MetricsClient(str(uuid.uuid4()), db.url, shipper="process", **options)
+    threaded = MetricsClient(str(uuid.uuid4()), db.url, **options)
+    try:
+        for client in (shipped, threaded):
+            client.counter(NAME).inc()
+            client.flush()
+            client.flush()  # the second flush reports what the first one's answer said
+        name = "meshhook_metrics_client_shipper_cpu_seconds_total"
+        used = health_total(shipped, name)
+        assert used > 0 and used == pytest.approx(shipped._sink.cpu_seconds)  # type: ignore[attr-defined]
+        assert name not in threaded.prometheus_text().decode()
+    finally:
+        shipped.close()
+        threaded.close()
