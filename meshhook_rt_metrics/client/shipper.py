@@ -238,7 +238,9 @@ class ShipperSink:
             os.close(write)
 
     def close(self) -> None:
-        self._stop(kill=False)
+        """Close the pipe: the shipper has nothing in flight (the flush that used it has returned) and leaves at
+        once; one that does not within two seconds is killed, so a close stays within about four."""
+        self._stop(kill=False, timeout=2.0)
 
     def after_fork(self) -> None:
         """A forked child drops its copies of the pipes (so the parent's shipper still sees EOF when the parent
