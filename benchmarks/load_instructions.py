@@ -123,11 +123,9 @@ def drive(
     and priced apart: with ``idle`` the window serves no request and waits that many seconds instead, with
     the monitor firing every ``PRICING_INTERVAL`` (many timers, so the runs' own noise of a few million
     instructions is small against them). ``monitor_ticks``: the monitor's timers in the window."""
-    from benchmarks.load_webhook import asgi_requester, build_app
+    from benchmarks.load_webhook import asgi_requester, build_app, temporary_spool
 
-    app = build_app(
-        variant, db_url, str(uuid.uuid4()), tempfile.mkdtemp(prefix="meshhook-spool-"), background=False
-    )
+    app = build_app(variant, db_url, str(uuid.uuid4()), temporary_spool(), background=False)
     request, statuses = asgi_requester(app)
 
     async def requests(count: int) -> int:

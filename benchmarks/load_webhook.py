@@ -868,6 +868,15 @@ def run_child(mode: str, db_url: str, n: int, spool: Path, cpu: int | None = Non
 
 
 # -- in context: the service's own handler, called in process -------------------------------------------------
+_SPOOLS: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def temporary_spool() -> str:
+    """A spool directory for a child's client, removed when the child exits (children used to leave one each)."""
+    _SPOOLS.append(tempfile.TemporaryDirectory(prefix="meshhook-spool-"))
+    return _SPOOLS[-1].name
+
+
 def asgi_requester(app: Any) -> tuple[Callable[[], Awaitable[None]], list[int]]:
     """One signed webhook POST through ``app`` in process (ASGI, no socket), and the list of the statuses
     its responses started with."""
@@ -1476,14 +1485,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     if args.child:
         kind, _, what = args.child.partition(":")
         if what == "in-context":
-            print(json.dumps(child_in_context(kind, args.db_url, args.n, args.spool or tempfile.mkdtemp())))
+            print(json.dumps(child_in_context(kind, args.db_url, args.n, args.spool or temporary_spool())))
             return 0
         fn = child_series if what == "series" else child_explosion
-        print(
-            json.dumps(
-                fn(kind, args.db_url, args.n, args.spool or tempfile.mkdtemp(prefix="meshhook-spool-"))
-            )
-        )
+        print(json.dumps(fn(kind, args.db_url, args.n, args.spool or temporary_spool())))
         return 0
 
     stop_on_sigterm()  # the orchestrator: a SIGTERM unwinds it, so its local stack is stopped

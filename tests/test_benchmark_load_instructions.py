@@ -8,6 +8,8 @@ import argparse
 import gc
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -475,3 +477,13 @@ def test_the_timed_runs_serve_each_role_in_the_style_chosen() -> None:
     ]
     default = argparse.Namespace(ours="labels", prometheus="labels")
     assert [load_webhook.served(v, default) for v in load_webhook.VARIANTS] == list(load_webhook.VARIANTS)
+
+
+def test_a_childs_spool_directory_is_removed_when_the_child_exits() -> None:
+    """Each counted run is a child process with a client; their spool directories used to pile up in /tmp."""
+    code = "from benchmarks.load_webhook import temporary_spool; print(temporary_spool())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    made = Path(done.stdout.strip())
+    assert made.name.startswith("meshhook-spool-") and not made.exists()
