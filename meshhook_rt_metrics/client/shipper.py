@@ -157,7 +157,7 @@ class ShipperSink:
             self._cpu_seen = reported
 
     def _running(self) -> tuple[subprocess.Popen[bytes], int]:
-        if self._owner != os.getpid():  # forked without after_fork (e.g. used on its own): never share
+        if self._owner != os.getpid():  # a fork the at-fork hooks did not see (a C fork()): never share
             self.after_fork()
         if self._proc is not None and self._replies is not None and self._proc.poll() is None:
             return self._proc, self._replies
