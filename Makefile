@@ -65,7 +65,7 @@ test: lint dashboard ## Everything: lint, dashboard unit tests (Vitest), Python 
 	cd dashboard && npx vitest run
 	PATH="$(CURDIR)/tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook edge_ingest
+BENCHMARKS ?= ingest hotpath overhead realtime_fanout api alert_latency dashboard load_webhook load_tail edge_ingest
 
 # benchmarks only, seen only by the load test's servers (benchmarks/load_http.py): uvicorn[standard]'s parser and loop
 $(VENV)/bench-site/.installed: benchmarks/requirements.txt $(VENV)/.installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -27,6 +28,32 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def paired_verdict(per_round: list[float], goal: float, *, at_most: bool) -> bool | None:
+    """A goal judged over paired rounds by a one-sided sign test at 5 %: met when so few rounds miss it that
+    a median on the goal would give as few by chance at most 5 % of the time, not met when as few meet it,
+    and no verdict (None) otherwise: the rounds' noise then hides which side of the goal the figure is on.
+    A median of noisy ratios alone flips its verdict from run to run; this says when a run can tell.
+    ``at_most``: the goal is an upper bound (p99 ratio <= 1.02) rather than a lower one (kept >= 0.99)."""
+    judged = [r for r in per_round if not math.isnan(r) and r != goal]  # a NaN round or a tie says neither
+    n = len(judged)
+    if n == 0:
+        return None
+    missed = sum(1 for r in judged if (r > goal if at_most else r < goal))
+
+    def chance(k: int) -> float:  # P(at most k of n rounds on one side | a median on the goal)
+        return sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
+
+    if chance(missed) <= 0.05:
+        return True
+    if chance(n - missed) <= 0.05:
+        return False
+    return None
+
+
+def verdict_text(met: bool | None) -> str:
+    return {True: "met", False: "not met", None: "no verdict"}[met]
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

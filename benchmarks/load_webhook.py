@@ -23,7 +23,13 @@ Machine discipline (2 cores): the server runs alone on CPU 1 (``taskset -c 1``),
 orchestrator and the local stack (PostgreSQL + the maintain loop that publishes live rollups) on CPU 0. Rounds
 interleave the variants (order rotated per round), each variant a fresh server process: warm-up, saturation,
 fixed rate. Figures are medians over rounds, ratios are taken per round (paired, same conditions) and their
-median and spread [min, max] reported. The server's CPU comes from /proc (user + system) over each load run.
+median and spread [min, max] reported. The throughput and p99 goals are judged by a sign test over the paired
+rounds (met, not met, or no verdict when the rounds' noise spans the goal; a median alone flips from run to
+run), and ``benchmarks.load_tail`` judges p99 with the machine's drift paired out. The server's CPU is its
+process tree's (user + system, the shipper process of ``--ours log-shipper`` included) over each load run.
+``--gc-pauses`` records each server's full collections (per 1,000 requests, their pauses: 20-30 ms each here,
+in every variant, and the fixed-rate p99 is where they land); ``--gc-freeze`` has every server call
+``gc.freeze()`` after its warm-up.
 
 In context (``--context-rounds`` fresh processes per variant, interleaved): the same three apps driven through
 ASGI in process, ``--context-requests`` requests each, 16 at a time, CPU per request of the whole process (the
@@ -50,6 +56,8 @@ series), prometheus_client's growth is shown for comparison.
     .venv/bin/python -m benchmarks.load_webhook --rounds 5 --seconds 30      # longer, less noise
     .venv/bin/python -m benchmarks.load_webhook --rounds 1 --seconds 3 --skip-memory   # smoke run
     .venv/bin/python -m benchmarks.load_webhook --ours log --prometheus bound --skip-instructions  # other handlers
+    .venv/bin/python -m benchmarks.load_webhook --ours log-shipper --prometheus bound --rounds 8 --seconds 30 \
+        --gc-pauses --skip-memory --skip-instructions                       # the timed goals, with the shipper
 
 Goals (issue #14): <= 1 % throughput loss and <= 2 % p99 increase against uninstrumented; our added cost
 <= 0.3x prometheus_client's. JSON: benchmarks/results/load_webhook.json (``figures``: the rows of the summary).
@@ -69,6 +77,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import string
 import subprocess
@@ -82,7 +91,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import load_instructions
-from benchmarks._report import summary_row
+from benchmarks._report import paired_verdict, summary_row, verdict_text
 from benchmarks._signals import stop_on_sigterm
 from benchmarks.load_http import H2LOAD, free_port
 
@@ -431,6 +440,10 @@ def serve(args: argparse.Namespace) -> int:
 
     project = args.project or str(uuid.uuid4())
     app = build_app(args.serve, args.db_url or "", project, args.spool or "")
+    if args.freeze_route:
+        _add_freeze_route(app)
+    if args.pause_report:
+        _recording_full_collection_pauses(Path(args.pause_report))
     if args.gc_report:
         app = _counting_full_collections(app, Path(args.gc_report))
     config = uvicorn.Config(
@@ -444,6 +457,65 @@ def serve(args: argparse.Namespace) -> int:
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _add_freeze_route(app: Any) -> None:
+    """``POST /_bench/gc-freeze``: a full collection, then ``gc.freeze()``, what a service can do once it has
+    started and warmed up (Python's recipe for long-lived heaps): every object alive then, its imports and the
+    client's included, leaves the full collections that stall its event loop."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def freeze(request: Request) -> Response:
+        gc.collect()
+        gc.freeze()
+        return JSONResponse({"frozen": gc.get_freeze_count()})
+
+    app.router.routes.append(Route("/_bench/gc-freeze", freeze, methods=["POST"]))
+
+
+def _recording_full_collection_pauses(report: Path) -> None:
+    """Records how long each full collection holds the process, written to ``report`` (JSON) at exit: the
+    event loop waits each one out, so it is a stall that every request in flight pays, a tail (p99) cost
+    that a heap's size sets more than a request's instructions do. Younger generations' callbacks only
+    compare an int."""
+    import atexit
+
+    clock = time.perf_counter
+    pauses: list[float] = []
+    began = 0.0
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        nonlocal began
+        if info["generation"] == 2:
+            if phase == "start":
+                began = clock()
+            else:
+                pauses.append(clock() - began)
+
+    gc.callbacks.append(on_collection)
+
+    def write() -> None:  # whole or not at all: a server killed mid-write leaves no half a report
+        partial = report.with_suffix(".partial")
+        partial.write_text(json.dumps({"pauses_s": pauses}))
+        os.replace(partial, report)
+
+    atexit.register(write)
+
+
+def full_collections(report: Path, requests: int) -> dict[str, Any] | None:
+    """A server's full collections from its pause report: how often per 1,000 requests, how long."""
+    if not report.exists():
+        return None
+    pauses = json.loads(report.read_text())["pauses_s"]
+    report.unlink()
+    return {
+        "count": len(pauses),
+        "per_1000_requests": len(pauses) / requests * 1000 if requests else float("nan"),
+        "pause_median_ms": _median(pauses) * 1000,
+        "pause_max_ms": max(pauses, default=float("nan")) * 1000,
+    }
 
 
 def _counting_full_collections(app: Any, report: Path) -> Any:
@@ -473,8 +545,17 @@ def _counting_full_collections(app: Any, report: Path) -> Any:
 
 # -- load generation -----------------------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """User + system CPU of the service and its children, live or reaped (a shipper the client replaced): a
+    ``shipper="process"`` client's sends are the service's cost too."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _host_busy() -> float:
@@ -492,23 +573,37 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def nearest_rank(q: float, n: int) -> int:
+    """The rank (1-based) of the ``q`` quantile of ``n`` values: the smallest with at least ``q * n`` at or
+    below it (ceil, with float error forgiven: 0.99 * 100 is 99.00000000000001)."""
+    return max(1, min(n, math.ceil(q * n - 1e-9)))
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+    return sorted(values)[nearest_rank(q, len(values)) - 1]
 
 
 class Server:
     """One variant's service process, pinned to its CPU; stopped on exit."""
 
     def __init__(
-        self, variant: str, cpu: int | None, work: Path, db_url: str, project: str, http: str, nice: int = 0
+        self,
+        variant: str,
+        cpu: int | None,
+        work: Path,
+        db_url: str,
+        project: str,
+        http: str,
+        nice: int = 0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.variant = variant
         self.port = free_port()
         argv = [sys.executable, "-m", "benchmarks.load_webhook", "--serve", variant, "--port", str(self.port)]
         argv += ["--db-url", db_url, "--project", project, "--spool", str(work / "spool"), "--http", http]
+        argv += extra
         if cpu is not None:
             argv = ["taskset", "-c", str(cpu), *argv]
         if nice:
@@ -526,12 +621,16 @@ class Server:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                self.log.close()
                 raise RuntimeError(f"{variant} server not ready in 30 s")
             time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            # SIGINT: uvicorn shuts down as on SIGTERM, then re-raises it, so atexit writes the pause report
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -576,8 +675,11 @@ def h2load(
     connections: int,
     rate: float | None,
     log: Path | None,
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """One load run against ``server``: h2load pinned to the generator CPU; the server's CPU from /proc."""
+    """One load run against ``server``: h2load pinned to the generator CPU; the server's CPU from /proc.
+    ``keep``: the latencies (ms, from ``log``) and the requests' start times (s) too, for a caller that pools
+    runs."""
     argv = [
         H2LOAD,
         "--h1",
@@ -629,19 +731,27 @@ def h2load(
         "loadavg_1m": os.getloadavg()[0],
     }
     if log is not None:
-        lat = []
+        lat, starts = [], []
         for line in log.read_text().splitlines():
-            parts = line.split("\t")
+            parts = line.split("\t")  # start (us since the epoch), status, latency (us)
             if len(parts) >= 3 and parts[1].startswith("2"):
                 lat.append(int(parts[2]) / 1000.0)  # ms
+                starts.append(int(parts[0]) / 1e6)
         result["p50_ms"] = percentile(lat, 0.50)
         result["p99_ms"] = percentile(lat, 0.99)
         result["mean_ms"] = statistics.fmean(lat) if lat else float("nan")
+        if keep:
+            result["latencies_ms"], result["starts_s"] = lat, starts
         log.unlink()
     return result
 
 
-STYLES = {"labels": "", "bound": "-bound", "log": "-log"}  # --ours / --prometheus: the handler a role serves
+STYLES = {
+    "labels": "",
+    "bound": "-bound",
+    "log": "-log",
+    "log-shipper": "-log-shipper",
+}  # --ours / --prometheus: the handler a role serves
 
 
 def served(role: str, cfg: argparse.Namespace) -> str:
@@ -656,11 +766,18 @@ def measure_variant(
     variant: str, cfg: argparse.Namespace, work: Path, files: dict[str, Path], db_url: str, rate: float
 ) -> dict[str, Any]:
     project = str(uuid.uuid4())
-    server = Server(served(variant, cfg), cfg.server_cpu, work, db_url, project, cfg.http, cfg.nice)
+    pauses = work / f"pauses-{project}.json"
+    extra: tuple[str, ...] = ("--pause-report", str(pauses)) if cfg.gc_pauses else ()
+    extra += ("--freeze-route",) if cfg.gc_freeze else ()
+    server = Server(served(variant, cfg), cfg.server_cpu, work, db_url, project, cfg.http, cfg.nice, extra)
     scraper = Scraper(server.url, cfg.scrape_interval) if variant == "prometheus" else None
     before: dict[str, Any] = {}
     try:
-        h2load(server, cfg, files, cfg.warmup, cfg.connections, None, None)
+        warm = h2load(server, cfg, files, cfg.warmup, cfg.connections, None, None)
+        if cfg.gc_freeze:
+            import httpx
+
+            httpx.post(server.url + "/_bench/gc-freeze", timeout=60).raise_for_status()
         if variant == "ours":
             before = warmed_up_report(db_url, project)
         sat = h2load(server, cfg, files, cfg.seconds, cfg.connections, None, work / "sat.log")
@@ -670,6 +787,7 @@ def measure_variant(
             scraper.close()
         server.stop()
     result = {"saturation": sat, "fixed_rate": fixed, "scrapes": scraper.scrapes if scraper else None}
+    result["full_collections"] = full_collections(pauses, sum(r["requests"] for r in (warm, sat, fixed)))
     if variant == "ours":
         result["client"] = steady_flush(before, client_self_report(db_url, project))
     return result
@@ -935,10 +1053,10 @@ def child_in_context(variant: str, db_url: str, n: int, spool: str, concurrency:
             while time.monotonic() < warm_until:
                 await asyncio.gather(*(request() for _ in range(concurrency)))
             statuses.clear()
-            cpu = time.process_time()
+            cpu = cpu_seconds(os.getpid())  # a shipper process's too (``ours-log-shipper``)
             for _ in range(n // concurrency):
                 await asyncio.gather(*(request() for _ in range(concurrency)))
-            return time.process_time() - cpu
+            return cpu_seconds(os.getpid()) - cpu
 
     spent = asyncio.run(drive())
     if set(statuses) != {200}:
@@ -1057,6 +1175,22 @@ def local_stack(work: Path) -> Iterator[str]:
 
 
 # -- report -----------------------------------------------------------------------------------------------------
+def _round_line(run: dict[str, Any]) -> str:
+    s, fx, fc = run["saturation"], run["fixed_rate"], run.get("full_collections")
+    line = (
+        f"saturation {s['throughput_rps']:7.0f} req/s p99 {s['p99_ms']:6.2f} ms cpu "
+        f"{s['server_cpu_us_per_request']:6.1f} us/req | fixed {fx['throughput_rps']:6.0f} req/s p50 "
+        f"{fx['p50_ms']:5.2f} p99 {fx['p99_ms']:6.2f} ms cpu {fx['server_cpu_share']:.3f} "
+        f"({fx['server_cpu_us_per_request']:6.1f} us/req)"
+    )
+    if fc:
+        line += (
+            f" | full collections {fc['per_1000_requests']:.2f}/1000 req, pause median "
+            f"{fc['pause_median_ms']:.1f} ms max {fc['pause_max_ms']:.1f}"
+        )
+    return line
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -1081,7 +1215,7 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 for k in keys
             }
         for variant in ("ours", "prometheus"):
-            ratios = {}
+            ratios: dict[str, dict[str, Any]] = {}
             for k in keys:
                 per_round = [r[variant][load][k] / r["plain"][load][k] for r in rounds]
                 ratios[k] = {
@@ -1089,6 +1223,13 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                     "spread": _spread(per_round),
                     "per_round": per_round,
                 }
+            # the goals judged by the paired rounds (a sign test), not by their median alone
+            ratios["throughput_rps"]["verdict"] = paired_verdict(
+                ratios["throughput_rps"]["per_round"], GOAL_THROUGHPUT_RATIO, at_most=False
+            )
+            ratios["p99_ms"]["verdict"] = paired_verdict(
+                ratios["p99_ms"]["per_round"], GOAL_P99_RATIO, at_most=True
+            )
             out[load][f"{variant}/plain"] = ratios
         # added cost, ours vs prometheus_client: CPU per request above plain, paired per round
         added = {}
@@ -1111,6 +1252,14 @@ def analyse(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         out[load]["throughput_loss"] = {
             v: {"median": _median(x), "spread": _spread(x)} for v, x in loss.items()
         }
+    out["full_collections"] = {
+        v: {
+            k: _median([r[v]["full_collections"][k] for r in rounds])
+            for k in ("per_1000_requests", "pause_median_ms", "pause_max_ms")
+        }
+        for v in VARIANTS
+        if all(r[v].get("full_collections") for r in rounds)
+    }
     return out
 
 
@@ -1173,6 +1322,9 @@ def figures(  # noqa: PLR0915
             figure = f"[{'saturation' if '--rps' not in load else 'fixed rate'}] {figure}"
         rows.append(summary_row(figure, value, baseline, ratio, goal, met, load, unit, spread))
 
+    def judged(goal: str, verdict: bool | None) -> str:
+        return f"{goal}; sign test, {len(rounds_raw)} rounds: {verdict_text(verdict)}"
+
     for load in ("saturation", "fixed_rate"):
         d = a[load]
         base = d["plain"]
@@ -1186,8 +1338,8 @@ def figures(  # noqa: PLR0915
                     d[variant]["throughput_rps"]["median"],
                     base["throughput_rps"]["median"],
                     r["throughput_rps"]["median"],
-                    f">= {GOAL_THROUGHPUT_RATIO}" if goal_tp else "-",
-                    r["throughput_rps"]["median"] >= GOAL_THROUGHPUT_RATIO if goal_tp else None,
+                    judged(f">= {GOAL_THROUGHPUT_RATIO}", r["throughput_rps"]["verdict"]) if goal_tp else "-",
+                    r["throughput_rps"]["verdict"] if goal_tp else None,
                     load_desc[load],
                     "req/s",
                     r["throughput_rps"]["spread"],
@@ -1208,8 +1360,8 @@ def figures(  # noqa: PLR0915
                 d[variant]["p99_ms"]["median"],
                 base["p99_ms"]["median"],
                 r["p99_ms"]["median"],
-                f"<= {GOAL_P99_RATIO}" if goal_p99 else "-",
-                r["p99_ms"]["median"] <= GOAL_P99_RATIO if goal_p99 else None,
+                judged(f"<= {GOAL_P99_RATIO}", r["p99_ms"]["verdict"]) if goal_p99 else "-",
+                r["p99_ms"]["verdict"] if goal_p99 else None,
                 load_desc[load],
                 "ms",
                 r["p99_ms"]["spread"],
@@ -1329,6 +1481,27 @@ def figures(  # noqa: PLR0915
             "whole server life: warm-up, saturation and fixed rate",
             "fraction",
         )
+    collections = a.get("full_collections", {})
+    if "plain" in collections:  # --gc-pauses: the stalls behind the tail, per variant against plain's
+        base_fc = collections["plain"]
+        for variant, label in (("ours", "ours"), ("prometheus", "prometheus_client")):
+            if variant not in collections:
+                continue
+            for key, what, unit in (
+                ("pause_median_ms", "full collection pause (median)", "ms"),
+                ("per_1000_requests", "full collections per 1,000 requests", "count"),
+            ):
+                value, baseline = collections[variant][key], base_fc[key]
+                add(
+                    f"[diagnostic] {what}, {label} vs uninstrumented",
+                    value,
+                    baseline,
+                    value / baseline if baseline else None,
+                    "-",
+                    None,
+                    "every load run of a server",
+                    unit,
+                )
     if memory:
         s = memory["series"]
         ours_b = (s["ours"]["rss_after"] - s["ours"]["rss_before"]) / s["ours"]["series"]
@@ -1410,10 +1583,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     )
     parser.add_argument(
         "--ours",
-        choices=("labels", "bound", "log"),
+        choices=tuple(STYLES),
         default="labels",
         help="our handler in the timed and in-context runs: labels at every call (default), children bound "
-        "once, or the client's request log",
+        "once, the client's request log, or the request log sent from a shipper process",
     )
     parser.add_argument(
         "--prometheus",
@@ -1467,12 +1640,24 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         help="niceness of server and generator (e.g. -5 on a shared machine; root)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server / generator to CPUs")
+    parser.add_argument(
+        "--gc-pauses",
+        action="store_true",
+        help="record each server's full collections (how often, how long each stalls it) in the report",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="every server calls gc.freeze() after its warm-up, as a service can once started",
+    )
     # internal modes
     parser.add_argument(
         "--serve", choices=VARIANTS + BOUND_VARIANTS + LOGGED_VARIANTS, help=argparse.SUPPRESS
     )
     parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS)  # uvicorn's event loop
     parser.add_argument("--gc-report", help=argparse.SUPPRESS)  # see _counting_full_collections
+    parser.add_argument("--pause-report", help=argparse.SUPPRESS)  # see _recording_full_collection_pauses
+    parser.add_argument("--freeze-route", action="store_true", help=argparse.SUPPRESS)  # _add_freeze_route
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
@@ -1538,13 +1723,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 one: dict[str, dict[str, Any]] = {}
                 for variant in order:
                     one[variant] = measure_variant(variant, args, work, files, db_url, rate)
-                    s, fx = one[variant]["saturation"], one[variant]["fixed_rate"]
-                    say(
-                        f"round {i + 1} {variant:10s} saturation {s['throughput_rps']:7.0f} req/s p99 "
-                        f"{s['p99_ms']:6.2f} ms cpu {s['server_cpu_us_per_request']:6.1f} us/req | fixed "
-                        f"{fx['throughput_rps']:6.0f} req/s p50 {fx['p50_ms']:5.2f} p99 {fx['p99_ms']:6.2f} ms cpu "
-                        f"{fx['server_cpu_share']:.3f} ({fx['server_cpu_us_per_request']:6.1f} us/req)"
-                    )
+                    say(f"round {i + 1} {variant:10s} {_round_line(one[variant])}")
                 rounds.append(one)
             memory: dict[str, Any] | None = None
             if not args.skip_memory:

@@ -352,10 +352,18 @@ def build(results: Path) -> str:
         command = redact(str(data.get("command", "?")))  # results written before write() redacted
         runs.append(f"- `{name}`: `{command}` at {env.get('when') or data.get('when', '?')}")
         for r in rows:
-            if r["met"] is not None:
+            # a goal the run could not judge (benchmarks._report.paired_verdict) is a goal all the same
+            undecided = r["met"] is None and "no verdict" in str(r["goal"])
+            if r["met"] is not None or undecided:
                 met_count[0] += bool(r["met"])
                 met_count[1] += 1
-            met = "–" if r["met"] is None else ("**yes**" if r["met"] else "**NO**")
+            met = (
+                "no verdict"
+                if undecided
+                else "–"
+                if r["met"] is None
+                else ("**yes**" if r["met"] else "**NO**")
+            )
             lines.append(
                 "| "
                 + " | ".join(
