@@ -11,7 +11,7 @@ import threading
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 import typer
@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from meshhook_rt_metrics import logs
-from meshhook_rt_metrics.db import maintenance, migrator
+from meshhook_rt_metrics.db import health, maintenance, migrator
 from meshhook_rt_metrics.localstack.postgres import PostgresError
 from meshhook_rt_metrics.localstack.stack import LocalStack
 from meshhook_rt_metrics.settings import StackSettings
@@ -167,8 +167,11 @@ def status(
         return
     state = stack.status()
     details = {service.name: stack.service_details(service.name) for service in stack.services()}
+    plane = _data_plane(stack)
     if output is OutputFormat.json:
-        typer.echo(json.dumps({"services": state, "supervision": details, "env": env}, indent=2))
+        typer.echo(
+            json.dumps({"services": state, "supervision": details, "data_plane": plane, "env": env}, indent=2)
+        )
         return
     for name, value in state.items():
         line = f"{name:>12}: {value}"
@@ -177,8 +180,31 @@ def status(
             if details[name]["last_error"]:
                 line += f", last error at {details[name]['last_error_at']}: {details[name]['last_error']}"
         console.print(line, markup=False, highlight=False)
+    for line in _data_plane_lines(plane):
+        console.print(line, markup=False, highlight=False)
     for key, value in env.items():
         console.print(f"{key:>12}: {value}")
+
+
+def _data_plane(stack: LocalStack) -> dict[str, Any]:
+    """Whether the rollup pass and the totals' fold keep up (``metrics.rollup_status()``, as ``GET /healthz``
+    reads it), or why that could not be read."""
+    unknown: dict[str, Any] = {"rollups": "unknown", "totals": "unknown"}
+    if not stack.postgres.running():
+        return {**unknown, "detail": "PostgreSQL is not running"}
+    try:
+        with psycopg.connect(stack.database_url, autocommit=True, connect_timeout=5) as conn:
+            return health.rollup_health(conn)
+    except psycopg.Error as exc:
+        return {**unknown, "detail": logs.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])}
+
+
+def _data_plane_lines(plane: dict[str, Any]) -> list[str]:
+    rollups = plane["rollups"]
+    if "rollup_pending_points" in plane:
+        rollups += f" ({plane['rollup_pending_points']:,} points not merged yet)"
+    detail = f" ({plane['detail']})" if "detail" in plane else ""
+    return [f"{'rollups':>12}: {rollups}{detail}", f"{'totals':>12}: {plane['totals']}{detail}"]
 
 
 @app.command()

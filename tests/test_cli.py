@@ -171,9 +171,15 @@ def test_down_then_up_reuses_the_data(state_dir: Path) -> None:
         ingest(conn, batch(project, [counter("kept_total", 5)]))
     result = run("down", "--state-dir", str(state_dir))
     assert "PostgreSQL stopped" in result.stderr
+    stopped = json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)
+    assert stopped["services"]["postgres"] == "stopped"
+    assert stopped["data_plane"] == {
+        "rollups": "unknown",
+        "totals": "unknown",
+        "detail": "PostgreSQL is not running",
+    }
     assert (
-        json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)["services"]["postgres"]
-        == "stopped"
+        "rollups: unknown (PostgreSQL is not running)" in run("status", "--state-dir", str(state_dir)).stderr
     )
     result = run("up", "--detach", "--state-dir", str(state_dir))
     assert "0 migration(s) applied" in result.stderr
@@ -274,6 +280,12 @@ def test_status_shows_every_service_supervised(state_dir: Path) -> None:
     assert all(d["state"] == "running" and d["child_pid"] for d in details.values()), details
     pretty = run("status", "--state-dir", str(state_dir)).stderr
     assert "maintain: running (pid" in pretty and "restarts 0" in pretty
+    # the data plane as GET /healthz reads it: a pass that keeps up, a fold that keeps up
+    assert "rollups: current (" in pretty and "points not merged yet)" in pretty
+    assert "totals: current" in pretty
+    plane = json.loads(run("status", "--state-dir", str(state_dir), "-o", "json").stdout)["data_plane"]
+    assert plane["rollups"] == "current" and plane["totals"] == "current"
+    assert plane["rollup_pending_points"] >= 0
 
 
 def test_a_detached_service_that_dies_is_restarted_and_status_says_why(state_dir: Path) -> None:
@@ -367,3 +379,26 @@ def test_foreground_up_runs_every_service_until_stopped() -> None:
             proc.kill()
         run("down", "--state-dir", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_status_says_why_the_data_plane_could_not_be_read_and_keeps_the_password_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL that runs but refuses the connection (here: psycopg made to fail as it would)."""
+    from types import SimpleNamespace
+
+    from meshhook_rt_metrics import cli
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise psycopg.OperationalError(
+            'connection failed: password authentication failed for user "postgres" password=hunter22\nmore'
+        )
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    stack = SimpleNamespace(postgres=SimpleNamespace(running=lambda: True), database_url="postgresql://x")
+    plane = cli._data_plane(stack)  # type: ignore[arg-type]
+    assert plane["rollups"] == plane["totals"] == "unknown"
+    assert plane["detail"].startswith("OperationalError: connection failed: password authentication failed")
+    assert "hunter22" not in plane["detail"] and "more" not in plane["detail"]
+    lines = cli._data_plane_lines(plane)
+    assert lines[0].strip().startswith("rollups: unknown (OperationalError:")

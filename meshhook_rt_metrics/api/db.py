@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from meshhook_rt_metrics.api.errors import from_database
 from meshhook_rt_metrics.db import migrator
+from meshhook_rt_metrics.db.health import rollup_health
 from meshhook_rt_metrics.db.session import as_caller
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
@@ -70,7 +71,7 @@ class Database:
                     "migrations": "unknown",
                     "detail": "no access to the migration history",
                 }
-            rollups = self._rollup_status(conn)
+            rollups = rollup_health(conn)
         pending = [v for v in expected if v not in applied]
         return {
             "database": "ok",
@@ -79,26 +80,4 @@ class Database:
             "applied": len(applied),
             "pending": pending,
             **rollups,
-        }
-
-    @staticmethod
-    def _rollup_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-        """``metrics.rollup_status()``: whether the rollup pass and the totals' fold keep up (``unknown`` without
-        access)."""
-        try:
-            with conn.transaction():
-                row = conn.execute(
-                    "select pending_points, stalled, fold_stalled from metrics.rollup_status()"
-                ).fetchone()
-        except (
-            psycopg.errors.InsufficientPrivilege,
-            psycopg.errors.UndefinedFunction,
-            psycopg.errors.UndefinedColumn,  # a database before migration 20261207000700 (reported pending)
-        ):
-            return {"rollups": "unknown", "totals": "unknown"}
-        assert row is not None
-        return {
-            "rollups": "stalled" if row[1] else "current",
-            "rollup_pending_points": int(row[0]),
-            "totals": "stalled" if row[2] else "current",
         }
