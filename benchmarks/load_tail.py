@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import signal
 import sys
@@ -47,9 +46,10 @@ from benchmarks.load_webhook import (
     Server,
     h2load,
     local_stack,
-    make_body,
     nearest_rank,
+    pin_cpus,
     print_figures,
+    request_files,
     say,
     served,
 )
@@ -75,25 +75,21 @@ def held(servers: dict[str, Server], active: str | None) -> None:
 
 
 def window(
-    servers: dict[str, Server],
-    role: str,
-    load: str,
-    cfg: argparse.Namespace,
-    files: dict[str, Path],
-    rate: float,
+    servers: dict[str, Server], role: str, load: str, cfg: argparse.Namespace, rate: float
 ) -> dict[str, Any]:
     """One load window on ``role``'s service; its latencies binned (``BIN_US``) for pooling."""
     held(servers, role)
     fixed = load == "fixed_rate"
     log = cfg.work / f"window-{uuid.uuid4()}.log"
     connections = cfg.rate_connections if fixed else cfg.connections
-    run = h2load(servers[role], cfg, files, cfg.seconds, connections, rate if fixed else None, log, keep=True)
+    run = h2load(
+        servers[role], cfg, cfg.files, cfg.seconds, connections, rate if fixed else None, log, keep=True
+    )
     if run["ok_2xx"] == 0:  # a window with nothing to pool: the service did not answer
         raise RuntimeError(
             f"{role}'s service answered none of {run['requests']} requests ({run['failed']} failed)"
         )
     starts, latencies = run.pop("starts_s"), run.pop("latencies_ms")
-    run["bins"] = Counter(round(ms * 1000 / BIN_US) for ms in latencies)
     # a held service's flush thread wakes late when continued, flushes at once and then every second from
     # there: ours' flushes fall at the start of each second of the window
     first = min(starts, default=0.0)
@@ -101,6 +97,9 @@ def window(
         (int((s - first) % 1.0 * PHASES), round(ms * 1000 / BIN_US))
         for s, ms in zip(starts, latencies, strict=True)
     )
+    run["bins"] = Counter()  # the same, phases summed: what the bootstrap pools, hundreds of times
+    for (_, b), n in run["phased"].items():
+        run["bins"][b] += n
     return run
 
 
@@ -249,7 +248,7 @@ def measure(cfg: argparse.Namespace, db_url: str) -> tuple[dict[str, Any], float
             order = ROLES if i % 2 == 0 else ROLES[::-1]
             for load in cfg.loads:
                 for role in order:
-                    run = window(up, role, load, cfg, cfg.files, rate)
+                    run = window(up, role, load, cfg, rate)
                     pairs[load][role].append(run)
                     say(
                         f"pair {i + 1}/{cfg.pairs} {load:10s} {role:5s} {run['throughput_rps']:7.0f} req/s "
@@ -291,17 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.prometheus = "labels"  # served() asks for it; prometheus_client does not run here
     stop_on_sigterm()
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = not args.no_pin and len(cpus) >= 2
-    args.server_cpu, args.generator_cpu = (cpus[-1], cpus[0]) if pin else (None, None)
-    if pin:
-        os.sched_setaffinity(0, set(cpus[:-1]))
-    body, signature = make_body()
+    pin_cpus(args)
     with tempfile.TemporaryDirectory(prefix="meshhook-tail-") as work:
         args.work = Path(work)
-        args.files = {"body": args.work / "body.json", "signature": args.work / "signature"}
-        args.files["body"].write_bytes(body)
-        args.files["signature"].write_text(signature)
+        args.files = request_files(args.work)
         with local_stack(args.work) as db_url:
             pairs, rate = measure(args, db_url)
     judged = {load: judge(pairs[load], args.resamples, args.seed) for load in args.loads}

@@ -138,6 +138,26 @@ def make_body() -> tuple[bytes, str]:
     return body, "sha256=" + hmac.new(KEY, body, hashlib.sha256).hexdigest()
 
 
+def request_files(work: Path) -> dict[str, Path]:
+    """The request h2load sends, written to ``work``: its body and its signature header's value."""
+    body, signature = make_body()
+    files = {"body": work / "body.json", "signature": work / "signature"}
+    files["body"].write_bytes(body)
+    files["signature"].write_text(signature)
+    return files
+
+
+def pin_cpus(args: argparse.Namespace) -> None:
+    """``args.server_cpu`` / ``args.generator_cpu``: the servers alone on the last CPU, the generator on the
+    first; this process, PostgreSQL and the maintain loop (children inherit) share the generator's CPUs.
+    None for both with ``--no-pin`` or a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = not args.no_pin and len(cpus) >= 2
+    args.server_cpu, args.generator_cpu = (cpus[-1], cpus[0]) if pin else (None, None)
+    if pin:
+        os.sched_setaffinity(0, set(cpus[:-1]))
+
+
 # -- the service ---------------------------------------------------------------------------------------------
 def build_app(  # noqa: PLR0915
     variant: str,
@@ -1685,18 +1705,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     if not args.skip_instructions and shutil.which("valgrind") is None:
         print("valgrind not found: apt-get install valgrind (make system-deps)", file=sys.stderr)
         return 2
-    ncpu = len(os.sched_getaffinity(0))
-    pin = not args.no_pin and ncpu >= 2
-    cpus = sorted(os.sched_getaffinity(0))
-    args.server_cpu = cpus[-1] if pin else None
-    args.generator_cpu = cpus[0] if pin else None
-    if pin:  # this process, PostgreSQL and the maintain loop (children inherit) share the generator's CPU
-        os.sched_setaffinity(0, set(cpus[:-1]))
-    body, signature = make_body()
+    pin_cpus(args)
     work = Path(tempfile.mkdtemp(prefix="meshhook-load-"))
-    files = {"body": work / "body.json", "signature": work / "signature"}
-    files["body"].write_bytes(body)
-    files["signature"].write_text(signature)
+    files = request_files(work)
+    body = files["body"].read_bytes()
     result: dict[str, Any] = {}
     try:
         with local_stack(work) as db_url:
