@@ -185,7 +185,9 @@ def test_a_shipper_killed_mid_send_costs_a_resend_never_a_batch(db: TestDatabase
         counter.inc(11)
         with psycopg.connect(db.admin_url) as locker:
             locker.execute("lock table metrics.batches in exclusive mode")
-            flusher = threading.Thread(target=client.flush)
+            # this flush only sends: had it replayed the spooled batch at once (the backoff is short), the
+            # replay would queue behind the lock too and this block would wait out the statement timeout
+            flusher = threading.Thread(target=client.flush, kwargs={"replay_deadline": time.monotonic()})
             flusher.start()
             waiting = _blocked_by(db.admin_url, locker.info.backend_pid)
             assert waiting  # the shipper's statement is queued behind the lock
